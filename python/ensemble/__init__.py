@@ -1,0 +1,1 @@
+"""Ensemble: an LLM inference gateway."""
