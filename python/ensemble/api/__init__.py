@@ -1,0 +1,1 @@
+"""Wire formats clients speak: parse an HTTP body into an InferenceRequest, render answers back."""

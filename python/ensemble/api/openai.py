@@ -1,0 +1,295 @@
+"""OpenAI Chat Completions as an ingress format: `POST /v1/chat/completions`, `GET /v1/models`.
+
+Requests become InferenceRequests (parameters the canonical shape has no field for ride along in
+`provider_config`, which OpenAI-type providers forward and others ignore); answers and streams are
+rendered exactly as the official `openai` SDK expects them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ensemble.api.common import convert, decode_object
+from ensemble.errors import EnsembleError, InvalidRequest
+from ensemble.types import (
+    AudioContent,
+    ContentBlock,
+    DocumentContent,
+    FinishReason,
+    ImageContent,
+    InferenceRequest,
+    InferenceResponse,
+    MediaSource,
+    Message,
+    StreamDelta,
+    TextBlock,
+    TextContent,
+    TextDelta,
+    ThinkingBlock,
+    ToolCall,
+    ToolCallArgs,
+    ToolCallBlock,
+    ToolCallStart,
+    ToolChoiceNamed,
+    ToolDefinition,
+    Usage,
+)
+
+_FINISH_OUT: dict[FinishReason, str] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "stop",
+}
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+
+# Consumed here; everything else unknown to the canonical request is forwarded in provider_config.
+_HANDLED = {
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools",
+    "tool_choice", "stream", "stream_options", "n",
+}
+
+
+def _media_from_url(url: str) -> MediaSource:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header[5:].split(";")[0] or None
+        return MediaSource(type="base64", media_type=media_type, data=data)
+    return MediaSource(type="url", url=url)
+
+
+def _part(part: Any, where: str) -> ContentBlock:
+    if not isinstance(part, dict):
+        raise InvalidRequest(f"{where}: expected a content part object", param="messages")
+    kind = part.get("type")
+    if kind == "text":
+        return TextContent(text=convert(part.get("text"), str, f"{where}.text"))
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return ImageContent(source=_media_from_url(convert(url, str, f"{where}.image_url.url")))
+    if kind == "input_audio":
+        audio = part.get("input_audio") or {}
+        fmt = audio.get("format", "wav") if isinstance(audio, dict) else "wav"
+        data = audio.get("data") if isinstance(audio, dict) else None
+        return AudioContent(
+            source=MediaSource(type="base64", media_type=f"audio/{fmt}", data=convert(data, str, f"{where}.input_audio.data"))
+        )
+    if kind == "file":
+        file = part.get("file") or {}
+        data = file.get("file_data") if isinstance(file, dict) else None
+        return DocumentContent(source=_media_from_url(convert(data, str, f"{where}.file.file_data")))
+    raise InvalidRequest(f"{where}.type: unsupported content part type {kind!r}", param="messages")
+
+
+def _message(raw: Any, i: int) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"{where}: expected an object", param="messages")
+    role = _ROLES.get(raw.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise InvalidRequest(f"{where}.role: must be one of system, developer, user, assistant, tool", param="messages")
+    content = raw.get("content")
+    blocks: str | list[ContentBlock]
+    if content is None:
+        blocks = ""
+    elif isinstance(content, str):
+        blocks = content
+    elif isinstance(content, list):
+        blocks = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(content)]
+    else:
+        raise InvalidRequest(f"{where}.content: expected a string or a list of content parts", param="messages")
+    tool_calls = None
+    if raw.get("tool_calls"):
+        calls = raw["tool_calls"]
+        if not isinstance(calls, list):
+            raise InvalidRequest(f"{where}.tool_calls: expected a list", param="messages")
+        tool_calls = []
+        for j, c in enumerate(calls):
+            fn = c.get("function") if isinstance(c, dict) else None
+            if not isinstance(fn, dict):
+                raise InvalidRequest(f"{where}.tool_calls[{j}].function: expected an object", param="messages")
+            args = fn.get("arguments") or "{}"
+            tool_calls.append(
+                ToolCall(
+                    id=convert(c.get("id", ""), str, f"{where}.tool_calls[{j}].id"),
+                    name=convert(fn.get("name"), str, f"{where}.tool_calls[{j}].function.name"),
+                    arguments=convert(args, str, f"{where}.tool_calls[{j}].function.arguments"),
+                )
+            )
+    return Message(
+        role=role,  # type: ignore[arg-type]
+        content=blocks,
+        tool_calls=tool_calls,
+        tool_call_id=raw.get("tool_call_id") if role == "tool" else None,
+        name=raw.get("name") if isinstance(raw.get("name"), str) else None,
+    )
+
+
+def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
+    """(request, include_usage) from a chat.completions body."""
+    data = decode_object(body)
+    if "model" not in data:
+        raise InvalidRequest("model: required field is missing", param="model")
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages: required, and must be a list of messages", param="messages")
+    n = data.get("n")
+    if n not in (None, 1):
+        raise InvalidRequest("n: only n=1 is supported", param="n")
+    stop = data.get("stop")
+    tools = None
+    if data.get("tools") is not None:
+        raw_tools = data["tools"]
+        if not isinstance(raw_tools, list):
+            raise InvalidRequest("tools: expected a list", param="tools")
+        tools = []
+        for i, t in enumerate(raw_tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(fn, dict):
+                raise InvalidRequest(f"tools[{i}].function: expected an object", param="tools")
+            tools.append(convert(fn, ToolDefinition, f"tools[{i}].function"))
+    choice = data.get("tool_choice")
+    tool_choice: Any = None
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise InvalidRequest("tool_choice: must be auto, none, required or a function", param="tool_choice")
+        tool_choice = choice
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        tool_choice = ToolChoiceNamed(name=convert(name, str, "tool_choice.function.name"))
+    elif choice is not None:
+        raise InvalidRequest("tool_choice: must be a string or an object", param="tool_choice")
+    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
+    stream_options = data.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("stream_options: expected an object", param="stream_options")
+    extras = {k: v for k, v in data.items() if k not in _HANDLED}
+    request = InferenceRequest(
+        model=convert(data["model"], str, "model"),
+        messages=[_message(m, i) for i, m in enumerate(messages)],
+        max_tokens=convert(max_tokens, int | None, "max_tokens"),  # type: ignore[arg-type]
+        temperature=convert(data.get("temperature"), float | None, "temperature"),  # type: ignore[arg-type]
+        top_p=convert(data.get("top_p"), float | None, "top_p"),  # type: ignore[arg-type]
+        stop_sequences=[stop] if isinstance(stop, str) else convert(stop, list[str] | None, "stop"),  # type: ignore[arg-type]
+        tools=tools,
+        tool_choice=tool_choice,
+        stream=convert(data.get("stream", False) or False, bool, "stream"),
+        provider_config=extras or None,
+    )
+    return request, bool(stream_options.get("include_usage"))
+
+
+def _usage(u: Usage | InferenceResponse) -> dict[str, Any]:
+    if isinstance(u, InferenceResponse):
+        inp, out, cached, reasoning = u.input_tokens, u.output_tokens, u.cached_prompt_tokens, u.reasoning_tokens
+    else:
+        inp, out, cached, reasoning = u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens
+    return {
+        "prompt_tokens": inp,
+        "completion_tokens": out,
+        "total_tokens": inp + out,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def completion_id(request_id: str) -> str:
+    return "chatcmpl-" + request_id.removeprefix("req_")
+
+
+def render_response(r: InferenceResponse) -> bytes:
+    text = "".join(b.text for b in r.blocks if isinstance(b, TextBlock))
+    calls = [
+        {
+            "id": b.tool_call.id,
+            "type": "function",
+            "function": {"name": b.tool_call.name, "arguments": b.tool_call.raw_arguments or "{}"},
+        }
+        for b in r.blocks
+        if isinstance(b, ToolCallBlock)
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    thinking = "".join(b.thinking for b in r.blocks if isinstance(b, ThinkingBlock))
+    if thinking:
+        message["reasoning_content"] = thinking
+    body = {
+        "id": completion_id(r.id),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": r.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH_OUT[r.finish_reason]}],
+        "usage": _usage(r),
+        "system_fingerprint": None,
+    }
+    return orjson.dumps(body)
+
+
+class ChunkWriter:
+    """Renders deltas as chat.completion.chunk SSE frames."""
+
+    def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
+        self._head = {"id": completion_id(request_id), "object": "chat.completion.chunk", "created": int(time.time()),
+                      "model": model, "system_fingerprint": None}
+        self._include_usage = include_usage
+        self._tool_slots: dict[int, int] = {}
+
+    def _frame(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def start(self) -> bytes:
+        return self._frame({"role": "assistant", "content": ""})
+
+    def render(self, delta: StreamDelta) -> bytes | None:
+        if isinstance(delta, TextDelta):
+            return self._frame({"content": delta.text})
+        if isinstance(delta, ToolCallStart):
+            slot = self._tool_slots[delta.index] = len(self._tool_slots)
+            call = {"index": slot, "id": delta.id, "type": "function", "function": {"name": delta.name, "arguments": ""}}
+            return self._frame({"tool_calls": [call]})
+        if isinstance(delta, ToolCallArgs):
+            slot = self._tool_slots.get(delta.index, 0)
+            return self._frame({"tool_calls": [{"index": slot, "function": {"arguments": delta.fragment}}]})
+        return None
+
+    def finish(self, response: InferenceResponse) -> bytes:
+        out = self._frame({}, _FINISH_OUT[response.finish_reason])
+        if self._include_usage:
+            chunk = {**self._head, "choices": [], "usage": _usage(response)}
+            out += b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return out + b"data: [DONE]\n\n"
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(error: EnsembleError, status: int) -> bytes:
+    kind = _ERROR_TYPES.get(status, "api_error" if status < 500 else "server_error")
+    return orjson.dumps({"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}})
+
+
+def sse_error(error: EnsembleError) -> bytes:
+    return b"data: " + error_body(error, error.status) + b"\n\n"
+
+
+def render_models(models: list[tuple[str, str]]) -> bytes:
+    return orjson.dumps(
+        {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in models]}
+    )

@@ -1,0 +1,119 @@
+"""Assembling StreamDeltas into a whole answer, so streamed and non-streamed calls end identical."""
+
+from __future__ import annotations
+
+import orjson
+
+from ensemble.types import (
+    EventBlock,
+    Finish,
+    FinishReason,
+    ProviderResult,
+    StreamDelta,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallBlock,
+    ToolCallOut,
+    ToolCallStart,
+    Usage,
+    UsageDelta,
+)
+
+
+class _Pending:
+    __slots__ = ("id", "kind", "name", "parts", "signature")
+
+    def __init__(self, kind: str, id: str = "", name: str = "") -> None:
+        self.kind = kind
+        self.id = id
+        self.name = name
+        self.parts: list[str] = []
+        self.signature = ""
+
+
+def parse_arguments(raw: str) -> dict[str, object]:
+    """Tool-call arguments as an object; malformed or non-object JSON yields {} (raw stays available)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class Assembler:
+    def __init__(self) -> None:
+        self._blocks: dict[int, _Pending] = {}
+        self.usage = Usage()
+        self.finish_reason: FinishReason | None = None
+        self.model: str | None = None
+        self.output_chars = 0
+
+    def feed(self, delta: StreamDelta) -> None:
+        if isinstance(delta, TextDelta):
+            block = self._blocks.get(delta.index)
+            if block is None:
+                block = self._blocks[delta.index] = _Pending("text")
+            block.parts.append(delta.text)
+            self.output_chars += len(delta.text)
+        elif isinstance(delta, ThinkingDelta):
+            block = self._blocks.get(delta.index)
+            if block is None:
+                block = self._blocks[delta.index] = _Pending("thinking")
+            if delta.thinking:
+                block.parts.append(delta.thinking)
+            if delta.signature:
+                block.signature += delta.signature
+        elif isinstance(delta, ToolCallStart):
+            self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name)
+        elif isinstance(delta, ToolCallArgs):
+            block = self._blocks.get(delta.index)
+            if block is None:
+                block = self._blocks[delta.index] = _Pending("tool_call")
+            block.parts.append(delta.fragment)
+            self.output_chars += len(delta.fragment)
+        elif isinstance(delta, UsageDelta):
+            u = self.usage
+            if delta.input_tokens is not None:
+                u.input_tokens = delta.input_tokens
+            if delta.output_tokens is not None:
+                u.output_tokens = delta.output_tokens
+            if delta.cached_tokens is not None:
+                u.cached_tokens = delta.cached_tokens
+            if delta.cache_creation_tokens is not None:
+                u.cache_creation_tokens = delta.cache_creation_tokens
+            if delta.reasoning_tokens is not None:
+                u.reasoning_tokens = delta.reasoning_tokens
+        elif isinstance(delta, Finish):
+            self.finish_reason = delta.reason
+            if delta.model:
+                self.model = delta.model
+
+    def blocks(self) -> list[EventBlock]:
+        out: list[EventBlock] = []
+        for index in sorted(self._blocks):
+            b = self._blocks[index]
+            text = "".join(b.parts)
+            if b.kind == "text":
+                out.append(TextBlock(text=text))
+            elif b.kind == "thinking":
+                out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
+            else:
+                out.append(
+                    ToolCallBlock(
+                        tool_call=ToolCallOut(id=b.id, name=b.name, arguments=parse_arguments(text), raw_arguments=text)
+                    )
+                )
+        return out
+
+    def result(self) -> ProviderResult:
+        return ProviderResult(
+            blocks=self.blocks(),
+            usage=self.usage,
+            finish_reason=self.finish_reason or "stop",
+            upstream_model=self.model,
+        )

@@ -1,0 +1,44 @@
+"""Client authentication: find the caller's key record from whichever header its SDK uses (SPEC §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ensemble._native import KeyTable
+from ensemble.errors import AuthenticationFailed, PermissionDenied
+from ensemble.storage.keys import KeyRecord
+
+
+def presented_key(headers: Mapping[str, str] | object) -> str | None:
+    """The key from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `x-goog-api-key` (Gemini)."""
+    get = headers.get  # type: ignore[attr-defined]
+    auth = get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return str(value.strip())
+    return get("x-api-key") or get("x-goog-api-key") or None
+
+
+class Authenticator:
+    def __init__(self, table: KeyTable) -> None:
+        self.table = table
+
+    def authenticate(self, key: str | None) -> KeyRecord:
+        if not key:
+            raise AuthenticationFailed(
+                "missing API key: send 'Authorization: Bearer ens_…' (or x-api-key / x-goog-api-key)",
+                code="missing_api_key",
+            )
+        record = self.table.lookup(key)
+        if record is None:
+            raise AuthenticationFailed("invalid API key", code="invalid_api_key")
+        assert isinstance(record, KeyRecord)
+        if record.status != "active":
+            raise AuthenticationFailed(f"this API key is {record.status}", code=f"key_{record.status}")
+        return record
+
+    @staticmethod
+    def authorize_model(record: KeyRecord, model: str) -> None:
+        if not record.allows(model):
+            raise PermissionDenied(f"this API key may not use model {model!r}", code="model_not_allowed")

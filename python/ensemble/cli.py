@@ -1,0 +1,313 @@
+"""The `ensemble` command line (SPEC §1): serve, migrate, config check, keys, version."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from ensemble import __version__
+from ensemble.config import Config, format_duration, load_config
+from ensemble.errors import ConfigError
+from ensemble.storage import database, keys
+
+DEFAULT_CONFIG = "config/ensemble.yaml"
+EXIT_CONFIG = 1
+EXIT_ENVIRONMENT = 2
+
+
+def _err(message: str) -> None:
+    print(f"ensemble: {message}", file=sys.stderr)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        _err(f"configuration has {len(e.problems)} problem(s):")
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def environment() -> str:
+    env = os.environ.get("ENSEMBLE_ENVIRONMENT", "development") or "development"
+    if env not in ("development", "staging", "production"):
+        _err(f"ENSEMBLE_ENVIRONMENT must be development, staging or production (got {env!r})")
+        raise SystemExit(EXIT_ENVIRONMENT)
+    return env
+
+
+def _valid_encryption_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def prepare_environment(config: Config) -> None:
+    """Production refuses to start without its secrets; development makes what it needs (SPEC §1)."""
+    env = environment()
+    enc = os.environ.get("ENSEMBLE_ENCRYPTION_KEY", "")
+    if env == "production":
+        missing = [v for v in ("ENSEMBLE_ENCRYPTION_KEY", "ENSEMBLE_ADMIN_KEY") if not os.environ.get(v)]
+        if missing:
+            _err(f"refusing to start in production without {' and '.join(missing)} "
+                 "(ENSEMBLE_ENCRYPTION_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`)")
+            raise SystemExit(EXIT_ENVIRONMENT)
+    if enc:
+        if not _valid_encryption_key(enc):
+            _err("ENSEMBLE_ENCRYPTION_KEY must be the base64 encoding of exactly 32 bytes")
+            raise SystemExit(EXIT_ENVIRONMENT)
+        return
+    if env == "development":
+        data_dir = Path(config.database.path).parent
+        key_file = data_dir / "encryption.key"
+        if key_file.exists():
+            value = key_file.read_text().strip()
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            value = base64.b64encode(os.urandom(32)).decode()
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
+            print(f"WARNING: ENSEMBLE_ENCRYPTION_KEY is not set; generated one into {key_file} (mode 0600). "
+                  "Set it explicitly outside development.", file=sys.stderr)
+        if not _valid_encryption_key(value):
+            _err(f"{key_file} does not hold a base64-encoded 32-byte key; delete it to generate a new one")
+            raise SystemExit(EXIT_ENVIRONMENT)
+        os.environ["ENSEMBLE_ENCRYPTION_KEY"] = value
+    else:
+        _err(f"ENSEMBLE_ENCRYPTION_KEY is required in {env}")
+        raise SystemExit(EXIT_ENVIRONMENT)
+
+
+def _migrate(config: Config) -> tuple[int, int]:
+    conn = database.connect_sync(config.database.path)
+    try:
+        return database.migrate(conn)
+    finally:
+        conn.close()
+
+
+def _first_key(config: Config) -> None:
+    """Development only: a database without any usable client key gets one, printed once."""
+    if environment() != "development":
+        return
+    conn = database.connect_sync(config.database.path)
+    try:
+        if keys.count_usable_keys(conn):
+            return
+        key, record = keys.create_key(conn, name="development")
+    finally:
+        conn.close()
+    host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
+    print(
+        "\nCreated a first client API key (shown only this once):\n\n"
+        f"  {key}\n\nTry it:\n\n"
+        f"  curl -s http://{host}:{config.server.port}/api/v1/generate \\\n"
+        f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        "    -d '{\"model\": \"mock-1\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n",
+        flush=True,
+    )
+    del record
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
+
+    from ensemble.server.app import CONFIG_ENV, OVERRIDES_ENV
+
+    config = _load(args.config)
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.workers is not None:
+        if args.workers < 1:
+            _err("--workers must be at least 1")
+            return EXIT_CONFIG
+        overrides["workers"] = args.workers
+    for key, value in overrides.items():
+        setattr(config.server, key, value)
+    prepare_environment(config)
+    before, after = _migrate(config)
+    if before != after:
+        print(f"database {config.database.path}: schema migrated {before} -> {after}", file=sys.stderr)
+    _first_key(config)
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    os.environ[OVERRIDES_ENV] = orjson.dumps(overrides).decode()
+    s = config.server
+    print(f"ensemble {__version__} serving on http://{s.host}:{s.port} with {s.workers} worker(s) "
+          f"(config {args.config})", file=sys.stderr, flush=True)
+    server = Granian(
+        "ensemble.server.app:create_app",
+        factory=True,
+        address=s.host,
+        port=s.port,
+        interface=Interfaces.RSGI,
+        loop=Loops.uvloop,
+        workers=s.workers,
+        backlog=2048,
+        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=65_536 + 8192),
+        workers_kill_timeout=max(1, int(s.drain_timeout) + 5),
+        log_enabled=True,
+        log_level=config.logging.level,  # type: ignore[arg-type]
+        log_access=False,
+    )
+    server.serve()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    before, after = _migrate(config)
+    print(f"{config.database.path}: schema version {before} -> {after}" if before != after
+          else f"{config.database.path}: schema is current (version {after})")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    s = config.server
+    print(f"{args.config}: OK")
+    print(f"  server: {s.host}:{s.port}, {s.workers} worker(s), max request {s.max_request_bytes} bytes, "
+          f"drain {format_duration(s.drain_timeout)}, on disconnect: {s.on_client_disconnect}")
+    print(f"  database: {config.database.path}")
+    print(f"  redis: {config.redis.address or '(none: local rate limits)'}; "
+          f"s3: {config.persistence.s3.bucket or '(none: responses in SQLite)'}")
+    print(f"  providers ({len(config.providers)}):")
+    for p in sorted(config.providers, key=lambda p: (p.priority, p.name)):
+        usable = sum(1 for e in p.endpoints if e.api_key or p.type == "mock")
+        print(f"    {p.name} [{p.type}] priority {p.priority}, {p.strategy}: {len(p.models)} model(s), "
+              f"{usable}/{len(p.endpoints)} endpoint(s) with a credential")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    for name, value in (("--rpm", args.rpm), ("--tpm", args.tpm)):
+        if value < 0:
+            _err(f"{name} must not be negative (0 means the config default)")
+            return EXIT_CONFIG
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    _migrate(config)
+    conn = database.connect_sync(config.database.path)
+    try:
+        key, record = keys.create_key(
+            conn, name=args.name, customer_id=args.customer or "", rpm=args.rpm, tpm=args.tpm, models=models
+        )
+    finally:
+        conn.close()
+    print(key)
+    print(f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _migrate(config)
+    conn = database.connect_sync(config.database.path)
+    try:
+        records = keys.list_keys(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print(orjson.dumps([
+            {"key_id": r.key_id, "prefix": r.prefix, "name": r.name, "customer_id": r.customer_id,
+             "status": r.status, "rate_limit_rpm": r.rate_limit_rpm, "rate_limit_tpm": r.rate_limit_tpm,
+             "allowed_models": list(r.allowed_models), "created_at": r.created_at}
+            for r in records
+        ]).decode())
+        return 0
+    print(f"{'KEY ID':<22} {'PREFIX':<13} {'STATUS':<9} {'RPM':>6} {'TPM':>9}  {'NAME':<20} MODELS")
+    for r in records:
+        print(f"{r.key_id:<22} {r.prefix + '…':<13} {r.status:<9} {r.rate_limit_rpm:>6} {r.rate_limit_tpm:>9}  "
+              f"{r.name[:20]:<20} {','.join(r.allowed_models) or '(all)'}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    _migrate(config)
+    conn = database.connect_sync(config.database.path)
+    try:
+        found = keys.set_status(conn, args.key_id, "revoked")
+    finally:
+        conn.close()
+    if not found:
+        _err(f"no key with id {args.key_id!r} (see `ensemble keys list`)")
+        return 1
+    print(f"revoked {args.key_id}; running servers refuse it within a second")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from ensemble import _native
+
+    print(f"ensemble {__version__} (native {_native.__version__}, {_native.build_profile} build)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ensemble",
+        description="Ensemble: an LLM inference gateway for Anthropic, OpenAI, Gemini, xAI and OpenRouter.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
+                       help=f"main config file; provider files are read from providers/ beside it (default {DEFAULT_CONFIG})")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the gateway (migrates the database first)"))
+    serve.add_argument("--host", help="address to listen on (default: server.host, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 5180)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    with_config(sub.add_parser("migrate", help="create or upgrade the SQLite schema")).set_defaults(func=cmd_migrate)
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    with_config(cfg_sub.add_parser("check", help="validate the config; list every problem as file: key: problem")
+                ).set_defaults(func=cmd_config_check)
+
+    keys_p = sub.add_parser("keys", help="manage client API keys in the local database")
+    keys_sub = keys_p.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    create = with_config(keys_sub.add_parser("create", help="create a key and print it once"))
+    create.add_argument("--name", required=True, help="a label for the key")
+    create.add_argument("--customer", help="customer id the key belongs to")
+    create.add_argument("--rpm", type=int, default=0, help="requests per window (0: rate_limit.default_rpm)")
+    create.add_argument("--tpm", type=int, default=0, help="tokens per window (0: rate_limit.default_tpm)")
+    create.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    create.set_defaults(func=cmd_keys_create)
+    lst = with_config(keys_sub.add_parser("list", help="list keys (never the keys themselves)"))
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=cmd_keys_list)
+    revoke = with_config(keys_sub.add_parser("revoke", help="revoke a key by its id"))
+    revoke.add_argument("key_id", metavar="ID", help="the key id (key_…) from `ensemble keys list`")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

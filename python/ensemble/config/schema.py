@@ -1,0 +1,199 @@
+"""The configuration's shape (SPEC §2) as msgspec structs; unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ensemble.config.durations import Duration
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = 5180
+    workers: int = 1
+    max_request_bytes: int = 10 * 1024 * 1024
+    read_timeout: Duration = Duration(35 * 60)
+    idle_timeout: Duration = Duration(120)
+    coalescence_window: Duration = Duration(0)
+    drain_timeout: Duration = Duration(30)
+    on_client_disconnect: Literal["complete", "cancel"] = "complete"
+
+
+class DatabaseConfig(_Strict):
+    path: str = "./data/ensemble.db"
+
+
+class RedisConfig(_Strict):
+    address: str = ""
+    username: str = ""
+    password: str = ""
+    database: int = 0
+    pool_size: int = 20
+    namespace: str = ""
+
+
+class S3Config(_Strict):
+    bucket: str = ""
+    prefix: str = "responses/"
+    region: str = ""
+    endpoint_url: str = ""
+
+
+class PersistenceConfig(_Strict):
+    s3: S3Config = msgspec.field(default_factory=S3Config)
+
+
+class RateLimitConfig(_Strict):
+    window_size: Duration = Duration(60)
+    sync_interval: Duration = Duration(1)
+    default_rpm: int = 0
+    default_tpm: int = 0
+
+
+def _default_ttls() -> dict[str, Duration]:
+    return {
+        "anthropic": Duration(300),
+        "openai": Duration(86400),
+        "gemini": Duration(3600),
+        "xai": Duration(600),
+        "openrouter": Duration(300),
+    }
+
+
+class CacheConfig(_Strict):
+    enable_session_affinity: bool = True
+    max_cache_entries: int = 100_000
+    high_value_threshold: float = 0.25
+    low_value_threshold: float = 0.05
+    stickiness_factor: float = 0.8
+    ttls: dict[str, Duration] = msgspec.field(default_factory=_default_ttls)
+
+
+class StreamTimeouts(_Strict):
+    stall_timeout: Duration = Duration(60)
+    overall_timeout: Duration = Duration(600)
+
+
+def _default_stream_timeouts() -> dict[str, StreamTimeouts]:
+    return {
+        "default": StreamTimeouts(),
+        "o3*": StreamTimeouts(stall_timeout=Duration(1200), overall_timeout=Duration(1800)),
+    }
+
+
+class ProviderTimeouts(_Strict):
+    connect: Duration = Duration(5)
+    default: Duration = Duration(60)
+
+
+class ConditionalRule(_Strict):
+    if_parameter: str
+    drop_parameters: list[str]
+
+
+class ParameterValidationConfig(_Strict):
+    enable: bool = True
+    model_drop_rules: dict[str, list[str]] = msgspec.field(
+        default_factory=lambda: {"o1*": ["temperature", "top_p"]}
+    )
+    conditional_rules: dict[str, list[ConditionalRule]] = msgspec.field(
+        default_factory=lambda: {
+            "claude*opus*": [ConditionalRule(if_parameter="temperature", drop_parameters=["top_p"])]
+        }
+    )
+
+
+class BatchConfig(_Strict):
+    rate_limit_fallback: bool = True
+    collection_window: Duration = Duration(30)
+    max_batch_size: int = 100
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    request_log: bool = True
+
+
+class TelemetryConfig(_Strict):
+    prometheus: bool = True
+    otlp_endpoint: str = ""
+
+
+class Pricing(_Strict):
+    """USD per one million tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cache_read: float = 0.0
+    cache_write: float = 0.0
+
+
+class ModelConfig(_Strict):
+    name: str
+    upstream: str = ""
+    context_window: int = 0
+    max_output_tokens: int = 0
+    pricing: Pricing = msgspec.field(default_factory=Pricing)
+    capabilities: list[Literal["streaming", "tools", "thinking", "vision"]] = msgspec.field(
+        default_factory=lambda: ["streaming", "tools"]
+    )
+
+    @property
+    def upstream_id(self) -> str:
+        return self.upstream or self.name
+
+
+class EndpointConfig(_Strict):
+    id: str
+    api_key: str = ""
+    base_url: str = ""
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    weight: int = 1
+
+
+class MockOptions(_Strict):
+    """How the built-in `mock` provider answers (no network)."""
+
+    latency: Duration = Duration(0)
+    chunks: int = 8
+    chunk_gap: Duration = Duration(0)
+
+
+ProviderType = Literal["anthropic", "openai", "gemini", "xai", "openrouter", "mock"]
+
+
+class ProviderConfig(_Strict):
+    name: str
+    type: ProviderType
+    base_url: str = ""
+    priority: int = 1
+    strategy: Literal["session_affinity", "round_robin", "least_used"] = "session_affinity"
+    endpoints: list[EndpointConfig] = msgspec.field(default_factory=list)
+    models: list[ModelConfig] = msgspec.field(default_factory=list)
+    mock: MockOptions | None = None
+
+
+class Config(_Strict):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    persistence: PersistenceConfig = msgspec.field(default_factory=PersistenceConfig)
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    streaming_timeouts: dict[str, StreamTimeouts] = msgspec.field(default_factory=_default_stream_timeouts)
+    provider_timeouts: ProviderTimeouts = msgspec.field(default_factory=ProviderTimeouts)
+    parameter_validation: ParameterValidationConfig = msgspec.field(default_factory=ParameterValidationConfig)
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    providers: list[ProviderConfig] = msgspec.field(default_factory=list)
+    # Where this config came from; filled by the loader, not by the file.
+    source: str = ""

@@ -1,0 +1,210 @@
+"""The interface every provider adapter implements, and the HTTP plumbing they share.
+
+A provider turns an InferenceRequest into an answer: `complete` for a whole ProviderResult,
+`stream` for StreamDeltas as they arrive. HTTP providers only describe their wire format
+(`WireFormat`: build the request, parse a response, decode stream events, classify errors);
+`HttpProvider` does the sending, SSE framing (Rust) and error mapping for all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+from ensemble._native import SseError, SseParser
+from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
+from ensemble.errors import ProviderError
+from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
+from ensemble.upstream import UpstreamClient
+from ensemble.usage.pricing import Price
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """One credentialed entry point of a provider (a key, an account or a region): a capacity pool member."""
+
+    id: str
+    provider: str
+    base_url: str
+    api_key: str
+    rpm_limit: int
+    tpm_limit: int
+    weight: int
+    needs_key: bool
+    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/5xx
+    in_flight: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: EndpointConfig, provider: ProviderConfig) -> Endpoint:
+        return cls(
+            id=cfg.id,
+            provider=provider.name,
+            base_url=(cfg.base_url or provider.base_url).rstrip("/"),
+            api_key=cfg.api_key,
+            rpm_limit=cfg.rpm_limit,
+            tpm_limit=cfg.tpm_limit,
+            weight=cfg.weight,
+            needs_key=provider.type != "mock",
+        )
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.api_key) or not self.needs_key
+
+    def cooling_down(self, now: float | None = None) -> bool:
+        return self.cooldown_until > (time.monotonic() if now is None else now)
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Time bounds for one upstream call."""
+
+    stall_timeout: float  # no bytes for this long: give up
+    overall_timeout: float  # the whole call, first byte to last
+
+
+@dataclass(eq=False)
+class Target:
+    """Where one attempt goes: provider, endpoint, and the model as that provider knows it."""
+
+    provider: Provider
+    endpoint: Endpoint
+    model: ModelConfig
+    price: Price = field(repr=False)
+
+
+class Provider(ABC):
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.type = config.type
+        self.endpoints = [Endpoint.from_config(e, config) for e in config.endpoints]
+        self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
+        self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
+
+    @abstractmethod
+    async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult: ...
+
+    @abstractmethod
+    def stream(
+        self, request: InferenceRequest, target: Target, opts: CallOptions
+    ) -> AsyncIterator[StreamDelta]: ...
+
+    def health(self) -> str:
+        """healthy | degraded | unavailable, from credentials and cool-downs."""
+        usable = [e for e in self.endpoints if e.has_credential]
+        if not usable:
+            return "unavailable"
+        now = time.monotonic()
+        if all(e.cooling_down(now) for e in usable):
+            return "degraded"
+        return "healthy"
+
+
+class StreamDecoder(ABC):
+    """Turns one provider's SSE events into StreamDeltas; keeps whatever state the format needs."""
+
+    @abstractmethod
+    def decode(self, event: str, data: str) -> list[StreamDelta]: ...
+
+
+class WireFormat(ABC):
+    """A provider's HTTP wire format."""
+
+    @abstractmethod
+    def build(
+        self, request: InferenceRequest, target: Target, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
+        """(url, headers, body) of the upstream call."""
+
+    @abstractmethod
+    def parse(self, body: bytes) -> ProviderResult: ...
+
+    @abstractmethod
+    def decoder(self) -> StreamDecoder: ...
+
+    @abstractmethod
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        """The ProviderError for an upstream error status, retryable or not."""
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP-date; rare from LLM providers, treated as unknown
+
+
+def retryable_status(status: int) -> bool:
+    """429, 408, 409 (OpenAI lock timeouts), 5xx and 529 (Anthropic overloaded) are worth another endpoint."""
+    return status in (408, 409, 429) or status >= 500
+
+
+class HttpProvider(Provider):
+    wire: WireFormat
+
+    def __init__(self, config: ProviderConfig, client: UpstreamClient) -> None:
+        super().__init__(config)
+        self.client = client
+
+    async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
+        url, headers, body = self.wire.build(request, target, stream=False)
+        resp = await self.client.post(
+            url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
+        )
+        payload = await resp.read()
+        if resp.status >= 400:
+            raise self.wire.classify(resp.status, resp.headers, payload)
+        try:
+            return self.wire.parse(payload)
+        except ProviderError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise ProviderError(
+                f"the provider's response could not be parsed ({type(e).__name__})", code="bad_upstream_response"
+            ) from e
+
+    async def stream(
+        self, request: InferenceRequest, target: Target, opts: CallOptions
+    ) -> AsyncIterator[StreamDelta]:
+        url, headers, body = self.wire.build(request, target, stream=True)
+        resp = await self.client.post(
+            url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
+        )
+        if resp.status >= 400:
+            raise self.wire.classify(resp.status, resp.headers, await resp.read())
+        parser = SseParser()
+        decoder = self.wire.decoder()
+        finished = False
+        try:
+            async for chunk in resp.chunks():
+                try:
+                    events = parser.feed(chunk)
+                except SseError as e:
+                    raise ProviderError(f"malformed stream from the provider: {e}", code="bad_upstream_stream") from e
+                for event, data, _id, _retry in events:
+                    try:
+                        deltas = decoder.decode(event, data)
+                    except ProviderError:
+                        raise
+                    except (ValueError, KeyError, TypeError, IndexError) as e:
+                        raise ProviderError(
+                            f"malformed stream event from the provider ({type(e).__name__})",
+                            code="bad_upstream_stream",
+                        ) from e
+                    for delta in deltas:
+                        yield delta
+            parser.close()
+            finished = True
+        finally:
+            # An unfinished stream (client gone, error, cancel) drops the connection instead of
+            # leaving the upstream generating tokens nobody reads.
+            if finished:
+                resp.release()
+            else:
+                resp.close()

@@ -1,0 +1,129 @@
+"""The `mock` provider: answers locally and deterministically, so every route works with no account.
+
+The answer echoes the start of the last user message; with tools offered (and tool_choice not
+"none") it calls the first or forced tool instead, with arguments built from the tool's schema.
+`provider_config: {thinking: true}` adds a thinking block. Latency and chunking come from the
+provider file's `mock:` options. Tokens: prompt = characters/4 (at least 1), answer = its words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ensemble.assembly import Assembler
+from ensemble.config.schema import MockOptions, ProviderConfig
+from ensemble.providers.base import CallOptions, Provider, Target
+from ensemble.types import (
+    Finish,
+    InferenceRequest,
+    ProviderResult,
+    StreamDelta,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallStart,
+    ToolChoiceNamed,
+    UsageDelta,
+)
+
+_PLACEHOLDER = {"string": "test", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
+
+
+def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    props = schema.get("properties") or {}
+    required = schema.get("required") or list(props)[:1]
+    out: dict[str, Any] = {}
+    for name in required:
+        spec = props.get(name) or {}
+        if isinstance(spec, dict) and isinstance(spec.get("enum"), list) and spec["enum"]:
+            out[name] = spec["enum"][0]
+        else:
+            kind = spec.get("type", "string") if isinstance(spec, dict) else "string"
+            out[name] = _PLACEHOLDER.get(kind if isinstance(kind, str) else "string", "test")
+    return out
+
+
+def prompt_tokens(request: InferenceRequest) -> int:
+    chars = sum(len(m.text()) for m in request.messages)
+    return max(1, chars // 4)
+
+
+class MockProvider(Provider):
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self.options = config.mock or MockOptions()
+
+    def _plan(self, request: InferenceRequest) -> list[StreamDelta]:
+        deltas: list[StreamDelta] = []
+        index = 0
+        last = request.messages[-1]
+        if request.provider_config and request.provider_config.get("thinking"):
+            thought = "Let me think about this mock request."
+            deltas.append(ThinkingDelta(index=index, thinking=thought))
+            deltas.append(ThinkingDelta(index=index, signature="mock-sig-" + hashlib.sha256(thought.encode()).hexdigest()[:16]))
+            index += 1
+        wants_tool = bool(request.tools) and request.tool_choice != "none" and last.role == "user"
+        output_tokens = 0
+        if wants_tool and request.tools:
+            tool = request.tools[0]
+            if isinstance(request.tool_choice, ToolChoiceNamed):
+                tool = next((t for t in request.tools if t.name == request.tool_choice.name), tool)
+            raw = orjson.dumps(example_arguments(tool.parameters)).decode()
+            call_id = "call_" + hashlib.sha256(f"{tool.name}{last.text()}".encode()).hexdigest()[:24]
+            deltas.append(ToolCallStart(index=index, id=call_id, name=tool.name))
+            mid = len(raw) // 2
+            deltas += [ToolCallArgs(index=index, fragment=raw[:mid]), ToolCallArgs(index=index, fragment=raw[mid:])]
+            output_tokens = max(1, len(raw) // 4)
+            reason = "tool_use"
+        else:
+            said = " ".join(last.text().split()[:12]) or "(nothing)"
+            words = f"This is a mock answer from Ensemble. You said: {said}".split(" ")
+            reason = "stop"
+            if request.max_tokens is not None and request.max_tokens < len(words):
+                words = words[: max(request.max_tokens, 0)]
+                reason = "length"
+            output_tokens = len(words)
+            pieces = _split(words, max(self.options.chunks, 1))
+            deltas += [TextDelta(index=index, text=p) for p in pieces]
+        deltas.append(UsageDelta(input_tokens=prompt_tokens(request), output_tokens=output_tokens))
+        deltas.append(Finish(reason=reason, model=request.model))  # type: ignore[arg-type]
+        return deltas
+
+    async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
+        if self.options.latency:
+            await asyncio.sleep(self.options.latency)
+        assembler = Assembler()
+        for delta in self._plan(request):
+            assembler.feed(delta)
+        return assembler.result()
+
+    async def stream(
+        self, request: InferenceRequest, target: Target, opts: CallOptions
+    ) -> AsyncIterator[StreamDelta]:
+        if self.options.latency:
+            await asyncio.sleep(self.options.latency)
+        gap = self.options.chunk_gap
+        for i, delta in enumerate(self._plan(request)):
+            if gap and i and isinstance(delta, TextDelta | ToolCallArgs):
+                await asyncio.sleep(gap)
+            yield delta
+
+
+def _split(words: list[str], parts: int) -> list[str]:
+    """Join words back with their spaces, cut into at most `parts` nearly equal pieces."""
+    if not words:
+        return []
+    parts = min(parts, len(words))
+    size, extra = divmod(len(words), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        piece = " ".join(words[start:end])
+        out.append(piece if i == 0 else " " + piece)
+        start = end
+    return out

@@ -1,0 +1,305 @@
+"""OpenAI Chat Completions wire format; also spoken by xAI and OpenRouter (`type: xai|openrouter`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ensemble.assembly import parse_arguments
+from ensemble.config.schema import ProviderConfig
+from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers.base import (
+    HttpProvider,
+    StreamDecoder,
+    Target,
+    WireFormat,
+    retry_after_seconds,
+    retryable_status,
+)
+from ensemble.types import (
+    AudioContent,
+    DocumentContent,
+    EventBlock,
+    Finish,
+    FinishReason,
+    ImageContent,
+    InferenceRequest,
+    Message,
+    ProviderResult,
+    StreamDelta,
+    TextBlock,
+    TextContent,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingContent,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallBlock,
+    ToolCallOut,
+    ToolCallStart,
+    ToolChoiceNamed,
+    Usage,
+    UsageDelta,
+)
+
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+
+
+def _data_url(media_type: str | None, data: str | None) -> str:
+    return f"data:{media_type or 'application/octet-stream'};base64,{data or ''}"
+
+
+def _content_part(block: Any) -> dict[str, Any]:
+    if isinstance(block, TextContent):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ImageContent):
+        src = block.source
+        url = src.url if src.type == "url" else _data_url(src.media_type, src.data)
+        return {"type": "image_url", "image_url": {"url": url}}
+    if isinstance(block, DocumentContent):
+        src = block.source
+        if src.type == "url":
+            raise InvalidRequest(
+                "OpenAI-type providers take documents only as base64 data, not URLs", param="messages"
+            )
+        return {"type": "file", "file": {"filename": "document", "file_data": _data_url(src.media_type, src.data)}}
+    if isinstance(block, AudioContent):
+        src = block.source
+        if src.type == "url":
+            raise InvalidRequest("OpenAI-type providers take audio only as base64 data", param="messages")
+        fmt = (src.media_type or "audio/wav").split("/")[-1].replace("mpeg", "mp3")
+        return {"type": "input_audio", "input_audio": {"data": src.data or "", "format": fmt}}
+    raise InvalidRequest(f"unsupported content block {type(block).__name__}", param="messages")
+
+
+def message_to_wire(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role}
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or ""
+        out["content"] = m.text()
+        return out
+    if isinstance(m.content, str):
+        out["content"] = m.content
+    else:
+        parts = [_content_part(b) for b in m.content if not isinstance(b, ThinkingContent)]
+        if m.role in ("system", "assistant") and all(p["type"] == "text" for p in parts):
+            out["content"] = "".join(p["text"] for p in parts)
+        else:
+            out["content"] = parts
+    if m.role == "assistant" and m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {
+                    "name": c.name,
+                    "arguments": c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments).decode(),
+                },
+            }
+            for c in m.tool_calls
+        ]
+        if not out["content"]:
+            out["content"] = None
+    if m.name:
+        out["name"] = m.name
+    return out
+
+
+def request_to_wire(request: InferenceRequest, model_id: str, *, stream: bool, max_tokens_field: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model_id, "messages": [message_to_wire(m) for m in request.messages]}
+    if request.max_tokens is not None:
+        body[max_tokens_field] = request.max_tokens
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop_sequences:
+        body["stop"] = request.stop_sequences
+    if request.tools:
+        tools = []
+        for t in request.tools:
+            fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+            if t.description:
+                fn["description"] = t.description
+            if t.strict is not None:
+                fn["strict"] = t.strict
+            tools.append({"type": "function", "function": fn})
+        body["tools"] = tools
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.name}} if isinstance(choice, ToolChoiceNamed) else choice
+        )
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if request.provider_config:
+        for key, value in request.provider_config.items():
+            body.setdefault(key, value)
+    return body
+
+
+def usage_from_wire(u: Mapping[str, Any]) -> Usage:
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(u.get("prompt_tokens") or 0),
+        output_tokens=int(u.get("completion_tokens") or 0),
+        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        cache_creation_tokens=int(prompt_details.get("cache_write_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+    )
+
+
+class OpenAIDecoder(StreamDecoder):
+    """chat.completion.chunk events → deltas. Block indexes: thinking, text and each tool call get
+    their own, allocated in order of first appearance."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._text: int | None = None
+        self._thinking: int | None = None
+        self._tools: dict[int, int] = {}
+
+    def _alloc(self) -> int:
+        i = self._next
+        self._next += 1
+        return i
+
+    def decode(self, event: str, data: str) -> list[StreamDelta]:
+        if data == "[DONE]":
+            return []
+        chunk = orjson.loads(data)
+        if "error" in chunk and not chunk.get("choices"):
+            err = chunk["error"] or {}
+            raise ProviderError(
+                f"provider stream error: {err.get('message', 'unknown error')}", code="upstream_stream_error"
+            )
+        out: list[StreamDelta] = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                if self._thinking is None:
+                    self._thinking = self._alloc()
+                out.append(ThinkingDelta(index=self._thinking, thinking=reasoning))
+            content = delta.get("content")
+            if content:
+                if self._text is None:
+                    self._text = self._alloc()
+                out.append(TextDelta(index=self._text, text=content))
+            for call in delta.get("tool_calls") or ():
+                slot = call.get("index", 0)
+                fn = call.get("function") or {}
+                if slot not in self._tools:
+                    self._tools[slot] = self._alloc()
+                    out.append(ToolCallStart(index=self._tools[slot], id=call.get("id") or "", name=fn.get("name") or ""))
+                if fn.get("arguments"):
+                    out.append(ToolCallArgs(index=self._tools[slot], fragment=fn["arguments"]))
+            reason = choice.get("finish_reason")
+            if reason:
+                out.append(Finish(reason=FINISH_REASONS.get(reason, "stop"), model=chunk.get("model")))
+        usage = chunk.get("usage")
+        if usage:
+            u = usage_from_wire(usage)
+            out.append(
+                UsageDelta(
+                    input_tokens=u.input_tokens,
+                    output_tokens=u.output_tokens,
+                    cached_tokens=u.cached_tokens,
+                    cache_creation_tokens=u.cache_creation_tokens,
+                    reasoning_tokens=u.reasoning_tokens,
+                )
+            )
+        return out
+
+
+class OpenAIWire(WireFormat):
+    def __init__(self, provider_type: str) -> None:
+        # OpenAI deprecated max_tokens for max_completion_tokens (required by o-series models);
+        # xAI and OpenRouter take max_tokens.
+        self.max_tokens_field = "max_completion_tokens" if provider_type == "openai" else "max_tokens"
+        self.extra_headers: dict[str, str] = {}
+        if provider_type == "openrouter":
+            self.extra_headers = {"X-Title": "Ensemble"}
+
+    def build(self, request: InferenceRequest, target: Target, stream: bool) -> tuple[str, dict[str, str], bytes]:
+        body = request_to_wire(
+            request, target.model.upstream_id, stream=stream, max_tokens_field=self.max_tokens_field
+        )
+        headers = {
+            "Authorization": f"Bearer {target.endpoint.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            **self.extra_headers,
+        }
+        return f"{target.endpoint.base_url}/v1/chat/completions", headers, orjson.dumps(body)
+
+    def parse(self, body: bytes) -> ProviderResult:
+        data = orjson.loads(body)
+        choice = data["choices"][0]
+        message = choice.get("message") or {}
+        blocks: list[EventBlock] = []
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if reasoning:
+            blocks.append(ThinkingBlock(thinking=reasoning))
+        if message.get("content"):
+            blocks.append(TextBlock(text=message["content"]))
+        for call in message.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            raw = fn.get("arguments") or ""
+            blocks.append(
+                ToolCallBlock(
+                    tool_call=ToolCallOut(
+                        id=call.get("id") or "", name=fn.get("name") or "", arguments=parse_arguments(raw), raw_arguments=raw
+                    )
+                )
+            )
+        return ProviderResult(
+            blocks=blocks,
+            usage=usage_from_wire(data.get("usage") or {}),
+            finish_reason=FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop"),
+            upstream_model=data.get("model"),
+        )
+
+    def decoder(self) -> StreamDecoder:
+        return OpenAIDecoder()
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        message = f"provider returned HTTP {status}"
+        code = None
+        try:
+            err = orjson.loads(body).get("error") or {}
+            if isinstance(err, dict):
+                message = str(err.get("message") or message)
+                code = err.get("code") or err.get("type")
+            elif isinstance(err, str):
+                message = err
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        return ProviderError(
+            message,
+            code=str(code) if code else f"upstream_{status}",
+            upstream_status=status,
+            retryable=retryable_status(status),
+            retry_after_s=retry_after_seconds(headers),
+            body=body,
+            headers=dict(headers),
+        )
+
+
+class OpenAIProvider(HttpProvider):
+    def __init__(self, config: ProviderConfig, client: Any) -> None:
+        super().__init__(config, client)
+        self.wire = OpenAIWire(config.type)

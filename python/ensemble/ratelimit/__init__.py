@@ -1,0 +1,72 @@
+"""Rate-limit admission on the native counters (SPEC §6): per key first, reserve, reconcile."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ensemble._native import RateLimiter
+from ensemble.errors import RateLimited
+from ensemble.storage.keys import KeyRecord
+from ensemble.types import RateLimitInfo
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Reservation:
+    scopes: list[str]
+    tokens: int
+    at_ms: int
+
+
+class Admission:
+    def __init__(
+        self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.clock = clock
+        self.limiter = RateLimiter(int(window_s * 1000), 60)
+        self.default_rpm = default_rpm
+        self.default_tpm = default_tpm
+        self._configured: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    def key_scope(key_id: str) -> str:
+        return f"key:{key_id}"
+
+    def limits_for(self, key: KeyRecord) -> tuple[int, int]:
+        return (key.rate_limit_rpm or self.default_rpm, key.rate_limit_tpm or self.default_tpm)
+
+    def configure_key(self, key: KeyRecord) -> None:
+        limits = self.limits_for(key)
+        scope = self.key_scope(key.key_id)
+        if self._configured.get(scope) != limits:
+            self.limiter.configure(scope, *limits)
+            self._configured[scope] = limits
+
+    def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
+        scope = self.key_scope(key.key_id)
+        self.configure_key(key)
+        at = self.clock()
+        ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
+        if not ok:
+            rpm, tpm = self.limits_for(key)
+            raise RateLimited(
+                f"rate limit exceeded for this API key ({rpm or 'unlimited'} requests, "
+                f"{tpm or 'unlimited'} tokens per window); retry after {retry_after_ms / 1000:.1f}s",
+                retry_after_s=retry_after_ms / 1000,
+                code="key_rate_limited",
+            )
+        return Reservation([scope], tokens, at)
+
+    def reconcile(self, r: Reservation, actual_tokens: int) -> None:
+        self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
+
+    def info(self, key: KeyRecord) -> RateLimitInfo:
+        limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(self.key_scope(key.key_id), self.clock())
+        return RateLimitInfo(
+            limit_requests=limit_req, remaining_requests=rem_req, limit_tokens=limit_tok, remaining_tokens=rem_tok
+        )

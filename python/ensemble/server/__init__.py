@@ -1,0 +1,1 @@
+"""The HTTP server: RSGI app, route table, request context, error rendering, lifecycle."""

@@ -1,0 +1,241 @@
+"""Inference routes: native generate / stream / text stream and OpenAI chat completions.
+
+Each handler: authenticate → parse its format → gateway → render. Every stream format goes through
+one pump, so disconnect handling and mid-stream errors behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from ensemble.api import native, openai
+from ensemble.auth import presented_key
+from ensemble.errors import EnsembleError, ProviderError
+from ensemble.gateway import CallContext, LiveStream, drain_in_background
+from ensemble.server.http import ClientDisconnected, Headers, Request
+from ensemble.server.routes import Route
+from ensemble.server.runtime import Runtime
+from ensemble.storage.keys import KeyRecord
+from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
+
+log = logging.getLogger("ensemble.server")
+
+
+class StreamFormat(Protocol):
+    content_type: str
+
+    def start(self) -> bytes: ...
+    def render(self, delta: StreamDelta) -> bytes | None: ...
+    def finish(self, response: InferenceResponse) -> bytes: ...
+    def error(self, error: EnsembleError, request_id: str) -> bytes: ...
+
+
+class NativeEvents:
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self) -> None:
+        self._blocks = native.BlockEvents()
+
+    def start(self) -> bytes:
+        return b""
+
+    def render(self, delta: StreamDelta) -> bytes | None:
+        return self._blocks.render(delta)
+
+    def finish(self, response: InferenceResponse) -> bytes:
+        return native.sse_done(response)
+
+    def error(self, error: EnsembleError, request_id: str) -> bytes:
+        return native.sse_error(error, request_id)
+
+
+class PlainText:
+    """Only the answer's text; a mid-stream failure simply ends the body (logged and recorded)."""
+
+    content_type = "text/plain; charset=utf-8"
+
+    def start(self) -> bytes:
+        return b""
+
+    def render(self, delta: StreamDelta) -> bytes | None:
+        return delta.text.encode() if isinstance(delta, TextDelta) and delta.text else None
+
+    def finish(self, response: InferenceResponse) -> bytes:
+        return b""
+
+    def error(self, error: EnsembleError, request_id: str) -> bytes:
+        return b""
+
+
+class OpenAIChunks:
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
+        self._writer = openai.ChunkWriter(request_id, model, include_usage)
+
+    def start(self) -> bytes:
+        return self._writer.start()
+
+    def render(self, delta: StreamDelta) -> bytes | None:
+        return self._writer.render(delta)
+
+    def finish(self, response: InferenceResponse) -> bytes:
+        return self._writer.finish(response)
+
+    def error(self, error: EnsembleError, request_id: str) -> bytes:
+        return openai.sse_error(error)
+
+
+def rate_limit_headers(info: RateLimitInfo | None) -> Headers:
+    if info is None:
+        return []
+    return [
+        ("x-ratelimit-limit-requests", str(info.limit_requests)),
+        ("x-ratelimit-remaining-requests", str(info.remaining_requests)),
+        ("x-ratelimit-limit-tokens", str(info.limit_tokens)),
+        ("x-ratelimit-remaining-tokens", str(info.remaining_tokens)),
+    ]
+
+
+def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
+    headers: Headers = []
+    if ctx.target is not None:
+        headers += [
+            ("x-ensemble-provider", ctx.target.provider.name),
+            ("x-ensemble-endpoint", ctx.target.endpoint.id),
+        ]
+    headers.append(("x-ensemble-overhead-ms", f"{overhead_ms:.3f}"))
+    return headers + rate_limit_headers(ctx.rate_limit)
+
+
+def authenticate(rt: Runtime, req: Request) -> KeyRecord:
+    return rt.auth.authenticate(presented_key(req.headers))
+
+
+def apply_session_header(request: InferenceRequest, req: Request) -> None:
+    if request.session_id is None:
+        request.session_id = req.header("x-session-id")
+
+
+async def run_generate(rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest) -> tuple[
+    CallContext, InferenceResponse
+]:
+    assert rt.gateway is not None
+    ctx = CallContext(req.request_id, key, started=req.started)
+    try:
+        response = await rt.gateway.generate(request, ctx)
+    except EnsembleError as e:
+        ctx.rate_limit = rt.admission.info(key)
+        rt.gateway.record(ctx, request.model, e.status, error=e.message)
+        e.headers += rate_limit_headers(ctx.rate_limit)
+        raise
+    return ctx, response
+
+
+async def open_stream(rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest) -> LiveStream:
+    """Everything up to the first delta; failures here are ordinary HTTP errors."""
+    assert rt.gateway is not None
+    ctx = CallContext(req.request_id, key, started=req.started)
+    try:
+        return await rt.gateway.open_stream(request, ctx)
+    except EnsembleError as e:
+        ctx.rate_limit = rt.admission.info(key)
+        rt.gateway.record(ctx, request.model, e.status, error=e.message)
+        e.headers += rate_limit_headers(ctx.rate_limit)
+        raise
+
+
+async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat) -> None:
+    ctx = stream.ctx
+    ctx.rate_limit = rt.admission.info(ctx.key)
+    overhead_ms = max(time.perf_counter() - ctx.started - ctx.upstream_s - (ctx.ttft_s or 0.0), 0.0) * 1000
+    sink = req.start_stream(fmt.content_type, proxied_headers(ctx, overhead_ms))
+    try:
+        head = fmt.start()
+        if head:
+            await sink.send(head)
+        async for delta in stream.deltas():
+            frame = fmt.render(delta)
+            if frame:
+                await sink.send(frame)
+        response = stream.response()
+        tail = fmt.finish(response)
+        if tail:
+            await sink.send(tail)
+    except ClientDisconnected:
+        if ctx.recorded:
+            return
+        if rt.config.server.on_client_disconnect == "complete":
+            log.info("client of %s disconnected; completing the answer for retrieval", ctx.request_id)
+            rt.spawn(drain_in_background(stream), name=f"complete-{ctx.request_id}")
+        else:
+            await stream.aclose()
+            stream.fail(ClientDisconnected("the client disconnected; the upstream call was cancelled"))
+    except EnsembleError as e:
+        log.warning("stream %s failed after it started: %s", ctx.request_id, e.message)
+        await stream.aclose()
+        stream.fail(e)
+        try:
+            tail = fmt.error(e, ctx.request_id)
+            if tail:
+                await sink.send(tail)
+        except ClientDisconnected:
+            pass
+    except Exception:
+        log.exception("stream %s failed unexpectedly", ctx.request_id)
+        await stream.aclose()
+        error = ProviderError("internal error while streaming", code="internal_error")
+        stream.fail(error)
+        try:
+            await sink.send(fmt.error(error, ctx.request_id))
+        except ClientDisconnected:
+            pass
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def generate(rt: Runtime, req: Request) -> None:
+    key = authenticate(rt, req)
+    request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
+    apply_session_header(request, req)
+    ctx, response = await run_generate(rt, req, key, request)
+    req.send(200, native.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms))
+
+
+async def stream_blocks(rt: Runtime, req: Request) -> None:
+    key = authenticate(rt, req)
+    request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
+    apply_session_header(request, req)
+    request.stream = True
+    await pump(rt, req, await open_stream(rt, req, key, request), NativeEvents())
+
+
+async def stream_text(rt: Runtime, req: Request) -> None:
+    key = authenticate(rt, req)
+    request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
+    apply_session_header(request, req)
+    request.stream = True
+    await pump(rt, req, await open_stream(rt, req, key, request), PlainText())
+
+
+async def chat_completions(rt: Runtime, req: Request) -> None:
+    key = authenticate(rt, req)
+    request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
+    apply_session_header(request, req)
+    if request.stream:
+        stream = await open_stream(rt, req, key, request)
+        await pump(rt, req, stream, OpenAIChunks(req.request_id, request.model, include_usage))
+        return
+    ctx, response = await run_generate(rt, req, key, request)
+    req.send(200, openai.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms))
+
+
+ROUTES = [
+    Route("POST", "/api/v1/generate", generate),
+    Route("POST", "/api/v1/stream", stream_blocks),
+    Route("POST", "/api/v1/generate/stream", stream_text),
+    Route("POST", "/v1/chat/completions", chat_completions, family="openai"),
+]

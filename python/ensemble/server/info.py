@@ -1,0 +1,109 @@
+"""Routes about the gateway itself: health, models, and stored answers (status / retrieve)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ensemble.api import openai
+from ensemble.errors import NotFound
+from ensemble.server.http import Request
+from ensemble.server.inference import authenticate
+from ensemble.server.routes import Route
+from ensemble.server.runtime import Runtime
+
+
+async def health(rt: Runtime, req: Request) -> None:
+    providers = rt.provider_health()
+    serving = any(state == "healthy" for state in providers.values())
+    body = {
+        "status": "healthy" if serving and all(s != "degraded" for s in providers.values()) else "degraded",
+        "version": rt.version,
+        "uptime": round(time.time() - rt.started_at, 3),
+        "providers": providers,
+    }
+    req.send(200, orjson.dumps(body))
+
+
+def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
+    assert rt.gateway is not None
+    out = []
+    for name, providers in rt.gateway.router.models().items():
+        model = providers[0].models[name]
+        caps = set(model.capabilities)
+        out.append(
+            {
+                "id": name,
+                "provider": providers[0].name,
+                "providers": [p.name for p in providers],
+                "context_window": model.context_window,
+                "max_output_tokens": model.max_output_tokens,
+                "pricing": {
+                    "input": model.pricing.input,
+                    "output": model.pricing.output,
+                    "cache_read": model.pricing.cache_read,
+                    "cache_write": model.pricing.cache_write,
+                },
+                "capabilities": {c: c in caps for c in ("streaming", "tools", "thinking", "vision")},
+            }
+        )
+    return out
+
+
+async def models(rt: Runtime, req: Request) -> None:
+    authenticate(rt, req)
+    req.send(200, orjson.dumps({"models": _model_entries(rt)}))
+
+
+async def openai_models(rt: Runtime, req: Request) -> None:
+    authenticate(rt, req)
+    req.send(200, openai.render_models([(m["id"], m["provider"]) for m in _model_entries(rt)]))
+
+
+async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
+    key = authenticate(rt, req)
+    request_id = req.params["request_id"]
+    assert rt.db is not None and rt.request_log is not None
+    await rt.request_log.flush()  # this worker's unwritten answers become visible
+    async with rt.db.execute(
+        "SELECT request_id, status, created_at, completed_at, model, provider, body FROM responses "
+        "WHERE request_id = ? AND key_id = ?",
+        (request_id, key.key_id),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        # The same answer for "never existed" and "belongs to another key": nothing leaks.
+        raise NotFound(f"no request {request_id!r} for this API key", code="request_not_found")
+    return tuple(row)
+
+
+async def status(rt: Runtime, req: Request) -> None:
+    request_id, state, created_at, completed_at, model, provider, _ = await _stored(rt, req)
+    body = {
+        "request_id": request_id,
+        "status": state,
+        "created_at": created_at,
+        "completed_at": completed_at,
+        "model": model,
+        "provider": provider,
+    }
+    req.send(200, orjson.dumps(body))
+
+
+async def retrieve(rt: Runtime, req: Request) -> None:
+    request_id, state, *_rest, body = await _stored(rt, req)
+    if body is None:
+        raise NotFound(f"request {request_id!r} has no stored answer (status: {state})", code="response_not_found")
+    req.send(200, bytes(body))
+
+
+ROUTES = [
+    Route("GET", "/health", health, auth=False),
+    Route("GET", "/api/v1/health", health, auth=False),
+    Route("GET", "/api/v1/models", models),
+    Route("GET", "/v1/models", openai_models, family="openai"),
+    Route("GET", "/api/v1/status/{request_id}", status),
+    Route("GET", "/api/v1/retrieve/{request_id}", retrieve),
+]

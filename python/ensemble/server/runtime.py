@@ -1,0 +1,142 @@
+"""Everything one worker process holds: config, database, key table, providers, gateway, writers.
+
+Built in `startup()` (from Granian's `__rsgi_init__`, before the loop serves) and torn down in
+`shutdown()` (from `__rsgi_del__`, after Granian stopped accepting and in-flight requests ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import aiosqlite
+
+from ensemble import __version__
+from ensemble._native import KeyTable
+from ensemble.auth import Authenticator
+from ensemble.config.schema import Config
+from ensemble.gateway import Gateway
+from ensemble.providers import build_provider
+from ensemble.providers.base import Provider
+from ensemble.ratelimit import Admission
+from ensemble.storage import database
+from ensemble.storage.keys import KeyRecord, load_changed
+from ensemble.upstream import UpstreamClient
+from ensemble.usage.request_log import RequestLog
+
+log = logging.getLogger("ensemble.server")
+
+KEY_POLL_INTERVAL = 1.0  # keys created or revoked by the CLI (or another worker) apply within this
+
+
+class Runtime:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_at = time.time()
+        self.keys = KeyTable()
+        self.auth = Authenticator(self.keys)
+        self.db: aiosqlite.Connection | None = None
+        self.request_log: RequestLog | None = None
+        self.upstream = UpstreamClient(
+            connect_timeout=config.provider_timeouts.connect, read_timeout=config.provider_timeouts.default
+        )
+        self.providers: list[Provider] = []
+        self.admission = Admission(
+            window_s=config.rate_limit.window_size,
+            default_rpm=config.rate_limit.default_rpm,
+            default_tpm=config.rate_limit.default_tpm,
+        )
+        self.gateway: Gateway | None = None
+        self._keys_seen_ms = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.background: set[asyncio.Task[Any]] = set()
+        self.accepting = True
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.db = await database.connect(self.config.database.path)
+        await self.sync_keys()
+        await self.upstream.start()
+        for pc in self.config.providers:
+            provider = build_provider(pc, self.upstream)
+            if provider is None:
+                log.warning("provider %s: no adapter for type %r in this build; its models are not served",
+                            pc.name, pc.type)
+                continue
+            for e in provider.endpoints:
+                if not e.has_credential:
+                    log.warning("endpoint %s of provider %s has no API key: reported unavailable", e.id, pc.name)
+            self.providers.append(provider)
+        self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
+        self.request_log.start()
+        self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
+
+    async def shutdown(self) -> None:
+        self.accepting = False
+        if self.background:
+            log.info("waiting for %d answer(s) still completing for disconnected clients", len(self.background))
+            _, pending = await asyncio.wait(self.background, timeout=self.config.server.drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.request_log is not None:
+            await self.request_log.close()
+            log.info("request log flushed: %d records written, %d dropped",
+                     self.request_log.written, self.request_log.dropped)
+        await self.upstream.close()
+        if self.db is not None:
+            await self.db.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run work that must outlive its request (finishing an answer for a gone client)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # -- key table ------------------------------------------------------------------------------
+
+    async def sync_keys(self) -> int:
+        assert self.db is not None
+        changed, newest = await load_changed(self.db, self._keys_seen_ms)
+        if self._keys_seen_ms == 0:
+            self.keys.load(list(changed))
+        else:
+            for digest, record in changed:
+                self.keys.upsert(digest, record)
+        for _, record in changed:
+            self._apply_limits(record)
+        self._keys_seen_ms = newest
+        return len(changed)
+
+    def _apply_limits(self, record: KeyRecord) -> None:
+        self.admission.configure_key(record)
+
+    async def _poll_keys(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_POLL_INTERVAL)
+            try:
+                await self.sync_keys()
+            except Exception:
+                log.exception("key table sync failed; retrying")
+
+    # -- views ----------------------------------------------------------------------------------
+
+    def provider_health(self) -> dict[str, str]:
+        health = {p.name: p.health() for p in self.providers}
+        for pc in self.config.providers:
+            health.setdefault(pc.name, "unavailable")
+        return health

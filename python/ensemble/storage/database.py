@@ -1,0 +1,141 @@
+"""The SQLite schema, its migrations, and how connections are opened.
+
+The CLI uses plain sqlite3 (short-lived, synchronous); the server uses aiosqlite so the event loop
+never blocks on disk. WAL mode lets several Granian workers and the CLI share one file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+# Each entry upgrades the schema by one version; never edit a shipped entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE customers (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        email       TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id              TEXT PRIMARY KEY,
+        digest          BLOB NOT NULL UNIQUE,      -- sha256(key); the key itself is never stored
+        prefix          TEXT NOT NULL,             -- first characters, to recognise a key in lists
+        name            TEXT NOT NULL,
+        customer_id     TEXT NOT NULL DEFAULT '',
+        status          TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','disabled','revoked')),
+        rate_limit_rpm  INTEGER NOT NULL DEFAULT 0,
+        rate_limit_tpm  INTEGER NOT NULL DEFAULT 0,
+        allowed_models  TEXT NOT NULL DEFAULT '[]', -- JSON list; empty = every model
+        created_at      TEXT NOT NULL,
+        updated_at      INTEGER NOT NULL            -- ms since epoch; servers poll it to pick up changes
+    );
+    CREATE INDEX api_keys_updated ON api_keys(updated_at);
+    CREATE TABLE request_log (
+        seq                    INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id             TEXT NOT NULL,
+        key_id                 TEXT NOT NULL,
+        model                  TEXT NOT NULL,
+        provider               TEXT NOT NULL DEFAULT '',
+        endpoint_id            TEXT NOT NULL DEFAULT '',
+        status                 TEXT NOT NULL,       -- success | error
+        http_status            INTEGER NOT NULL,
+        input_tokens           INTEGER NOT NULL DEFAULT 0,
+        output_tokens          INTEGER NOT NULL DEFAULT 0,
+        cached_tokens          INTEGER NOT NULL DEFAULT 0,
+        cache_creation_tokens  INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens       INTEGER NOT NULL DEFAULT 0,
+        cost_micro_dollars     INTEGER NOT NULL DEFAULT 0,
+        latency_ms             REAL NOT NULL DEFAULT 0,
+        error                  TEXT NOT NULL DEFAULT '',
+        created_at             TEXT NOT NULL
+    );
+    CREATE INDEX request_log_request ON request_log(request_id);
+    CREATE INDEX request_log_created ON request_log(created_at);
+    CREATE TABLE usage_daily (
+        key_id                 TEXT NOT NULL,
+        day                    TEXT NOT NULL,       -- YYYY-MM-DD, UTC
+        model                  TEXT NOT NULL,
+        requests               INTEGER NOT NULL DEFAULT 0,
+        errors                 INTEGER NOT NULL DEFAULT 0,
+        input_tokens           INTEGER NOT NULL DEFAULT 0,
+        output_tokens          INTEGER NOT NULL DEFAULT 0,
+        cached_tokens          INTEGER NOT NULL DEFAULT 0,
+        cache_creation_tokens  INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens       INTEGER NOT NULL DEFAULT 0,
+        cost_micro_dollars     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, day, model)
+    );
+    CREATE TABLE responses (
+        request_id    TEXT PRIMARY KEY,
+        key_id        TEXT NOT NULL,
+        status        TEXT NOT NULL,               -- pending | streaming | completed | failed
+        model         TEXT NOT NULL,
+        provider      TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        completed_at  TEXT,
+        body          BLOB                          -- the InferenceResponse JSON once completed
+    );
+    CREATE TABLE provider_credentials (
+        endpoint_id  TEXT PRIMARY KEY,
+        ciphertext   BLOB NOT NULL,
+        nonce        BLOB NOT NULL,
+        key_version  INTEGER NOT NULL,
+        hint         TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _prepare_path(path: str) -> None:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def connect_sync(path: str) -> sqlite3.Connection:
+    _prepare_path(path)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+async def connect(path: str) -> aiosqlite.Connection:
+    _prepare_path(path)
+    conn = await aiosqlite.connect(path, timeout=10.0, isolation_level=None)
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the schema to SCHEMA_VERSION; returns (version before, version after)."""
+    (before,) = conn.execute("PRAGMA user_version").fetchone()
+    if before > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {before} is newer than this Ensemble ({SCHEMA_VERSION}); upgrade Ensemble"
+        )
+    for version in range(before, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            if current > version:  # another process migrated meanwhile
+                conn.execute("COMMIT")
+                continue
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return before, SCHEMA_VERSION

@@ -1,0 +1,138 @@
+"""Client API keys: generation, storage as SHA-256 digests, and the record the server looks up."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+import aiosqlite
+import msgspec
+
+KEY_PREFIX = "ens_"
+KeyStatus = Literal["active", "disabled", "revoked"]
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    """What the server knows about a client key once its digest matched."""
+
+    key_id: str
+    prefix: str
+    name: str
+    customer_id: str
+    status: KeyStatus
+    rate_limit_rpm: int
+    rate_limit_tpm: int
+    allowed_models: tuple[str, ...]
+    created_at: str
+
+    def allows(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_COLUMNS = "id, prefix, name, customer_id, status, rate_limit_rpm, rate_limit_tpm, allowed_models, created_at"
+
+
+def _record(row: tuple[object, ...]) -> KeyRecord:
+    return KeyRecord(
+        key_id=str(row[0]),
+        prefix=str(row[1]),
+        name=str(row[2]),
+        customer_id=str(row[3]),
+        status=row[4],  # type: ignore[arg-type]
+        rate_limit_rpm=int(row[5]),  # type: ignore[call-overload]
+        rate_limit_tpm=int(row[6]),  # type: ignore[call-overload]
+        allowed_models=tuple(msgspec.json.decode(str(row[7]), type=list[str])),
+        created_at=str(row[8]),
+    )
+
+
+def create_key(
+    conn: sqlite3.Connection,
+    *,
+    name: str,
+    customer_id: str = "",
+    rpm: int = 0,
+    tpm: int = 0,
+    models: list[str] | None = None,
+) -> tuple[str, KeyRecord]:
+    """Insert a new key; returns the plaintext key (shown once) and its record."""
+    key = generate_key()
+    record = KeyRecord(
+        key_id="key_" + uuid.uuid4().hex[:16],
+        prefix=key[:12],
+        name=name,
+        customer_id=customer_id,
+        status="active",
+        rate_limit_rpm=rpm,
+        rate_limit_tpm=tpm,
+        allowed_models=tuple(models or ()),
+        created_at=now_iso(),
+    )
+    conn.execute(
+        f"INSERT INTO api_keys (digest, {_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            digest(key),
+            record.key_id,
+            record.prefix,
+            record.name,
+            record.customer_id,
+            record.status,
+            record.rate_limit_rpm,
+            record.rate_limit_tpm,
+            msgspec.json.encode(list(record.allowed_models)).decode(),
+            record.created_at,
+            int(time.time() * 1000),
+        ),
+    )
+    return key, record
+
+
+def list_keys(conn: sqlite3.Connection) -> list[KeyRecord]:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at").fetchall()
+    return [_record(r) for r in rows]
+
+
+def count_usable_keys(conn: sqlite3.Connection) -> int:
+    (n,) = conn.execute("SELECT count(*) FROM api_keys WHERE status != 'revoked'").fetchone()
+    return int(n)
+
+
+def set_status(conn: sqlite3.Connection, key_id: str, status: KeyStatus) -> bool:
+    cur = conn.execute(
+        "UPDATE api_keys SET status = ?, updated_at = ? WHERE id = ?",
+        (status, int(time.time() * 1000), key_id),
+    )
+    return cur.rowcount > 0
+
+
+async def load_changed(
+    conn: aiosqlite.Connection, since_ms: int
+) -> tuple[list[tuple[bytes, KeyRecord]], int]:
+    """Keys changed at or after `since_ms` (all keys when 0), and the newest change time seen."""
+    async with conn.execute(
+        f"SELECT digest, {_COLUMNS}, updated_at FROM api_keys WHERE updated_at >= ?", (since_ms,)
+    ) as cur:
+        rows = await cur.fetchall()
+    newest = since_ms
+    out: list[tuple[bytes, KeyRecord]] = []
+    for row in rows:
+        out.append((bytes(row[0]), _record(tuple(row[1:10]))))
+        newest = max(newest, int(row[10]))
+    return out, newest

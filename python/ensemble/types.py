@@ -1,0 +1,235 @@
+"""The canonical shapes every ingress format is parsed into and every provider answer is turned into.
+
+InferenceRequest  — what the client asked for, whatever format it spoke.
+StreamDelta       — one increment of an answer (text, thinking, a tool-call fragment, usage, finish).
+ProviderResult    — a whole answer from one provider call: blocks, usage, finish reason.
+InferenceResponse — the native response shape (SPEC §4), priced and timed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_use", "content_filter", "error"]
+
+
+# --- request ---------------------------------------------------------------------------------
+
+
+class MediaSource(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    type: Literal["base64", "url"]
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class TextContent(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+    text: str
+
+
+class ImageContent(msgspec.Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
+    source: MediaSource
+
+
+class DocumentContent(msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True):
+    source: MediaSource
+
+
+class AudioContent(msgspec.Struct, tag="audio", tag_field="type", forbid_unknown_fields=True):
+    source: MediaSource
+
+
+class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", forbid_unknown_fields=True):
+    """A thinking block echoed back in a multi-turn conversation (providers require the signature)."""
+
+    thinking: str
+    signature: str | None = None
+
+
+ContentBlock = TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent
+
+
+class ToolCall(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str
+    arguments: dict[str, Any] | str = msgspec.field(default_factory=dict)
+
+
+class Message(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    role: Role
+    content: str | list[ContentBlock] = ""
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """All text of this message joined (images and other media are skipped)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(b.text for b in self.content if isinstance(b, TextContent))
+
+
+class ToolDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class ToolChoiceNamed(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | ToolChoiceNamed
+
+
+class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    model: str
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop_sequences: list[str] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice | None = None
+    stream: bool = False
+    session_id: str | None = None
+    provider_config: dict[str, Any] | None = None
+
+
+# --- answer ----------------------------------------------------------------------------------
+
+
+class Usage(msgspec.Struct):
+    """Token counts. `input_tokens` is the whole prompt, cached and cache-written tokens included;
+    `output_tokens` includes reasoning tokens. Adapters normalise each provider to this meaning."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str
+
+
+class TextBlock(msgspec.Struct, tag="text", tag_field="type"):
+    text: str
+
+
+class ToolCallBlock(msgspec.Struct, tag="tool_call", tag_field="type"):
+    tool_call: ToolCallOut
+
+
+class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
+    thinking: str
+    signature: str | None = None
+
+
+class ErrorBlock(msgspec.Struct, tag="error", tag_field="type"):
+    error: str
+
+
+EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | ErrorBlock
+
+
+# Stream deltas, as provider adapters decode them. `index` is the block's position in the answer.
+
+
+class TextDelta(msgspec.Struct, tag="text_delta"):
+    index: int
+    text: str
+
+
+class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):
+    index: int
+    thinking: str = ""
+    signature: str = ""
+
+
+class ToolCallStart(msgspec.Struct, tag="tool_call_start"):
+    index: int
+    id: str
+    name: str
+
+
+class ToolCallArgs(msgspec.Struct, tag="tool_call_args"):
+    index: int
+    fragment: str
+
+
+class UsageDelta(msgspec.Struct, tag="usage"):
+    """Usage as reported so far; fields that are None were not reported by this event."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class Finish(msgspec.Struct, tag="finish"):
+    reason: FinishReason
+    model: str | None = None
+
+
+StreamDelta = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+
+
+class ProviderResult(msgspec.Struct):
+    """A complete answer from one upstream call, before pricing."""
+
+    blocks: list[EventBlock]
+    usage: Usage
+    finish_reason: FinishReason
+    upstream_model: str | None = None
+
+
+class UsageOut(msgspec.Struct, rename="camel"):
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
+
+
+class Performance(msgspec.Struct):
+    ttft_ms: float
+    upstream_ms: float
+    overhead_ms: float
+
+
+class RateLimitInfo(msgspec.Struct):
+    limit_requests: int
+    remaining_requests: int
+    limit_tokens: int
+    remaining_tokens: int
+
+
+class InferenceResponse(msgspec.Struct):
+    id: str
+    model: str
+    provider: str
+    endpoint_id: str
+    blocks: list[EventBlock]
+    content: str
+    finish_reason: FinishReason
+    input_tokens: int
+    output_tokens: int
+    cached_prompt_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
+    cost: str
+    cost_micro_dollars: int
+    usage: UsageOut
+    processing_time_ms: float
+    performance: Performance
+    rate_limit: RateLimitInfo | None = None

@@ -1,0 +1,1 @@
+"""Pricing, cost, and the asynchronous batched request log."""

@@ -1,0 +1,183 @@
+"""The request log and per-key usage: fed through a bounded ring buffer, written to SQLite in batches.
+
+Requests never wait for the disk. A background task drains the buffer every `flush_interval` (or
+sooner when it fills past a batch) and writes the log rows and the usage upserts in one transaction,
+so the log and the usage table always agree. When the buffer is full the *oldest unwritten* record
+is dropped and counted (`dropped`), because blocking requests on a slow disk would be worse; the
+count is visible in /admin/status and the metrics. SIGTERM flushes everything that is buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+import aiosqlite
+import msgspec
+
+log = logging.getLogger("ensemble.usage")
+
+DEFAULT_CAPACITY = 65_536
+
+
+class LogRecord(msgspec.Struct):
+    request_id: str
+    key_id: str
+    model: str
+    provider: str
+    endpoint_id: str
+    status: str  # success | error
+    http_status: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_creation_tokens: int
+    reasoning_tokens: int
+    cost_micro_dollars: int
+    latency_ms: float
+    error: str
+    created_at: str  # ISO-8601 UTC
+    response_body: bytes | None = None  # the InferenceResponse JSON, kept for /api/v1/retrieve
+
+
+_INSERT_LOG = """
+INSERT INTO request_log (request_id, key_id, model, provider, endpoint_id, status, http_status,
+    input_tokens, output_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens,
+    cost_micro_dollars, latency_ms, error, created_at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+"""
+
+_STORE_RESPONSE = """
+INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body)
+VALUES (?,?,?,?,?,?,?,?)
+ON CONFLICT (request_id) DO UPDATE SET
+    status = excluded.status, completed_at = excluded.completed_at, body = excluded.body
+WHERE responses.key_id = excluded.key_id
+"""
+
+_UPSERT_USAGE = """
+INSERT INTO usage_daily (key_id, day, model, requests, errors, input_tokens, output_tokens,
+    cached_tokens, cache_creation_tokens, reasoning_tokens, cost_micro_dollars)
+VALUES (?,?,?,1,?,?,?,?,?,?,?)
+ON CONFLICT (key_id, day, model) DO UPDATE SET
+    requests = requests + 1,
+    errors = errors + excluded.errors,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_micro_dollars = cost_micro_dollars + excluded.cost_micro_dollars
+"""
+
+
+class RequestLog:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        batch_size: int = 512,
+        flush_interval: float = 0.2,
+        keep_rows: bool = True,
+    ) -> None:
+        self._conn = conn
+        self._keep_rows = keep_rows  # logging.request_log: false keeps usage totals but no per-request rows
+        self._buffer: collections.deque[LogRecord] = collections.deque()
+        self._capacity = capacity
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._flush_lock = asyncio.Lock()  # one transaction at a time on the shared connection
+        self.dropped = 0
+        self.written = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def record(self, rec: LogRecord) -> None:
+        """Non-blocking: enqueue, dropping the oldest unwritten record if the buffer is full."""
+        if len(self._buffer) >= self._capacity:
+            self._buffer.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("request log buffer full: %d records dropped so far", self.dropped)
+        self._buffer.append(rec)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="request-log-writer")
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep the writer alive; the records stay buffered for the next try
+                log.exception("request log flush failed; will retry")
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), self._batch_size * 8))]
+            try:
+                await self._write(batch)
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))
+                raise
+            self.written += len(batch)
+
+    async def _write(self, batch: list[LogRecord]) -> None:
+        logs = [
+            (
+                r.request_id, r.key_id, r.model, r.provider, r.endpoint_id, r.status, r.http_status,
+                r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_creation_tokens,
+                r.reasoning_tokens, r.cost_micro_dollars, r.latency_ms, r.error, r.created_at,
+            )
+            for r in batch
+        ]
+        usage = [
+            (
+                r.key_id, r.created_at[:10], r.model, 1 if r.status == "error" else 0,
+                r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_creation_tokens,
+                r.reasoning_tokens, r.cost_micro_dollars,
+            )
+            for r in batch
+        ]
+        responses = [
+            (
+                r.request_id, r.key_id, "completed" if r.status == "success" else "failed", r.model,
+                r.provider, r.created_at, r.created_at, r.response_body,
+            )
+            for r in batch
+        ]
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._keep_rows:
+                await self._conn.executemany(_INSERT_LOG, logs)
+            await self._conn.executemany(_UPSERT_USAGE, usage)
+            await self._conn.executemany(_STORE_RESPONSE, responses)
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        """Stop the writer and flush whatever is buffered (SIGTERM path)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()

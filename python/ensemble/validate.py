@@ -1,0 +1,67 @@
+"""Parameter validation (SPEC §6): ranges with the field named, then the config's drop rules."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+
+from ensemble.config.schema import ModelConfig, ParameterValidationConfig
+from ensemble.errors import InvalidRequest
+from ensemble.types import InferenceRequest
+
+log = logging.getLogger("ensemble.validate")
+
+_DROPPABLE = ("temperature", "top_p", "max_tokens", "stop_sequences", "tools", "tool_choice")
+
+
+def check_request(request: InferenceRequest, model: ModelConfig | None) -> None:
+    """Reject what no provider could do anything sensible with; name the field."""
+    if not request.model:
+        raise InvalidRequest("model: must be a non-empty string", param="model")
+    if not request.messages:
+        raise InvalidRequest("messages: must contain at least one message", param="messages")
+    if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
+        raise InvalidRequest(f"temperature: must be between 0 and 2 (got {request.temperature})", param="temperature")
+    if request.top_p is not None and not 0.0 <= request.top_p <= 1.0:
+        raise InvalidRequest(f"top_p: must be between 0 and 1 (got {request.top_p})", param="top_p")
+    if request.max_tokens is not None:
+        if request.max_tokens < 1:
+            raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})", param="max_tokens")
+        if model is not None and model.max_output_tokens and request.max_tokens > model.max_output_tokens:
+            raise InvalidRequest(
+                f"max_tokens: {request.max_tokens} exceeds {model.name}'s maximum of {model.max_output_tokens}",
+                param="max_tokens",
+            )
+    for i, m in enumerate(request.messages):
+        if m.role == "tool" and not m.tool_call_id:
+            raise InvalidRequest(f"messages[{i}].tool_call_id: required on tool messages", param="messages")
+    if request.tools:
+        names = [t.name for t in request.tools]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("tools: tool names must be unique", param="tools")
+
+
+def apply_drop_rules(request: InferenceRequest, rules: ParameterValidationConfig) -> list[str]:
+    """Silently remove parameters the config says a model must not get; returns what was dropped."""
+    if not rules.enable:
+        return []
+    dropped: list[str] = []
+    model = request.model
+    for pattern, params in rules.model_drop_rules.items():
+        if fnmatch.fnmatchcase(model, pattern):
+            dropped += [p for p in params if _drop(request, p)]
+    for pattern, conditions in rules.conditional_rules.items():
+        if fnmatch.fnmatchcase(model, pattern):
+            for cond in conditions:
+                if getattr(request, cond.if_parameter, None) is not None:
+                    dropped += [p for p in cond.drop_parameters if _drop(request, p)]
+    if dropped:
+        log.info("dropped parameters %s for model %s (parameter_validation rules)", dropped, model)
+    return dropped
+
+
+def _drop(request: InferenceRequest, param: str) -> bool:
+    if param in _DROPPABLE and getattr(request, param, None) is not None:
+        setattr(request, param, None)
+        return True
+    return False
