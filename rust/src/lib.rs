@@ -1,16 +1,11 @@
-//! Python bindings for the Ensemble hot path. Core modules carry no PyO3; this file only binds.
+//! Hot path of the Ensemble gateway: SSE framing, rate counters, API-key table.
+//!
+//! The core modules are plain Rust; the PyO3 binding layer below is compiled only with the
+//! `python` feature, so `cargo test` runs without a Python interpreter.
+
+pub mod keys;
+pub mod ratelimit;
+pub mod sse;
 
 #[cfg(feature = "python")]
-mod bindings {
-    use pyo3::prelude::*;
-
-    #[pymodule]
-    fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add(
-            "build_profile",
-            if cfg!(debug_assertions) { "debug" } else { "release" },
-        )?;
-        Ok(())
-    }
-}
+mod bindings;
