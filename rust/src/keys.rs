@@ -173,7 +173,10 @@ mod tests {
         assert_eq!(t.lookup(b"ens_a").as_deref(), Some("A"));
         assert_eq!(t.lookup(b"ens_c"), None);
         assert_eq!(t.upsert(sha256(b"ens_c"), "C".into()), None);
-        assert_eq!(t.upsert(sha256(b"ens_a"), "A2".into()).as_deref(), Some("A"));
+        assert_eq!(
+            t.upsert(sha256(b"ens_a"), "A2".into()).as_deref(),
+            Some("A")
+        );
         assert_eq!(t.lookup(b"ens_a").as_deref(), Some("A2"));
         assert_eq!(t.remove(&sha256(b"ens_b")).as_deref(), Some("B"));
         assert_eq!(t.remove(&sha256(b"ens_b")), None);

@@ -121,7 +121,9 @@ impl Geometry {
 
     /// When a slot stamped `epoch` leaves the window.
     fn expiry_ms(&self, epoch: u64) -> u64 {
-        epoch.saturating_add(self.slots).saturating_mul(self.slot_ms)
+        epoch
+            .saturating_add(self.slots)
+            .saturating_mul(self.slot_ms)
     }
 }
 
@@ -262,7 +264,7 @@ impl RateLimiter {
             return Err(ConfigError("slots must be at least 1".into()));
         }
         let slots_u = slots as u64;
-        if window_ms == 0 || window_ms % slots_u != 0 {
+        if window_ms == 0 || !window_ms.is_multiple_of(slots_u) {
             return Err(ConfigError(format!(
                 "window_ms ({window_ms}) must be a positive multiple of slots ({slots})"
             )));
@@ -693,7 +695,10 @@ mod tests {
         assert_eq!(r.admit(&["k"], 0, 5_000), Admission::Admitted);
         // A caller whose clock is slightly behind still sees the newer usage.
         assert_eq!(r.admit(&["k"], 0, 4_000), Admission::Admitted);
-        assert!(matches!(r.admit(&["k"], 0, 4_500), Admission::Refused { .. }));
+        assert!(matches!(
+            r.admit(&["k"], 0, 4_500),
+            Admission::Refused { .. }
+        ));
     }
 
     #[test]
@@ -738,6 +743,6 @@ mod tests {
         assert_eq!(r.usage("capped", 1_000), (1000, 3000));
         let total: u64 = scopes.iter().map(|s| r.usage(s, 1_000).0).sum();
         // Each admission charges one or two distinct uncapped scopes; at least 1000 charges.
-        assert!(total >= 1000 && total <= 2000);
+        assert!((1000..=2000).contains(&total));
     }
 }

@@ -276,11 +276,9 @@ impl SseParser {
                 self.event_type.clear();
                 self.event_type.push_str(&value);
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_event_id.clear();
-                    self.last_event_id.push_str(&String::from_utf8_lossy(value));
-                }
+            b"id" if !value.contains(&0) => {
+                self.last_event_id.clear();
+                self.last_event_id.push_str(&String::from_utf8_lossy(value));
             }
             b"retry" => {
                 if let Some(ms) = parse_retry(value) {
@@ -554,7 +552,10 @@ mod tests {
     #[test]
     fn multibyte_utf8_split_kept_whole() {
         let s = "data: h\u{e9}llo \u{20ac} \u{1F600} \u{4e16}\u{754c}\n\n";
-        check(s.as_bytes(), &[msg("h\u{e9}llo \u{20ac} \u{1F600} \u{4e16}\u{754c}")]);
+        check(
+            s.as_bytes(),
+            &[msg("h\u{e9}llo \u{20ac} \u{1F600} \u{4e16}\u{754c}")],
+        );
         check(
             "event: \u{1F600}\ndata: x\n\n".as_bytes(),
             &[ev("\u{1F600}", "x", "", None)],
@@ -653,8 +654,22 @@ mod tests {
             seed
         };
         let pieces: [&[u8]; 16] = [
-            b"data", b":", b" ", b"x", b"\n", b"\r", b"\r\n", b"event", b"id", b"retry",
-            b"12", b"\xEF\xBB\xBF", b"\xC3\xA9", b"\xF0\x9F\x98\x80", b"\x00", b"\xFF",
+            b"data",
+            b":",
+            b" ",
+            b"x",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"event",
+            b"id",
+            b"retry",
+            b"12",
+            b"\xEF\xBB\xBF",
+            b"\xC3\xA9",
+            b"\xF0\x9F\x98\x80",
+            b"\x00",
+            b"\xFF",
         ];
         for _ in 0..300 {
             let n = (next() % 40) as usize;
