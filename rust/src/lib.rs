@@ -1,16 +1,366 @@
-//! Python bindings for the Ensemble hot path. Core modules carry no PyO3; this file only binds.
+//! Hot path of the Ensemble gateway: SSE framing, rate counters, API-key table.
+//!
+//! The core modules are plain Rust; the PyO3 binding layer below (the only PyO3 code) is compiled
+//! only with the `python` feature, so `cargo test` runs without a Python interpreter.
+
+pub mod keys;
+pub mod ratelimit;
+pub mod sse;
+
+/// Every error the core can hand to Python, converted to an exception at one choke point
+/// (`impl From<NativeError> for PyErr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeError {
+    /// SSE bound violation → `SseError` (a `ValueError`).
+    Sse(sse::SseError),
+    /// Invalid limiter geometry → `ValueError`.
+    Config(ratelimit::ConfigError),
+    /// A digest that is not 32 bytes → `ValueError`.
+    DigestLength(usize),
+}
+
+impl std::fmt::Display for NativeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NativeError::Sse(e) => e.fmt(f),
+            NativeError::Config(e) => e.fmt(f),
+            NativeError::DigestLength(n) => {
+                write!(f, "a SHA-256 digest is 32 bytes, got {n}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NativeError {}
+
+impl From<sse::SseError> for NativeError {
+    fn from(e: sse::SseError) -> Self {
+        NativeError::Sse(e)
+    }
+}
+
+impl From<ratelimit::ConfigError> for NativeError {
+    fn from(e: ratelimit::ConfigError) -> Self {
+        NativeError::Config(e)
+    }
+}
+
+/// `bytes` → `[u8; 32]`.
+pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
+    b.try_into().map_err(|_| NativeError::DigestLength(b.len()))
+}
 
 #[cfg(feature = "python")]
 mod bindings {
+    use super::{digest_from_slice, keys, ratelimit, sse, NativeError};
+    use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
+    use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+    use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+    // Literal defaults in the signatures below (so `__text_signature__` shows them) must match
+    // the core's constants.
+    const _: () = assert!(sse::DEFAULT_MAX_LINE_BYTES == 1048576);
+    const _: () = assert!(sse::DEFAULT_MAX_EVENT_BYTES == 8388608);
+    const _: () = assert!(ratelimit::DEFAULT_WINDOW_MS == 60000);
+    const _: () = assert!(ratelimit::DEFAULT_SLOTS == 60);
+
+    pyo3::create_exception!(
+        ensemble._native,
+        SseError,
+        PyValueError,
+        "An upstream event stream broke a bound (line or event size). Terminal for that stream."
+    );
+
+    /// The one place Rust errors become Python exceptions.
+    impl From<NativeError> for PyErr {
+        fn from(e: NativeError) -> PyErr {
+            let msg = e.to_string();
+            match e {
+                NativeError::Sse(_) => SseError::new_err(msg),
+                NativeError::Config(_) | NativeError::DigestLength(_) => PyValueError::new_err(msg),
+            }
+        }
+    }
+
+    /// Incremental WHATWG server-sent-events parser; see `rust/src/sse.rs`.
+    #[pyclass(module = "ensemble._native", name = "SseParser")]
+    struct PySseParser {
+        inner: sse::SseParser,
+        scratch: Vec<sse::Event>,
+    }
+
+    #[pymethods]
+    impl PySseParser {
+        #[new]
+        #[pyo3(signature = (max_line_bytes = 1048576, max_event_bytes = 8388608))]
+        fn new(max_line_bytes: usize, max_event_bytes: usize) -> Self {
+            PySseParser {
+                inner: sse::SseParser::new(max_line_bytes, max_event_bytes),
+                scratch: Vec::new(),
+            }
+        }
+
+        /// Feed one chunk; returns the events it completed as
+        /// `(event_type, data, last_event_id, retry_ms_or_None)`. Raises `SseError` on bounds.
+        fn feed<'py>(
+            &mut self,
+            py: Python<'py>,
+            chunk: &[u8],
+        ) -> Result<Bound<'py, PyList>, NativeError> {
+            self.scratch.clear();
+            let res = self.inner.feed(chunk, &mut self.scratch);
+            res?;
+            let list = PyList::empty(py);
+            let message = pyo3::intern!(py, "message");
+            for ev in self.scratch.drain(..) {
+                let et = if ev.event_type == "message" {
+                    message.clone()
+                } else {
+                    PyString::new(py, &ev.event_type)
+                };
+                let retry = match ev.retry {
+                    Some(r) => r.into_pyobject(py).map(Bound::into_any).expect("int"),
+                    None => py.None().into_bound(py),
+                };
+                let tuple = PyTuple::new(
+                    py,
+                    [
+                        et.into_any(),
+                        PyString::new(py, &ev.data).into_any(),
+                        PyString::new(py, &ev.id).into_any(),
+                        retry,
+                    ],
+                )
+                .expect("tuple");
+                list.append(tuple).expect("append");
+            }
+            Ok(list)
+        }
+
+        /// End of stream: discard any unterminated event; the parser can then take a new stream
+        /// (last event id and reconnection time are kept).
+        fn close(&mut self) {
+            self.inner.finish();
+        }
+
+        /// The last event ID buffer.
+        #[getter]
+        fn last_event_id(&self) -> &str {
+            self.inner.last_event_id()
+        }
+
+        /// The latest valid `retry` value seen (milliseconds), or None.
+        #[getter]
+        fn reconnection_time(&self) -> Option<u64> {
+            self.inner.reconnection_time()
+        }
+    }
+
+    /// Sliding-window RPM/TPM counters per scope; see `rust/src/ratelimit.rs`.
+    #[pyclass(module = "ensemble._native", name = "RateLimiter", frozen)]
+    struct PyRateLimiter {
+        inner: ratelimit::RateLimiter,
+    }
+
+    #[pymethods]
+    impl PyRateLimiter {
+        #[new]
+        #[pyo3(signature = (window_ms = 60000, slots = 60))]
+        fn new(window_ms: u64, slots: usize) -> Result<Self, NativeError> {
+            Ok(PyRateLimiter {
+                inner: ratelimit::RateLimiter::new(window_ms, slots)?,
+            })
+        }
+
+        #[getter]
+        fn window_ms(&self) -> u64 {
+            self.inner.window_ms()
+        }
+
+        #[getter]
+        fn slots(&self) -> usize {
+            self.inner.slots()
+        }
+
+        /// Create or update a scope's limits (0 = unlimited).
+        fn configure(&self, scope: &str, rpm: u64, tpm: u64) {
+            self.inner.configure(scope, rpm, tpm);
+        }
+
+        /// Forget a scope (limits, usage, undrained deltas). Returns whether it existed.
+        fn remove(&self, scope: &str) -> bool {
+            self.inner.remove(scope)
+        }
+
+        /// All-or-nothing admission: `(admitted, retry_after_ms, index_of_first_refusing_scope or -1)`.
+        fn admit(&self, scopes: Vec<PyBackedStr>, tokens: u64, now_ms: u64) -> (bool, u64, i64) {
+            match self.inner.admit(&scopes, tokens, now_ms) {
+                ratelimit::Admission::Admitted => (true, 0, -1),
+                ratelimit::Admission::Refused {
+                    retry_after_ms,
+                    scope_index,
+                } => (false, retry_after_ms, scope_index as i64),
+            }
+        }
+
+        /// Replace a reservation with the real token count.
+        fn reconcile(
+            &self,
+            scopes: Vec<PyBackedStr>,
+            reserved_tokens: u64,
+            actual_tokens: u64,
+            admitted_at_ms: u64,
+            now_ms: u64,
+        ) {
+            self.inner.reconcile(
+                &scopes,
+                reserved_tokens,
+                actual_tokens,
+                admitted_at_ms,
+                now_ms,
+            );
+        }
+
+        /// Undo an admission: the request and its reserved tokens are returned to every listed scope.
+        fn release(
+            &self,
+            scopes: Vec<PyBackedStr>,
+            reserved_tokens: u64,
+            admitted_at_ms: u64,
+            now_ms: u64,
+        ) {
+            self.inner
+                .release(&scopes, reserved_tokens, admitted_at_ms, now_ms);
+        }
+
+        /// `(limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset_ms)`.
+        fn snapshot(&self, scope: &str, now_ms: u64) -> (u64, u64, u64, u64, u64) {
+            let s = self.inner.snapshot(scope, now_ms);
+            (
+                s.limit_requests,
+                s.remaining_requests,
+                s.limit_tokens,
+                s.remaining_tokens,
+                s.reset_ms,
+            )
+        }
+
+        /// `(requests, tokens)` counted in the window at `now_ms`, global view included.
+        fn usage(&self, scope: &str, now_ms: u64) -> (u64, u64) {
+            self.inner.usage(scope, now_ms)
+        }
+
+        /// `(scope, requests, tokens)` net local changes since the last drain.
+        fn drain_deltas(&self) -> Vec<(String, i64, i64)> {
+            self.inner.drain_deltas()
+        }
+
+        /// Other instances' usage in the current window (valid for one window from `now_ms`).
+        fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
+            self.inner.set_global(scope, requests, tokens, now_ms);
+        }
+
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+    }
+
+    /// SHA-256 digest → record (any Python object); see `rust/src/keys.rs`.
+    #[pyclass(module = "ensemble._native", name = "KeyTable", frozen)]
+    struct PyKeyTable {
+        inner: keys::KeyTable<Py<PyAny>>,
+    }
+
+    #[pymethods]
+    impl PyKeyTable {
+        #[new]
+        fn new() -> Self {
+            PyKeyTable {
+                inner: keys::KeyTable::new(),
+            }
+        }
+
+        /// Replace all entries; each digest must be 32 bytes.
+        fn load(&self, entries: Vec<(PyBackedBytes, Py<PyAny>)>) -> Result<(), NativeError> {
+            let parsed = entries
+                .into_iter()
+                .map(|(d, v)| Ok((digest_from_slice(&d)?, v)))
+                .collect::<Result<Vec<_>, NativeError>>()?;
+            // The displaced records are dropped here, after the table lock is released.
+            drop(self.inner.load(parsed));
+            Ok(())
+        }
+
+        /// Insert or replace one record.
+        fn upsert(&self, digest: &[u8], record: Py<PyAny>) -> Result<(), NativeError> {
+            drop(self.inner.upsert(digest_from_slice(digest)?, record));
+            Ok(())
+        }
+
+        /// Remove one record; returns whether it existed.
+        fn remove(&self, digest: &[u8]) -> Result<bool, NativeError> {
+            Ok(self.inner.remove(&digest_from_slice(digest)?).is_some())
+        }
+
+        /// `sha256(api_key)` → record, or None.
+        fn lookup(&self, py: Python<'_>, api_key: &str) -> Option<Py<PyAny>> {
+            self.inner
+                .lookup_with(api_key.as_bytes(), |v| v.clone_ref(py))
+        }
+
+        /// Digest (32 bytes) → record, or None.
+        fn lookup_digest(
+            &self,
+            py: Python<'_>,
+            digest: &[u8],
+        ) -> Result<Option<Py<PyAny>>, NativeError> {
+            let d = digest_from_slice(digest)?;
+            Ok(self.inner.lookup_digest_with(&d, |v| v.clone_ref(py)))
+        }
+
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+    }
+
+    /// SHA-256 of the UTF-8 encoding of `data`.
+    #[pyfunction]
+    fn sha256_digest<'py>(py: Python<'py>, data: &str) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &keys::sha256(data.as_bytes()))
+    }
+
+    /// Constant-time comparison (a length mismatch returns False at once).
+    #[pyfunction]
+    fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+        keys::constant_time_eq(a, b)
+    }
+
+    /// Cumulative CRC32C over the parts: the fingerprint of each leading prefix.
+    #[pyfunction]
+    fn prefix_fingerprint(parts: Vec<PyBackedBytes>) -> Vec<u32> {
+        keys::prefix_fingerprint(&parts)
+    }
 
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add(
             "build_profile",
-            if cfg!(debug_assertions) { "debug" } else { "release" },
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
         )?;
+        m.add("SseError", py.get_type::<SseError>())?;
+        m.add_class::<PySseParser>()?;
+        m.add_class::<PyRateLimiter>()?;
+        m.add_class::<PyKeyTable>()?;
+        m.add_function(wrap_pyfunction!(sha256_digest, m)?)?;
+        m.add_function(wrap_pyfunction!(constant_time_eq, m)?)?;
+        m.add_function(wrap_pyfunction!(prefix_fingerprint, m)?)?;
         Ok(())
     }
 }
