@@ -105,7 +105,9 @@ class Assembler:
             else:
                 out.append(
                     ToolCallBlock(
-                        tool_call=ToolCallOut(id=b.id, name=b.name, arguments=parse_arguments(text), raw_arguments=text)
+                        tool_call=ToolCallOut(
+                            id=b.id, name=b.name, arguments=parse_arguments(text), raw_arguments=text
+                        )
                     )
                 )
         return out

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Protocol
 
 from ensemble._native import KeyTable
 from ensemble.errors import AuthenticationFailed, PermissionDenied
 from ensemble.storage.keys import KeyRecord
 
 
-def presented_key(headers: Mapping[str, str] | object) -> str | None:
+class HeaderLookup(Protocol):
+    def get(self, key: str, default: None = None) -> str | None: ...
+
+
+def presented_key(headers: HeaderLookup) -> str | None:
     """The key from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `x-goog-api-key` (Gemini)."""
-    get = headers.get  # type: ignore[attr-defined]
-    auth = get("authorization")
+    auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return str(value.strip())
-    return get("x-api-key") or get("x-goog-api-key") or None
+            return value.strip()
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
 class Authenticator:

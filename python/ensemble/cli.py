@@ -58,8 +58,10 @@ def prepare_environment(config: Config) -> None:
     if env == "production":
         missing = [v for v in ("ENSEMBLE_ENCRYPTION_KEY", "ENSEMBLE_ADMIN_KEY") if not os.environ.get(v)]
         if missing:
-            _err(f"refusing to start in production without {' and '.join(missing)} "
-                 "(ENSEMBLE_ENCRYPTION_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`)")
+            _err(
+                f"refusing to start in production without {' and '.join(missing)} "
+                "(ENSEMBLE_ENCRYPTION_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"
+            )
             raise SystemExit(EXIT_ENVIRONMENT)
     if enc:
         if not _valid_encryption_key(enc):
@@ -77,8 +79,11 @@ def prepare_environment(config: Config) -> None:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(value + "\n")
-            print(f"WARNING: ENSEMBLE_ENCRYPTION_KEY is not set; generated one into {key_file} (mode 0600). "
-                  "Set it explicitly outside development.", file=sys.stderr)
+            print(
+                f"WARNING: ENSEMBLE_ENCRYPTION_KEY is not set; generated one into {key_file} (mode 0600). "
+                "Set it explicitly outside development.",
+                file=sys.stderr,
+            )
         if not _valid_encryption_key(value):
             _err(f"{key_file} does not hold a base64-encoded 32-byte key; delete it to generate a new one")
             raise SystemExit(EXIT_ENVIRONMENT)
@@ -113,7 +118,7 @@ def _first_key(config: Config) -> None:
         f"  {key}\n\nTry it:\n\n"
         f"  curl -s http://{host}:{config.server.port}/api/v1/generate \\\n"
         f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"model\": \"mock-1\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}]}'\n",
+        '    -d \'{"model": "mock-1", "messages": [{"role": "user", "content": "Hello!"}]}\'\n',
         flush=True,
     )
     del record
@@ -147,8 +152,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     os.environ[OVERRIDES_ENV] = orjson.dumps(overrides).decode()
     s = config.server
-    print(f"ensemble {__version__} serving on http://{s.host}:{s.port} with {s.workers} worker(s) "
-          f"(config {args.config})", file=sys.stderr, flush=True)
+    print(
+        f"ensemble {__version__} serving on http://{s.host}:{s.port} with {s.workers} worker(s) "
+        f"(config {args.config})",
+        file=sys.stderr,
+        flush=True,
+    )
     server = Granian(
         "ensemble.server.app:create_app",
         factory=True,
@@ -171,8 +180,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     config = _load(args.config)
     before, after = _migrate(config)
-    print(f"{config.database.path}: schema version {before} -> {after}" if before != after
-          else f"{config.database.path}: schema is current (version {after})")
+    print(
+        f"{config.database.path}: schema version {before} -> {after}"
+        if before != after
+        else f"{config.database.path}: schema is current (version {after})"
+    )
     return 0
 
 
@@ -180,16 +192,22 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     s = config.server
     print(f"{args.config}: OK")
-    print(f"  server: {s.host}:{s.port}, {s.workers} worker(s), max request {s.max_request_bytes} bytes, "
-          f"drain {format_duration(s.drain_timeout)}, on disconnect: {s.on_client_disconnect}")
+    print(
+        f"  server: {s.host}:{s.port}, {s.workers} worker(s), max request {s.max_request_bytes} bytes, "
+        f"drain {format_duration(s.drain_timeout)}, on disconnect: {s.on_client_disconnect}"
+    )
     print(f"  database: {config.database.path}")
-    print(f"  redis: {config.redis.address or '(none: local rate limits)'}; "
-          f"s3: {config.persistence.s3.bucket or '(none: responses in SQLite)'}")
+    print(
+        f"  redis: {config.redis.address or '(none: local rate limits)'}; "
+        f"s3: {config.persistence.s3.bucket or '(none: responses in SQLite)'}"
+    )
     print(f"  providers ({len(config.providers)}):")
     for p in sorted(config.providers, key=lambda p: (p.priority, p.name)):
         usable = sum(1 for e in p.endpoints if e.api_key or p.type == "mock")
-        print(f"    {p.name} [{p.type}] priority {p.priority}, {p.strategy}: {len(p.models)} model(s), "
-              f"{usable}/{len(p.endpoints)} endpoint(s) with a credential")
+        print(
+            f"    {p.name} [{p.type}] priority {p.priority}, {p.strategy}: {len(p.models)} model(s), "
+            f"{usable}/{len(p.endpoints)} endpoint(s) with a credential"
+        )
     return 0
 
 
@@ -209,7 +227,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     print(key)
-    print(f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr)
+    print(
+        f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr
+    )
     return 0
 
 
@@ -222,17 +242,31 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        print(orjson.dumps([
-            {"key_id": r.key_id, "prefix": r.prefix, "name": r.name, "customer_id": r.customer_id,
-             "status": r.status, "rate_limit_rpm": r.rate_limit_rpm, "rate_limit_tpm": r.rate_limit_tpm,
-             "allowed_models": list(r.allowed_models), "created_at": r.created_at}
-            for r in records
-        ]).decode())
+        print(
+            orjson.dumps(
+                [
+                    {
+                        "key_id": r.key_id,
+                        "prefix": r.prefix,
+                        "name": r.name,
+                        "customer_id": r.customer_id,
+                        "status": r.status,
+                        "rate_limit_rpm": r.rate_limit_rpm,
+                        "rate_limit_tpm": r.rate_limit_tpm,
+                        "allowed_models": list(r.allowed_models),
+                        "created_at": r.created_at,
+                    }
+                    for r in records
+                ]
+            ).decode()
+        )
         return 0
     print(f"{'KEY ID':<22} {'PREFIX':<13} {'STATUS':<9} {'RPM':>6} {'TPM':>9}  {'NAME':<20} MODELS")
     for r in records:
-        print(f"{r.key_id:<22} {r.prefix + '…':<13} {r.status:<9} {r.rate_limit_rpm:>6} {r.rate_limit_tpm:>9}  "
-              f"{r.name[:20]:<20} {','.join(r.allowed_models) or '(all)'}")
+        print(
+            f"{r.key_id:<22} {r.prefix + '…':<13} {r.status:<9} {r.rate_limit_rpm:>6} {r.rate_limit_tpm:>9}  "
+            f"{r.name[:20]:<20} {','.join(r.allowed_models) or '(all)'}"
+        )
     return 0
 
 
@@ -266,8 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
-                       help=f"main config file; provider files are read from providers/ beside it (default {DEFAULT_CONFIG})")
+        p.add_argument(
+            "--config",
+            default=DEFAULT_CONFIG,
+            metavar="PATH",
+            help=f"main config file; provider files are read from providers/ beside it (default {DEFAULT_CONFIG})",
+        )
         return p
 
     serve = with_config(sub.add_parser("serve", help="run the gateway (migrates the database first)"))
@@ -276,12 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.set_defaults(func=cmd_serve)
 
-    with_config(sub.add_parser("migrate", help="create or upgrade the SQLite schema")).set_defaults(func=cmd_migrate)
+    with_config(sub.add_parser("migrate", help="create or upgrade the SQLite schema")).set_defaults(
+        func=cmd_migrate
+    )
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
-    with_config(cfg_sub.add_parser("check", help="validate the config; list every problem as file: key: problem")
-                ).set_defaults(func=cmd_config_check)
+    with_config(
+        cfg_sub.add_parser("check", help="validate the config; list every problem as file: key: problem")
+    ).set_defaults(func=cmd_config_check)
 
     keys_p = sub.add_parser("keys", help="manage client API keys in the local database")
     keys_sub = keys_p.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")

@@ -80,7 +80,8 @@ class Gateway:
         self.admission = admission
         self.request_log = request_log
         self._timeouts = sorted(
-            ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"), key=lambda kv: -len(kv[0])
+            ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
+            key=lambda kv: -len(kv[0]),
         )
         self._default_timeouts = config.streaming_timeouts["default"]
 
@@ -105,7 +106,9 @@ class Gateway:
                 break
         if streaming:
             return CallOptions(stall_timeout=t.stall_timeout, overall_timeout=t.overall_timeout)
-        total = max(self.config.provider_timeouts.default, t.stall_timeout if t is not self._default_timeouts else 0)
+        total = max(
+            self.config.provider_timeouts.default, t.stall_timeout if t is not self._default_timeouts else 0
+        )
         return CallOptions(stall_timeout=total, overall_timeout=total)
 
     @staticmethod
@@ -116,7 +119,9 @@ class Gateway:
             pause = COOLDOWN_AFTER_CONNECT_ERROR
         else:
             pause = error.retry_after_s or COOLDOWN_AFTER_5XX
-        target.endpoint.cooldown_until = max(target.endpoint.cooldown_until, time.monotonic() + min(pause, 300.0))
+        target.endpoint.cooldown_until = max(
+            target.endpoint.cooldown_until, time.monotonic() + min(pause, 300.0)
+        )
 
     @staticmethod
     def _exhausted(errors: list[ProviderError]) -> EnsembleError:
@@ -165,7 +170,9 @@ class Gateway:
             return self.finish(request, ctx, result)
         raise self._exhausted(errors)
 
-    def finish(self, request: InferenceRequest, ctx: CallContext, result: ProviderResult) -> InferenceResponse:
+    def finish(
+        self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
+    ) -> InferenceResponse:
         """Price, reconcile the reservation, build the native response and record it."""
         target = ctx.target
         assert target is not None
@@ -206,7 +213,9 @@ class Gateway:
             ),
             rate_limit=ctx.rate_limit,
         )
-        self.record(ctx, request.model, 200, usage=usage, cost_micro=response.cost_micro_dollars, response=response)
+        self.record(
+            ctx, request.model, 200, usage=usage, cost_micro=response.cost_micro_dollars, response=response
+        )
         return response
 
     def record(
@@ -277,7 +286,9 @@ class Gateway:
                     raise
                 self._cool_down(target, e)
                 errors.append(e)
-                log.warning("endpoint %s failed before streaming (%s); trying the next", target.endpoint.id, e.code)
+                log.warning(
+                    "endpoint %s failed before streaming (%s); trying the next", target.endpoint.id, e.code
+                )
                 continue
             except BaseException:
                 await _close(iterator)
@@ -353,7 +364,12 @@ class LiveStream:
         usage = self.assembler.usage
         cost = self.target.price.cost(usage)
         self.gateway.record(
-            ctx, self.request.model, error.status, usage=usage, cost_micro=micro_dollars(cost), error=error.message
+            ctx,
+            self.request.model,
+            error.status,
+            usage=usage,
+            cost_micro=micro_dollars(cost),
+            error=error.message,
         )
 
     async def aclose(self) -> None:

@@ -21,12 +21,16 @@ def check_request(request: InferenceRequest, model: ModelConfig | None) -> None:
     if not request.messages:
         raise InvalidRequest("messages: must contain at least one message", param="messages")
     if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
-        raise InvalidRequest(f"temperature: must be between 0 and 2 (got {request.temperature})", param="temperature")
+        raise InvalidRequest(
+            f"temperature: must be between 0 and 2 (got {request.temperature})", param="temperature"
+        )
     if request.top_p is not None and not 0.0 <= request.top_p <= 1.0:
         raise InvalidRequest(f"top_p: must be between 0 and 1 (got {request.top_p})", param="top_p")
     if request.max_tokens is not None:
         if request.max_tokens < 1:
-            raise InvalidRequest(f"max_tokens: must be at least 1 (got {request.max_tokens})", param="max_tokens")
+            raise InvalidRequest(
+                f"max_tokens: must be at least 1 (got {request.max_tokens})", param="max_tokens"
+            )
         if model is not None and model.max_output_tokens and request.max_tokens > model.max_output_tokens:
             raise InvalidRequest(
                 f"max_tokens: {request.max_tokens} exceeds {model.name}'s maximum of {model.max_output_tokens}",

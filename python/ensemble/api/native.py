@@ -75,7 +75,11 @@ class BlockEvents:
                 "tool_call": {"id": delta.id, "name": delta.name, "raw_arguments": ""},
             }
         elif isinstance(delta, ToolCallArgs):
-            payload = {"type": "tool_call", "index": delta.index, "tool_call": {"raw_arguments": delta.fragment}}
+            payload = {
+                "type": "tool_call",
+                "index": delta.index,
+                "tool_call": {"raw_arguments": delta.fragment},
+            }
         elif isinstance(delta, ThinkingDelta):
             payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
             if delta.signature:
@@ -102,7 +106,9 @@ def error_payload(error: EnsembleError, request_id: str) -> dict[str, Any]:
 
 def sse_error(error: EnsembleError, request_id: str) -> bytes:
     payload = error_payload(error, request_id)
-    payload["error"]["retryable"] = bool(isinstance(error, ProviderError) and error.retryable) or error.status in (
+    payload["error"]["retryable"] = bool(
+        isinstance(error, ProviderError) and error.retryable
+    ) or error.status in (
         429,
         503,
         504,

@@ -50,8 +50,18 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 
 # Consumed here; everything else unknown to the canonical request is forwarded in provider_config.
 _HANDLED = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools",
-    "tool_choice", "stream", "stream_options", "n",
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "tools",
+    "tool_choice",
+    "stream",
+    "stream_options",
+    "n",
 }
 
 
@@ -78,7 +88,9 @@ def _part(part: Any, where: str) -> ContentBlock:
         fmt = audio.get("format", "wav") if isinstance(audio, dict) else "wav"
         data = audio.get("data") if isinstance(audio, dict) else None
         return AudioContent(
-            source=MediaSource(type="base64", media_type=f"audio/{fmt}", data=convert(data, str, f"{where}.input_audio.data"))
+            source=MediaSource(
+                type="base64", media_type=f"audio/{fmt}", data=convert(data, str, f"{where}.input_audio.data")
+            )
         )
     if kind == "file":
         file = part.get("file") or {}
@@ -93,7 +105,9 @@ def _message(raw: Any, i: int) -> Message:
         raise InvalidRequest(f"{where}: expected an object", param="messages")
     role = _ROLES.get(raw.get("role"))  # type: ignore[arg-type]
     if role is None:
-        raise InvalidRequest(f"{where}.role: must be one of system, developer, user, assistant, tool", param="messages")
+        raise InvalidRequest(
+            f"{where}.role: must be one of system, developer, user, assistant, tool", param="messages"
+        )
     content = raw.get("content")
     blocks: str | list[ContentBlock]
     if content is None:
@@ -103,7 +117,9 @@ def _message(raw: Any, i: int) -> Message:
     elif isinstance(content, list):
         blocks = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(content)]
     else:
-        raise InvalidRequest(f"{where}.content: expected a string or a list of content parts", param="messages")
+        raise InvalidRequest(
+            f"{where}.content: expected a string or a list of content parts", param="messages"
+        )
     tool_calls = None
     if raw.get("tool_calls"):
         calls = raw["tool_calls"]
@@ -113,7 +129,9 @@ def _message(raw: Any, i: int) -> Message:
         for j, c in enumerate(calls):
             fn = c.get("function") if isinstance(c, dict) else None
             if not isinstance(fn, dict):
-                raise InvalidRequest(f"{where}.tool_calls[{j}].function: expected an object", param="messages")
+                raise InvalidRequest(
+                    f"{where}.tool_calls[{j}].function: expected an object", param="messages"
+                )
             args = fn.get("arguments") or "{}"
             tool_calls.append(
                 ToolCall(
@@ -158,7 +176,9 @@ def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
     tool_choice: Any = None
     if isinstance(choice, str):
         if choice not in ("auto", "none", "required"):
-            raise InvalidRequest("tool_choice: must be auto, none, required or a function", param="tool_choice")
+            raise InvalidRequest(
+                "tool_choice: must be auto, none, required or a function", param="tool_choice"
+            )
         tool_choice = choice
     elif isinstance(choice, dict):
         fn = choice.get("function")
@@ -188,7 +208,12 @@ def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
 
 def _usage(u: Usage | InferenceResponse) -> dict[str, Any]:
     if isinstance(u, InferenceResponse):
-        inp, out, cached, reasoning = u.input_tokens, u.output_tokens, u.cached_prompt_tokens, u.reasoning_tokens
+        inp, out, cached, reasoning = (
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_prompt_tokens,
+            u.reasoning_tokens,
+        )
     else:
         inp, out, cached, reasoning = u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens
     return {
@@ -215,7 +240,11 @@ def render_response(r: InferenceResponse) -> bytes:
         for b in r.blocks
         if isinstance(b, ToolCallBlock)
     ]
-    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else ""), "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text or (None if calls else ""),
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     thinking = "".join(b.thinking for b in r.blocks if isinstance(b, ThinkingBlock))
@@ -226,7 +255,9 @@ def render_response(r: InferenceResponse) -> bytes:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": r.model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH_OUT[r.finish_reason]}],
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH_OUT[r.finish_reason]}
+        ],
         "usage": _usage(r),
         "system_fingerprint": None,
     }
@@ -237,13 +268,21 @@ class ChunkWriter:
     """Renders deltas as chat.completion.chunk SSE frames."""
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
-        self._head = {"id": completion_id(request_id), "object": "chat.completion.chunk", "created": int(time.time()),
-                      "model": model, "system_fingerprint": None}
+        self._head = {
+            "id": completion_id(request_id),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
         self._include_usage = include_usage
         self._tool_slots: dict[int, int] = {}
 
     def _frame(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {**self._head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        chunk = {
+            **self._head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def start(self) -> bytes:
@@ -254,7 +293,12 @@ class ChunkWriter:
             return self._frame({"content": delta.text})
         if isinstance(delta, ToolCallStart):
             slot = self._tool_slots[delta.index] = len(self._tool_slots)
-            call = {"index": slot, "id": delta.id, "type": "function", "function": {"name": delta.name, "arguments": ""}}
+            call = {
+                "index": slot,
+                "id": delta.id,
+                "type": "function",
+                "function": {"name": delta.name, "arguments": ""},
+            }
             return self._frame({"tool_calls": [call]})
         if isinstance(delta, ToolCallArgs):
             slot = self._tool_slots.get(delta.index, 0)
@@ -282,7 +326,9 @@ _ERROR_TYPES = {
 
 def error_body(error: EnsembleError, status: int) -> bytes:
     kind = _ERROR_TYPES.get(status, "api_error" if status < 500 else "server_error")
-    return orjson.dumps({"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}})
+    return orjson.dumps(
+        {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    )
 
 
 def sse_error(error: EnsembleError) -> bytes:
@@ -291,5 +337,8 @@ def sse_error(error: EnsembleError) -> bytes:
 
 def render_models(models: list[tuple[str, str]]) -> bytes:
     return orjson.dumps(
-        {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in models]}
+        {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in models],
+        }
     )

@@ -202,10 +202,10 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             provider_sources += [(str(main), f"providers[{i}]", p) for i, p in enumerate(inline)]
     provider_dir = main.parent / "providers"
     if provider_dir.is_dir():
-        for file in sorted(provider_dir.glob("*.y*ml")):
-            data = _read_yaml(file, collector.problems)
+        for provider_file in sorted(provider_dir.glob("*.y*ml")):
+            data = _read_yaml(provider_file, collector.problems)
             if data is not None:
-                provider_sources.append((str(file), "", expand_env(data, env)))
+                provider_sources.append((str(provider_file), "", expand_env(data, env)))
 
     providers: list[ProviderConfig] = []
     files: dict[str, str] = {}

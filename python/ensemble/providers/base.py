@@ -85,7 +85,9 @@ class Provider(ABC):
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
 
     @abstractmethod
-    async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult: ...
+    async def complete(
+        self, request: InferenceRequest, target: Target, opts: CallOptions
+    ) -> ProviderResult: ...
 
     @abstractmethod
     def stream(
@@ -166,7 +168,8 @@ class HttpProvider(Provider):
             raise
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise ProviderError(
-                f"the provider's response could not be parsed ({type(e).__name__})", code="bad_upstream_response"
+                f"the provider's response could not be parsed ({type(e).__name__})",
+                code="bad_upstream_response",
             ) from e
 
     async def stream(
@@ -186,7 +189,9 @@ class HttpProvider(Provider):
                 try:
                     events = parser.feed(chunk)
                 except SseError as e:
-                    raise ProviderError(f"malformed stream from the provider: {e}", code="bad_upstream_stream") from e
+                    raise ProviderError(
+                        f"malformed stream from the provider: {e}", code="bad_upstream_stream"
+                    ) from e
                 for event, data, _id, _retry in events:
                     try:
                         deltas = decoder.decode(event, data)

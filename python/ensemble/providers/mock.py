@@ -65,7 +65,11 @@ class MockProvider(Provider):
         if request.provider_config and request.provider_config.get("thinking"):
             thought = "Let me think about this mock request."
             deltas.append(ThinkingDelta(index=index, thinking=thought))
-            deltas.append(ThinkingDelta(index=index, signature="mock-sig-" + hashlib.sha256(thought.encode()).hexdigest()[:16]))
+            deltas.append(
+                ThinkingDelta(
+                    index=index, signature="mock-sig-" + hashlib.sha256(thought.encode()).hexdigest()[:16]
+                )
+            )
             index += 1
         wants_tool = bool(request.tools) and request.tool_choice != "none" and last.role == "user"
         output_tokens = 0
@@ -77,7 +81,10 @@ class MockProvider(Provider):
             call_id = "call_" + hashlib.sha256(f"{tool.name}{last.text()}".encode()).hexdigest()[:24]
             deltas.append(ToolCallStart(index=index, id=call_id, name=tool.name))
             mid = len(raw) // 2
-            deltas += [ToolCallArgs(index=index, fragment=raw[:mid]), ToolCallArgs(index=index, fragment=raw[mid:])]
+            deltas += [
+                ToolCallArgs(index=index, fragment=raw[:mid]),
+                ToolCallArgs(index=index, fragment=raw[mid:]),
+            ]
             output_tokens = max(1, len(raw) // 4)
             reason = "tool_use"
         else:

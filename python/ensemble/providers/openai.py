@@ -71,7 +71,10 @@ def _content_part(block: Any) -> dict[str, Any]:
             raise InvalidRequest(
                 "OpenAI-type providers take documents only as base64 data, not URLs", param="messages"
             )
-        return {"type": "file", "file": {"filename": "document", "file_data": _data_url(src.media_type, src.data)}}
+        return {
+            "type": "file",
+            "file": {"filename": "document", "file_data": _data_url(src.media_type, src.data)},
+        }
     if isinstance(block, AudioContent):
         src = block.source
         if src.type == "url":
@@ -102,7 +105,9 @@ def message_to_wire(m: Message) -> dict[str, Any]:
                 "type": "function",
                 "function": {
                     "name": c.name,
-                    "arguments": c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments).decode(),
+                    "arguments": c.arguments
+                    if isinstance(c.arguments, str)
+                    else orjson.dumps(c.arguments).decode(),
                 },
             }
             for c in m.tool_calls
@@ -114,7 +119,9 @@ def message_to_wire(m: Message) -> dict[str, Any]:
     return out
 
 
-def request_to_wire(request: InferenceRequest, model_id: str, *, stream: bool, max_tokens_field: str) -> dict[str, Any]:
+def request_to_wire(
+    request: InferenceRequest, model_id: str, *, stream: bool, max_tokens_field: str
+) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model_id, "messages": [message_to_wire(m) for m in request.messages]}
     if request.max_tokens is not None:
         body[max_tokens_field] = request.max_tokens
@@ -137,7 +144,9 @@ def request_to_wire(request: InferenceRequest, model_id: str, *, stream: bool, m
     if request.tool_choice is not None:
         choice = request.tool_choice
         body["tool_choice"] = (
-            {"type": "function", "function": {"name": choice.name}} if isinstance(choice, ToolChoiceNamed) else choice
+            {"type": "function", "function": {"name": choice.name}}
+            if isinstance(choice, ToolChoiceNamed)
+            else choice
         )
     if stream:
         body["stream"] = True
@@ -204,7 +213,11 @@ class OpenAIDecoder(StreamDecoder):
                 fn = call.get("function") or {}
                 if slot not in self._tools:
                     self._tools[slot] = self._alloc()
-                    out.append(ToolCallStart(index=self._tools[slot], id=call.get("id") or "", name=fn.get("name") or ""))
+                    out.append(
+                        ToolCallStart(
+                            index=self._tools[slot], id=call.get("id") or "", name=fn.get("name") or ""
+                        )
+                    )
                 if fn.get("arguments"):
                     out.append(ToolCallArgs(index=self._tools[slot], fragment=fn["arguments"]))
             reason = choice.get("finish_reason")
@@ -234,7 +247,9 @@ class OpenAIWire(WireFormat):
         if provider_type == "openrouter":
             self.extra_headers = {"X-Title": "Ensemble"}
 
-    def build(self, request: InferenceRequest, target: Target, stream: bool) -> tuple[str, dict[str, str], bytes]:
+    def build(
+        self, request: InferenceRequest, target: Target, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
         body = request_to_wire(
             request, target.model.upstream_id, stream=stream, max_tokens_field=self.max_tokens_field
         )
@@ -262,7 +277,10 @@ class OpenAIWire(WireFormat):
             blocks.append(
                 ToolCallBlock(
                     tool_call=ToolCallOut(
-                        id=call.get("id") or "", name=fn.get("name") or "", arguments=parse_arguments(raw), raw_arguments=raw
+                        id=call.get("id") or "",
+                        name=fn.get("name") or "",
+                        arguments=parse_arguments(raw),
+                        raw_arguments=raw,
                     )
                 )
             )

@@ -66,7 +66,12 @@ class Admission:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
 
     def info(self, key: KeyRecord) -> RateLimitInfo:
-        limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(self.key_scope(key.key_id), self.clock())
+        limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(
+            self.key_scope(key.key_id), self.clock()
+        )
         return RateLimitInfo(
-            limit_requests=limit_req, remaining_requests=rem_req, limit_tokens=limit_tok, remaining_tokens=rem_tok
+            limit_requests=limit_req,
+            remaining_requests=rem_req,
+            limit_tokens=limit_tok,
+            remaining_tokens=rem_tok,
         )

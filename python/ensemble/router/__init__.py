@@ -31,8 +31,10 @@ class Router:
     def candidates(self, model: str) -> list[Target]:
         providers = self._by_model.get(model)
         if not providers:
-            raise NotFound(f"model {model!r} is not served by this gateway; GET /api/v1/models lists the models",
-                           code="model_not_found")
+            raise NotFound(
+                f"model {model!r} is not served by this gateway; GET /api/v1/models lists the models",
+                code="model_not_found",
+            )
         now = time.monotonic()
         ready: list[Target] = []
         cooling: list[Target] = []

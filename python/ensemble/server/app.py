@@ -7,7 +7,8 @@ import logging
 import os
 from typing import Any
 
-from granian.rsgi import HTTPProtocol, Scope
+from granian._granian import RSGIHTTPProtocol as HTTPProtocol
+from granian.rsgi import Scope
 
 from ensemble import logs
 from ensemble.config import Config, load_config
@@ -58,7 +59,9 @@ class App:
         except Exception:
             rid = req.request_id if req else "-"
             log.exception("unhandled error in %s %s (request %s)", scope.method, scope.path[:200], rid)
-            self._fail(req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family)
+            self._fail(
+                req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family
+            )
 
     @staticmethod
     def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> None:

@@ -8,7 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from granian.rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
+from granian._granian import RSGIHTTPProtocol as HTTPProtocol
+from granian._granian import RSGIProtocolClosed as ProtocolClosed
+from granian._granian import RSGIProtocolError as ProtocolError
+from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
 
@@ -75,7 +78,8 @@ class Request:
         else:
             self.request_id = new_request_id()
             raise InvalidRequest(
-                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : -", code="invalid_request_id"
+                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : -",
+                code="invalid_request_id",
             )
 
     @property

@@ -6,6 +6,7 @@ one pump, so disconnect handling and mid-stream errors behave the same everywher
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -119,9 +120,9 @@ def apply_session_header(request: InferenceRequest, req: Request) -> None:
         request.session_id = req.header("x-session-id")
 
 
-async def run_generate(rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest) -> tuple[
-    CallContext, InferenceResponse
-]:
+async def run_generate(
+    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
+) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
     ctx = CallContext(req.request_id, key, started=req.started)
     try:
@@ -188,10 +189,8 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
         await stream.aclose()
         error = ProviderError("internal error while streaming", code="internal_error")
         stream.fail(error)
-        try:
+        with contextlib.suppress(ClientDisconnected):
             await sink.send(fmt.error(error, ctx.request_id))
-        except ClientDisconnected:
-            pass
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -202,7 +201,9 @@ async def generate(rt: Runtime, req: Request) -> None:
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(200, native.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms))
+    req.send(
+        200, native.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
+    )
 
 
 async def stream_blocks(rt: Runtime, req: Request) -> None:
@@ -230,7 +231,9 @@ async def chat_completions(rt: Runtime, req: Request) -> None:
         await pump(rt, req, stream, OpenAIChunks(req.request_id, request.model, include_usage))
         return
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(200, openai.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms))
+    req.send(
+        200, openai.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
+    )
 
 
 ROUTES = [

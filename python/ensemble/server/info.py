@@ -95,7 +95,9 @@ async def status(rt: Runtime, req: Request) -> None:
 async def retrieve(rt: Runtime, req: Request) -> None:
     request_id, state, *_rest, body = await _stored(rt, req)
     if body is None:
-        raise NotFound(f"request {request_id!r} has no stored answer (status: {state})", code="response_not_found")
+        raise NotFound(
+            f"request {request_id!r} has no stored answer (status: {state})", code="response_not_found"
+        )
     req.send(200, bytes(body))
 
 

@@ -38,7 +38,9 @@ class RouteTable:
             else:
                 self._exact.setdefault(r.path, {})[r.method] = r
         for path, methods in by_pattern.items():
-            regex = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+?)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
+            regex = _PARAM.sub(
+                lambda m: f"(?P<{m.group(1)}>[^/]+?)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}")
+            )
             self._patterns.append((re.compile(regex + "$"), methods))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:

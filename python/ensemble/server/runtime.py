@@ -7,6 +7,7 @@ Built in `startup()` (from Granian's `__rsgi_init__`, before the loop serves) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -65,12 +66,17 @@ class Runtime:
         for pc in self.config.providers:
             provider = build_provider(pc, self.upstream)
             if provider is None:
-                log.warning("provider %s: no adapter for type %r in this build; its models are not served",
-                            pc.name, pc.type)
+                log.warning(
+                    "provider %s: no adapter for type %r in this build; its models are not served",
+                    pc.name,
+                    pc.type,
+                )
                 continue
             for e in provider.endpoints:
                 if not e.has_credential:
-                    log.warning("endpoint %s of provider %s has no API key: reported unavailable", e.id, pc.name)
+                    log.warning(
+                        "endpoint %s of provider %s has no API key: reported unavailable", e.id, pc.name
+                    )
             self.providers.append(provider)
         self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
         self.request_log.start()
@@ -80,7 +86,9 @@ class Runtime:
     async def shutdown(self) -> None:
         self.accepting = False
         if self.background:
-            log.info("waiting for %d answer(s) still completing for disconnected clients", len(self.background))
+            log.info(
+                "waiting for %d answer(s) still completing for disconnected clients", len(self.background)
+            )
             _, pending = await asyncio.wait(self.background, timeout=self.config.server.drain_timeout)
             for task in pending:
                 task.cancel()
@@ -89,14 +97,15 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self.request_log is not None:
             await self.request_log.close()
-            log.info("request log flushed: %d records written, %d dropped",
-                     self.request_log.written, self.request_log.dropped)
+            log.info(
+                "request log flushed: %d records written, %d dropped",
+                self.request_log.written,
+                self.request_log.dropped,
+            )
         await self.upstream.close()
         if self.db is not None:
             await self.db.close()

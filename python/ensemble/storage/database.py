@@ -116,6 +116,20 @@ async def connect(path: str) -> aiosqlite.Connection:
     return conn
 
 
+def _statements(script: str) -> list[str]:
+    """Split a script into statements the way SQLite would (a ';' inside a comment doesn't end one)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out
+
+
 def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
     """Bring the schema to SCHEMA_VERSION; returns (version before, version after)."""
     (before,) = conn.execute("PRAGMA user_version").fetchone()
@@ -130,9 +144,8 @@ def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
             if current > version:  # another process migrated meanwhile
                 conn.execute("COMMIT")
                 continue
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version={version + 1}")
             conn.execute("COMMIT")
         except BaseException:

@@ -7,7 +7,6 @@ aiohttp is the transport: on this path it measured ~10x faster than httpx's defa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -26,10 +25,12 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         try:
             return await self._resp.read()
-        except (TimeoutError, asyncio.TimeoutError) as e:
+        except TimeoutError as e:
             raise UpstreamTimeout("the provider stopped sending the response body", retryable=True) from e
         except aiohttp.ClientError as e:
-            raise ProviderError(f"reading the provider's response failed: {type(e).__name__}", retryable=True) from e
+            raise ProviderError(
+                f"reading the provider's response failed: {type(e).__name__}", retryable=True
+            ) from e
         finally:
             self._resp.release()
 
@@ -38,12 +39,16 @@ class UpstreamResponse:
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (TimeoutError, asyncio.TimeoutError) as e:
-            raise UpstreamTimeout("the provider's stream stalled", retryable=True, code="stream_stalled") from e
+        except TimeoutError as e:
+            raise UpstreamTimeout(
+                "the provider's stream stalled", retryable=True, code="stream_stalled"
+            ) from e
         except aiohttp.ClientPayloadError as e:
             raise ProviderError("the provider's stream broke off", code="stream_broken") from e
         except aiohttp.ClientError as e:
-            raise ProviderError(f"the provider's stream failed: {type(e).__name__}", code="stream_broken") from e
+            raise ProviderError(
+                f"the provider's stream failed: {type(e).__name__}", code="stream_broken"
+            ) from e
 
     def close(self) -> None:
         """Abort: drop the connection rather than returning it to the pool (used on cancel)."""
@@ -100,7 +105,7 @@ class UpstreamClient:
             resp = await self._session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
-        except (TimeoutError, asyncio.TimeoutError) as e:
+        except TimeoutError as e:
             raise UpstreamTimeout("the provider did not answer in time", retryable=True) from e
         except aiohttp.ClientConnectorError as e:
             raise ProviderError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 
 import aiosqlite
@@ -114,10 +115,8 @@ class RequestLog:
 
     async def _run(self) -> None:
         while not self._closing:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()
@@ -142,24 +141,50 @@ class RequestLog:
     async def _write(self, batch: list[LogRecord]) -> None:
         logs = [
             (
-                r.request_id, r.key_id, r.model, r.provider, r.endpoint_id, r.status, r.http_status,
-                r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_creation_tokens,
-                r.reasoning_tokens, r.cost_micro_dollars, r.latency_ms, r.error, r.created_at,
+                r.request_id,
+                r.key_id,
+                r.model,
+                r.provider,
+                r.endpoint_id,
+                r.status,
+                r.http_status,
+                r.input_tokens,
+                r.output_tokens,
+                r.cached_tokens,
+                r.cache_creation_tokens,
+                r.reasoning_tokens,
+                r.cost_micro_dollars,
+                r.latency_ms,
+                r.error,
+                r.created_at,
             )
             for r in batch
         ]
         usage = [
             (
-                r.key_id, r.created_at[:10], r.model, 1 if r.status == "error" else 0,
-                r.input_tokens, r.output_tokens, r.cached_tokens, r.cache_creation_tokens,
-                r.reasoning_tokens, r.cost_micro_dollars,
+                r.key_id,
+                r.created_at[:10],
+                r.model,
+                1 if r.status == "error" else 0,
+                r.input_tokens,
+                r.output_tokens,
+                r.cached_tokens,
+                r.cache_creation_tokens,
+                r.reasoning_tokens,
+                r.cost_micro_dollars,
             )
             for r in batch
         ]
         responses = [
             (
-                r.request_id, r.key_id, "completed" if r.status == "success" else "failed", r.model,
-                r.provider, r.created_at, r.created_at, r.response_body,
+                r.request_id,
+                r.key_id,
+                "completed" if r.status == "success" else "failed",
+                r.model,
+                r.provider,
+                r.created_at,
+                r.created_at,
+                r.response_body,
             )
             for r in batch
         ]

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.ensemble import Ensemble
+
+
+@pytest.fixture(scope="module")
+def mock_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
+    """One Ensemble on the mock provider, shared by a test module."""
+    server = Ensemble(Path(tmp_path_factory.mktemp("ensemble")))
+    yield server
+    server.stop()

@@ -1,0 +1,1 @@
+"""Test support: real processes on free ports (Ensemble, the fake upstream, redis-server)."""
