@@ -1,0 +1,86 @@
+"""The command line as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from support.processes import BIN, ROOT
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ensemble"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_config_check_ok_and_bad() -> None:
+    ok = run("config", "check")
+    assert ok.returncode == 0 and "config/ensemble.yaml: OK" in ok.stdout and "mock [mock]" in ok.stdout
+    bad = run("config", "check", "--config", str(FIXTURES / "bad_types" / "ensemble.yaml"))
+    assert bad.returncode == 1
+    assert "server.port" in bad.stderr and "rate_limit.window_size" in bad.stderr
+
+
+def test_version_and_help() -> None:
+    v = run("version")
+    assert v.returncode == 0 and v.stdout.startswith("ensemble 0.1.0 (native 0.1.0, release build)")
+    h = run("--help")
+    assert h.returncode == 0 and all(c in h.stdout for c in ("serve", "migrate", "config", "keys", "version"))
+
+
+def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    env = {
+        "ENSEMBLE_ENVIRONMENT": "production",
+        "ENSEMBLE_ENCRYPTION_KEY": "",
+        "ENSEMBLE_ADMIN_KEY": "",
+        "ENSEMBLE_DATABASE": str(tmp_path / "x.db"),
+    }
+    r = run("serve", "--port", "5999", env=env)
+    assert r.returncode == 2
+    assert "ENSEMBLE_ENCRYPTION_KEY" in r.stderr and "ENSEMBLE_ADMIN_KEY" in r.stderr
+    r = run(
+        "serve",
+        "--port",
+        "5999",
+        env={**env, "ENSEMBLE_ENCRYPTION_KEY": "not-base64!", "ENSEMBLE_ADMIN_KEY": "a"},
+    )
+    assert r.returncode == 2 and "32 bytes" in r.stderr
+
+
+def test_keys_create_list_revoke_and_migrate(tmp_path: Path) -> None:
+    env = {"ENSEMBLE_DATABASE": str(tmp_path / "k.db")}
+    assert "schema version 0 -> 1" in run("migrate", env=env).stdout
+    assert "schema is current" in run("migrate", env=env).stdout
+    created = run("keys", "create", "--name", "ci", "--rpm", "5", "--models", "a,b", env=env)
+    key = created.stdout.strip()
+    assert created.returncode == 0 and key.startswith("ens_") and len(key) >= 36
+    listing = run("keys", "list", env=env)
+    assert "ci" in listing.stdout and key not in listing.stdout and key[:12] in listing.stdout
+    key_id = listing.stdout.splitlines()[1].split()[0]
+    assert run("keys", "revoke", key_id, env=env).returncode == 0
+    assert "revoked" in run("keys", "list", env=env).stdout
+    assert run("keys", "revoke", "key_nope", env=env).returncode == 1
+    # only the digest is stored
+    assert key.encode() not in (tmp_path / "k.db").read_bytes()
+
+
+def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -> None:
+    from support.ensemble import Ensemble
+
+    server = Ensemble(tmp_path, key=False)
+    try:
+        out = server.process.output()
+        assert "Created a first client API key" in out and "curl -s http://127.0.0.1:" in out
+        key_file = tmp_path / "data" / "encryption.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        server.stop()

@@ -1,0 +1,68 @@
+"""Config loading: one fixture directory per bad config, each listing the problems it must report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ensemble.config import load_config, parse_duration
+from ensemble.errors import ConfigError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
+BAD = sorted(d.name for d in FIXTURES.iterdir() if (d / "expected.txt").exists())
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_config_reports_every_problem(name: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(FIXTURES / name / "ensemble.yaml", env={})
+    report = "\n".join(e.value.problems)
+    for expected in (FIXTURES / name / "expected.txt").read_text().splitlines():
+        assert expected in report, f"missing {expected!r} in:\n{report}"
+    for problem in e.value.problems:
+        assert problem.split(": ")[0].endswith((".yaml", ".yml")), problem  # every line names its file
+
+
+def test_shipped_config_is_valid_without_any_environment() -> None:
+    config = load_config("config/ensemble.yaml", env={})
+    assert config.server.port == 5180
+    assert {p.name for p in config.providers} == {
+        "anthropic",
+        "openai",
+        "gemini",
+        "xai",
+        "openrouter",
+        "mock",
+    }
+    assert all(not e.api_key for p in config.providers for e in p.endpoints)
+
+
+def test_env_expansion_defaults_and_overrides() -> None:
+    env = {"TEST_HOST": "10.0.0.1", "TEST_OPENAI_KEY": "sk-from-env", "REDIS_ADDRESS": "redis:6379"}
+    config = load_config(FIXTURES / "env_expansion" / "ensemble.yaml", env=env)
+    assert config.server.port == 6001 and config.server.host == "10.0.0.1"
+    assert config.redis.address == "redis:6379"  # the environment overrides the file
+    (provider,) = config.providers
+    assert [e.api_key for e in provider.endpoints] == ["sk-from-env", "fallback-key"]
+    assert provider.base_url == "https://api.openai.com"
+
+
+def test_missing_file_is_reported() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config("/nonexistent/ensemble.yaml", env={})
+    assert e.value.problems == ["/nonexistent/ensemble.yaml: file not found"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("50ms", 0.05), ("1s", 1), ("2m", 120), ("1h", 3600), ("1m30s", 90), ("0", 0), (5, 5), ("1.5s", 1.5)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "1x", "s", "-1s", "1 s", True, None, [1]])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
