@@ -419,6 +419,38 @@ mod tests {
         assert_eq!(parse_chunks(&bytes), expected, "byte by byte");
     }
 
+    fn parse_chunks_bounded(
+        bounds: (usize, usize),
+        chunks: &[&[u8]],
+    ) -> (Vec<Event>, Option<SseError>) {
+        let mut p = SseParser::new(bounds.0, bounds.1);
+        let mut out = Vec::new();
+        for c in chunks {
+            if let Err(e) = p.feed(c, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        (out, None)
+    }
+
+    /// Like `check`, with bounds: the events delivered and the error raised must not depend on
+    /// the chunking.
+    fn check_bounded(
+        bounds: (usize, usize),
+        input: &[u8],
+        expected: &[Event],
+        err: Option<SseError>,
+    ) {
+        let want = (expected.to_vec(), err);
+        assert_eq!(parse_chunks_bounded(bounds, &[input]), want, "whole");
+        for k in 0..=input.len() {
+            let (a, b) = input.split_at(k);
+            assert_eq!(parse_chunks_bounded(bounds, &[a, b]), want, "split at {k}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(parse_chunks_bounded(bounds, &bytes), want, "byte by byte");
+    }
+
     // ---- conformance suite: one case per rule ----
 
     #[test]
@@ -665,6 +697,37 @@ mod tests {
         let mut p = SseParser::new(1024, 8);
         let big = b"data:1234567\n\n".repeat(1000);
         assert_eq!(p.feed_vec(&big).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn bounds_are_chunking_invariant() {
+        let line = Some(SseError::LineTooLong { limit: 8 });
+        let event = Some(SseError::EventTooLarge { limit: 8 });
+        // Exactly at the line bound (terminator excluded, whatever the terminator).
+        check_bounded((8, 64), b"data:123\r\n\r\n", &[msg("123")], None);
+        check_bounded(
+            (8, 64),
+            b"data:1\n\ndata:1234\r\n",
+            &[msg("1")],
+            line.clone(),
+        );
+        // An over-long comment or unterminated tail is still an error.
+        check_bounded((8, 64), b"data:1\n\n:comment!", &[msg("1")], line);
+        // Event bound: data buffer (with one LF per line) plus event type.
+        check_bounded((64, 8), b"data:123\ndata:123\n\n", &[msg("123\n123")], None);
+        check_bounded(
+            (64, 8),
+            b"data:1\n\ndata:123\ndata:1234\n\n",
+            &[msg("1")],
+            event.clone(),
+        );
+        check_bounded((64, 8), b"event:abcd\ndata:1234\n\n", &[], event);
+        check_bounded(
+            (64, 8),
+            b"event:abcd\ndata:123\n\n",
+            &[ev("abcd", "123", "", None)],
+            None,
+        );
     }
 
     #[test]
