@@ -87,7 +87,25 @@ mod bindings {
     #[pyclass(module = "ensemble._native", name = "SseParser")]
     struct PySseParser {
         inner: sse::SseParser,
-        scratch: Vec<sse::Event>,
+        /// The Python strings of the last event type and id, reused while they repeat
+        /// (streams repeat both constantly), saving an allocation per event.
+        last_type: Option<(String, Py<PyString>)>,
+        last_id: Option<(String, Py<PyString>)>,
+    }
+
+    fn cached_str<'py>(
+        py: Python<'py>,
+        cache: &mut Option<(String, Py<PyString>)>,
+        s: &str,
+    ) -> Bound<'py, PyString> {
+        if let Some((text, obj)) = cache {
+            if text == s {
+                return obj.bind(py).clone();
+            }
+        }
+        let obj = PyString::new(py, s);
+        *cache = Some((s.to_owned(), obj.clone().unbind()));
+        obj
     }
 
     #[pymethods]
@@ -97,44 +115,54 @@ mod bindings {
         fn new(max_line_bytes: usize, max_event_bytes: usize) -> Self {
             PySseParser {
                 inner: sse::SseParser::new(max_line_bytes, max_event_bytes),
-                scratch: Vec::new(),
+                last_type: None,
+                last_id: None,
             }
         }
 
         /// Feed one chunk; returns the events it completed as
         /// `(event_type, data, last_event_id, retry_ms_or_None)`. Raises `SseError` on bounds.
-        fn feed<'py>(
-            &mut self,
-            py: Python<'py>,
-            chunk: &[u8],
-        ) -> Result<Bound<'py, PyList>, NativeError> {
-            self.scratch.clear();
-            let res = self.inner.feed(chunk, &mut self.scratch);
-            res?;
+        fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
             let list = PyList::empty(py);
             let message = pyo3::intern!(py, "message");
-            for ev in self.scratch.drain(..) {
-                let et = if ev.event_type == "message" {
+            let mut py_err: Option<PyErr> = None;
+            let (last_type, last_id) = (&mut self.last_type, &mut self.last_id);
+            let res = self.inner.feed_with(chunk, &mut |ev: sse::EventRef<'_>| {
+                if py_err.is_some() {
+                    return;
+                }
+                let event_type = if ev.event_type == "message" {
                     message.clone()
                 } else {
-                    PyString::new(py, &ev.event_type)
+                    cached_str(py, last_type, ev.event_type)
                 };
                 let retry = match ev.retry {
-                    Some(r) => r.into_pyobject(py).map(Bound::into_any).expect("int"),
+                    Some(r) => match r.into_pyobject(py) {
+                        Ok(int) => int.into_any(),
+                        Err(never) => match never {},
+                    },
                     None => py.None().into_bound(py),
                 };
-                let tuple = PyTuple::new(
-                    py,
-                    [
-                        et.into_any(),
-                        PyString::new(py, &ev.data).into_any(),
-                        PyString::new(py, &ev.id).into_any(),
-                        retry,
-                    ],
-                )
-                .expect("tuple");
-                list.append(tuple).expect("append");
+                let appended = (|| {
+                    let tuple = PyTuple::new(
+                        py,
+                        [
+                            event_type.into_any(),
+                            PyString::new(py, ev.data).into_any(),
+                            cached_str(py, last_id, ev.id).into_any(),
+                            retry,
+                        ],
+                    )?;
+                    list.append(tuple)
+                })();
+                if let Err(e) = appended {
+                    py_err = Some(e);
+                }
+            });
+            if let Some(e) = py_err {
+                return Err(e);
             }
+            res.map_err(NativeError::from)?;
             Ok(list)
         }
 

@@ -99,6 +99,28 @@ struct Scope {
     global_requests: u64,
     global_tokens: u64,
     global_until_ms: u64,
+    /// Listed in its shard's `dirty` list (changed since the last drain).
+    dirty: bool,
+}
+
+/// One lock's worth of scopes, plus the names changed since the last drain, so draining costs
+/// O(active scopes) rather than O(configured scopes).
+#[derive(Debug, Default)]
+struct Shard {
+    scopes: HashMap<String, Scope>,
+    dirty: Vec<String>,
+}
+
+impl Shard {
+    /// The scope, marked as changed.
+    fn touch(&mut self, name: &str) -> Option<&mut Scope> {
+        let s = self.scopes.get_mut(name)?;
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(name.to_owned());
+        }
+        Some(s)
+    }
 }
 
 /// Geometry shared by every scope.
@@ -237,7 +259,7 @@ fn to_i64(v: u64) -> i64 {
 pub struct RateLimiter {
     window_ms: u64,
     geometry: Geometry,
-    shards: Box<[Mutex<HashMap<String, Scope>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl Default for RateLimiter {
@@ -269,7 +291,7 @@ impl RateLimiter {
                 "window_ms ({window_ms}) must be a positive multiple of slots ({slots})"
             )));
         }
-        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
         Ok(RateLimiter {
             window_ms,
             geometry: Geometry {
@@ -291,19 +313,22 @@ impl RateLimiter {
     /// Create or update a scope's limits (0 = unlimited). Usage already counted is kept.
     pub fn configure(&self, scope: &str, rpm: u64, tpm: u64) {
         let mut shard = lock(&self.shards[shard_of(scope)]);
-        let s = shard.entry(scope.to_owned()).or_default();
+        let s = shard.scopes.entry(scope.to_owned()).or_default();
         s.rpm = rpm;
         s.tpm = tpm;
     }
 
     /// Forget a scope entirely (limits, usage, undrained deltas). Returns whether it existed.
     pub fn remove(&self, scope: &str) -> bool {
-        lock(&self.shards[shard_of(scope)]).remove(scope).is_some()
+        lock(&self.shards[shard_of(scope)])
+            .scopes
+            .remove(scope)
+            .is_some()
     }
 
     /// Number of tracked scopes.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).scopes.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -312,10 +337,7 @@ impl RateLimiter {
 
     /// Lock the shards holding `scopes` in ascending shard order; returns the guards and, per
     /// scope, the index of its guard.
-    fn lock_scopes<S: AsRef<str>>(
-        &self,
-        scopes: &[S],
-    ) -> (Vec<MutexGuard<'_, HashMap<String, Scope>>>, Vec<usize>) {
+    fn lock_scopes<S: AsRef<str>>(&self, scopes: &[S]) -> (Vec<MutexGuard<'_, Shard>>, Vec<usize>) {
         let ids: Vec<usize> = scopes.iter().map(|s| shard_of(s.as_ref())).collect();
         let mut order = ids.clone();
         order.sort_unstable();
@@ -335,7 +357,7 @@ impl RateLimiter {
         let (mut guards, pos) = self.lock_scopes(scopes);
         let mut refused: Option<(u64, usize)> = None;
         for (i, scope) in scopes.iter().enumerate() {
-            let Some(s) = guards[pos[i]].get(scope.as_ref()) else {
+            let Some(s) = guards[pos[i]].scopes.get(scope.as_ref()) else {
                 continue;
             };
             if s.rpm == 0 && s.tpm == 0 {
@@ -361,7 +383,7 @@ impl RateLimiter {
             if scopes[..i].iter().any(|p| p.as_ref() == scope) {
                 continue;
             }
-            if let Some(s) = guards[pos[i]].get_mut(scope) {
+            if let Some(s) = guards[pos[i]].touch(scope) {
                 s.add(g, now_ms, 1, t);
             }
         }
@@ -420,7 +442,7 @@ impl RateLimiter {
             if scopes[..i].iter().any(|p| p.as_ref() == scope) {
                 continue;
             }
-            let Some(s) = guards[pos[i]].get_mut(scope) else {
+            let Some(s) = guards[pos[i]].touch(scope) else {
                 continue;
             };
             if let Some(slot) = s.existing_slot_mut(g, at, cur) {
@@ -438,7 +460,7 @@ impl RateLimiter {
     pub fn snapshot(&self, scope: &str, now_ms: u64) -> Snapshot {
         let g = self.geometry;
         let shard = lock(&self.shards[shard_of(scope)]);
-        let Some(s) = shard.get(scope) else {
+        let Some(s) = shard.scopes.get(scope) else {
             return Snapshot::default();
         };
         let (r, t) = s.usage(g, now_ms);
@@ -459,6 +481,7 @@ impl RateLimiter {
     pub fn usage(&self, scope: &str, now_ms: u64) -> (u64, u64) {
         let shard = lock(&self.shards[shard_of(scope)]);
         shard
+            .scopes
             .get(scope)
             .map_or((0, 0), |s| s.usage(self.geometry, now_ms))
     }
@@ -468,9 +491,15 @@ impl RateLimiter {
     pub fn drain_deltas(&self) -> Vec<(String, i64, i64)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            for (name, s) in lock(shard).iter_mut() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for name in std::mem::take(&mut shard.dirty) {
+                let Some(s) = shard.scopes.get_mut(&name) else {
+                    continue; // removed since
+                };
+                s.dirty = false;
                 if s.delta_requests != 0 || s.delta_tokens != 0 {
-                    out.push((name.clone(), s.delta_requests, s.delta_tokens));
+                    out.push((name, s.delta_requests, s.delta_tokens));
                     s.delta_requests = 0;
                     s.delta_tokens = 0;
                 }
@@ -483,7 +512,7 @@ impl RateLimiter {
     /// snapshots until `now_ms + window_ms`. Creates the scope (unlimited) if unknown.
     pub fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
         let mut shard = lock(&self.shards[shard_of(scope)]);
-        let s = shard.entry(scope.to_owned()).or_default();
+        let s = shard.scopes.entry(scope.to_owned()).or_default();
         s.global_requests = requests;
         s.global_tokens = tokens;
         s.global_until_ms = now_ms.saturating_add(self.window_ms);
@@ -709,6 +738,65 @@ mod tests {
         assert!(r.remove("k"));
         assert!(!r.remove("k"));
         assert_eq!(r.admit(&["k"], 0, 0), Admission::Admitted);
+    }
+
+    #[test]
+    fn concurrent_drains_account_for_every_change() {
+        let r = Arc::new(rl());
+        let scopes: Vec<String> = (0..6).map(|i| format!("key:{i}")).collect();
+        for s in &scopes {
+            r.configure(s, 0, 0);
+        }
+        r.configure("ep", 0, 0);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drainer = {
+            let (r, stop) = (Arc::clone(&r), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut sums: HashMap<String, (i64, i64)> = HashMap::new();
+                loop {
+                    let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    for (name, dr, dt) in r.drain_deltas() {
+                        let e = sums.entry(name).or_default();
+                        e.0 += dr;
+                        e.1 += dt;
+                    }
+                    if done {
+                        return sums;
+                    }
+                }
+            })
+        };
+        let workers: Vec<_> = (0..3usize)
+            .map(|t| {
+                let r = Arc::clone(&r);
+                let scopes = scopes.clone();
+                std::thread::spawn(move || {
+                    for i in 0..3_000usize {
+                        let pair = [scopes[(i + t) % 6].as_str(), "ep"];
+                        let now = (i % 40) as u64 * 10;
+                        assert_eq!(r.admit(&pair, 10, now), Admission::Admitted);
+                        match i % 3 {
+                            0 => r.reconcile(&pair, 10, 4, now, now + 5),
+                            1 => r.release(&pair, 10, now, now + 5),
+                            _ => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let sums = drainer.join().unwrap();
+        // Every change made while the drainer ran was drained exactly once.
+        for name in scopes.iter().map(String::as_str).chain(["ep"]) {
+            let (req, tok) = r.usage(name, 500);
+            let got = sums.get(name).copied().unwrap_or_default();
+            assert_eq!(got, (req as i64, tok as i64), "{name}");
+        }
+        // 9000 admissions: a third reconciled to 4 tokens, a third released.
+        assert_eq!(r.usage("ep", 500), (6_000, 3_000 * 4 + 3_000 * 10));
     }
 
     #[test]

@@ -46,6 +46,30 @@ pub struct Event {
     pub retry: Option<u64>,
 }
 
+/// A dispatched event borrowing the parser's buffers (see [`SseParser::feed_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub event_type: &'a str,
+    pub data: &'a str,
+    pub id: &'a str,
+    pub retry: Option<u64>,
+}
+
+impl EventRef<'_> {
+    pub fn to_event(&self) -> Event {
+        Event {
+            event_type: self.event_type.to_owned(),
+            data: self.data.to_owned(),
+            id: self.id.to_owned(),
+            retry: self.retry,
+        }
+    }
+}
+
+/// After a large event, the reused data buffer is shrunk back to this size.
+const SHRINK_ABOVE: usize = 1 << 20;
+const SHRINK_TO: usize = 64 << 10;
+
 /// Bound violations. Terminal for the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseError {
@@ -127,10 +151,22 @@ impl SseParser {
     ///
     /// On error, events completed earlier in the same chunk are still in `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+        self.feed_with(chunk, &mut |ev: EventRef<'_>| out.push(ev.to_event()))
+    }
+
+    /// Feed one chunk, calling `on_event` for every event it completes, in order, with borrowed
+    /// views of the parser's buffers (no allocation per event).
+    ///
+    /// On error, events completed earlier in the same chunk have already been passed on.
+    pub fn feed_with<F: FnMut(EventRef<'_>)>(
+        &mut self,
+        chunk: &[u8],
+        on_event: &mut F,
+    ) -> Result<(), SseError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
-        let result = self.feed_inner(chunk, out);
+        let result = self.feed_inner(chunk, on_event);
         if let Err(err) = &result {
             self.failed = Some(err.clone());
         }
@@ -156,7 +192,11 @@ impl SseParser {
         self.failed = None;
     }
 
-    fn feed_inner(&mut self, mut chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn feed_inner<F: FnMut(EventRef<'_>)>(
+        &mut self,
+        mut chunk: &[u8],
+        out: &mut F,
+    ) -> Result<(), SseError> {
         if let Some(matched) = self.bom_matched {
             // Match the BOM byte by byte; it may be split across chunks.
             let mut m = matched;
@@ -182,7 +222,11 @@ impl SseParser {
         self.feed_lines(chunk, out)
     }
 
-    fn feed_lines(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn feed_lines<F: FnMut(EventRef<'_>)>(
+        &mut self,
+        chunk: &[u8],
+        out: &mut F,
+    ) -> Result<(), SseError> {
         let mut i = 0;
         if self.pending_cr && !chunk.is_empty() {
             self.pending_cr = false;
@@ -240,7 +284,11 @@ impl SseParser {
         Ok(())
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+    fn process_line<F: FnMut(EventRef<'_>)>(
+        &mut self,
+        line: &[u8],
+        out: &mut F,
+    ) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch(out);
             return Ok(());
@@ -291,25 +339,27 @@ impl SseParser {
         Ok(())
     }
 
-    fn dispatch(&mut self, out: &mut Vec<Event>) {
+    fn dispatch<F: FnMut(EventRef<'_>)>(&mut self, out: &mut F) {
         let retry = self.event_retry.take();
-        if self.data.is_empty() {
-            self.event_type.clear();
-            return;
+        if !self.data.is_empty() {
+            let event_type = if self.event_type.is_empty() {
+                "message"
+            } else {
+                &self.event_type
+            };
+            out(EventRef {
+                event_type,
+                // Without the trailing LF every data line appended.
+                data: &self.data[..self.data.len() - 1],
+                id: &self.last_event_id,
+                retry,
+            });
+            self.data.clear();
+            if self.data.capacity() > SHRINK_ABOVE {
+                self.data.shrink_to(SHRINK_TO);
+            }
         }
-        let mut data = std::mem::take(&mut self.data);
-        data.pop(); // the trailing LF every data line appended
-        let event_type = if self.event_type.is_empty() {
-            String::from("message")
-        } else {
-            std::mem::take(&mut self.event_type)
-        };
-        out.push(Event {
-            event_type,
-            data,
-            id: self.last_event_id.clone(),
-            retry,
-        });
+        self.event_type.clear();
     }
 }
 
@@ -367,6 +417,38 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
         assert_eq!(parse_chunks(&bytes), expected, "byte by byte");
+    }
+
+    fn parse_chunks_bounded(
+        bounds: (usize, usize),
+        chunks: &[&[u8]],
+    ) -> (Vec<Event>, Option<SseError>) {
+        let mut p = SseParser::new(bounds.0, bounds.1);
+        let mut out = Vec::new();
+        for c in chunks {
+            if let Err(e) = p.feed(c, &mut out) {
+                return (out, Some(e));
+            }
+        }
+        (out, None)
+    }
+
+    /// Like `check`, with bounds: the events delivered and the error raised must not depend on
+    /// the chunking.
+    fn check_bounded(
+        bounds: (usize, usize),
+        input: &[u8],
+        expected: &[Event],
+        err: Option<SseError>,
+    ) {
+        let want = (expected.to_vec(), err);
+        assert_eq!(parse_chunks_bounded(bounds, &[input]), want, "whole");
+        for k in 0..=input.len() {
+            let (a, b) = input.split_at(k);
+            assert_eq!(parse_chunks_bounded(bounds, &[a, b]), want, "split at {k}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(parse_chunks_bounded(bounds, &bytes), want, "byte by byte");
     }
 
     // ---- conformance suite: one case per rule ----
@@ -615,6 +697,37 @@ mod tests {
         let mut p = SseParser::new(1024, 8);
         let big = b"data:1234567\n\n".repeat(1000);
         assert_eq!(p.feed_vec(&big).unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn bounds_are_chunking_invariant() {
+        let line = Some(SseError::LineTooLong { limit: 8 });
+        let event = Some(SseError::EventTooLarge { limit: 8 });
+        // Exactly at the line bound (terminator excluded, whatever the terminator).
+        check_bounded((8, 64), b"data:123\r\n\r\n", &[msg("123")], None);
+        check_bounded(
+            (8, 64),
+            b"data:1\n\ndata:1234\r\n",
+            &[msg("1")],
+            line.clone(),
+        );
+        // An over-long comment or unterminated tail is still an error.
+        check_bounded((8, 64), b"data:1\n\n:comment!", &[msg("1")], line);
+        // Event bound: data buffer (with one LF per line) plus event type.
+        check_bounded((64, 8), b"data:123\ndata:123\n\n", &[msg("123\n123")], None);
+        check_bounded(
+            (64, 8),
+            b"data:1\n\ndata:123\ndata:1234\n\n",
+            &[msg("1")],
+            event.clone(),
+        );
+        check_bounded((64, 8), b"event:abcd\ndata:1234\n\n", &[], event);
+        check_bounded(
+            (64, 8),
+            b"event:abcd\ndata:123\n\n",
+            &[ev("abcd", "123", "", None)],
+            None,
+        );
     }
 
     #[test]
