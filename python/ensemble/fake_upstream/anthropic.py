@@ -1,0 +1,12 @@
+"""Placeholder (anthropic format comes next)."""
+
+from __future__ import annotations
+
+from .openai import OpenAIProvider
+
+
+class _Stub(OpenAIProvider):
+    name = "anthropic"
+
+
+PROVIDER = _Stub()
