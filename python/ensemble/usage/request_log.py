@@ -17,6 +17,8 @@ import logging
 import aiosqlite
 import msgspec
 
+from ensemble.logs import redact
+
 log = logging.getLogger("ensemble.usage")
 
 DEFAULT_CAPACITY = 65_536
@@ -99,8 +101,22 @@ class RequestLog:
     def __len__(self) -> int:
         return len(self._buffer)
 
+    def stats(self) -> dict[str, object]:
+        """What /admin/status shows: how full the buffer is and what was lost, if anything."""
+        return {
+            "buffered": len(self._buffer),
+            "capacity": self._capacity,
+            "dropped": self.dropped,
+            "written": self.written,
+            "batch_size": self._batch_size,
+            "flush_interval_ms": round(self._flush_interval * 1000),
+            "when_full": "drop_oldest",
+        }
+
     def record(self, rec: LogRecord) -> None:
         """Non-blocking: enqueue, dropping the oldest unwritten record if the buffer is full."""
+        if rec.error:
+            rec.error = redact(rec.error)  # upstream messages may echo a credential back
         if len(self._buffer) >= self._capacity:
             self._buffer.popleft()
             self.dropped += 1
