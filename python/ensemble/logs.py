@@ -58,7 +58,8 @@ class JsonFormatter(logging.Formatter):
         for key in ("request_id", "key_id", "model", "provider", "endpoint_id", "status", "latency_ms"):
             value = getattr(record, key, None)
             if value is not None:
-                entry[key] = value
+                # Fields carry client input too (a "model" may be anything the client sent).
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()

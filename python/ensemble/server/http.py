@@ -14,6 +14,7 @@ from granian._granian import RSGIProtocolError as ProtocolError
 from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
+from ensemble.logs import redact
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
 Headers = list[tuple[str, str]]
@@ -73,12 +74,12 @@ class Request:
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()
-        elif _REQUEST_ID.fullmatch(supplied):
+        elif _REQUEST_ID.fullmatch(supplied) and redact(supplied) == supplied:
             self.request_id = supplied
         else:
             self.request_id = new_request_id()
             raise InvalidRequest(
-                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : -",
+                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
             )
 

@@ -115,8 +115,16 @@ class RequestLog:
 
     def record(self, rec: LogRecord) -> None:
         """Non-blocking: enqueue, dropping the oldest unwritten record if the buffer is full."""
+        rec.model = redact(rec.model)  # client input: a key pasted into "model" must not be stored
         if rec.error:
             rec.error = redact(rec.error)  # upstream messages may echo a credential back
+            log.info(
+                "request %s failed with HTTP %d: %s",
+                rec.request_id,
+                rec.http_status,
+                rec.error,
+                extra={"request_id": rec.request_id, "key_id": rec.key_id, "model": rec.model},
+            )
         if len(self._buffer) >= self._capacity:
             self._buffer.popleft()
             self.dropped += 1
