@@ -160,7 +160,7 @@ class HttpProvider(Provider):
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
         payload = await resp.read()
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:  # 3xx too: redirects are never followed (credentials)
             raise self.wire.classify(resp.status, resp.headers, payload)
         try:
             return self.wire.parse(payload)
@@ -179,7 +179,7 @@ class HttpProvider(Provider):
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
             raise self.wire.classify(resp.status, resp.headers, await resp.read())
         parser = SseParser()
         decoder = self.wire.decoder()

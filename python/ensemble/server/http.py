@@ -101,6 +101,13 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+        try:
+            return await self._body(limit)
+        except (ProtocolClosed, ProtocolError) as e:
+            # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
+            raise ClientDisconnected("the client closed the connection before sending the whole body") from e
+
+    async def _body(self, limit: int) -> bytes:
         length = self.header("content-length")
         if length is not None:
             try:
