@@ -98,14 +98,21 @@ mod bindings {
         cache: &mut Option<(String, Py<PyString>)>,
         s: &str,
     ) -> Bound<'py, PyString> {
-        if let Some((text, obj)) = cache {
-            if text == s {
-                return obj.bind(py).clone();
+        match cache {
+            Some((text, obj)) if text == s => obj.bind(py).clone(),
+            Some((text, obj)) => {
+                let new = PyString::new(py, s);
+                text.clear();
+                text.push_str(s);
+                *obj = new.clone().unbind();
+                new
+            }
+            None => {
+                let new = PyString::new(py, s);
+                *cache = Some((s.to_owned(), new.clone().unbind()));
+                new
             }
         }
-        let obj = PyString::new(py, s);
-        *cache = Some((s.to_owned(), obj.clone().unbind()));
-        obj
     }
 
     #[pymethods]
