@@ -54,6 +54,8 @@ class RateLimiter:
     def remove(self, scope: str) -> bool: ...
     def admit(self, scopes: list[str], tokens: int, now_ms: int) -> tuple[bool, int, int]:
         """``(admitted, retry_after_ms, index_of_first_refusing_scope or -1)``."""
+    def check(self, scopes: list[str], tokens: int, now_ms: int) -> tuple[bool, int, int]:
+        """What ``admit`` would answer now, without reserving anything."""
     def reconcile(
         self, scopes: list[str], reserved_tokens: int, actual_tokens: int, admitted_at_ms: int, now_ms: int
     ) -> None: ...

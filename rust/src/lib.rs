@@ -192,6 +192,16 @@ mod bindings {
         }
     }
 
+    fn admission_tuple(a: ratelimit::Admission) -> (bool, u64, i64) {
+        match a {
+            ratelimit::Admission::Admitted => (true, 0, -1),
+            ratelimit::Admission::Refused {
+                retry_after_ms,
+                scope_index,
+            } => (false, retry_after_ms, scope_index as i64),
+        }
+    }
+
     /// Sliding-window RPM/TPM counters per scope; see `rust/src/ratelimit.rs`.
     #[pyclass(module = "ensemble._native", name = "RateLimiter", frozen)]
     struct PyRateLimiter {
@@ -230,13 +240,12 @@ mod bindings {
 
         /// All-or-nothing admission: `(admitted, retry_after_ms, index_of_first_refusing_scope or -1)`.
         fn admit(&self, scopes: Vec<PyBackedStr>, tokens: u64, now_ms: u64) -> (bool, u64, i64) {
-            match self.inner.admit(&scopes, tokens, now_ms) {
-                ratelimit::Admission::Admitted => (true, 0, -1),
-                ratelimit::Admission::Refused {
-                    retry_after_ms,
-                    scope_index,
-                } => (false, retry_after_ms, scope_index as i64),
-            }
+            admission_tuple(self.inner.admit(&scopes, tokens, now_ms))
+        }
+
+        /// What `admit` would answer now, without reserving anything.
+        fn check(&self, scopes: Vec<PyBackedStr>, tokens: u64, now_ms: u64) -> (bool, u64, i64) {
+            admission_tuple(self.inner.check(&scopes, tokens, now_ms))
         }
 
         /// Replace a reservation with the real token count.

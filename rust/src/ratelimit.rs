@@ -353,6 +353,22 @@ impl RateLimiter {
     /// All-or-nothing admission of 1 request and `tokens` reserved tokens in every scope.
     /// Duplicate scopes count once. Unknown scopes are unlimited.
     pub fn admit<S: AsRef<str>>(&self, scopes: &[S], tokens: u64, now_ms: u64) -> Admission {
+        self.decide(scopes, tokens, now_ms, true)
+    }
+
+    /// What [`RateLimiter::admit`] would answer now, without reserving anything (for routing:
+    /// skip candidates that are at their limit).
+    pub fn check<S: AsRef<str>>(&self, scopes: &[S], tokens: u64, now_ms: u64) -> Admission {
+        self.decide(scopes, tokens, now_ms, false)
+    }
+
+    fn decide<S: AsRef<str>>(
+        &self,
+        scopes: &[S],
+        tokens: u64,
+        now_ms: u64,
+        reserve: bool,
+    ) -> Admission {
         let g = self.geometry;
         let (mut guards, pos) = self.lock_scopes(scopes);
         let mut refused: Option<(u64, usize)> = None;
@@ -377,14 +393,16 @@ impl RateLimiter {
                 scope_index,
             };
         }
-        let t = to_i64(tokens);
-        for (i, scope) in scopes.iter().enumerate() {
-            let scope = scope.as_ref();
-            if scopes[..i].iter().any(|p| p.as_ref() == scope) {
-                continue;
-            }
-            if let Some(s) = guards[pos[i]].touch(scope) {
-                s.add(g, now_ms, 1, t);
+        if reserve {
+            let t = to_i64(tokens);
+            for (i, scope) in scopes.iter().enumerate() {
+                let scope = scope.as_ref();
+                if scopes[..i].iter().any(|p| p.as_ref() == scope) {
+                    continue;
+                }
+                if let Some(s) = guards[pos[i]].touch(scope) {
+                    s.add(g, now_ms, 1, t);
+                }
             }
         }
         Admission::Admitted
@@ -605,6 +623,18 @@ mod tests {
         assert_eq!(r.admit(&["key:b"], 0, 30_000), Admission::Admitted);
         assert_eq!(r.admit(&["key:b", "ep:x:m"], 0, 30_000), refused(60_000, 0));
         assert_eq!(r.admit(&["ep:x:m", "key:b"], 0, 59_000), refused(31_000, 0));
+    }
+
+    #[test]
+    fn check_reserves_nothing() {
+        let r = rl();
+        r.configure("k", 1, 0);
+        assert_eq!(r.check(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.check(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.usage("k", 0), (0, 0));
+        assert!(r.drain_deltas().is_empty());
+        assert_eq!(r.admit(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.check(&["k"], 0, 1_000), refused(59_000, 0));
     }
 
     #[test]

@@ -90,6 +90,15 @@ def test_reconcile_after_window_charges_only_excess_now() -> None:
     assert rl.usage(KEY, 600_000) == (0, 300)
 
 
+def test_check_reserves_nothing() -> None:
+    rl = RateLimiter()
+    rl.configure(EP, 1, 0)
+    assert rl.check([KEY, EP], 5, 0) == (True, 0, -1)
+    assert rl.usage(EP, 0) == (0, 0)
+    assert rl.admit([KEY, EP], 5, 0) == (True, 0, -1)
+    assert rl.check([KEY, EP], 5, 1_000) == (False, 59_000, 1)
+
+
 def test_release_returns_request_and_tokens() -> None:
     rl = RateLimiter()
     rl.configure(KEY, 1, 100)

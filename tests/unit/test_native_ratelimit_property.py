@@ -64,7 +64,10 @@ def test_retry_after_is_the_exact_soonest_time(
             rl.release(scopes, tokens, now, now)
     scopes, tokens = probe
     before = {s: rl.usage(s, now) for s in SCOPES}
+    checked = rl.check(scopes, tokens, now)
+    assert {s: rl.usage(s, now) for s in SCOPES} == before  # check reserves nothing
     ok, retry, idx = rl.admit(scopes, tokens, now)
+    assert checked == (ok, retry, idx)
     if ok:
         return
     # A refusal changes nothing.
