@@ -300,6 +300,11 @@ mod bindings {
             self.inner.drain_deltas()
         }
 
+        /// Refuse admissions to `scope` until `until_ms` (upstream 429 / no upstream capacity left).
+        fn block_until(&self, scope: &str, until_ms: u64) {
+            self.inner.block_until(scope, until_ms);
+        }
+
         /// Other instances' usage in the current window (valid for one window from `now_ms`).
         fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
             self.inner.set_global(scope, requests, tokens, now_ms);

@@ -19,6 +19,10 @@
 //!   pulls is added to local usage until one window after it was set, then ignored (so a dead
 //!   Redis degrades to local-only limits).
 //!
+//! * [`RateLimiter::block_until`] makes a scope refuse everything until a time (an upstream 429's
+//!   `retry-after`, or upstream headers saying its quota is spent until a reset time), with the
+//!   same exact `retry_after_ms`; [`RateLimiter::check`] is `admit` without reserving (routing).
+//!
 //! Time is always passed in (`now_ms`); the core never reads a clock.
 
 use std::collections::hash_map::DefaultHasher;
@@ -101,6 +105,8 @@ struct Scope {
     global_until_ms: u64,
     /// Listed in its shard's `dirty` list (changed since the last drain).
     dirty: bool,
+    /// Refuse every admission before this time (upstream 429 / exhausted upstream quota).
+    blocked_until_ms: u64,
 }
 
 /// One lock's worth of scopes, plus the names changed since the last drain, so draining costs
@@ -376,11 +382,11 @@ impl RateLimiter {
             let Some(s) = guards[pos[i]].scopes.get(scope.as_ref()) else {
                 continue;
             };
-            if s.rpm == 0 && s.tpm == 0 {
-                continue;
-            }
-            if !s.fits(s.usage(g, now_ms), tokens) {
-                let wait = s.retry_after(g, now_ms, tokens, self.window_ms);
+            let blocked = s.blocked_until_ms.saturating_sub(now_ms);
+            let limited = s.rpm != 0 || s.tpm != 0;
+            if blocked > 0 || (limited && !s.fits(s.usage(g, now_ms), tokens)) {
+                // Usage only drains over time, so the later of the two is exact.
+                let wait = blocked.max(s.retry_after(g, now_ms, tokens, self.window_ms));
                 refused = Some(match refused {
                     None => (wait, i),
                     Some((w, first)) => (w.max(wait), first),
@@ -526,6 +532,18 @@ impl RateLimiter {
         out
     }
 
+    /// Refuse admissions to `scope` until `until_ms` (e.g. an upstream 429 with `retry-after`,
+    /// or upstream rate-limit headers reporting no capacity left until their reset time). A later
+    /// call replaces the earlier one; `until_ms <= now` lifts it. Creates the scope if unknown.
+    pub fn block_until(&self, scope: &str, until_ms: u64) {
+        let mut shard = lock(&self.shards[shard_of(scope)]);
+        shard
+            .scopes
+            .entry(scope.to_owned())
+            .or_default()
+            .blocked_until_ms = until_ms;
+    }
+
     /// Set other instances' usage of `scope` in the current window; counted by admission and
     /// snapshots until `now_ms + window_ms`. Creates the scope (unlimited) if unknown.
     pub fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
@@ -635,6 +653,23 @@ mod tests {
         assert!(r.drain_deltas().is_empty());
         assert_eq!(r.admit(&["k"], 0, 0), Admission::Admitted);
         assert_eq!(r.check(&["k"], 0, 1_000), refused(59_000, 0));
+    }
+
+    #[test]
+    fn block_until_refuses_with_exact_retry() {
+        let r = rl();
+        r.block_until("ep", 5_000);
+        assert_eq!(r.admit(&["key", "ep"], 0, 1_000), refused(4_000, 1));
+        assert_eq!(r.check(&["ep"], 0, 4_999), refused(1, 0));
+        assert_eq!(r.admit(&["ep"], 0, 5_000), Admission::Admitted);
+        // Combined with a full window: the later of the two.
+        r.configure("ep", 1, 0);
+        r.block_until("ep", 10_000);
+        assert_eq!(r.admit(&["ep"], 0, 6_000), refused(59_000, 0));
+        r.block_until("ep", 90_000);
+        assert_eq!(r.admit(&["ep"], 0, 6_000), refused(84_000, 0));
+        r.block_until("ep", 0);
+        assert_eq!(r.admit(&["ep"], 0, 65_000), Admission::Admitted);
     }
 
     #[test]
