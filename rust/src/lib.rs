@@ -352,10 +352,11 @@ mod bindings {
             Ok(self.inner.remove(&digest_from_slice(digest)?).is_some())
         }
 
-        /// `sha256(api_key)` → record, or None.
-        fn lookup(&self, py: Python<'_>, api_key: &str) -> Option<Py<PyAny>> {
-            self.inner
-                .lookup_with(api_key.as_bytes(), |v| v.clone_ref(py))
+        /// `sha256(api_key)` → record, or None. A string that is not valid Unicode (lone
+        /// surrogates, e.g. from a mangled header) matches no key rather than raising.
+        fn lookup(&self, py: Python<'_>, api_key: &Bound<'_, PyString>) -> Option<Py<PyAny>> {
+            let key = api_key.to_str().ok()?;
+            self.inner.lookup_with(key.as_bytes(), |v| v.clone_ref(py))
         }
 
         /// Digest (32 bytes) → record, or None.
