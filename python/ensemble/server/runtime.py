@@ -28,7 +28,7 @@ from ensemble.storage import database
 from ensemble.storage.credentials import CredentialCache
 from ensemble.storage.crypto import Cipher, CryptoError
 from ensemble.storage.keys import KeyRecord, load_changed
-from ensemble.upstream import UpstreamClient
+from ensemble.upstream import create_client
 from ensemble.usage.request_log import RequestLog
 
 log = logging.getLogger("ensemble.server")
@@ -45,7 +45,7 @@ class Runtime:
         self.auth = Authenticator(self.keys)
         self.db: aiosqlite.Connection | None = None
         self.request_log: RequestLog | None = None
-        self.upstream = UpstreamClient(
+        self.upstream = create_client(
             connect_timeout=config.provider_timeouts.connect, read_timeout=config.provider_timeouts.default
         )
         self.providers: list[Provider] = []
