@@ -63,10 +63,11 @@ def expected_micro(row: dict[str, int]) -> int:
 
 
 def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
-    run: tuple[Ensemble, FakeUpstream],
+    run: tuple[Ensemble, FakeUpstream], request: pytest.FixtureRequest
 ) -> None:
     server, fake = run
     client = server.client()
+    request.addfinalizer(client.close)
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "count me exactly, please"}]}
     responses: dict[str, dict[str, Any] | None] = {}  # request id -> the InferenceResponse the client got
     expect_error: set[str] = set()
@@ -95,7 +96,7 @@ def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
         ({"status": 500}, 502),
         ({"status": 503}, 502),
         ({"status": 400, "message": "bad"}, 400),
-        ({"close_connection": True}, 502),
+        ({"status": 504}, 502),
         ({"status": 500}, 502),
         ({"status": 422}, 422),
     ):
@@ -104,8 +105,13 @@ def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
         assert r.status_code == code, (behaviour, r.text)
         expect_error.add(rid(r))
         responses[r.headers["x-request-id"]] = None
-    for after in (2, 3, 4, 5):  # streams that break after they started
-        fake.enqueue("acct", {"error_event_after_chunks": after})
+    for broken in (  # streams that break after they started
+        {"error_event_after_chunks": 2},
+        {"error_event_after_chunks": 4},
+        {"reset_after_chunks": 3},
+        {"malformed_after_chunks": 3},
+    ):
+        fake.enqueue("acct", broken)
         r = client.post("/api/v1/stream", json=body)
         assert r.status_code == 200 and "event: error" in r.text
         expect_error.add(rid(r))
@@ -128,6 +134,7 @@ def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
     assert k == 32
 
     admin = httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+    request.addfinalizer(admin.close)
     deadline = time.monotonic() + 20
     while admin.get("/admin/logs", params={"limit": 1}).json()["total"] < k:  # abandoned ones finish late
         assert time.monotonic() < deadline
