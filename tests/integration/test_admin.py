@@ -6,7 +6,9 @@ within about a second (requests open a fresh connection each, so they land on ei
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
-from support.processes import free_port
+from support.processes import BIN, free_port
 
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 HELLO = [{"role": "user", "content": "Hello there, admin"}]
@@ -437,3 +439,20 @@ def test_status_reports_providers_backends_and_the_request_log(gw: Gateway) -> N
     assert rl["flush_interval_ms"] == 200 and rl["buffered"] >= 0 and rl["written"] >= 0
     assert s["affinity"]["enabled"] is True
     assert ADMIN not in r.text and "sk-dead-endpoint" not in r.text
+
+
+def test_a_malformed_previous_encryption_key_stops_serve_with_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "ensemble.yaml").write_text(f"database: {{path: {tmp_path / 'e.db'}}}\n")
+    env = {
+        **os.environ,
+        "ENSEMBLE_ENCRYPTION_KEY_PREVIOUS": "not-a-key",
+        "ENSEMBLE_ENVIRONMENT": "development",
+    }
+    out = subprocess.run(
+        [str(BIN / "ensemble"), "serve", "--config", str(tmp_path / "ensemble.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert out.returncode == 2 and "ENSEMBLE_ENCRYPTION_KEY_PREVIOUS" in out.stderr

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from ensemble import logs
+from ensemble.storage import credentials, database
 from ensemble.storage.crypto import Cipher, CryptoError, decode_key, key_version, mask
 
 SECRET = "sk-live-0123456789abcdefghijklmnop"
@@ -91,3 +94,34 @@ def test_registered_secrets_are_redacted_whatever_their_shape() -> None:
     logs.register_secret(odd)
     assert odd not in logs.redact(f"upstream said: bad key {odd}!")
     assert "bad key" in logs.redact(f"upstream said: bad key {odd}!")
+
+
+async def test_the_credential_cache_re_encrypts_rows_under_the_current_key(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.db")
+    sync = database.connect_sync(path)
+    database.migrate(sync)
+    sync.close()
+    old, new = os.urandom(32), os.urandom(32)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await credentials.put(conn, Cipher(old), "ep-1", SECRET)
+        cache = credentials.CredentialCache(Cipher(new, previous=[old]))
+        assert await cache.sync(conn) is True
+        assert cache.values == {"ep-1": SECRET} and cache.errors == {}
+        async with conn.execute("SELECT key_version, hint FROM provider_credentials") as cur:
+            assert await cur.fetchone() == (key_version(new), mask(SECRET))
+        # The rewritten row (new nonce) is picked up again and still decrypts, now without the old key.
+        assert await credentials.CredentialCache(Cipher(new)).sync(conn) is True
+        fresh = credentials.CredentialCache(Cipher(new))
+        await fresh.sync(conn)
+        assert fresh.values == {"ep-1": SECRET}
+        assert await fresh.sync(conn) is False  # nothing changed since
+        # Without the old key and before rotation, the row is refused, not guessed at.
+        await credentials.put(conn, Cipher(old), "ep-2", SECRET)
+        await fresh.sync(conn)
+        assert "ep-2" not in fresh.values and "not configured" in fresh.errors["ep-2"]
+        assert await credentials.delete(conn, "ep-2") is True
+        await fresh.sync(conn)
+        assert "ep-2" not in fresh.errors
+    finally:
+        await conn.close()

@@ -115,10 +115,13 @@ class RequestLog:
 
     def record(self, rec: LogRecord) -> None:
         """Non-blocking: enqueue, dropping the oldest unwritten record if the buffer is full."""
-        rec.model = redact(rec.model)  # client input: a key pasted into "model" must not be stored
-        if rec.error:
-            rec.error = redact(rec.error)  # upstream messages may echo a credential back
-            log.info(
+        if rec.status == "error":
+            # A served model's name is config; an unknown one is client input, and a key pasted into
+            # "model" must not be stored. Upstream messages may echo a credential back.
+            rec.model = redact(rec.model)
+            rec.error = redact(rec.error)
+            log.log(
+                logging.INFO if rec.http_status >= 500 else logging.DEBUG,  # 4xx storms stay quiet
                 "request %s failed with HTTP %d: %s",
                 rec.request_id,
                 rec.http_status,
