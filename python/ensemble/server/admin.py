@@ -595,15 +595,26 @@ async def probe(base_url: str) -> dict[str, Any]:
     return result
 
 
+def _rate_limit_rows(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
+    """Per-endpoint rate-limit counters, when the admission layer keeps them (by endpoint id)."""
+    endpoint_status = getattr(rt.admission, "endpoint_status", None)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    if callable(endpoint_status):
+        for row in endpoint_status():
+            rows.setdefault(str(row.get("endpoint_id")), []).append(row)
+    return rows
+
+
 async def status(rt: Runtime, req: Request) -> None:
     require_admin(req)
     now = time.monotonic()
+    limits = _rate_limit_rows(rt)
     providers: dict[str, Any] = {}
     probes: list[tuple[dict[str, Any], asyncio.Task[dict[str, Any]]]] = []
     for p in rt.providers:
         endpoints = []
         for e in p.endpoints:
-            util = getattr(rt.admission, "endpoint_utilisation", None)
+            per_model = limits.get(e.id, [])
             entry: dict[str, Any] = {
                 "id": e.id,
                 "base_url": e.base_url if p.type != "mock" else None,
@@ -614,7 +625,9 @@ async def status(rt: Runtime, req: Request) -> None:
                 "cooldown_remaining_s": round(max(e.cooldown_until - now, 0.0), 3),
                 "rpm_limit": e.rpm_limit,
                 "tpm_limit": e.tpm_limit,
-                "utilisation": util(e) if callable(util) else None,
+                # The fullest of its per-model windows (RPM or TPM), 0..1; null when not tracked.
+                "utilisation": max((float(r.get("utilisation") or 0.0) for r in per_model), default=None),
+                "rate_limits": per_model,
             }
             if p.type == "mock":
                 entry["reachability"] = {"state": "local"}
@@ -644,22 +657,29 @@ async def status(rt: Runtime, req: Request) -> None:
             "worker_pid": os.getpid(),
             "providers": providers,
             "affinity": affinity,
-            "redis": _backend_state(rt, "redis", rt.config.redis.address),
-            "s3": _backend_state(rt, "s3", rt.config.persistence.s3.bucket),
+            **_backends(rt),
             "request_log": request_log.stats() if request_log is not None else None,
             "keys_loaded": len(rt.keys),
         },
     )
 
 
-def _backend_state(rt: Runtime, name: str, configured: str) -> dict[str, Any]:
-    if not configured:
-        return {"configured": False, "state": "not configured"}
-    backend = getattr(rt, name, None)
-    state = getattr(backend, "state", None)
-    if callable(state):
-        return {"configured": True, **state()}
-    return {"configured": True, "state": "configured, but not connected by this build"}
+def _backends(rt: Runtime) -> dict[str, Any]:
+    """Redis and S3 state from the scale-out layer when this build has one, else what the config says."""
+    view = getattr(getattr(rt, "scaleout", None), "view", None)
+    if callable(view):
+        state: dict[str, Any] = view()
+        return {"redis": state.get("redis"), "s3": state.get("s3")}
+
+    def placeholder(configured: str) -> dict[str, Any]:
+        if not configured:
+            return {"configured": False, "state": "not configured"}
+        return {"configured": True, "state": "configured, but not connected by this build"}
+
+    return {
+        "redis": placeholder(rt.config.redis.address),
+        "s3": placeholder(rt.config.persistence.s3.bucket),
+    }
 
 
 ROUTES = [
