@@ -171,7 +171,7 @@ def stream_events(model: str, plan: Plan, redacted: bool) -> list[Event]:
     usage = usage_json(plan)
     start_usage = {**usage, "output_tokens": 1}
     ev: list[Event] = [sse({"type": "message_start", "message": {
-        "id": new_id("msg_"), "type": "message", "role": "assistant", "model": model, "content": [],
+        "id": ID_MARK, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": start_usage}}, "message_start")]
     index = 0
 
@@ -306,7 +306,8 @@ class AnthropicProvider:
         tokens = plan.prompt_tokens + plan.output_tokens
         redacted = ctx.config.redacted_thinking
         if req.get("stream") is True:
-            return StreamReply([SSE_CT], stream_events(model, plan, redacted), _ERROR_EVENT, tokens=tokens)
+            return StreamReply([SSE_CT], stream_events(model, plan, redacted), _ERROR_EVENT, tokens=tokens,
+                               id_prefix="msg_", cacheable=plan.tool is None)
         body = message_json(model, plan, redacted, ID_MARK)
         return Reply(200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="msg_",
                      cacheable=plan.tool is None)

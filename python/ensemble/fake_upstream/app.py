@@ -92,7 +92,7 @@ def resolve(method: str, path: str) -> Route:
         if rest[1] == "batches":
             if n == 2:
                 return r(ANTHROPIC, "batch_create" if method == "POST" else "batch_list", want=method)
-            if n == 3:
+            if n == 3 and method in ("GET", "DELETE"):
                 return r(ANTHROPIC, "batch_get" if method == "GET" else "batch_delete", rest[2], want=method)
             if n == 4 and rest[3] == "results":
                 return r(ANTHROPIC, "batch_results", rest[2], want="GET")
@@ -201,7 +201,7 @@ class FakeUpstream:
     def __init__(self, defaults: EndpointConfig | None = None) -> None:
         self.state = FakeState(defaults)
         self._routes: dict[tuple[str, str], Route] = {}
-        self._cache: dict[tuple[str, str, bytes], tuple[int, Reply]] = {}
+        self._cache: dict[tuple[str, str, bytes], tuple[int, Reply | StreamReply]] = {}
 
     def __rsgi_init__(self, loop: Any) -> None:  # called by Granian in each worker
         return None
@@ -249,7 +249,7 @@ class FakeUpstream:
             else:
                 pre = provider.precheck(ctx)
                 reply = pre if pre is not None else provider.handle(ctx)
-                if isinstance(reply, Reply) and reply.cacheable and pre is None:
+                if reply.cacheable and pre is None:
                     if len(self._cache) > _CACHE_LIMIT:
                         self._cache.clear()
                     self._cache[ckey] = (state.version, reply)
@@ -319,25 +319,20 @@ class FakeUpstream:
                            rec: RequestRecord | None, now: float, watch: _Watch | None = None) -> None:
         ep = self.state.endpoint(endpoint)
         ep.used_tokens += reply.tokens
-        own_watch = watch is None
-        if watch is None:
-            watch = _Watch(proto, rec)
         if rec is not None:
             rec.stream = True
             rec.status = status
         headers = reply.headers + provider.ratelimit_headers(ep, now, status)
         transport = proto.response_stream(status, headers)
-        framer = Framer(cfg.framing or provider.default_framing, cfg.comments) if reply.sse else None
         split = cfg.split_bytes
         gap = cfg.chunk_gap_ms / 1000
-        events = reply.events
 
         async def send(data: bytes) -> bool:
             try:
                 if split:
                     for i, piece in enumerate(split_bytes(data, split)):
                         if i:
-                            await asyncio.sleep(0.001)
+                            await asyncio.sleep(0.001)  # so pieces reach the client in separate reads
                         await transport.send_bytes(piece)
                 else:
                     await transport.send_bytes(data)
@@ -345,11 +340,25 @@ class FakeUpstream:
                 if rec is not None:
                     rec.mark_disconnected()
                 return False
-            return not watch.disconnected
+            return watch is None or not watch.disconnected
 
+        if beh is None and not gap and not split:
+            # Nothing to pace: write every event at once (same bytes, one send). Cached replies keep
+            # the framed template, so repeated identical requests only substitute id and timestamp.
+            await send(reply.render_all(cfg.framing or provider.default_framing, cfg.comments))
+            if rec is not None:
+                rec.finished_at = time.time()
+            return
+
+        framer = Framer(cfg.framing or provider.default_framing, cfg.comments) if reply.sse else None
         frame: Callable[[tuple[bytes, ...]], bytes] = (
             framer.frame if framer is not None else (lambda ev: b"".join(ev))
         )
+        fill = reply.filler()
+        own_watch = watch is None
+        if watch is None:
+            watch = _Watch(proto, rec)
+        events = reply.events
         try:
             for i in range(len(events) + 1):
                 if beh is not None:
@@ -368,7 +377,7 @@ class FakeUpstream:
                     break
                 if i and gap and not await watch.sleep(gap):
                     return
-                if not await send(frame(events[i])):
+                if not await send(fill(frame(events[i]))):
                     return
             if reply.trailer:
                 await send(reply.trailer)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
 
 MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
@@ -223,13 +223,15 @@ class GeminiProvider:
         if action == "generate":
             body = orjson.dumps(response_json(model, plan, ID_MARK))
             return Reply(200, body, [JSON_CT], tokens=tokens, id_prefix="", cacheable=True)
-        chunks = stream_chunks(model, plan, new_id(""))
+        chunks = stream_chunks(model, plan, ID_MARK)
         if "alt=sse" in ctx.query:
             events: list[Event] = [(b"data: " + orjson.dumps(c),) for c in chunks]
-            return StreamReply([("content-type", "text/event-stream")], events, _ERROR_EVENT, tokens=tokens)
+            return StreamReply([("content-type", "text/event-stream")], events, _ERROR_EVENT, tokens=tokens,
+                               id_prefix="", cacheable=True)
         raw: list[Event] = [((b"[" if i == 0 else b",\r\n") + orjson.dumps(c),) for i, c in enumerate(chunks)]
         return StreamReply([("content-type", "application/json; charset=UTF-8")], raw,
-                           (b",\r\n" + orjson.dumps(error_body(500)),), sse=False, tokens=tokens, trailer=b"]")
+                           (b",\r\n" + orjson.dumps(error_body(500)),), sse=False, tokens=tokens, trailer=b"]",
+                           id_prefix="", cacheable=True)
 
 
 _ERROR_EVENT: Event = (b"data: " + orjson.dumps(error_body(500)),)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -30,7 +29,7 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
-    404: ("invalid_request_error", "model_not_found", "Not found."),
+    404: ("invalid_request_error", None, "Not found."),
     429: ("requests", "rate_limit_exceeded",
           "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
@@ -196,7 +195,7 @@ class OpenAIProvider:
             opts = req.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
             return StreamReply([SSE_CT], self._events(model, plan, include_usage), _ERROR_EVENT,
-                               tokens=tokens)
+                               tokens=tokens, id_prefix="chatcmpl-", cacheable=plan.tool is None)
         message: dict[str, Any] = {"role": "assistant", "content": None if plan.tool else plan.text,
                                    "refusal": None, "annotations": []}
         if plan.tool:
@@ -217,8 +216,8 @@ class OpenAIProvider:
                      cacheable=not plan.tool)
 
     def _events(self, model: str, plan: Plan, include_usage: bool) -> list[Event]:
-        cid = new_id("chatcmpl-")
-        created = int(time.time())
+        cid = ID_MARK  # one id and timestamp per stream, filled in at send time
+        created: Any = TS_MARK
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:
