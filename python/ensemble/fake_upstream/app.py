@@ -203,9 +203,6 @@ class FakeUpstream:
         self._routes: dict[tuple[str, str], Route] = {}
         self._cache: dict[tuple[str, str, bytes], tuple[int, Reply | StreamReply]] = {}
 
-    def __rsgi_init__(self, loop: Any) -> None:  # called by Granian in each worker
-        return None
-
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         await self(scope, proto)
 
@@ -237,6 +234,8 @@ class FakeUpstream:
             ep.records.append(rec)
         ep.count_request(now)
         beh = ep.queue.popleft() if ep.queue else None
+        if rec is not None:
+            rec.behavior = beh
         ctx = Ctx(method, route.action, route.arg, scope.query_string, body, scope.headers, ep, cfg, "", beh)
 
         # Fast path: plain config, no behaviour, cacheable route → precomputed template.
