@@ -133,7 +133,9 @@ def test_errors_and_headers(fake: Fake) -> None:
     r = httpx.post(f"{fake.url}/v1/messages", headers={"anthropic-version": "2023-06-01"},
                    json={"model": "m", "messages": MESSAGES})
     assert r.status_code == 400 and r.json()["error"]["message"] == "max_tokens: Field required"
-    r = httpx.post(f"{fake.url}/v1/messages", json={"model": "m", "max_tokens": 1, "messages": MESSAGES})
+    ok = {"model": "m", "max_tokens": 1, "messages": MESSAGES}
+    assert httpx.post(f"{fake.url}/v1/messages", json=ok, headers={"anthropic-version": "2023-06-01"}).is_success
+    r = httpx.post(f"{fake.url}/v1/messages", json=ok)  # same body, now without the header: not cached
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "anthropic-version" in r.json()["error"]["message"]
     fake.config(require_api_key="sk-ant-right")

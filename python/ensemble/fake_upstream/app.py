@@ -75,7 +75,7 @@ def resolve(method: str, path: str) -> Route:
         if verb == "generateContent":
             return r(GEMINI, "generate", model, cache=True)
         if verb == "streamGenerateContent":
-            return r(GEMINI, "stream", model)
+            return r(GEMINI, "stream", model, cache=True)
         if verb == "countTokens":
             return r(GEMINI, "count_tokens", model, cache=True)
         return r(GEMINI, "not_found", model)
@@ -201,7 +201,7 @@ class FakeUpstream:
     def __init__(self, defaults: EndpointConfig | None = None) -> None:
         self.state = FakeState(defaults)
         self._routes: dict[tuple[str, str], Route] = {}
-        self._cache: dict[tuple[str, str, bytes], tuple[int, Reply | StreamReply]] = {}
+        self._cache: dict[tuple[str, str, str, bytes], tuple[int, Reply | StreamReply]] = {}
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         await self(scope, proto)
@@ -240,18 +240,18 @@ class FakeUpstream:
 
         # Fast path: plain config, no behaviour, cacheable route → precomputed template.
         if beh is None and route.cacheable and cfg.is_plain:
-            ckey = (route.endpoint, path, body)
-            hit = self._cache.get(ckey)
-            reply: Reply | StreamReply
-            if hit is not None and hit[0] == state.version:
-                reply = hit[1]
-            else:
-                pre = provider.precheck(ctx)
-                reply = pre if pre is not None else provider.handle(ctx)
-                if reply.cacheable and pre is None:
-                    if len(self._cache) > _CACHE_LIMIT:
-                        self._cache.clear()
-                    self._cache[ckey] = (state.version, reply)
+            ckey = (route.endpoint, path, scope.query_string, body)
+            reply: Reply | StreamReply | None = provider.precheck(ctx)  # header checks are never cached
+            if reply is None:
+                hit = self._cache.get(ckey)
+                if hit is not None and hit[0] == state.version:
+                    reply = hit[1]
+                else:
+                    reply = provider.handle(ctx)
+                    if reply.cacheable:
+                        if len(self._cache) > _CACHE_LIMIT:
+                            self._cache.clear()
+                        self._cache[ckey] = (state.version, reply)
             if isinstance(reply, Reply):
                 ep.used_tokens += reply.tokens
                 headers = reply.headers + provider.ratelimit_headers(ep, now, reply.status)
