@@ -252,7 +252,7 @@ def test_control_api_validation(fake: Fake) -> None:
     r = fake.http.post("/_fake/enqueue", json={"behaviors": [{"statuss": 500}]})
     assert r.status_code == 400
     assert fake.http.get("/_fake/health").json()["status"] == "ok"
-    cfg = fake.config("x", chunks=3)["config"]
+    cfg = fake.config("x", chunks=3)
     assert cfg["chunks"] == 3 and cfg["framing"] is None
     fake.enqueue({"status": 500, "count": 3}, endpoint="x")
     assert len(fake.http.get("/_fake/config", params={"endpoint": "x"}).json()["queued"]) == 3

@@ -8,13 +8,14 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Fake, start_fake, stop_fake
+from .conftest import Fake, start_fake
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
 
 def test_cli_defaults() -> None:
-    proc, url = start_fake("--chunks", "5", "--latency-ms", "120", "--chunk-gap-ms", "10")
+    other = start_fake("--chunks", "5", "--latency-ms", "120", "--chunk-gap-ms", "10")
+    url = other.url
     try:
         t0 = time.monotonic()
         r = httpx.post(f"{url}/v1/chat/completions", json=CHAT)
@@ -23,7 +24,7 @@ def test_cli_defaults() -> None:
         cfg = httpx.get(f"{url}/_fake/config").json()["config"]
         assert cfg["chunks"] == 5 and cfg["latency_ms"] == 120 and cfg["chunk_gap_ms"] == 10
     finally:
-        stop_fake(proc)
+        other.stop()
 
 
 def test_unknown_routes_use_provider_shapes(fake: Fake) -> None:
