@@ -51,6 +51,17 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+_last_reset: tuple[int, str] = (0, "")
+
+
+def _reset_iso(ts: int) -> str:
+    """RFC 3339 time of the window reset; constant within a window, so format it once."""
+    global _last_reset
+    if _last_reset[0] != ts:
+        _last_reset = (ts, _iso(ts))
+    return _last_reset[1]
+
+
 class BadRequest(Exception):
     pass
 
@@ -250,7 +261,7 @@ class AnthropicProvider:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
-        at = _iso(now + reset)
+        at = _reset_iso(round(now + reset))
         return [
             ("request-id", new_id("req_")),
             ("anthropic-ratelimit-requests-limit", str(lreq)),

@@ -157,14 +157,15 @@ class OpenAIProvider:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
+        resets = _fmt_duration(reset)
         return [
             ("x-request-id", new_id("req_")),
             ("x-ratelimit-limit-requests", str(lreq)),
             ("x-ratelimit-remaining-requests", str(rreq)),
-            ("x-ratelimit-reset-requests", _fmt_duration(reset)),
+            ("x-ratelimit-reset-requests", resets),
             ("x-ratelimit-limit-tokens", str(ltok)),
             ("x-ratelimit-remaining-tokens", str(rtok)),
-            ("x-ratelimit-reset-tokens", _fmt_duration(reset)),
+            ("x-ratelimit-reset-tokens", resets),
         ]
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
