@@ -39,7 +39,8 @@ ANTHROPIC: Provider = anthropic.PROVIDER
 GEMINI: Provider = gemini.PROVIDER
 
 _VERSIONS = frozenset(("v1", "v1beta", "v1alpha"))
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 4096  # route and response-template cache entries (cleared when full)
+_CACHE_MAX_BODY = 64 * 1024  # larger request bodies are answered without caching
 _MALFORMED_SSE = (b'data: {"malformed": tru',)
 _MALFORMED_RAW = b',{"malformed": tru'
 
@@ -248,7 +249,7 @@ class FakeUpstream:
                     reply = hit[1]
                 else:
                     reply = provider.handle(ctx)
-                    if reply.cacheable:
+                    if reply.cacheable and len(body) <= _CACHE_MAX_BODY:
                         if len(self._cache) > _CACHE_LIMIT:
                             self._cache.clear()
                         self._cache[ckey] = (state.version, reply)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 FRAMINGS = ("lf", "crlf", "cr", "mixed")
-RECORD_LIMIT = 10_000
+RECORD_LIMIT = 2_000  # recordings kept per endpoint (oldest dropped)
 
 
 class ControlError(ValueError):
