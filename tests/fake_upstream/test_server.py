@@ -105,3 +105,19 @@ def test_anthropic_stream_disconnect_recorded(fake: Fake) -> None:
         time.sleep(0.05)
     rec = fake.requests("slow")[0]
     assert rec["client_disconnected"] and rec["finished_at"] - rec["started_at"] < 0.9
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/messages/batches",
+    "/v1beta/models/g:generateContent", "/v1beta/models/g:streamGenerateContent?alt=sse",
+    "/v1beta/models/g:countTokens",
+])
+def test_malformed_requests_get_4xx(fake: Fake, path: str) -> None:
+    headers = {"anthropic-version": "2023-06-01", "content-type": "application/json"}
+    bodies = [b"", b"{", b"\xff\xfe", b"[]", b'{"model": 1}',
+              b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 5}], "tools": 1.5,'
+              b' "contents": [{"parts": 7}], "requests": 1}',
+              b'{"model": "m", "messages": {}, "contents": [{"role": 5}], "tool_choice": [], "system": [{"x": 1}]}']
+    for body in bodies:
+        r = httpx.post(f"{fake.url}{path}", content=body, headers=headers)
+        assert r.status_code < 500, (body, r.status_code, r.text)

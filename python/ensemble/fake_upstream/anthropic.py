@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from .behavior import Batch, EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -108,7 +108,8 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
         chars += len(text)
         if msg["role"] == "user":
             own = content if isinstance(content, str) else "".join(
-                b["text"] for b in content or () if isinstance(b, dict) and b.get("type") == "text"
+                b["text"] for b in (content if isinstance(content, list) else ()) if isinstance(b, dict)
+                and b.get("type") == "text"
                 and isinstance(b.get("text"), str))
             if own:
                 conv.last_user_text = own
@@ -117,7 +118,7 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
     conv.last_is_user = last["role"] == "user"
     conv.last_is_tool_result = isinstance(last.get("content"), list) and any(
         isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         if isinstance(tool, dict) and isinstance(tool.get("name"), str) and tool.get("type", "custom") == "custom":
             schema = tool.get("input_schema")
             conv.tools.append(ToolSpec(tool["name"], schema if isinstance(schema, dict) else None))

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
 
 MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
@@ -73,17 +73,19 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         parts = content.get("parts")
         chars += len(_parts_text(parts))
         if content.get("role", "user") == "user":
-            own = "".join(p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str))
+            own = "".join(p["text"] for p in (parts if isinstance(parts, list) else ())
+                          if isinstance(p, dict) and isinstance(p.get("text"), str))
             if own:
                 conv.last_user_text = own
     last = contents[-1]
     conv.prompt_chars = chars
     conv.last_is_user = last.get("role", "user") == "user"
-    conv.last_is_tool_result = any(
-        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in last.get("parts") or ())
-    for tool in req.get("tools") or ():
+    last_parts = last.get("parts")
+    conv.last_is_tool_result = isinstance(last_parts, list) and any(
+        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in last_parts)
+    for tool in as_list(req.get("tools")):
         decls = _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
-        for decl in decls or ():
+        for decl in as_list(decls):
             if isinstance(decl, dict) and isinstance(decl.get("name"), str):
                 schema = decl.get("parameters") or _get(decl, "parametersJsonSchema", "parameters_json_schema")
                 conv.tools.append(ToolSpec(decl["name"], schema if isinstance(schema, dict) else None))

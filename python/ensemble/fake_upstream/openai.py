@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -78,7 +78,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
             raise BadRequest(f"Invalid value for 'messages[{i}]'.", f"messages[{i}]")
         text = _text_of(msg.get("content"))
         chars += len(text)
-        for call in msg.get("tool_calls") or ():
+        for call in as_list(msg.get("tool_calls")):
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 chars += len(str(call["function"].get("arguments", "")))
         if msg["role"] == "user":
@@ -87,7 +87,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
     conv.prompt_chars = chars
     conv.last_is_user = last == "user"
     conv.last_is_tool_result = last in ("tool", "function")
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
             fn = tool["function"]
             if isinstance(fn.get("name"), str):
