@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from ensemble.fake_upstream.client import FakeUpstreamProcess
 
 Fake = FakeUpstreamProcess
+T = TypeVar("T")
+_OPEN_CLIENTS: list[Any] = []
+
+
+def track(client: T) -> T:
+    """Register an SDK client to be closed after the test (unclosed sockets warn, and warnings fail)."""
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()
 
 
 def start_fake(*extra: str) -> FakeUpstreamProcess:

@@ -8,7 +8,7 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 TOOL = {
     "name": "get_weather",
@@ -24,7 +24,7 @@ def dump(blocks: object) -> list[dict[str, object]]:
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw))  # type: ignore[arg-type]
 
 
 def test_create_text(fake: Fake) -> None:

@@ -10,7 +10,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 PROMPT = "Hello Gemini, how is the weather today?"
 WEATHER = types.FunctionDeclaration(
@@ -21,8 +21,8 @@ WEATHER = types.FunctionDeclaration(
 
 
 def client(fake: Fake, prefix: str = "/ep-g", key: str = "g-key") -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(
-        base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1)))
+    return track(genai.Client(api_key=key, http_options=types.HttpOptions(
+        base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1))))
 
 
 def test_generate_and_stream(fake: Fake) -> None:

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 WEATHER_TOOL = {
     "type": "function",
@@ -27,7 +27,7 @@ MESSAGES = [{"role": "user", "content": "Hi there, what is the weather like in P
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw))  # type: ignore[arg-type]
 
 
 def collect(stream: openai.Stream[openai.types.chat.ChatCompletionChunk]) -> tuple[str, list[openai.types.chat.ChatCompletionChunk]]:
@@ -169,7 +169,7 @@ def test_require_api_key(fake: Fake) -> None:
     fake.config(require_api_key="sk-right")
     with pytest.raises(openai.AuthenticationError):
         client(fake).chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-    ok = openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0)
+    ok = track(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0))
     assert ok.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Fake, start_fake
+from .conftest import Fake, start_fake, track
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -65,7 +65,7 @@ def test_ratelimit_headers_count_down(fake: Fake) -> None:
 
 
 def test_faults_on_json_bodies(fake: Fake) -> None:
-    c = openai.OpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0)
+    c = track(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0))
     fake.enqueue({"reset_after_chunks": 3}, {"malformed_after_chunks": 2}, {"stall_after_chunks": 1, "stall_ms": 300})
     with pytest.raises(openai.APIConnectionError):
         c.chat.completions.create(**CHAT)  # type: ignore[call-overload]

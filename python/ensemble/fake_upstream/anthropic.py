@@ -369,7 +369,7 @@ class AnthropicProvider:
             if now < batch.ends_at and batch.cancel_initiated_at is None:
                 out = self._batch_json(ctx, batch, now)
                 batch.cancel_initiated_at = now
-                batch.ends_at = now + 0.001
+                batch.ends_at = now  # the cancel answer says "canceling"; later reads see "ended"
                 out["processing_status"] = "canceling"
                 out["cancel_initiated_at"] = _iso(now)
                 return json_reply(200, out)
