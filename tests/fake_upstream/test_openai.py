@@ -120,7 +120,7 @@ def test_max_tokens_and_usage_config(fake: Fake) -> None:
 
 @pytest.mark.parametrize("cfg", [
     {"framing": "crlf"}, {"framing": "cr"}, {"framing": "mixed"}, {"comments": True},
-    {"split_bytes": 7, "framing": "crlf"}, {"split_bytes": 1, "framing": "mixed", "comments": True, "chunks": 4},
+    {"split_bytes": 7, "framing": "crlf"}, {"split_bytes": 2, "framing": "mixed", "comments": True, "chunks": 4},
 ])
 def test_framing_variants(fake: Fake, cfg: dict[str, object]) -> None:
     c = client(fake)
