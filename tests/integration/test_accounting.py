@@ -221,3 +221,65 @@ def server_key_id(admin: httpx.Client) -> str:
     (key,) = [k for k in keys if k["name"] == "test"]
     key_id: str = key["key_id"]
     return key_id
+
+
+def test_cancelled_streams_are_counted_once_with_what_was_streamed(tmp_path: Path) -> None:
+    """`on_client_disconnect: cancel`: the upstream call stops, and the partial answer is billed once."""
+    fake = FakeUpstream()
+    server = Ensemble(
+        tmp_path,
+        providers=[openai_provider(fake.endpoint_url("cancel"), models=["gpt-4o"])],
+        config={"server": {"on_client_disconnect": "cancel"}},
+    )
+    try:
+        fake.configure("cancel", chunks=40, chunk_gap_ms=25)
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "a long answer, please"}]}
+        ids = []
+        auth = {"authorization": f"Bearer {server.key}"}
+        for _ in range(3):
+            with (
+                httpx.Client(base_url=server.url, headers=auth) as c,
+                c.stream("POST", "/api/v1/stream", json=body) as r,
+            ):
+                ids.append(r.headers["x-request-id"])
+                blocks = 0
+                for line in r.iter_lines():
+                    blocks += line.startswith("event: block")
+                    if blocks == 3:
+                        break
+        with server.client() as c:
+            r = c.post("/api/v1/generate", json=body)
+            assert r.status_code == 200
+            done = r.json()
+        deadline = time.monotonic() + 10
+        db_path = server.dir / "data" / "ensemble.db"
+        while True:
+            with sqlite3.connect(db_path) as db:
+                db.row_factory = sqlite3.Row
+                rows = {r["request_id"]: dict(r) for r in db.execute("SELECT * FROM request_log")}
+                sums = ", ".join(f"sum({f})" for f in (*TOKEN_FIELDS, "cost_micro_dollars"))
+                log_totals = db.execute(
+                    f"SELECT count(*), sum(status = 'error'), {sums} FROM request_log"
+                ).fetchone()
+                usage_totals = db.execute(
+                    f"SELECT sum(requests), sum(errors), {sums} FROM usage_daily"
+                ).fetchone()
+            if len(rows) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert set(rows) == {*ids, done["id"]}
+        assert tuple(log_totals) == tuple(usage_totals) and log_totals[1] == 3
+        for request_id in ids:
+            row = rows[request_id]
+            assert row["status"] == "error" and row["http_status"] == 499
+            assert (
+                0 < row["output_tokens"] < 40
+            )  # what reached the client before it left, not the whole answer
+            assert row["cost_micro_dollars"] == expected_micro(row)
+        assert rows[done["id"]]["cost_micro_dollars"] == done["cost_micro_dollars"]
+        # The upstream calls were cut short, not left running.
+        cancelled = [r for r in fake.requests("cancel") if r["stream"]]
+        assert len(cancelled) == 3 and all(r["client_disconnected"] for r in cancelled)
+    finally:
+        server.stop()
+        fake.stop()
