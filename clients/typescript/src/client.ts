@@ -1,6 +1,7 @@
 import {
   APIConnectionError,
   APITimeoutError,
+  CircuitOpenError,
   ConfigurationError,
   EnsembleError,
   StreamError,
@@ -251,7 +252,7 @@ export class EnsembleClient {
       try {
         return await call();
       } catch (e) {
-        if (!(e instanceof EnsembleError)) throw e; // the caller's abort
+        if (!(e instanceof EnsembleError) || e instanceof CircuitOpenError) throw e; // abort; breaker
         // Once this failure has opened the breaker, the real error goes out now.
         const delay = this.breaker.state === "open" ? undefined : this.retry.delayMs(retry, e);
         if (delay === undefined) throw e;
