@@ -505,6 +505,25 @@ func TestGenerateTimeoutNotRetried(t *testing.T) {
 	}
 }
 
+func TestQuietStreamTimesOut(t *testing.T) {
+	upstream(t, map[string]any{"stall_after_chunks": 2, "stall_ms": 2000})
+	clk := newClock()
+	c := newClient(clk, func(o *ensemble.Options) { o.Timeouts.Stream = 500 * time.Millisecond })
+	s, err := c.Stream(context.Background(), req(fakeModel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for s.Next() {
+		n++
+	}
+	e := asError(t, s.Err())
+	if !errors.Is(s.Err(), ensemble.ErrStream) || !strings.Contains(e.Message, "timed out") || n == 0 {
+		t.Fatalf("%+v after %d blocks", e, n)
+	}
+	wantSleeps(t, clk)
+}
+
 func TestCallerCancellation(t *testing.T) {
 	upstream(t, map[string]any{"stall_before_first_byte_ms": 3000})
 	clk := newClock()

@@ -371,3 +371,14 @@ def test_four_xx_answers_do_not_trip_the_breaker(stack: Stack) -> None:
             with pytest.raises(NotFoundError):
                 client.get_status("req_missing")
         assert client.breaker.state == "closed"
+
+
+def test_a_stream_that_goes_quiet_times_out(upstream: Stack) -> None:
+    # The stream timeout is the longest silence: 2 s of stall after two chunks ends a 0.5 s stream.
+    upstream.fake.enqueue(FAKE_ENDPOINT, {"stall_after_chunks": 2, "stall_ms": 2000})
+    clock = FakeClock()
+    client = make_client(upstream, clock, timeouts=Timeouts(stream=0.5))
+    got: list[object] = []
+    with client, pytest.raises(StreamError, match="timed out") as info:
+        got.extend(client.stream(FAKE_MODEL, HELLO))
+    assert got and info.value.request_id and clock.sleeps == []

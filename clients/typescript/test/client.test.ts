@@ -336,6 +336,20 @@ describe("retries, Retry-After, timeouts and the breaker (fake upstream)", () =>
     assert.equal(await upstreamCalls(), 1);
   });
 
+  test("a stream that goes quiet longer than the stream timeout ends with a StreamError", async () => {
+    await enqueue({ stall_after_chunks: 2, stall_ms: 2000 });
+    const clock = new FakeClock();
+    const s = await client(clock, { timeouts: { streamMs: 500 } }).stream({ model: FAKE_MODEL, messages: HELLO });
+    const got: EventBlock[] = [];
+    const e = await (async () => {
+      for await (const b of s) got.push(b);
+    })().catch((e: unknown) => e);
+    assert.ok(e instanceof StreamError, String(e));
+    assert.match(e.message, /timed out/);
+    assert.ok(got.length > 0);
+    assert.deepEqual(clock.sleeps, []);
+  });
+
   test("the caller's abort signal cancels without a retry", async () => {
     await enqueue({ stall_before_first_byte_ms: 3000 });
     const clock = new FakeClock();

@@ -235,7 +235,6 @@ class _Stream:
     def __init__(self, open_response: Callable[[], httpx.Response]) -> None:
         self._open = open_response
         self._response: httpx.Response | None = None
-        self._closed = False
 
     @property
     def request_id(self) -> str | None:
@@ -248,7 +247,6 @@ class _Stream:
         return self._response
 
     def close(self) -> None:
-        self._closed = True
         if self._response is not None:
             self._response.close()
 
