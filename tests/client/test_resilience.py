@@ -60,6 +60,6 @@ def test_retry_after_as_seconds_or_http_date() -> None:
 
 def test_sse_parser_joins_data_lines_and_skips_comments() -> None:
     parser = SseParser()
-    lines = [": keepalive", "event: block", "data: {\"a\":", "data: 1}", "", "", "data: x", ""]
+    lines = [": keepalive", "event: block", 'data: {"a":', "data: 1}", "", "", "data: x", ""]
     events = [e for e in map(parser.feed, lines) if e is not None]
     assert events == [("block", '{"a":\n1}'), ("message", "x")]
