@@ -163,7 +163,8 @@ func (s *BlockStream) Text() (string, error) {
 	return b.String(), s.Err()
 }
 
-// Close stops reading (closes the connection); safe to call more than once.
+// Close stops reading (closes the connection); safe to call more than once. After an early Close,
+// Err reports context.Canceled.
 func (s *BlockStream) Close() error {
 	if !s.done {
 		s.finish(context.Canceled)

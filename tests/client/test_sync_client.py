@@ -137,14 +137,16 @@ def test_health_times_out_after_the_health_timeout() -> None:
                 client.health()
 
 
-@pytest.mark.skip(
-    reason="POST /api/v1/batch is not on main yet (issue for the batch API); enable when it lands"
-)
 def test_batch(stack: Stack) -> None:
+    request = {"custom_id": "a", "model": "mock-1", "messages": [{"role": "user", "content": HELLO}]}
     with make_client(stack) as client:
-        sub = client.batch(
-            [{"custom_id": "a", "model": "mock-1", "messages": [{"role": "user", "content": HELLO}]}]
-        )
+        try:
+            sub = client.batch([request])
+        except NotFoundError as e:
+            if e.code != "route_not_found":
+                raise
+            # The batch API (SPEC §4) is built on another branch; this runs once it is on main.
+            pytest.skip("POST /api/v1/batch is not served by this build yet (route_not_found)")
     assert sub.status == "submitted" and sub.request_count == 1 and sub.batch_id
 
 

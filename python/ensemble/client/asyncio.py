@@ -52,6 +52,7 @@ class AsyncEnsembleClient:
             env=env,
         )
         self._sleep = sleep
+        self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient()
 
     @property
@@ -63,7 +64,9 @@ class AsyncEnsembleClient:
         return self._core.breaker
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        """Closes the connection pool (not an `http_client` that was passed in)."""
+        if self._owns_http:
+            await self._http.aclose()
 
     async def __aenter__(self) -> AsyncEnsembleClient:
         return self

@@ -55,6 +55,7 @@ class EnsembleClient:
             env=env,
         )
         self._sleep = sleep
+        self._owns_http = http_client is None
         self._http = http_client or httpx.Client()
 
     @property
@@ -66,7 +67,9 @@ class EnsembleClient:
         return self._core.breaker
 
     def close(self) -> None:
-        self._http.close()
+        """Closes the connection pool (not an `http_client` that was passed in)."""
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> EnsembleClient:
         return self
