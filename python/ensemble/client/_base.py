@@ -55,7 +55,7 @@ def resolve_settings(base_url: str | None, api_key: str | None, env: Mapping[str
     settings = Settings(url, key, url_was_set=bool(base_url or env_url))
     if settings.url_was_set and not key:
         # A startup warning, so a misconfigured deployment shows up in logs before the first call.
-        warnings.warn(settings.missing_key_message, MissingAPIKeyWarning, stacklevel=3)
+        warnings.warn(settings.missing_key_message, MissingAPIKeyWarning, stacklevel=4)
     return settings
 
 
