@@ -15,11 +15,15 @@ from support.fake import FakeUpstream
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     fake = FakeUpstream()
-    provider = openai_provider(fake.endpoint_url(FAKE_ENDPOINT), name="fake", models=[FAKE_MODEL])
-    gateway = Ensemble(Path(tmp_path_factory.mktemp("client")), providers=[MOCK_PROVIDER, provider])
-    yield Stack(gateway, fake)
-    gateway.stop()
-    fake.stop()
+    try:  # a gateway that fails to start must not leave the fake upstream running
+        provider = openai_provider(fake.endpoint_url(FAKE_ENDPOINT), name="fake", models=[FAKE_MODEL])
+        gateway = Ensemble(Path(tmp_path_factory.mktemp("client")), providers=[MOCK_PROVIDER, provider])
+        try:
+            yield Stack(gateway, fake)
+        finally:
+            gateway.stop()
+    finally:
+        fake.stop()
 
 
 @pytest.fixture
