@@ -1,15 +1,29 @@
-"""Rate-limit admission on the native counters (SPEC §6): per key first, reserve, reconcile."""
+"""Rate-limit admission on the native counters (SPEC §6): per key first, then per (endpoint, model).
+
+Both levels reserve at admission (1 request + estimated tokens) and are reconciled with the real
+usage when the response ends. Endpoint capacity has two sources: our own sliding-window counters
+against the endpoint's configured `rpm_limit`/`tpm_limit`, and what the provider last told us in
+its rate-limit headers (`upstream.py`), which also covers traffic we do not see (other gateways,
+other tools sharing the provider key).
+
+With `server.workers > 1` every worker process has its own counters; they agree across processes
+(and instances) only when the Redis sync is configured, which feeds `RateLimiter.set_global` from
+the `drain_deltas` of every instance (scope-agnostic: key and endpoint scopes alike).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
 from ensemble.errors import RateLimited
+from ensemble.ratelimit.upstream import UpstreamView, parse_headers
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
+
+__all__ = ["Admission", "EndpointLimits", "Reservation", "UpstreamView", "now_ms", "parse_headers"]
 
 
 def now_ms() -> int:
@@ -23,15 +37,40 @@ class Reservation:
     at_ms: int
 
 
+class EndpointLimits:
+    """Capacity state of one (endpoint, model): built once, reused by every request."""
+
+    __slots__ = ("endpoint_id", "model", "rpm", "scope", "scopes", "tpm", "upstream")
+
+    def __init__(self, endpoint_id: str, model: str, rpm: int, tpm: int) -> None:
+        self.endpoint_id = endpoint_id
+        self.model = model
+        self.rpm = rpm
+        self.tpm = tpm
+        # SPEC §7 names the shared counter `{namespace}:ratelimit:{endpoint_id}:{model}`; the Redis
+        # sync adds the prefix, so the local scope is the tail of that name.
+        self.scope = f"ep:{endpoint_id}:{model}"
+        self.scopes = [self.scope]  # hoisted: admit/reconcile take a list
+        self.upstream = UpstreamView()
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rpm or self.tpm or self.upstream.limit_requests or self.upstream.limit_tokens)
+
+
 class Admission:
     def __init__(
         self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
     ) -> None:
         self.clock = clock
-        self.limiter = RateLimiter(int(window_s * 1000), 60)
+        self.window_ms = int(window_s * 1000)
+        self.limiter = RateLimiter(self.window_ms, 60)
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
+        self._endpoints: dict[tuple[str, str], EndpointLimits] = {}
+
+    # -- per key ---------------------------------------------------------------------------------
 
     @staticmethod
     def key_scope(key_id: str) -> str:
@@ -75,3 +114,58 @@ class Admission:
             limit_tokens=limit_tok,
             remaining_tokens=rem_tok,
         )
+
+    # -- per (endpoint, model) -------------------------------------------------------------------
+
+    def endpoint(self, endpoint_id: str, model: str, rpm: int = 0, tpm: int = 0) -> EndpointLimits:
+        """The capacity state of `endpoint_id` serving `model` (created and configured once)."""
+        lim = self._endpoints.get((endpoint_id, model))
+        if lim is None:
+            lim = EndpointLimits(endpoint_id, model, rpm, tpm)
+            # Configured even when unlimited (0, 0): the counters then still measure utilisation.
+            self.limiter.configure(lim.scope, rpm, tpm)
+            self._endpoints[(endpoint_id, model)] = lim
+        return lim
+
+    def endpoints(self) -> list[EndpointLimits]:
+        return list(self._endpoints.values())
+
+    def admit_endpoint(self, lim: EndpointLimits, tokens: int, now: int) -> int:
+        """Reserve 1 request + `tokens` on the endpoint: 0 when admitted, else the wait in ms
+        until it should have room (from our counters or the provider's own headers)."""
+        view = lim.upstream
+        if view.reset_at_ms > now and (
+            view.remaining_requests == 0
+            or (view.remaining_tokens is not None and view.remaining_tokens < tokens)
+        ):
+            return view.reset_at_ms - now
+        ok, retry_after_ms, _ = self.limiter.admit(lim.scopes, tokens, now)
+        if not ok:
+            return max(retry_after_ms, 1)
+        view.consume(tokens)
+        return 0
+
+    def reconcile_endpoint(self, lim: EndpointLimits, reserved: int, actual: int, at_ms: int) -> None:
+        self.limiter.reconcile(lim.scopes, reserved, actual, at_ms, self.clock())
+
+    def utilisation(self, lim: EndpointLimits, now: int) -> float:
+        """0..1 for an endpoint with known limits (the fullest of RPM, TPM and the provider's view);
+        -1 when nothing limits it, so callers fall back to relative load."""
+        util = -1.0
+        if lim.rpm or lim.tpm:
+            requests, tokens = self.limiter.usage(lim.scope, now)
+            if lim.rpm:
+                util = requests / lim.rpm
+            if lim.tpm:
+                util = max(util, tokens / lim.tpm)
+        view = lim.upstream
+        if view.reset_at_ms > now:
+            util = max(util, view.used_fraction())
+        return util
+
+    def requests_in_window(self, lim: EndpointLimits, now: int) -> int:
+        return self.limiter.usage(lim.scope, now)[0]
+
+    def observe(self, lim: EndpointLimits, headers: Mapping[str, str], now: int) -> None:
+        """Take in the provider's rate-limit headers from any response of this endpoint."""
+        parse_headers(headers, lim.upstream, now, time.time())
