@@ -88,9 +88,14 @@ class Admission:
 
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
         scope = self.key_scope(key.key_id)
-        self.configure_key(key)
+        if (
+            key.rate_limit_rpm or self.default_rpm,
+            key.rate_limit_tpm or self.default_tpm,
+        ) != self._configured.get(scope):
+            self.configure_key(key)
         at = self.clock()
-        ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
+        scopes = [scope]
+        ok, retry_after_ms, _ = self.limiter.admit(scopes, tokens, at)
         if not ok:
             rpm, tpm = self.limits_for(key)
             raise RateLimited(
@@ -99,7 +104,7 @@ class Admission:
                 retry_after_s=retry_after_ms / 1000,
                 code="key_rate_limited",
             )
-        return Reservation([scope], tokens, at)
+        return Reservation(scopes, tokens, at)
 
     def reconcile(self, r: Reservation, actual_tokens: int) -> None:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())

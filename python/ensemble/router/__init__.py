@@ -72,7 +72,7 @@ class _Group:
         self.rotation = itertools.count()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RouteDecision:
     """Why a request went where it went: logged and returned in `x-ensemble-route-reason`."""
 
@@ -91,6 +91,10 @@ class RoutePlan:
 
 
 _NO_WAIT = 1 << 62
+# Decisions without numbers are shared (RouteDecision is immutable).
+_LEAST_USED = RouteDecision("least_used")
+_ROUND_ROBIN = RouteDecision("round_robin")
+_COOLING = RouteDecision("cooling_down")
 
 
 class Router:
@@ -127,6 +131,7 @@ class Router:
                 ]
                 groups.append(_Group(p, cands, self.cache.enable_session_affinity))
             self._groups[model] = groups
+        self._affinity_models = {m: any(g.affinity for g in gs) for m, gs in self._groups.items()}
         self.affinity = AffinityTable(self.cache.max_cache_entries)
         self._high = self.cache.high_value_threshold
         self._low = self.cache.low_value_threshold
@@ -169,7 +174,7 @@ class Router:
         now_s = now / 1000
         keys: PromptKeys | None = None
         hit: tuple[str, int] | None = None
-        if request is not None and any(g.affinity for g in groups):
+        if request is not None and self._affinity_models.get(model, False):
             keys = fingerprint(request, self._tags[model])
             hit = self.affinity.lookup(keys, now)
         ordered: list[Candidate] = []
@@ -187,41 +192,43 @@ class Router:
                     wait = min(wait, int((e.cooldown_until - now_s) * 1000) + 1)
                     continue
                 ready.append(c)
-            if not ready:
+            n = len(ready)
+            if not n:
                 continue
             if group.strategy == "round_robin":
                 start = next(group.rotation)
-                cycle = group.cycle
-                first = group.candidates[cycle[start % len(cycle)]]
+                first = group.candidates[group.cycle[start % len(group.cycle)]]
                 if first not in ready:
-                    first = ready[start % len(ready)]
-                ready.remove(first)
+                    first = ready[start % n]
                 ordered.append(first)
-                ordered.extend(ready)
-                decision = decision or RouteDecision("round_robin")
+                ordered.extend(c for c in ready if c is not first)
+                if decision is None:
+                    decision = _ROUND_ROBIN
                 continue
-            utils = self._utilisations(ready, now)
-            # Rotate before sorting so equal utilisation spreads instead of always picking the first.
-            shift = next(group.rotation) % len(ready)
-            idx = sorted(range(len(ready)), key=lambda i: (utils[(i + shift) % len(ready)], i))
-            ranked = [ready[(i + shift) % len(ready)] for i in idx]
-            ranked_utils = [utils[(i + shift) % len(ready)] for i in idx]
-            if group.affinity and hit is not None and decision is None:
+            if n == 1:
+                ranked, ranked_utils = ready, [0.0]
+            else:
+                utils = self._utilisations(ready, now)
+                # Rotate before the (stable) sort so equal utilisation spreads over the pool
+                # instead of always picking the first endpoint.
+                shift = next(group.rotation) % n
+                if shift:
+                    ready = ready[shift:] + ready[:shift]
+                    utils = utils[shift:] + utils[:shift]
+                order = sorted(range(n), key=utils.__getitem__)
+                ranked = [ready[i] for i in order]
+                ranked_utils = [utils[i] for i in order]
+            if hit is not None and decision is None and group.affinity:
                 decision = self._apply_affinity(ranked, ranked_utils, hit)
             ordered.extend(ranked)
             if decision is None:
-                decision = RouteDecision("least_used")
+                decision = _LEAST_USED
         if not usable_any:
             raise Overloaded(
                 f"no endpoint serving {model!r} has a usable credential; set the provider's API key",
                 code="no_available_endpoint",
             )
-        return RoutePlan(
-            candidates=ordered,
-            decision=decision or RouteDecision("cooling_down"),
-            cooling_wait_ms=0 if wait == _NO_WAIT else wait,
-            keys=keys,
-        )
+        return RoutePlan(ordered, decision or _COOLING, 0 if wait == _NO_WAIT else wait, keys)
 
     def _utilisations(self, ready: list[Candidate], now: int) -> list[float]:
         adm = self.admission

@@ -55,14 +55,16 @@ def fingerprint(request: InferenceRequest, model_tag: int) -> PromptKeys:
         keys.session = f"{model_tag}\x00{request.session_id}"
     messages = request.messages
     # Role byte + text + a separator, so ("ab","c") and ("a","bc") differ.
-    parts = [f"{m.role[0]}{m.text()}\x00".encode() for m in messages]
+    parts: list[bytes] = []
+    cumulative: list[int] = []
+    size = 0
+    for m in messages:
+        part = (m.role[0] + m.text() + "\x00").encode()
+        size += len(part)
+        parts.append(part)
+        cumulative.append(size)
     fps = prefix_fingerprint(parts)
     tag = model_tag << 32
-    sizes = 0
-    cumulative: list[int] = []
-    for p in parts:
-        sizes += len(p)
-        cumulative.append(sizes)
     n = len(parts)
     keys.full = tag | fps[-1]
     keys.full_tokens = cumulative[-1] // CHARS_PER_TOKEN
