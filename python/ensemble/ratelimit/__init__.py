@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
-from ensemble.errors import RateLimited
+from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.ratelimit.upstream import UpstreamView, parse_headers
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
@@ -28,6 +28,12 @@ __all__ = ["Admission", "EndpointLimits", "Reservation", "UpstreamView", "now_ms
 
 def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+def slot_count(window_ms: int, wanted: int = 60) -> int:
+    """The native counters split the window into equal slots: the most slots (up to `wanted`)
+    that divide the window exactly, so any configured window works (1m → 60 slots of 1s)."""
+    return next(n for n in range(min(wanted, window_ms), 0, -1) if window_ms % n == 0)
 
 
 @dataclass(slots=True)
@@ -63,8 +69,8 @@ class Admission:
         self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
     ) -> None:
         self.clock = clock
-        self.window_ms = int(window_s * 1000)
-        self.limiter = RateLimiter(self.window_ms, 60)
+        self.window_ms = max(int(window_s * 1000), 1)
+        self.limiter = RateLimiter(self.window_ms, slot_count(self.window_ms))
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
@@ -88,11 +94,18 @@ class Admission:
 
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
         scope = self.key_scope(key.key_id)
-        if (
-            key.rate_limit_rpm or self.default_rpm,
-            key.rate_limit_tpm or self.default_tpm,
-        ) != self._configured.get(scope):
+        limits = (key.rate_limit_rpm or self.default_rpm, key.rate_limit_tpm or self.default_tpm)
+        if limits != self._configured.get(scope):
             self.configure_key(key)
+        tpm = limits[1]
+        if tpm and tokens > tpm:
+            # Waiting would never help: say what to change instead of answering 429 forever.
+            raise InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more than "
+                f"this API key's limit of {tpm} tokens per window; lower max_tokens or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
         at = self.clock()
         scopes = [scope]
         ok, retry_after_ms, _ = self.limiter.admit(scopes, tokens, at)
