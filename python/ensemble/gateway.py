@@ -207,8 +207,16 @@ class Gateway:
         )
         return int(pause * 1000)
 
+    def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
+        error = self._exhausted_error(fo)
+        if fo.attempts == 0 and ctx.reservation is not None:
+            # Nothing went upstream: the refusal is the gateway's, not the caller's use.
+            self.admission.release(ctx.reservation)
+            ctx.reservation = None
+        return error
+
     @staticmethod
-    def _exhausted(fo: Failover) -> EnsembleError:
+    def _exhausted_error(fo: Failover) -> EnsembleError:
         """The error for the client once no candidate could answer.
 
         429 when any candidate was at its limit, cooling down or answered 429/529: the client
@@ -259,7 +267,7 @@ class Gateway:
             ctx.ttft_s = ctx.upstream_s
             self._succeeded(plan, ctx)
             return self.finish(request, ctx, result)
-        raise self._exhausted(fo)
+        raise self._exhausted(fo, ctx)
 
     def finish(
         self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
@@ -396,7 +404,7 @@ class Gateway:
             ctx.ttft_s = time.perf_counter() - t0
             self._succeeded(plan, ctx)
             return LiveStream(self, request, ctx, iterator, first, t0)
-        raise self._exhausted(fo)
+        raise self._exhausted(fo, ctx)
 
 
 async def _close(iterator: AsyncIterator[StreamDelta]) -> None:

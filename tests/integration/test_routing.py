@@ -201,6 +201,7 @@ def test_all_endpoints_at_their_rpm_limit_gives_429(gateway: Ensemble, fake: Fak
         r = c.post("/api/v1/generate", json=chat("tiny-model"))
         assert r.status_code == 429, r.text
         assert r.json()["error"]["code"] == "all_endpoints_exhausted"
+        assert "x-ratelimit-remaining-requests" in r.headers  # the caller's own key limits
         retry_after = int(r.headers["retry-after"])
         assert 1 <= retry_after <= WINDOW_S
         # Nothing was sent upstream for the refused request.

@@ -227,3 +227,13 @@ def test_endpoint_rpm_limit_refuses_with_the_wait() -> None:
     assert admission.admit_endpoint(lim, 1, clock.ms) == 0
     wait = admission.admit_endpoint(lim, 1, clock.ms)
     assert 49_000 <= wait <= 51_000  # the first request leaves the 60 s window 50 s from now
+
+
+def test_endpoint_status_reports_utilisation() -> None:
+    clock = Clock()
+    router, admission = make_router(clock, strategy="least_used")
+    for i in range(6):
+        send(router, admission, request(10, f"q{i}"))
+    rows = {r["endpoint_id"]: r for r in admission.endpoint_status()}
+    assert set(rows) == {"e0", "e1", "e2"}
+    assert all(r["requests_in_window"] == 2 and r["utilisation"] == 0.02 for r in rows.values())

@@ -122,6 +122,10 @@ class Admission:
     def reconcile(self, r: Reservation, actual_tokens: int) -> None:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
 
+    def release(self, r: Reservation) -> None:
+        """Undo an admission entirely (the request was refused before any upstream call)."""
+        self.limiter.release(r.scopes, r.tokens, r.at_ms, self.clock())
+
     def info(self, key: KeyRecord) -> RateLimitInfo:
         limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(
             self.key_scope(key.key_id), self.clock()
@@ -183,6 +187,31 @@ class Admission:
 
     def requests_in_window(self, lim: EndpointLimits, now: int) -> int:
         return self.limiter.usage(lim.scope, now)[0]
+
+    def endpoint_status(self, now: int | None = None) -> list[dict[str, object]]:
+        """Per (endpoint, model) utilisation for the admin status page (this process's counters,
+        plus other instances' once the Redis sync feeds `set_global`)."""
+        now = self.clock() if now is None else now
+        out: list[dict[str, object]] = []
+        for lim in self._endpoints.values():
+            requests, tokens = self.limiter.usage(lim.scope, now)
+            view = lim.upstream
+            out.append(
+                {
+                    "endpoint_id": lim.endpoint_id,
+                    "model": lim.model,
+                    "rpm_limit": lim.rpm,
+                    "tpm_limit": lim.tpm,
+                    "requests_in_window": requests,
+                    "tokens_in_window": tokens,
+                    "utilisation": max(self.utilisation(lim, now), 0.0),
+                    "upstream_remaining_requests": view.remaining_requests
+                    if view.reset_at_ms > now
+                    else None,
+                    "upstream_remaining_tokens": view.remaining_tokens if view.reset_at_ms > now else None,
+                }
+            )
+        return out
 
     def observe(self, lim: EndpointLimits, headers: Mapping[str, str], now: int) -> None:
         """Take in the provider's rate-limit headers from any response of this endpoint."""
