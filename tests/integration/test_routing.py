@@ -57,7 +57,7 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Failover to the next provider, one model per failure kind.
         *[
             p
-            for kind in ("529", "500", "refused")
+            for kind in ("529", "500", "refused", "timeout")
             for p in (
                 provider(
                     f"bad-{kind}",
@@ -76,6 +76,9 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
             strategy="least_used",
         ),
         provider("busy", [ep("busy-1"), ep("busy-2")], ["busy-model"]),
+        # Capacity the provider reports in its headers.
+        provider("hdr-a", [ep("hdr-1")], ["hdr-model"], priority=1),
+        provider("hdr-b", [ep("hdr-2")], ["hdr-model"], priority=2),
         # Cache affinity: three endpoints of one pool.
         provider("aff", [ep("aff-1"), ep("aff-2"), ep("aff-3")], ["aff-model"]),
         provider("cheap", [ep("cheap-1"), ep("cheap-2"), ep("cheap-3")], ["aff-low"]),
@@ -85,6 +88,8 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         providers=providers,
         config={
             "rate_limit": {"window_size": f"{WINDOW_S}s"},
+            # A provider that does not answer within 2 s counts as failed (and is failed over).
+            "provider_timeouts": {"default": "2s"},
             # 1024 cached tokens save $0.0028 at these prices: thresholds that make a 5k-token
             # system prompt high value and a short chat worthless.
             "cache": {"high_value_threshold": 0.01, "low_value_threshold": 0.002, "stickiness_factor": 0.8},
@@ -152,11 +157,13 @@ def test_endpoint_answering_429_is_skipped_within_the_pool(gateway: Ensemble, fa
     assert endpoints_hit(fake, "pool-2") == 4
 
 
-@pytest.mark.parametrize("kind", ["529", "500", "refused"])
+@pytest.mark.parametrize("kind", ["529", "500", "refused", "timeout"])
 def test_failing_endpoint_is_skipped_for_the_next_provider(
     gateway: Ensemble, fake: FakeUpstream, kind: str
 ) -> None:
-    if kind != "refused":
+    if kind == "timeout":
+        fake.enqueue(f"bad-{kind}", {"stall_before_first_byte_ms": 4000})
+    elif kind != "refused":
         fake.enqueue(f"bad-{kind}", {"status": int(kind)})
     with gateway.client() as c:
         r = c.post("/api/v1/generate", json=chat(f"fo-{kind}"))
@@ -225,6 +232,25 @@ def test_all_endpoints_answering_429_gives_429_with_soonest_retry(
         assert r.status_code == 429
         assert r.headers["retry-after"] in ("3", "4")
         assert endpoints_hit(fake, "busy-1") == endpoints_hit(fake, "busy-2") == 1
+
+
+def test_provider_rate_limit_headers_steer_away_from_an_exhausted_endpoint(
+    gateway: Ensemble, fake: FakeUpstream
+) -> None:
+    # hdr-1 answers fine but says (x-ratelimit-remaining-requests: 0) it has nothing left this minute.
+    fake.configure("hdr-1", ratelimit_remaining_requests=0)
+    # The fake's window is the wall-clock minute; its reset must not fall inside this test.
+    if time.time() % 60 > 50:
+        time.sleep(60.5 - time.time() % 60)
+    with gateway.client() as c:
+        r = c.post("/api/v1/generate", json=chat("hdr-model"))
+        assert r.status_code == 200 and r.headers["x-ensemble-endpoint"] == "hdr-1"
+        for _ in range(3):
+            r = c.post("/api/v1/generate", json=chat("hdr-model"))
+            assert r.status_code == 200, r.text
+            assert r.headers["x-ensemble-endpoint"] == "hdr-2"
+            assert r.headers["x-ensemble-route-reason"] == "failover"
+    assert endpoints_hit(fake, "hdr-1") == 1  # never called again before its reported reset
 
 
 # -- cache affinity ----------------------------------------------------------------------------
