@@ -118,6 +118,7 @@ def test_key_rpm_gives_exactly_n_then_429_with_retry_after(gateway: Ensemble) ->
     gateway.wait_for_key(key)
     with gateway.client(key) as c:
         # wait_for_key used /models, which is not rate limited: all 3 requests are still available.
+        started = time.monotonic()  # every admitted request was counted after this
         statuses = [c.post("/api/v1/generate", json=chat("mock-1")).status_code for _ in range(3)]
         first_ok = time.monotonic()
         assert statuses == [200, 200, 200]
@@ -132,7 +133,7 @@ def test_key_rpm_gives_exactly_n_then_429_with_retry_after(gateway: Ensemble) ->
         assert r.headers["x-ratelimit-remaining-requests"] == "0"
         # Still refused just before, admitted once Retry-After has passed.
         time.sleep(max(retry_after - 1.5, 0))
-        if time.monotonic() - first_ok < WINDOW_S - 1.2:
+        if time.monotonic() - started < WINDOW_S - 1:
             assert c.post("/api/v1/generate", json=chat("mock-1")).status_code == 429
         time.sleep(max(retry_after - (time.monotonic() - first_ok), 0) + 0.3)
         assert c.post("/api/v1/generate", json=chat("mock-1")).status_code == 200
@@ -230,7 +231,7 @@ def test_all_endpoints_answering_429_gives_429_with_soonest_retry(
         # Both cool down now: the next request is refused without calling either, same deadline.
         r = c.post("/api/v1/generate", json=chat("busy-model"))
         assert r.status_code == 429
-        assert r.headers["retry-after"] in ("3", "4")
+        assert 1 <= int(r.headers["retry-after"]) <= 4  # the same deadline, now a little closer
         assert endpoints_hit(fake, "busy-1") == endpoints_hit(fake, "busy-2") == 1
 
 
