@@ -18,7 +18,7 @@ import msgspec
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
-from ensemble.errors import EnsembleError, ProviderError, RateLimited, UpstreamTimeout
+from ensemble.errors import EnsembleError, InvalidRequest, ProviderError, RateLimited, UpstreamTimeout
 from ensemble.providers.base import CallOptions, Provider, Target
 from ensemble.ratelimit import Admission, EndpointLimits, Reservation
 from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
@@ -67,11 +67,12 @@ class CallContext:
 class Failover:
     """What happened to each candidate of one request, for the error when all are exhausted."""
 
-    __slots__ = ("attempts", "errors", "limited", "wait_ms")
+    __slots__ = ("attempts", "errors", "limited", "too_big", "wait_ms")
 
     def __init__(self, cooling_wait_ms: int) -> None:
         self.errors: list[ProviderError] = []
         self.attempts = 0
+        self.too_big = 0  # candidates whose TPM limit is below this one request's tokens
         # Soonest time (ms from now) some candidate frees up: skipped cool-downs and limits.
         self.wait_ms = cooling_wait_ms
         self.limited = cooling_wait_ms > 0
@@ -128,6 +129,9 @@ class Gateway:
     def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
         """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
         tokens = ctx.reservation.tokens if ctx.reservation is not None else 1
+        if cand.limits.tpm and tokens > cand.limits.tpm:
+            fo.too_big += 1  # no wait would help; not a reason to answer 429
+            return False
         now = self.admission.clock()
         wait = self.admission.admit_endpoint(cand.limits, tokens, now)
         if wait:
@@ -208,7 +212,17 @@ class Gateway:
         return int(pause * 1000)
 
     def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
-        error = self._exhausted_error(fo)
+        if fo.too_big and not (fo.limited or fo.errors):
+            tokens = ctx.reservation.tokens if ctx.reservation is not None else 0
+            error: EnsembleError = InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more "
+                "than the tokens-per-minute limit of every endpoint serving this model; lower max_tokens "
+                "or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
+        else:
+            error = self._exhausted_error(fo)
         if fo.attempts == 0 and ctx.reservation is not None:
             # Nothing went upstream: the refusal is the gateway's, not the caller's use.
             self.admission.release(ctx.reservation)

@@ -76,6 +76,7 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
             strategy="least_used",
         ),
         provider("busy", [ep("busy-1"), ep("busy-2")], ["busy-model"]),
+        provider("small", [ep("small-1", tpm_limit=500), ep("small-2", tpm_limit=800)], ["small-model"]),
         # Capacity the provider reports in its headers.
         provider("hdr-a", [ep("hdr-1")], ["hdr-model"], priority=1),
         provider("hdr-b", [ep("hdr-2")], ["hdr-model"], priority=2),
@@ -252,6 +253,18 @@ def test_provider_rate_limit_headers_steer_away_from_an_exhausted_endpoint(
             assert r.headers["x-ensemble-endpoint"] == "hdr-2"
             assert r.headers["x-ensemble-route-reason"] == "failover"
     assert endpoints_hit(fake, "hdr-1") == 1  # never called again before its reported reset
+
+
+def test_request_larger_than_every_endpoint_tpm_is_a_400(gateway: Ensemble, fake: FakeUpstream) -> None:
+    with gateway.client() as c:
+        r = c.post("/api/v1/generate", json={**chat("small-model"), "max_tokens": 1000})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "exceeds_token_limit"
+        assert "max_tokens" in r.json()["error"]["message"]
+        # One that fits the larger endpoint goes there.
+        r = c.post("/api/v1/generate", json={**chat("small-model"), "max_tokens": 700})
+        assert r.status_code == 200 and r.headers["x-ensemble-endpoint"] == "small-2"
+    assert endpoints_hit(fake, "small-1") == 0
 
 
 # -- cache affinity ----------------------------------------------------------------------------
