@@ -93,11 +93,13 @@ def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
         assert r.status_code == 200 and "[DONE]" in r.text
         responses[rid(r)] = None
     for behaviour, code in (
-        ({"status": 500}, 502),
-        ({"status": 503}, 502),
+        # A 5xx cools the endpoint down for its retry-after: kept short, then waited out, so each
+        # failure reaches the upstream instead of becoming a 429 for an exhausted pool.
+        ({"status": 500, "retry_after": 0.05}, 502),
+        ({"status": 503, "retry_after": 0.05}, 502),
         ({"status": 400, "message": "bad"}, 400),
-        ({"status": 504}, 502),
-        ({"status": 500}, 502),
+        ({"status": 504, "retry_after": 0.05}, 502),
+        ({"status": 500, "retry_after": 0.05}, 502),
         ({"status": 422}, 422),
     ):
         fake.enqueue("acct", behaviour)
@@ -105,6 +107,7 @@ def test_usage_log_and_responses_agree_to_the_token_and_micro_dollar(
         assert r.status_code == code, (behaviour, r.text)
         expect_error.add(rid(r))
         responses[r.headers["x-request-id"]] = None
+        time.sleep(0.1)
     for broken in (  # streams that break after they started
         {"error_event_after_chunks": 2},
         {"error_event_after_chunks": 4},
