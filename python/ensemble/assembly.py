@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 
 from ensemble.types import (
@@ -9,6 +11,8 @@ from ensemble.types import (
     Finish,
     FinishReason,
     ProviderResult,
+    RedactedThinkingBlock,
+    RedactedThinkingDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -51,6 +55,7 @@ class Assembler:
         self.usage = Usage()
         self.finish_reason: FinishReason | None = None
         self.model: str | None = None
+        self.cost: Decimal | None = None
         self.output_chars = 0
 
     def feed(self, delta: StreamDelta) -> None:
@@ -68,6 +73,9 @@ class Assembler:
                 block.parts.append(delta.thinking)
             if delta.signature:
                 block.signature += delta.signature
+        elif isinstance(delta, RedactedThinkingDelta):
+            block = self._blocks[delta.index] = _Pending("redacted_thinking")
+            block.parts.append(delta.data)
         elif isinstance(delta, ToolCallStart):
             self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name)
         elif isinstance(delta, ToolCallArgs):
@@ -88,6 +96,8 @@ class Assembler:
                 u.cache_creation_tokens = delta.cache_creation_tokens
             if delta.reasoning_tokens is not None:
                 u.reasoning_tokens = delta.reasoning_tokens
+            if delta.cost is not None:
+                self.cost = delta.cost
         elif isinstance(delta, Finish):
             self.finish_reason = delta.reason
             if delta.model:
@@ -102,6 +112,8 @@ class Assembler:
                 out.append(TextBlock(text=text))
             elif b.kind == "thinking":
                 out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
+            elif b.kind == "redacted_thinking":
+                out.append(RedactedThinkingBlock(data=text))
             else:
                 out.append(
                     ToolCallBlock(
@@ -118,4 +130,5 @@ class Assembler:
             usage=self.usage,
             finish_reason=self.finish_reason or "stop",
             upstream_model=self.model,
+            cost=self.cost,
         )

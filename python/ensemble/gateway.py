@@ -181,7 +181,7 @@ class Gateway:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
         ctx.rate_limit = self.admission.info(ctx.key)
-        cost = target.price.cost(usage)
+        cost = result.cost if result.cost is not None else target.price.cost(usage)
         elapsed = time.perf_counter() - ctx.started
         response = InferenceResponse(
             id=ctx.request_id,

@@ -8,6 +8,7 @@ InferenceResponse — the native response shape (SPEC §4), priced and timed.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -49,7 +50,17 @@ class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", forbid_u
     signature: str | None = None
 
 
-ContentBlock = TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent
+class RedactedThinkingContent(
+    msgspec.Struct, tag="redacted_thinking", tag_field="type", forbid_unknown_fields=True
+):
+    """Encrypted thinking (Anthropic) echoed back verbatim in a multi-turn conversation."""
+
+    data: str
+
+
+ContentBlock = (
+    TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent | RedactedThinkingContent
+)
 
 
 class ToolCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,11 +145,18 @@ class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
     signature: str | None = None
 
 
+class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
+    """Thinking the provider returned encrypted (Anthropic `redacted_thinking`); `data` must be sent
+    back unchanged in the next turn."""
+
+    data: str
+
+
 class ErrorBlock(msgspec.Struct, tag="error", tag_field="type"):
     error: str
 
 
-EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | ErrorBlock
+EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock | ErrorBlock
 
 
 # Stream deltas, as provider adapters decode them. `index` is the block's position in the answer.
@@ -153,6 +171,13 @@ class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):
     index: int
     thinking: str = ""
     signature: str = ""
+
+
+class RedactedThinkingDelta(msgspec.Struct, tag="redacted_thinking_delta"):
+    """A whole redacted-thinking block (it never arrives in pieces)."""
+
+    index: int
+    data: str
 
 
 class ToolCallStart(msgspec.Struct, tag="tool_call_start"):
@@ -174,6 +199,7 @@ class UsageDelta(msgspec.Struct, tag="usage"):
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cost: Decimal | None = None  # the provider's own charge for the call, where it reports one
 
 
 class Finish(msgspec.Struct, tag="finish"):
@@ -181,7 +207,9 @@ class Finish(msgspec.Struct, tag="finish"):
     model: str | None = None
 
 
-StreamDelta = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+StreamDelta = (
+    TextDelta | ThinkingDelta | RedactedThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+)
 
 
 class ProviderResult(msgspec.Struct):
@@ -191,6 +219,8 @@ class ProviderResult(msgspec.Struct):
     usage: Usage
     finish_reason: FinishReason
     upstream_model: str | None = None
+    # The provider's own charge (OpenRouter `usage.cost`); when set it is the cost, not the price list.
+    cost: Decimal | None = None
 
 
 class UsageOut(msgspec.Struct, rename="camel"):

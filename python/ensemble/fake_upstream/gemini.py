@@ -21,8 +21,11 @@ _STATUS = {
     403: ("PERMISSION_DENIED", "The caller does not have permission."),
     404: ("NOT_FOUND", "Requested entity was not found."),
     429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
-    500: ("INTERNAL", "An internal error has occurred. Please retry or report in "
-                      "https://developers.generativeai.google/guide/troubleshooting"),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }
@@ -30,11 +33,14 @@ _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool": "STOP"}
 
 
 def error_body(status: int, message: str | None = None, retry_after: float | None = None) -> dict[str, Any]:
-    name, default = _STATUS.get(status, ("UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT",
-                                         f"Error {status}."))
+    name, default = _STATUS.get(
+        status, ("UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT", f"Error {status}.")
+    )
     err: dict[str, Any] = {"code": status, "message": message or default, "status": name}
     if retry_after is not None:
-        err["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}]
+        err["details"] = [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}
+        ]
     return {"error": err}
 
 
@@ -73,22 +79,34 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         parts = content.get("parts")
         chars += len(_parts_text(parts))
         if content.get("role", "user") == "user":
-            own = "".join(p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str))
+            own = "".join(
+                p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str)
+            )
             if own:
                 conv.last_user_text = own
     last = contents[-1]
     conv.prompt_chars = chars
     conv.last_is_user = last.get("role", "user") == "user"
     conv.last_is_tool_result = any(
-        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in last.get("parts") or ())
+        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p)
+        for p in last.get("parts") or ()
+    )
     for tool in req.get("tools") or ():
-        decls = _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
+        decls = (
+            _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
+        )
         for decl in decls or ():
             if isinstance(decl, dict) and isinstance(decl.get("name"), str):
-                schema = decl.get("parameters") or _get(decl, "parametersJsonSchema", "parameters_json_schema")
+                schema = decl.get("parameters") or _get(
+                    decl, "parametersJsonSchema", "parameters_json_schema"
+                )
                 conv.tools.append(ToolSpec(decl["name"], schema if isinstance(schema, dict) else None))
     tool_config = _get(req, "toolConfig", "tool_config")
-    fcc = _get(tool_config, "functionCallingConfig", "function_calling_config") if isinstance(tool_config, dict) else None
+    fcc = (
+        _get(tool_config, "functionCallingConfig", "function_calling_config")
+        if isinstance(tool_config, dict)
+        else None
+    )
     if isinstance(fcc, dict):
         mode = str(fcc.get("mode", "AUTO")).upper()
         if mode == "NONE":
@@ -136,8 +154,9 @@ def response_json(model: str, plan: Plan, response_id: str) -> dict[str, Any]:
         parts.append({"text": plan.thinking, "thought": True})
     parts += _answer_parts(plan)
     return {
-        "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": _FINISH[plan.finish],
-                        "index": 0}],
+        "candidates": [
+            {"content": {"parts": parts, "role": "model"}, "finishReason": _FINISH[plan.finish], "index": 0}
+        ],
         "usageMetadata": usage_json(plan),
         "modelVersion": model,
         "responseId": response_id,
@@ -160,13 +179,23 @@ def stream_chunks(model: str, plan: Plan, response_id: str) -> list[dict[str, An
         candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if last:
             candidate["finishReason"] = _FINISH[plan.finish]
-        usage = usage_json(plan) if last else {
-            "promptTokenCount": plan.prompt_tokens + plan.cached_tokens,
-            "candidatesTokenCount": visible,
-            "totalTokenCount": plan.prompt_tokens + plan.cached_tokens + visible,
-        }
-        chunks.append({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
-                       "responseId": response_id})
+        usage = (
+            usage_json(plan)
+            if last
+            else {
+                "promptTokenCount": plan.prompt_tokens + plan.cached_tokens,
+                "candidatesTokenCount": visible,
+                "totalTokenCount": plan.prompt_tokens + plan.cached_tokens + visible,
+            }
+        )
+        chunks.append(
+            {
+                "candidates": [candidate],
+                "usageMetadata": usage,
+                "modelVersion": model,
+                "responseId": response_id,
+            }
+        )
     return chunks
 
 
@@ -196,9 +225,21 @@ class GeminiProvider:
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
         action = ctx.action
         if action == "models":
-            return json_reply(200, {"models": [
-                {"name": f"models/{m}", "displayName": m, "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
-                 "supportedGenerationMethods": ["generateContent", "countTokens"]} for m in MODELS]})
+            return json_reply(
+                200,
+                {
+                    "models": [
+                        {
+                            "name": f"models/{m}",
+                            "displayName": m,
+                            "inputTokenLimit": 1048576,
+                            "outputTokenLimit": 65536,
+                            "supportedGenerationMethods": ["generateContent", "countTokens"],
+                        }
+                        for m in MODELS
+                    ]
+                },
+            )
         if action not in ("generate", "stream", "count_tokens"):
             return self.error(404, f"Method not found: {ctx.method} {ctx.extra.get('path', '')}")
         try:
@@ -214,8 +255,15 @@ class GeminiProvider:
         except BadRequest as exc:
             return self.error(400, str(exc))
         cfg = ctx.config
-        plan = make_plan("gemini", conv, cfg.chunks, cfg.cached_tokens, 0, cfg.reasoning_tokens,
-                         lambda o: orjson.dumps(o).decode())
+        plan = make_plan(
+            "gemini",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            0,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+        )
         if action == "count_tokens":
             return json_reply(200, {"totalTokens": plan.prompt_tokens}, cacheable=True)
         model = ctx.arg.removeprefix("models/")
@@ -228,8 +276,14 @@ class GeminiProvider:
             events: list[Event] = [(b"data: " + orjson.dumps(c),) for c in chunks]
             return StreamReply([("content-type", "text/event-stream")], events, _ERROR_EVENT, tokens=tokens)
         raw: list[Event] = [((b"[" if i == 0 else b",\r\n") + orjson.dumps(c),) for i, c in enumerate(chunks)]
-        return StreamReply([("content-type", "application/json; charset=UTF-8")], raw,
-                           (b",\r\n" + orjson.dumps(error_body(500)),), sse=False, tokens=tokens, trailer=b"]")
+        return StreamReply(
+            [("content-type", "application/json; charset=UTF-8")],
+            raw,
+            (b",\r\n" + orjson.dumps(error_body(500)),),
+            sse=False,
+            tokens=tokens,
+            trailer=b"]",
+        )
 
 
 _ERROR_EVENT: Event = (b"data: " + orjson.dumps(error_body(500)),)
