@@ -28,10 +28,11 @@ from ensemble.types import (
 
 
 class _Pending:
-    __slots__ = ("id", "kind", "name", "parts", "signature")
+    __slots__ = ("id", "kind", "name", "parts", "signature", "structured")
 
-    def __init__(self, kind: str, id: str = "", name: str = "") -> None:
+    def __init__(self, kind: str, id: str = "", name: str = "", structured: bool = False) -> None:
         self.kind = kind
+        self.structured = structured
         self.id = id
         self.name = name
         self.parts: list[str] = []
@@ -77,7 +78,7 @@ class Assembler:
             block = self._blocks[delta.index] = _Pending("redacted_thinking")
             block.parts.append(delta.data)
         elif isinstance(delta, ToolCallStart):
-            self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name)
+            self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name, delta.structured)
         elif isinstance(delta, ToolCallArgs):
             block = self._blocks.get(delta.index)
             if block is None:
@@ -115,11 +116,12 @@ class Assembler:
             elif b.kind == "redacted_thinking":
                 out.append(RedactedThinkingBlock(data=text))
             else:
+                arguments = parse_arguments(text)
+                if b.structured and (arguments or not text.strip()):
+                    text = orjson.dumps(arguments).decode()
                 out.append(
                     ToolCallBlock(
-                        tool_call=ToolCallOut(
-                            id=b.id, name=b.name, arguments=parse_arguments(text), raw_arguments=text
-                        )
+                        tool_call=ToolCallOut(id=b.id, name=b.name, arguments=arguments, raw_arguments=text)
                     )
                 )
         return out

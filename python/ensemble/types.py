@@ -184,6 +184,9 @@ class ToolCallStart(msgspec.Struct, tag="tool_call_start"):
     index: int
     id: str
     name: str
+    # The provider gives arguments as an object (Anthropic, Gemini), so its answer has no argument
+    # text of its own: raw_arguments is then the compact JSON of the object, streamed or not.
+    structured: bool = False
 
 
 class ToolCallArgs(msgspec.Struct, tag="tool_call_args"):

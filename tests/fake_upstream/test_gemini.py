@@ -15,14 +15,21 @@ from .conftest import Fake
 PROMPT = "Hello Gemini, how is the weather today?"
 WEATHER = types.FunctionDeclaration(
     name="get_weather",
-    parameters_json_schema={"type": "object", "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
-                            "required": ["city", "n"]},
+    parameters_json_schema={
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+        "required": ["city", "n"],
+    },
 )
 
 
 def client(fake: Fake, prefix: str = "/ep-g", key: str = "g-key") -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(
-        base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1)))
+    return genai.Client(
+        api_key=key,
+        http_options=types.HttpOptions(
+            base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1)
+        ),
+    )
 
 
 def test_generate_and_stream(fake: Fake) -> None:
@@ -48,19 +55,25 @@ def test_generate_and_stream(fake: Fake) -> None:
 
 def test_function_call(fake: Fake) -> None:
     c = client(fake)
-    cfg = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])],
-                                      automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
+    cfg = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[WEATHER])],
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
     r = c.models.generate_content(model="gemini-2.5-flash", contents=PROMPT, config=cfg)
     (call,) = r.function_calls or []
     assert call.name == "get_weather" and call.args == {"city": "test", "n": 1}
-    streamed = [fc for ch in c.models.generate_content_stream(model="gemini-2.5-flash", contents=PROMPT, config=cfg)
-                for fc in ch.function_calls or []]
+    streamed = [
+        fc
+        for ch in c.models.generate_content_stream(model="gemini-2.5-flash", contents=PROMPT, config=cfg)
+        for fc in ch.function_calls or []
+    ]
     assert [(fc.name, fc.args) for fc in streamed] == [("get_weather", {"city": "test", "n": 1})]
     history = [
         types.Content(role="user", parts=[types.Part(text=PROMPT)]),
         types.Content(role="model", parts=[types.Part(function_call=call)]),
-        types.Content(role="user", parts=[types.Part.from_function_response(name="get_weather",
-                                                                             response={"temp": 20})]),
+        types.Content(
+            role="user", parts=[types.Part.from_function_response(name="get_weather", response={"temp": 20})]
+        ),
     ]
     r2 = c.models.generate_content(model="gemini-2.5-flash", contents=history, config=cfg)  # type: ignore[arg-type]
     assert r2.function_calls is None and r2.text
@@ -68,8 +81,9 @@ def test_function_call(fake: Fake) -> None:
 
 def test_thinking_and_max_tokens(fake: Fake) -> None:
     c = client(fake)
-    cfg = types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=True),
-                                      max_output_tokens=5)
+    cfg = types.GenerateContentConfig(
+        thinking_config=types.ThinkingConfig(include_thoughts=True), max_output_tokens=5
+    )
     r = c.models.generate_content(model="gemini-2.5-pro", contents=PROMPT, config=cfg)
     parts = r.candidates[0].content.parts  # type: ignore[index,union-attr]
     assert parts is not None and parts[0].thought is True and parts[0].text
@@ -105,7 +119,10 @@ def test_errors(fake: Fake) -> None:
 
 def test_raw_framing(fake: Fake) -> None:
     url = f"{fake.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent"
-    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 3}}
+    body = {
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+        "generationConfig": {"maxOutputTokens": 3},
+    }
     sse = httpx.post(url, params={"alt": "sse"}, json=body)
     assert sse.headers["content-type"] == "text/event-stream"
     events = sse.content.split(b"\r\n\r\n")
@@ -124,7 +141,9 @@ def test_raw_framing(fake: Fake) -> None:
     assert no_ids(lf) == no_ids(sse.content.replace(b"\r\n", b"\n"))
     fake.config(framing="mixed", split_bytes=3)
     c = client(fake, prefix="")  # keep a reference: a collected client closes its HTTP pool
-    text = "".join(ch.text or "" for ch in c.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    text = "".join(
+        ch.text or "" for ch in c.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+    )
     assert text.startswith("Hello from fake-gemini. You said: hi")
 
 

@@ -593,3 +593,102 @@ def test_cached_usage_and_exact_cost(server: Ensemble, fake: FakeUpstream, model
     ) / 1_000_000
     assert Decimal(d["cost"]) == expected
     assert d["cost_micro_dollars"] == int((expected * 1_000_000).to_integral_value())
+
+
+def _comparable(response: dict[str, Any]) -> dict[str, Any]:
+    """An InferenceResponse without what differs between two calls: ids, timings, rate-limit state."""
+    out = {
+        k: v
+        for k, v in response.items()
+        if k not in ("id", "processing_time_ms", "performance", "rate_limit")
+    }
+    for block in out["blocks"]:
+        if block["type"] == "tool_call":
+            block["tool_call"]["id"] = "*"
+    return out
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("kind", ["text", "tool", "thinking"])
+def test_native_stream_and_generate_give_identical_responses(
+    server: Ensemble, fake: FakeUpstream, model: str, kind: str
+) -> None:
+    fake.configure(MODELS[model][1], cached_tokens=64, cache_creation_tokens=16)
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "Same?"}],
+    }
+    if kind == "tool":
+        body["tools"] = [{"name": "get_weather", "parameters": WEATHER["input_schema"]}]
+    if kind == "thinking":
+        body["provider_config"] = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    with server.client() as http:
+        whole = http.post("/api/v1/generate", json=body)
+        assert whole.status_code == 200, whole.text
+        stream = http.post("/api/v1/stream", json=body)
+    assert stream.status_code == 200
+    lines = stream.text.splitlines()
+    done = [orjson.loads(lines[i + 1][6:]) for i, line in enumerate(lines) if line == "event: done"]
+    assert len(done) == 1
+    assert _comparable(done[0]) == _comparable(whole.json())
+    types = [b["type"] for b in whole.json()["blocks"]]
+    if kind == "tool":
+        assert types == ["tool_call"] and whole.json()["finish_reason"] == "tool_use"
+    elif kind == "thinking" and model != "gpt-4o":
+        assert types == ["thinking", "text"]
+    else:
+        assert types == ["text"]
+
+
+def test_mid_stream_errors_in_each_format(server: Ensemble, fake: FakeUpstream) -> None:
+    """A provider error after the stream started ends it with an error in the client's own format."""
+    fake.enqueue("ep-gemini", {"error_event_after_chunks": 3})
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with claude(server).messages.stream(
+            model="gemini-2.5-flash", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            for _ in stream:
+                pass
+    assert "provider stream error" in str(e.value)
+
+    fake.enqueue("ep-anthropic", {"error_event_after_chunks": 3})
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post(
+            "/v1beta/models/claude-sonnet-4-6:streamGenerateContent?alt=sse",
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("hi"),
+        )
+    last = orjson.loads([line for line in r.text.splitlines() if line.startswith("data: ")][-1][6:])
+    assert last["error"]["code"] == 502 and "Overloaded" in last["error"]["message"]
+
+    # A 529 before anything was streamed is retryable: with no other endpoint it becomes a 429.
+    fake.enqueue("ep-anthropic", {"status": 529})
+    with pytest.raises(anthropic.RateLimitError):
+        claude(server).messages.create(
+            model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+def test_gemini_format_thinking_to_claude(server: Ensemble, fake: FakeUpstream) -> None:
+    gen = {
+        "maxOutputTokens": 4000,
+        "topK": 5,
+        "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048},
+    }
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post(
+            "/v1beta/models/claude-sonnet-4-6:generateContent",
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("Ponder", generationConfig=gen, safetySettings=[]),
+        )
+    assert r.status_code == 200, r.text
+    parts = r.json()["candidates"][0]["content"]["parts"]
+    assert (
+        parts[0]["thought"] is True
+        and parts[0]["thoughtSignature"]
+        and parts[1]["text"].startswith(greeting("claude-sonnet-4-6"))
+    )
+    sent = last_upstream_body(fake, "claude-sonnet-4-6")
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048} and sent["top_k"] == 5
+    assert "safetySettings" not in sent and "thinkingConfig" not in sent

@@ -180,9 +180,11 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
             body["tool_choice"] = {"type": "tool", "name": choice.name}
         else:
             body["tool_choice"] = {"type": "any" if choice == "required" else "auto"}
-    for key, value in (request.provider_config or {}).items():
+    extras = request.provider_config or {}
+    for key, value in extras.items():
         if key in PASSTHROUGH:
             body[key] = value
+    _from_gemini(extras, body)
     top_k = body.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise InvalidRequest("top_k: must be a non-negative integer", param="top_k")
@@ -192,6 +194,26 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
     if stream:
         body["stream"] = True
     return body
+
+
+MIN_THINKING_BUDGET = 1024  # the Messages API refuses smaller budgets
+
+
+def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
+    """Gemini-format clients' `thinkingConfig` and `topK` in Anthropic's terms (unless given natively)."""
+    config = extras.get("thinkingConfig")
+    if "thinking" not in body and isinstance(config, dict):
+        budget = config.get("thinkingBudget")
+        if budget == 0:
+            pass  # thinking explicitly off: Anthropic's default
+        elif config.get("includeThoughts") or (isinstance(budget, int) and budget > 0):
+            wanted = budget if isinstance(budget, int) and budget > 0 else MIN_THINKING_BUDGET
+            # budget_tokens must stay below max_tokens; -1 (Gemini's "dynamic") takes the minimum.
+            budget_tokens = max(MIN_THINKING_BUDGET, min(wanted, body["max_tokens"] - 1))
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget_tokens}
+    top_k = extras.get("topK")
+    if "top_k" not in body and top_k is not None:
+        body["top_k"] = top_k
 
 
 def usage_from_wire(u: Mapping[str, Any]) -> Usage:
@@ -236,6 +258,7 @@ class AnthropicDecoder(StreamDecoder):
         self._usage: dict[str, Any] = {}
         self._tool_args: dict[int, list[str]] = {}
         self._tool_input: dict[int, Any] = {}
+        self._model: str | None = None
 
     def _usage_delta(self, u: Mapping[str, Any]) -> UsageDelta:
         for k, v in u.items():
@@ -293,7 +316,11 @@ class AnthropicDecoder(StreamDecoder):
                 # The start event carries `input: {}`; a tool with no parameters sends no fragments,
                 # so the arguments are filled in at content_block_stop when none arrived.
                 self._tool_input[index] = block.get("input")
-                return [ToolCallStart(index=index, id=block.get("id") or "", name=block.get("name") or "")]
+                return [
+                    ToolCallStart(
+                        index=index, id=block.get("id") or "", name=block.get("name") or "", structured=True
+                    )
+                ]
             return []
         if kind == "content_block_stop":
             index = int(payload.get("index", -1))
@@ -303,12 +330,13 @@ class AnthropicDecoder(StreamDecoder):
             return []
         if kind == "message_start":
             message = payload.get("message") or {}
+            self._model = message.get("model")
             return [self._usage_delta(message.get("usage") or {})]
         if kind == "message_delta":
             out: list[StreamDelta] = [self._usage_delta(payload.get("usage") or {})]
             reason = (payload.get("delta") or {}).get("stop_reason")
             if reason:
-                out.append(Finish(reason=STOP_REASONS.get(reason, "stop")))
+                out.append(Finish(reason=STOP_REASONS.get(reason, "stop"), model=self._model))
             return out
         if kind == "error":
             err = payload.get("error") or {}

@@ -313,7 +313,10 @@ class GeminiDecoder(StreamDecoder):
                 self._tool_call = True
                 out.append(
                     ToolCallStart(
-                        index=index, id=call.get("id") or new_call_id(), name=call.get("name") or ""
+                        index=index,
+                        id=call.get("id") or new_call_id(),
+                        name=call.get("name") or "",
+                        structured=True,
                     )
                 )
                 out.append(ToolCallArgs(index=index, fragment=orjson.dumps(call.get("args") or {}).decode()))
