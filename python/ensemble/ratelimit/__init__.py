@@ -7,13 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
-from ensemble.errors import RateLimited
+from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
 
 
 def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+def slot_count(window_ms: int, wanted: int = 60) -> int:
+    """The native counters split the window into equal slots: the most slots (up to `wanted`)
+    that divide the window exactly, so any configured window works (1m → 60 slots of 1s)."""
+    return next(n for n in range(min(wanted, window_ms), 0, -1) if window_ms % n == 0)
 
 
 @dataclass(slots=True)
@@ -28,7 +34,8 @@ class Admission:
         self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
     ) -> None:
         self.clock = clock
-        self.limiter = RateLimiter(int(window_s * 1000), 60)
+        window_ms = max(int(window_s * 1000), 1)
+        self.limiter = RateLimiter(window_ms, slot_count(window_ms))
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
@@ -50,6 +57,15 @@ class Admission:
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
         scope = self.key_scope(key.key_id)
         self.configure_key(key)
+        _, tpm = self.limits_for(key)
+        if tpm and tokens > tpm:
+            # Waiting would never help: say what to change instead of answering 429 forever.
+            raise InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more than "
+                f"this API key's limit of {tpm} tokens per window; lower max_tokens or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
         at = self.clock()
         ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
         if not ok:
