@@ -644,12 +644,14 @@ def test_native_stream_and_generate_give_identical_responses(
 def test_mid_stream_errors_in_each_format(server: Ensemble, fake: FakeUpstream) -> None:
     """A provider error after the stream started ends it with an error in the client's own format."""
     fake.enqueue("ep-gemini", {"error_event_after_chunks": 3})
-    with pytest.raises(anthropic.APIStatusError) as e:
-        with claude(server).messages.stream(
+    with (
+        pytest.raises(anthropic.APIStatusError) as e,
+        claude(server).messages.stream(
             model="gemini-2.5-flash", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            for _ in stream:
-                pass
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
     assert "provider stream error" in str(e.value)
 
     fake.enqueue("ep-anthropic", {"error_event_after_chunks": 3})
