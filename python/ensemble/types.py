@@ -27,16 +27,25 @@ class MediaSource(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     url: str | None = None
 
 
-class TextContent(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+class TextContent(
+    msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     text: str
+    cache_control: dict[str, Any] | None = None  # Anthropic prompt-cache breakpoint; others ignore it
 
 
-class ImageContent(msgspec.Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
+class ImageContent(
+    msgspec.Struct, tag="image", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     source: MediaSource
+    cache_control: dict[str, Any] | None = None
 
 
-class DocumentContent(msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True):
+class DocumentContent(
+    msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     source: MediaSource
+    cache_control: dict[str, Any] | None = None
 
 
 class AudioContent(msgspec.Struct, tag="audio", tag_field="type", forbid_unknown_fields=True):
@@ -88,6 +97,7 @@ class ToolDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     description: str = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
+    cache_control: dict[str, Any] | None = None  # Anthropic prompt-cache breakpoint; others ignore it
 
 
 class ToolChoiceNamed(msgspec.Struct, forbid_unknown_fields=True):

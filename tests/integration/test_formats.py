@@ -694,3 +694,84 @@ def test_gemini_format_thinking_to_claude(server: Ensemble, fake: FakeUpstream) 
     sent = last_upstream_body(fake, "claude-sonnet-4-6")
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048} and sent["top_k"] == 5
     assert "safetySettings" not in sent and "thinkingConfig" not in sent
+
+
+def test_anthropic_cache_control_and_beta_passthrough(server: Ensemble, fake: FakeUpstream) -> None:
+    system = [{"type": "text", "text": "Long shared instructions.", "cache_control": {"type": "ephemeral"}}]
+    tool = {**WEATHER, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    for model in ("claude-sonnet-4-6", "gpt-4o"):
+        claude(server).messages.create(
+            model=model,
+            max_tokens=100,
+            system=system,  # type: ignore[arg-type]
+            tools=[tool],  # type: ignore[list-item]
+            tool_choice={"type": "none"},
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "Cache me", "cache_control": {"type": "ephemeral"}}],
+                }
+            ],
+            extra_headers={"anthropic-beta": "extended-cache-ttl-2025-04-11"},
+        )
+        record = fake.requests(MODELS[model][1])[-1]
+        if model == "claude-sonnet-4-6":
+            sent = record["body"]
+            assert sent["system"] == system
+            assert "tools" not in sent  # tool_choice none: Claude gets no tools at all
+            assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+            assert record["headers"]["anthropic-beta"] == "extended-cache-ttl-2025-04-11"
+        else:
+            assert "cache_control" not in orjson.dumps(record["body"]).decode()
+            assert "anthropic-beta" not in record["headers"]
+
+
+def test_openai_sdk_streams_claude_reasoning(server: Ensemble) -> None:
+    chunks = list(
+        gpt(server).chat.completions.create(
+            model="claude-sonnet-4-6",
+            max_tokens=2000,
+            messages=[{"role": "user", "content": "Think"}],
+            stream=True,
+            extra_body={"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        )
+    )
+    reasoning = "".join(
+        getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert reasoning.startswith("Let me think") and text.startswith(greeting("claude-sonnet-4-6"))
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4-6"])
+def test_google_genai_sdk(server: Ensemble, model: str) -> None:
+    from google import genai
+    from google.genai import types
+
+    c = genai.Client(
+        api_key=server.key,
+        http_options=types.HttpOptions(base_url=server.url, retry_options=types.HttpRetryOptions(attempts=1)),
+    )
+    try:
+        r = c.models.generate_content(model=model, contents="Hello from genai")
+        assert (r.text or "").startswith(greeting(model) + " Hello from genai")
+        assert r.usage_metadata is not None and r.usage_metadata.candidates_token_count == 8
+        streamed = "".join(
+            ch.text or "" for ch in c.models.generate_content_stream(model=model, contents="Hello from genai")
+        )
+        assert streamed == r.text
+        weather = types.FunctionDeclaration(
+            name="get_weather", parameters_json_schema=WEATHER["input_schema"]
+        )
+        r = c.models.generate_content(
+            model=model,
+            contents="Weather?",
+            config=types.GenerateContentConfig(
+                tools=[types.Tool(function_declarations=[weather])],
+                automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            ),
+        )
+        calls = r.function_calls or []
+        assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].args == {"city": "test"}
+    finally:
+        c.close()

@@ -90,18 +90,25 @@ def _source(raw: Any, where: str) -> MediaSource | str:
     )
 
 
+def _cache_control(raw: dict[str, Any], where: str) -> dict[str, Any] | None:
+    return convert(raw.get("cache_control"), dict[str, Any] | None, f"{where}.cache_control")  # type: ignore[arg-type]
+
+
 def _block(raw: dict[str, Any], where: str) -> ContentBlock:
     kind = raw.get("type")
+    cache = _cache_control(raw, where)
     if kind == "text":
-        return TextContent(text=convert(raw.get("text"), str, f"{where}.text"))
+        return TextContent(text=convert(raw.get("text"), str, f"{where}.text"), cache_control=cache)
     if kind == "image":
         src = _source(raw.get("source"), where)
         if isinstance(src, str):
             raise InvalidRequest(f"{where}.source.type: images cannot be text", param="messages")
-        return ImageContent(source=src)
+        return ImageContent(source=src, cache_control=cache)
     if kind == "document":
         src = _source(raw.get("source"), where)
-        return TextContent(text=src) if isinstance(src, str) else DocumentContent(source=src)
+        if isinstance(src, str):
+            return TextContent(text=src, cache_control=cache)
+        return DocumentContent(source=src, cache_control=cache)
     if kind == "thinking":
         return ThinkingContent(
             thinking=convert(raw.get("thinking"), str, f"{where}.thinking"),
@@ -190,7 +197,12 @@ def _system(raw: Any) -> list[Message]:
         for j, b in enumerate(raw):
             if not isinstance(b, dict) or b.get("type") != "text":
                 raise InvalidRequest(f"system[{j}]: expected a text block", param="system")
-            texts.append(TextContent(text=convert(b.get("text"), str, f"system[{j}].text")))
+            texts.append(
+                TextContent(
+                    text=convert(b.get("text"), str, f"system[{j}].text"),
+                    cache_control=_cache_control(b, f"system[{j}]"),
+                )
+            )
         return [Message(role="system", content=list[ContentBlock](texts))] if texts else []
     raise InvalidRequest("system: expected a string or a list of text blocks", param="system")
 
@@ -216,6 +228,7 @@ def _tools(raw: Any) -> list[ToolDefinition] | None:
                 name=convert(t.get("name"), str, f"tools[{i}].name"),
                 description=convert(t.get("description") or "", str, f"tools[{i}].description"),
                 parameters=convert(schema, dict[str, Any], f"tools[{i}].input_schema"),
+                cache_control=_cache_control(t, f"tools[{i}]"),
             )
         )
     return tools

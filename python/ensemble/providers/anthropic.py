@@ -86,13 +86,21 @@ def _source(src: Any, kind: str, i: int) -> dict[str, Any]:
     return {"type": "base64", "media_type": src.media_type, "data": src.data or ""}
 
 
+def _cached(out: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control is not None:
+        out["cache_control"] = cache_control
+    return out
+
+
 def content_to_wire(block: ContentBlock, i: int) -> dict[str, Any]:
     if isinstance(block, TextContent):
-        return {"type": "text", "text": block.text}
+        return _cached({"type": "text", "text": block.text}, block.cache_control)
     if isinstance(block, ImageContent):
-        return {"type": "image", "source": _source(block.source, "image", i)}
+        return _cached({"type": "image", "source": _source(block.source, "image", i)}, block.cache_control)
     if isinstance(block, DocumentContent):
-        return {"type": "document", "source": _source(block.source, "document", i)}
+        return _cached(
+            {"type": "document", "source": _source(block.source, "document", i)}, block.cache_control
+        )
     if isinstance(block, ThinkingContent):
         return {"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""}
     if isinstance(block, RedactedThinkingContent):
@@ -126,9 +134,11 @@ def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
 
     for i, m in enumerate(messages):
         if m.role == "system":
-            text = m.text()
-            if text:
-                system.append({"type": "text", "text": text})
+            if isinstance(m.content, str):
+                if m.content:
+                    system.append({"type": "text", "text": m.content})
+            else:  # blocks keep their cache_control breakpoints
+                system += [content_to_wire(b, i) for b in m.content if isinstance(b, TextContent)]
             continue
         if m.role == "tool":
             append("user", [_tool_result(m, i)])
@@ -168,12 +178,13 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
     if request.stop_sequences:
         body["stop_sequences"] = request.stop_sequences
     if request.tools and request.tool_choice != "none":
-        body["tools"] = [
-            {"name": t.name, "description": t.description, "input_schema": t.parameters}
-            if t.description
-            else {"name": t.name, "input_schema": t.parameters}
-            for t in request.tools
-        ]
+        tools = []
+        for t in request.tools:
+            tool: dict[str, Any] = {"name": t.name, "input_schema": t.parameters}
+            if t.description:
+                tool["description"] = t.description
+            tools.append(_cached(tool, t.cache_control))
+        body["tools"] = tools
     choice = request.tool_choice
     if request.tools and choice is not None and choice != "none":
         if isinstance(choice, ToolChoiceNamed):

@@ -42,6 +42,9 @@ async def messages(rt: Runtime, req: Request) -> None:
     key = rt.auth.authenticate(presented_key(req.headers))
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
+    beta = req.header("anthropic-beta")
+    if beta:  # beta features the client opted into go on to Claude (other adapters ignore the key)
+        request.provider_config = {**(request.provider_config or {}), "anthropic_beta": beta}
     if request.stream:
         stream = await open_stream(rt, req, key, request)
         await pump(rt, req, stream, AnthropicEvents(req.request_id, request.model))
@@ -95,6 +98,13 @@ async def stream_generate_content(rt: Runtime, req: Request) -> None:
 ROUTES = [
     Route("POST", "/v1/messages", messages, family="anthropic"),
     Route("POST", "/v1/messages/count_tokens", count_tokens, family="anthropic"),
-    Route("POST", "/v1beta/models/{model}:generateContent", generate_content, family="gemini"),
-    Route("POST", "/v1beta/models/{model}:streamGenerateContent", stream_generate_content, family="gemini"),
+    # Google serves the same methods under v1beta and v1; recent google-genai SDKs default to v1.
+    *(
+        Route("POST", f"/{version}/models/{{model}}:{verb}", handler, family="gemini")
+        for version in ("v1beta", "v1")
+        for verb, handler in (
+            ("generateContent", generate_content),
+            ("streamGenerateContent", stream_generate_content),
+        )
+    ),
 ]
