@@ -775,3 +775,118 @@ def test_google_genai_sdk(server: Ensemble, model: str) -> None:
         assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].args == {"city": "test"}
     finally:
         c.close()
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_images_are_mapped_per_provider(server: Ensemble, fake: FakeUpstream, model: str) -> None:
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+    ]
+    with server.client() as http:
+        r = http.post(
+            "/api/v1/generate", json={"model": model, "messages": [{"role": "user", "content": content}]}
+        )
+    assert r.status_code == 200, r.text
+    sent = last_upstream_body(fake, model)
+    if model == "gpt-4o":
+        assert sent["messages"][0]["content"][1] == {
+            "type": "image_url",
+            "image_url": {"url": f"data:image/png;base64,{PNG}"},
+        }
+    elif model == "claude-sonnet-4-6":
+        assert sent["messages"][0]["content"][1] == {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+        }
+    else:
+        assert sent["contents"][0]["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": PNG}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/messages", {"model": "gpt-4o", "messages": []}, "max_tokens"),
+        (
+            "/v1/messages",
+            {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+            "messages[0].role",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "gpt-4o",
+                "max_tokens": 5,
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_use", "id": "a", "name": "b", "input": {}}]}
+                ],
+            },
+            "messages[0].content[0]",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "gpt-4o",
+                "max_tokens": 5,
+                "tool_choice": {"type": "maybe"},
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            "tool_choice.type",
+        ),
+        (
+            "/v1/messages",
+            {"model": "gpt-4o", "max_tokens": "five", "messages": [{"role": "user", "content": "x"}]},
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            {"model": "gpt-4o", "max_tokens": 5, "bogus": 1, "messages": [{"role": "user", "content": "x"}]},
+            "bogus",
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "claude-sonnet-4-6",
+                "max_tokens": 5,
+                "top_k": -1,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            "top_k",
+        ),
+        (
+            "/v1beta/models/gpt-4o:generateContent",
+            {"contents": [{"role": "robot", "parts": [{"text": "x"}]}]},
+            "contents[0].role",
+        ),
+        (
+            "/v1beta/models/gpt-4o:generateContent",
+            {"contents": [{"parts": [{"video": 1}]}]},
+            "contents[0].parts[0]",
+        ),
+        (
+            "/v1beta/models/gpt-4o:generateContent",
+            {"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"temperature": 9}},
+            "temperature",
+        ),
+        (
+            "/v1beta/models/gpt-4o:generateContent",
+            {"contents": [{"parts": [{"text": "x"}]}], "tools": [{"googleSearch": {}}]},
+            "tools[0].googleSearch",
+        ),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(
+    server: Ensemble, path: str, body: dict[str, Any], field: str
+) -> None:
+    with server.client() as http:
+        r = http.post(path, json=body, headers={"x-goog-api-key": server.key})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert field in err["message"]
+    if path.startswith("/v1beta"):
+        assert err["status"] == "INVALID_ARGUMENT"
+    else:
+        assert r.json()["type"] == "error" and err["type"] == "invalid_request_error"
