@@ -718,7 +718,8 @@ def test_anthropic_cache_control_and_beta_passthrough(server: Ensemble, fake: Fa
         if model == "claude-sonnet-4-6":
             sent = record["body"]
             assert sent["system"] == system
-            assert "tools" not in sent  # tool_choice none: Claude gets no tools at all
+            assert sent["tools"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+            assert sent["tool_choice"] == {"type": "none"}
             assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
             assert record["headers"]["anthropic-beta"] == "extended-cache-ttl-2025-04-11"
         else:
@@ -890,3 +891,65 @@ def test_bad_input_is_a_400_naming_the_field(
         assert err["status"] == "INVALID_ARGUMENT"
     else:
         assert r.json()["type"] == "error" and err["type"] == "invalid_request_error"
+
+
+def test_reasoning_effort_and_parallel_tool_calls_translate(server: Ensemble, fake: FakeUpstream) -> None:
+    """OpenAI's reasoning_effort becomes a thinking budget for Claude and Gemini; Anthropic's
+    disable_parallel_tool_use is OpenAI's parallel_tool_calls=false and back."""
+    c = gpt(server)
+    c.chat.completions.create(
+        model="claude-sonnet-4-6",
+        max_tokens=3000,
+        reasoning_effort="low",
+        messages=[{"role": "user", "content": "hm"}],
+    )
+    assert last_upstream_body(fake, "claude-sonnet-4-6")["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": 2048,
+    }
+    r = c.chat.completions.create(
+        model="gemini-2.5-flash", reasoning_effort="medium", messages=[{"role": "user", "content": "hm"}]
+    )
+    assert last_upstream_body(fake, "gemini-2.5-flash")["generationConfig"]["thinkingConfig"] == {
+        "includeThoughts": True,
+        "thinkingBudget": 8192,
+    }
+    assert r.choices[0].message.reasoning_content.startswith("Let me think")  # type: ignore[attr-defined]
+
+    c.chat.completions.create(
+        model="claude-sonnet-4-6",
+        tools=[TOOL],  # type: ignore[list-item]
+        parallel_tool_calls=False,
+        messages=[{"role": "user", "content": "hm"}],
+    )
+    assert last_upstream_body(fake, "claude-sonnet-4-6")["tool_choice"] == {
+        "type": "auto",
+        "disable_parallel_tool_use": True,
+    }
+    claude(server).messages.create(
+        model="gpt-4o",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+        messages=[{"role": "user", "content": "hm"}],
+    )
+    sent = last_upstream_body(fake, "gpt-4o")
+    assert sent["parallel_tool_calls"] is False and sent["tool_choice"] == "auto"
+
+
+def test_native_stream_carries_redacted_thinking(server: Ensemble, fake: FakeUpstream) -> None:
+    fake.configure("ep-anthropic", redacted_thinking=True)
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "secret"}],
+        "provider_config": {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    }
+    with server.client() as http:
+        r = http.post("/api/v1/stream", json=body)
+    frames = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    redacted = [f for f in frames if f.get("type") == "redacted_thinking"]
+    assert len(redacted) == 1 and redacted[0]["index"] == 1 and redacted[0]["data"]
+    done = frames[-1]
+    assert [b["type"] for b in done["blocks"]] == ["thinking", "redacted_thinking", "text"]
+    assert done["blocks"][1]["data"] == redacted[0]["data"]

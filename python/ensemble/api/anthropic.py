@@ -263,6 +263,9 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     for i, m in enumerate(raw_messages):
         messages += _messages(m, i)
     extras = {k: data[k] for k in _EXTRAS if data.get(k) is not None}
+    choice = data.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True:
+        extras["parallel_tool_calls"] = False  # OpenAI's name; the Anthropic adapter maps it back
     return InferenceRequest(
         model=convert(data["model"], str, "model"),
         messages=messages,

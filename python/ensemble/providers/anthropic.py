@@ -20,10 +20,12 @@ from ensemble.assembly import parse_arguments
 from ensemble.config.schema import ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
+    MIN_THINKING_BUDGET,
     HttpProvider,
     StreamDecoder,
     Target,
     WireFormat,
+    reasoning_budget,
     retry_after_seconds,
     retryable_status,
 )
@@ -177,7 +179,7 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
         body["top_p"] = request.top_p
     if request.stop_sequences:
         body["stop_sequences"] = request.stop_sequences
-    if request.tools and request.tool_choice != "none":
+    if request.tools:
         tools = []
         for t in request.tools:
             tool: dict[str, Any] = {"name": t.name, "input_schema": t.parameters}
@@ -186,12 +188,18 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
             tools.append(_cached(tool, t.cache_control))
         body["tools"] = tools
     choice = request.tool_choice
-    if request.tools and choice is not None and choice != "none":
-        if isinstance(choice, ToolChoiceNamed):
-            body["tool_choice"] = {"type": "tool", "name": choice.name}
-        else:
-            body["tool_choice"] = {"type": "any" if choice == "required" else "auto"}
     extras = request.provider_config or {}
+    if request.tools:
+        tool_choice: dict[str, Any] = {"type": "auto"}
+        if isinstance(choice, ToolChoiceNamed):
+            tool_choice = {"type": "tool", "name": choice.name}
+        elif choice is not None:
+            tool_choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[choice]}
+        # OpenAI's parallel_tool_calls=false is Anthropic's disable_parallel_tool_use.
+        if extras.get("parallel_tool_calls") is False and tool_choice["type"] != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        if choice is not None or len(tool_choice) > 1:
+            body["tool_choice"] = tool_choice
     for key, value in extras.items():
         if key in PASSTHROUGH:
             body[key] = value
@@ -207,11 +215,9 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
     return body
 
 
-MIN_THINKING_BUDGET = 1024  # the Messages API refuses smaller budgets
-
-
 def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
-    """Gemini-format clients' `thinkingConfig` and `topK` in Anthropic's terms (unless given natively)."""
+    """Other formats' reasoning settings (Gemini `thinkingConfig`, OpenAI `reasoning_effort`) and
+    Gemini's `topK` in Anthropic's terms, unless given natively."""
     config = extras.get("thinkingConfig")
     if "thinking" not in body and isinstance(config, dict):
         budget = config.get("thinkingBudget")
@@ -222,6 +228,11 @@ def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
             # budget_tokens must stay below max_tokens; -1 (Gemini's "dynamic") takes the minimum.
             budget_tokens = max(MIN_THINKING_BUDGET, min(wanted, body["max_tokens"] - 1))
             body["thinking"] = {"type": "enabled", "budget_tokens": budget_tokens}
+    effort = extras.get("reasoning_effort")
+    if "thinking" not in body and isinstance(effort, str):
+        budget = reasoning_budget(effort, body["max_tokens"])
+        if budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     top_k = extras.get("topK")
     if "top_k" not in body and top_k is not None:
         body["top_k"] = top_k

@@ -28,6 +28,7 @@ from ensemble.providers.base import (
     StreamDecoder,
     Target,
     WireFormat,
+    reasoning_budget,
     retry_after_seconds,
     retryable_status,
 )
@@ -231,6 +232,12 @@ def request_to_wire(request: InferenceRequest) -> dict[str, Any]:
             body["toolConfig"] = {"functionCallingConfig": fcc}
     extras = request.provider_config or {}
     thinking = _thinking_config(extras.get("thinking"))
+    effort = extras.get("reasoning_effort")
+    if thinking is None and isinstance(effort, str):
+        budget = reasoning_budget(effort, request.max_tokens)
+        thinking = {"thinkingBudget": 0} if effort == "none" else None
+        if budget:
+            thinking = {"includeThoughts": True, "thinkingBudget": budget}
     if thinking is not None:
         gen["thinkingConfig"] = thinking
     for key, value in extras.items():
