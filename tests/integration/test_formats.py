@@ -953,3 +953,29 @@ def test_native_stream_carries_redacted_thinking(server: Ensemble, fake: FakeUps
     done = frames[-1]
     assert [b["type"] for b in done["blocks"]] == ["thinking", "redacted_thinking", "text"]
     assert done["blocks"][1]["data"] == redacted[0]["data"]
+
+
+def test_gemini_json_array_stream_and_count_tokens_model(server: Ensemble) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        whole = http.post(
+            "/v1beta/models/claude-sonnet-4-6:generateContent",
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("array please"),
+        ).json()
+        r = http.post(
+            "/v1/models/claude-sonnet-4-6:streamGenerateContent",  # no alt=sse: one streamed JSON array
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("array please"),
+        )
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        chunks = r.json()
+        assert isinstance(chunks, list) and len(chunks) > 1
+        text = "".join(p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"])
+        assert text == whole["candidates"][0]["content"]["parts"][0]["text"]
+        assert chunks[-1]["usageMetadata"] == whole["usageMetadata"]
+        r = http.post(
+            "/v1/messages/count_tokens",
+            headers={"x-api-key": server.key},
+            json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"

@@ -106,6 +106,8 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where}: expected an object", param="contents")
     role = raw.get("role") or "user"
+    if role == "function":  # older Gemini clients send function responses in a "function" turn
+        role = "user"
     if role not in ("user", "model"):
         raise InvalidRequest(f"{where}.role: must be user or model", param="contents")
     parts = raw.get("parts")

@@ -10,7 +10,7 @@ import orjson
 
 from ensemble.api import anthropic, gemini
 from ensemble.auth import presented_key
-from ensemble.errors import EnsembleError
+from ensemble.errors import EnsembleError, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import apply_session_header, open_stream, proxied_headers, pump, run_generate
 from ensemble.server.routes import Route
@@ -61,6 +61,8 @@ async def count_tokens(rt: Runtime, req: Request) -> None:
     key = rt.auth.authenticate(presented_key(req.headers))
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
     rt.auth.authorize_model(key, request.model)
+    if rt.gateway is not None and not rt.gateway.router.knows(request.model):
+        raise NotFound(f"model {request.model!r} is not served by this gateway", code="model_not_found")
     req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
 
 
