@@ -57,15 +57,27 @@ def apply_drop_rules(request: InferenceRequest, rules: ParameterValidationConfig
     for pattern, conditions in rules.conditional_rules.items():
         if fnmatch.fnmatchcase(model, pattern):
             for cond in conditions:
-                if getattr(request, cond.if_parameter, None) is not None:
+                if _present(request, cond.if_parameter):
                     dropped += [p for p in cond.drop_parameters if _drop(request, p)]
     if dropped:
         log.info("dropped parameters %s for model %s (parameter_validation rules)", dropped, model)
     return dropped
 
 
+def _present(request: InferenceRequest, param: str) -> bool:
+    if param in _DROPPABLE:
+        return getattr(request, param, None) is not None
+    # Provider-specific parameters (thinking, top_k, reasoning_effort, …) live in provider_config.
+    return param in (request.provider_config or {})
+
+
 def _drop(request: InferenceRequest, param: str) -> bool:
-    if param in _DROPPABLE and getattr(request, param, None) is not None:
+    if param in _DROPPABLE:
+        if getattr(request, param, None) is None:
+            return False
         setattr(request, param, None)
+        return True
+    if request.provider_config and param in request.provider_config:
+        del request.provider_config[param]
         return True
     return False

@@ -37,6 +37,16 @@ WEATHER = {
 }
 
 
+# Claude refuses temperature and top_k together with extended thinking; gpt-4o is told to drop logit_bias.
+RULES = {
+    "enable": True,
+    "model_drop_rules": {"gpt-4o": ["logit_bias"]},
+    "conditional_rules": {
+        "claude*": [{"if_parameter": "thinking", "drop_parameters": ["temperature", "top_k"]}]
+    },
+}
+
+
 def _provider(fake: FakeUpstream, model: str) -> dict[str, Any]:
     kind, endpoint, _ = MODELS[model]
     return {
@@ -57,7 +67,11 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
-    ens = Ensemble(Path(tmp_path_factory.mktemp("formats")), providers=[_provider(fake, m) for m in MODELS])
+    ens = Ensemble(
+        Path(tmp_path_factory.mktemp("formats")),
+        providers=[_provider(fake, m) for m in MODELS],
+        config={"parameter_validation": RULES},
+    )
     yield ens
     ens.stop()
 
@@ -979,3 +993,29 @@ def test_gemini_json_array_stream_and_count_tokens_model(server: Ensemble) -> No
             json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]},
         )
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_drop_rules_reach_provider_specific_parameters(server: Ensemble, fake: FakeUpstream) -> None:
+    claude(server).messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=2000,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"temperature": 0.5, "top_k": 5},  # this SDK version types both out of create()
+    )
+    sent = last_upstream_body(fake, "claude-sonnet-4-6")
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert "temperature" not in sent and "top_k" not in sent
+    claude(server).messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={"temperature": 0.5, "top_k": 5},
+    )
+    sent = last_upstream_body(fake, "claude-sonnet-4-6")  # no thinking: nothing dropped
+    assert sent["temperature"] == 0.5 and sent["top_k"] == 5
+    gpt(server).chat.completions.create(
+        model="gpt-4o", logit_bias={"50256": -100}, seed=7, messages=[{"role": "user", "content": "x"}]
+    )
+    sent = last_upstream_body(fake, "gpt-4o")
+    assert "logit_bias" not in sent and sent["seed"] == 7
