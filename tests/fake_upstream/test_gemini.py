@@ -10,7 +10,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 PROMPT = "Hello Gemini, how is the weather today?"
 WEATHER = types.FunctionDeclaration(
@@ -24,11 +24,13 @@ WEATHER = types.FunctionDeclaration(
 
 
 def client(fake: Fake, prefix: str = "/ep-g", key: str = "g-key") -> genai.Client:
-    return genai.Client(
-        api_key=key,
-        http_options=types.HttpOptions(
-            base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1)
-        ),
+    return track(
+        genai.Client(
+            api_key=key,
+            http_options=types.HttpOptions(
+                base_url=f"{fake.url}{prefix}", retry_options=types.HttpRetryOptions(attempts=1)
+            ),
+        )
     )
 
 
@@ -132,14 +134,14 @@ def test_raw_framing(fake: Fake) -> None:
     items = json.loads(arr.content)
     assert len(items) == 3 and items[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
     assert items[-1]["usageMetadata"]["candidatesTokenCount"] == 3
-    fake.config(framing="lf", split_bytes=4)
+    fake.config(framing="lf", split_bytes=16)
     lf = httpx.post(url, params={"alt": "sse"}, json=body).content
 
     def no_ids(b: bytes) -> bytes:
         return re.sub(rb'"responseId":"\w+"', b"", b)
 
     assert no_ids(lf) == no_ids(sse.content.replace(b"\r\n", b"\n"))
-    fake.config(framing="mixed", split_bytes=3)
+    fake.config(framing="mixed", split_bytes=3, chunks=4)
     c = client(fake, prefix="")  # keep a reference: a collected client closes its HTTP pool
     text = "".join(
         ch.text or "" for ch in c.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")

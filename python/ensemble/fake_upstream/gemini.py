@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
 
 MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash")
@@ -80,22 +80,24 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         chars += len(_parts_text(parts))
         if content.get("role", "user") == "user":
             own = "".join(
-                p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str)
+                p["text"]
+                for p in (parts if isinstance(parts, list) else ())
+                if isinstance(p, dict) and isinstance(p.get("text"), str)
             )
             if own:
                 conv.last_user_text = own
     last = contents[-1]
     conv.prompt_chars = chars
     conv.last_is_user = last.get("role", "user") == "user"
-    conv.last_is_tool_result = any(
-        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p)
-        for p in last.get("parts") or ()
+    last_parts = last.get("parts")
+    conv.last_is_tool_result = isinstance(last_parts, list) and any(
+        isinstance(p, dict) and ("functionResponse" in p or "function_response" in p) for p in last_parts
     )
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         decls = (
             _get(tool, "functionDeclarations", "function_declarations") if isinstance(tool, dict) else None
         )
-        for decl in decls or ():
+        for decl in as_list(decls):
             if isinstance(decl, dict) and isinstance(decl.get("name"), str):
                 schema = decl.get("parameters") or _get(
                     decl, "parametersJsonSchema", "parameters_json_schema"
@@ -271,10 +273,17 @@ class GeminiProvider:
         if action == "generate":
             body = orjson.dumps(response_json(model, plan, ID_MARK))
             return Reply(200, body, [JSON_CT], tokens=tokens, id_prefix="", cacheable=True)
-        chunks = stream_chunks(model, plan, new_id(""))
+        chunks = stream_chunks(model, plan, ID_MARK)
         if "alt=sse" in ctx.query:
             events: list[Event] = [(b"data: " + orjson.dumps(c),) for c in chunks]
-            return StreamReply([("content-type", "text/event-stream")], events, _ERROR_EVENT, tokens=tokens)
+            return StreamReply(
+                [("content-type", "text/event-stream")],
+                events,
+                _ERROR_EVENT,
+                tokens=tokens,
+                id_prefix="",
+                cacheable=True,
+            )
         raw: list[Event] = [((b"[" if i == 0 else b",\r\n") + orjson.dumps(c),) for i, c in enumerate(chunks)]
         return StreamReply(
             [("content-type", "application/json; charset=UTF-8")],
@@ -283,6 +292,8 @@ class GeminiProvider:
             sse=False,
             tokens=tokens,
             trailer=b"]",
+            id_prefix="",
+            cacheable=True,
         )
 
 
