@@ -700,11 +700,21 @@ def test_gemini_format_thinking_to_claude(server: Ensemble, fake: FakeUpstream) 
         )
     assert r.status_code == 200, r.text
     parts = r.json()["candidates"][0]["content"]["parts"]
-    assert (
-        parts[0]["thought"] is True
-        and parts[0]["thoughtSignature"]
-        and parts[1]["text"].startswith(greeting("claude-sonnet-4-6"))
-    )
+    assert parts[0]["thought"] is True and parts[1]["text"].startswith(greeting("claude-sonnet-4-6"))
+    assert parts[1]["thoughtSignature"]  # as Gemini does: the signature rides on the part after the thoughts
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post(
+            "/v1beta/models/claude-sonnet-4-6:streamGenerateContent?alt=sse",
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("Ponder", generationConfig=gen),
+        )
+    chunks = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    s_parts = [p for c in chunks for p in c["candidates"][0]["content"]["parts"]]
+    assert "".join(p["text"] for p in s_parts if p.get("thought")) == parts[0]["text"]
+    assert [p["thoughtSignature"] for p in s_parts if "thoughtSignature" in p] == [
+        parts[1]["thoughtSignature"]
+    ]
+    assert "".join(p["text"] for p in s_parts if not p.get("thought")) == parts[1]["text"]
     sent = last_upstream_body(fake, "claude-sonnet-4-6")
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048} and sent["top_k"] == 5
     assert "safetySettings" not in sent and "thinkingConfig" not in sent
@@ -1019,3 +1029,52 @@ def test_drop_rules_reach_provider_specific_parameters(server: Ensemble, fake: F
     )
     sent = last_upstream_body(fake, "gpt-4o")
     assert "logit_bias" not in sent and sent["seed"] == 7
+
+
+def test_gemini_thought_signature_round_trip(server: Ensemble, fake: FakeUpstream) -> None:
+    """A thoughtSignature on a Gemini-format client's functionCall part reaches a Gemini upstream on
+    the same call; from an Anthropic-format client it travels as the thinking block's signature."""
+    follow = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather?"}]},
+            {
+                "role": "model",
+                "parts": [
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                        "thoughtSignature": "c2lnLTE=",
+                    }
+                ],
+            },
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"t": 3}}}]},
+        ]
+    }
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            headers={"x-goog-api-key": server.key},
+            json=follow,
+        )
+    assert r.status_code == 200, r.text
+    sent = last_upstream_body(fake, "gemini-2.5-flash")
+    assert sent["contents"][1]["parts"] == [
+        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnLTE="}
+    ]
+    claude(server).messages.create(
+        model="gemini-2.5-flash",
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "", "signature": "c2lnLTI="},
+                    {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}},
+                ],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "3C"}]},
+        ],
+    )
+    sent = last_upstream_body(fake, "gemini-2.5-flash")
+    assert sent["contents"][1]["parts"][0]["thoughtSignature"] == "c2lnLTI="

@@ -33,6 +33,7 @@ from ensemble.types import (
     TextContent,
     TextDelta,
     ThinkingBlock,
+    ThinkingContent,
     ThinkingDelta,
     ToolCall,
     ToolCallArgs,
@@ -143,6 +144,9 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
                 raise InvalidRequest(f"{at}.functionCall: belongs to model turns", param="contents")
             name = convert(call.get("name"), str, f"{at}.functionCall.name")
             args = convert(call.get("args") or {}, dict[str, Any], f"{at}.functionCall.args")
+            signature = _get(p, "thoughtSignature")
+            if isinstance(signature, str) and signature:  # kept for the next call to a Gemini model
+                blocks.append(ThinkingContent(thinking="", signature=signature))
             tool_calls.append(ToolCall(id=calls.new(name, call.get("id")), name=name, arguments=args))
         elif isinstance(response, dict):
             name = convert(response.get("name"), str, f"{at}.functionResponse.name")
@@ -296,16 +300,25 @@ def _call_part(call_id: str, name: str, args: Any) -> dict[str, Any]:
 
 def render_response(r: InferenceResponse) -> bytes:
     parts: list[dict[str, Any]] = []
+    signature = None  # a thinking signature moves to the part after the thoughts, as Gemini sends it
     for b in r.blocks:
+        part: dict[str, Any] | None = None
         if isinstance(b, ThinkingBlock):
-            part: dict[str, Any] = {"text": b.thinking, "thought": True}
-            if b.signature:
-                part["thoughtSignature"] = b.signature
-            parts.append(part)
-        elif isinstance(b, TextBlock):
-            parts.append({"text": b.text})
+            if b.thinking:
+                parts.append({"text": b.thinking, "thought": True})
+            signature = b.signature or signature
+            continue
+        if isinstance(b, TextBlock):
+            part = {"text": b.text}
         elif isinstance(b, ToolCallBlock):
-            parts.append(_call_part(b.tool_call.id, b.tool_call.name, b.tool_call.arguments))
+            part = _call_part(b.tool_call.id, b.tool_call.name, b.tool_call.arguments)
+        if part is not None:
+            if signature:
+                part["thoughtSignature"] = signature
+                signature = None
+            parts.append(part)
+    if signature:
+        parts.append({"text": "", "thoughtSignature": signature})
     body = {
         "candidates": [
             {
@@ -333,6 +346,7 @@ class ChunkStream:
         self._first = True
         self._call: tuple[str, str, list[str]] | None = None  # id, name, fragments
         self._call_index = -1
+        self._signature = ""  # a thinking signature waiting for the next answer part
 
     def _frame(self, parts: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
@@ -362,7 +376,13 @@ class ChunkStream:
             args = orjson.loads(raw) if raw.strip() else {}
         except orjson.JSONDecodeError:
             args = {}
-        return [_call_part(call_id, name, args if isinstance(args, dict) else {})]
+        return [self._signed(_call_part(call_id, name, args if isinstance(args, dict) else {}))]
+
+    def _signed(self, part: dict[str, Any]) -> dict[str, Any]:
+        if self._signature:
+            part["thoughtSignature"] = self._signature
+            self._signature = ""
+        return part
 
     def start(self) -> bytes:
         return b""
@@ -379,16 +399,15 @@ class ChunkStream:
             self._call = (delta.id, delta.name, [])
             self._call_index = delta.index
         elif isinstance(delta, TextDelta) and delta.text:
-            parts.append({"text": delta.text})
-        elif isinstance(delta, ThinkingDelta) and (delta.thinking or delta.signature):
-            part: dict[str, Any] = {"text": delta.thinking, "thought": True}
-            if delta.signature:
-                part["thoughtSignature"] = delta.signature
-            parts.append(part)
+            parts.append(self._signed({"text": delta.text}))
+        elif isinstance(delta, ThinkingDelta):
+            self._signature += delta.signature
+            if delta.thinking:
+                parts.append({"text": delta.thinking, "thought": True})
         return self._frame(parts) if parts else None
 
     def finish(self, response: InferenceResponse) -> bytes:
-        parts = self._flush_call() or [{"text": ""}]
+        parts = self._flush_call() or [self._signed({"text": ""})]
         out = self._frame(
             parts,
             {

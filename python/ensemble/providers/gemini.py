@@ -117,7 +117,7 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
     if isinstance(block, ImageContent | DocumentContent | AudioContent):
         return _media(block, i)
     if isinstance(block, ThinkingContent):
-        # Gemini's thought signatures travel on parts; thoughts themselves are not sent back.
+        # Thoughts are not sent back to Gemini; their signature goes on the function call (above).
         return None
     if isinstance(block, RedactedThinkingContent):
         return None  # another provider's encrypted reasoning means nothing to Gemini
@@ -165,6 +165,16 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         else:
             parts = [p for p in (_part(b, i) for b in m.content) if p is not None]
         if m.role == "assistant":
+            signature = None
+            if not isinstance(m.content, str):
+                signature = next(
+                    (
+                        b.signature
+                        for b in reversed(m.content)
+                        if isinstance(b, ThinkingContent) and b.signature
+                    ),
+                    None,
+                )
             for c in m.tool_calls or ():
                 names[c.id] = c.name
                 args = c.arguments
@@ -176,7 +186,11 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                             f"messages[{i}].tool_calls: arguments of {c.name!r} are not valid JSON",
                             param="messages",
                         ) from None
-                parts.append({"functionCall": {"name": c.name, "args": args}})
+                call_part: dict[str, Any] = {"functionCall": {"name": c.name, "args": args}}
+                if signature:  # the thinking signature goes back on the first function call
+                    call_part["thoughtSignature"] = signature
+                    signature = None
+                parts.append(call_part)
             if not parts:
                 continue
             append("model", parts)
@@ -314,6 +328,12 @@ class GeminiDecoder(StreamDecoder):
         for part in (candidate.get("content") or {}).get("parts") or ():
             if "functionCall" in part:
                 call = part["functionCall"] or {}
+                if part.get("thoughtSignature"):
+                    # The signature of the model's thinking rides on its first function call; it
+                    # must come back with that call next turn, so it joins the thinking block.
+                    out.append(
+                        ThinkingDelta(index=self._index("thinking"), signature=part["thoughtSignature"])
+                    )
                 index = self._next
                 self._next += 1
                 self._current = None
@@ -384,6 +404,11 @@ class GeminiWire(WireFormat):
                 call = part["functionCall"] or {}
                 args = call.get("args") or {}
                 has_call = True
+                if part.get("thoughtSignature"):  # see GeminiDecoder
+                    if isinstance(last, ThinkingBlock):
+                        last.signature = (last.signature or "") + part["thoughtSignature"]
+                    else:
+                        blocks.append(ThinkingBlock(thinking="", signature=part["thoughtSignature"]))
                 blocks.append(
                     ToolCallBlock(
                         tool_call=ToolCallOut(
