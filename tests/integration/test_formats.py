@@ -58,6 +58,26 @@ def _provider(fake: FakeUpstream, model: str) -> dict[str, Any]:
     }
 
 
+def _openai_compatible(fake: FakeUpstream) -> list[dict[str, Any]]:
+    """xAI and OpenRouter speak OpenAI's format (the fake's OpenAI side answers for them)."""
+    return [
+        {
+            "name": "xai",
+            "type": "xai",
+            "base_url": fake.endpoint_url("ep-xai"),
+            "endpoints": [{"id": "xai-primary", "api_key": UPSTREAM_KEY}],
+            "models": [{"name": "grok-3-mini", "pricing": PRICING}],
+        },
+        {
+            "name": "openrouter",
+            "type": "openrouter",
+            "base_url": fake.endpoint_url("ep-openrouter"),
+            "endpoints": [{"id": "openrouter-primary", "api_key": UPSTREAM_KEY}],
+            "models": [{"name": "or-claude", "upstream": "anthropic/claude-sonnet-4.5", "pricing": PRICING}],
+        },
+    ]
+
+
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeUpstream]:
     upstream = FakeUpstream()
@@ -69,7 +89,7 @@ def fake() -> Iterator[FakeUpstream]:
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
     ens = Ensemble(
         Path(tmp_path_factory.mktemp("formats")),
-        providers=[_provider(fake, m) for m in MODELS],
+        providers=[_provider(fake, m) for m in MODELS] + _openai_compatible(fake),
         config={"parameter_validation": RULES},
     )
     yield ens
@@ -1078,3 +1098,37 @@ def test_gemini_thought_signature_round_trip(server: Ensemble, fake: FakeUpstrea
     )
     sent = last_upstream_body(fake, "gemini-2.5-flash")
     assert sent["contents"][1]["parts"][0]["thoughtSignature"] == "c2lnLTI="
+
+
+def test_xai_and_openrouter(server: Ensemble, fake: FakeUpstream) -> None:
+    for endpoint in ("ep-xai", "ep-openrouter"):
+        fake.configure(endpoint, chunks=8, require_api_key=UPSTREAM_KEY, reasoning_tokens=5, cached_tokens=3)
+    msg = claude(server).messages.create(
+        model="grok-3-mini",
+        max_tokens=50,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "hi grok"}],
+    )
+    assert msg.content[0].type == "text" and msg.usage.output_tokens == 8 + 5
+    sent = last_upstream_body_at(fake, "ep-xai")
+    assert sent["max_tokens"] == 50 and "max_completion_tokens" not in sent and "thinking" not in sent
+    with server.client() as http:
+        r = http.post(
+            "/api/v1/generate", json={"model": "or-claude", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["provider"] == "openrouter" and d["cached_prompt_tokens"] == 3 and d["reasoning_tokens"] == 5
+    record = fake.requests("ep-openrouter")[-1]
+    assert record["body"]["model"] == "anthropic/claude-sonnet-4.5"  # the provider-prefixed id upstream
+    assert record["headers"]["x-title"] == "Ensemble"
+    # No usage.cost from this upstream: the price list prices it, exactly.
+    expected = (
+        (d["input_tokens"] - 3) * Decimal("3.0") + 3 * Decimal("0.3") + 13 * Decimal("15.0")
+    ) / 1_000_000
+    assert Decimal(d["cost"]) == expected
+
+
+def last_upstream_body_at(fake: FakeUpstream, endpoint: str) -> dict[str, Any]:
+    body: dict[str, Any] = fake.requests(endpoint)[-1]["body"]
+    return body
