@@ -84,6 +84,7 @@ class Message(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool | None = None  # tool messages: the tool failed (Anthropic's tool_result.is_error)
 
     def text(self) -> str:
         """All text of this message joined (images and other media are skipped)."""

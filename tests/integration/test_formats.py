@@ -1132,3 +1132,45 @@ def test_xai_and_openrouter(server: Ensemble, fake: FakeUpstream) -> None:
 def last_upstream_body_at(fake: FakeUpstream, endpoint: str) -> dict[str, Any]:
     body: dict[str, Any] = fake.requests(endpoint)[-1]["body"]
     return body
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_tool_error_results(server: Ensemble, fake: FakeUpstream, model: str) -> None:
+    claude(server).messages.create(
+        model=model,
+        max_tokens=100,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "call_9", "name": "get_weather", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "call_9",
+                        "content": "no such city",
+                        "is_error": True,
+                    }
+                ],
+            },
+        ],
+    )
+    sent = last_upstream_body(fake, model)
+    if model == "gpt-4o":
+        assert sent["messages"][2] == {
+            "role": "tool",
+            "tool_call_id": "call_9",
+            "content": "Error: no such city",
+        }
+    elif model == "claude-sonnet-4-6":
+        assert sent["messages"][2]["content"] == [
+            {"type": "tool_result", "tool_use_id": "call_9", "is_error": True, "content": "no such city"}
+        ]
+    else:
+        assert sent["contents"][2]["parts"] == [
+            {"functionResponse": {"name": "get_weather", "response": {"error": "no such city"}}}
+        ]

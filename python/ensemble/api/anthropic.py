@@ -134,14 +134,11 @@ def _tool_result(raw: dict[str, Any], where: str) -> Message:
             blocks.append(_block(b, f"{where}.content[{j}]"))
     else:
         raise InvalidRequest(f"{where}.content: expected a string or a list of blocks", param="messages")
-    if raw.get("is_error") is True:
-        # The canonical tool message has no error flag; say it in the text so no model misses it.
-        prefix = TextContent(text="Error: ")
-        blocks = "Error: " + blocks if isinstance(blocks, str) else [prefix, *blocks]
     return Message(
         role="tool",
         content=blocks,
         tool_call_id=convert(raw.get("tool_use_id"), str, f"{where}.tool_use_id"),
+        is_error=convert(raw.get("is_error"), bool | None, f"{where}.is_error"),  # type: ignore[arg-type]
     )
 
 

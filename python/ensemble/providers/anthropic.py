@@ -116,6 +116,8 @@ def content_to_wire(block: ContentBlock, i: int) -> dict[str, Any]:
 
 def _tool_result(m: Message, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+    if m.is_error:
+        out["is_error"] = True
     if isinstance(m.content, str):
         out["content"] = m.content
     else:

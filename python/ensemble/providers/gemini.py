@@ -126,6 +126,8 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
 
 def _tool_response(m: Message) -> dict[str, Any]:
     text = m.text()
+    if m.is_error:  # Gemini's convention: an "error" key instead of "output"/"result"
+        return {"error": text}
     try:
         value = orjson.loads(text) if text else {}
     except orjson.JSONDecodeError:

@@ -112,7 +112,8 @@ def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role}
     if m.role == "tool":
         out["tool_call_id"] = m.tool_call_id or ""
-        out["content"] = m.text()
+        # No error flag in this format: say it in the text so the model does not miss it.
+        out["content"] = ("Error: " if m.is_error else "") + m.text()
         return out
     if isinstance(m.content, str):
         out["content"] = m.content
