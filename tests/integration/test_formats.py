@@ -1174,3 +1174,27 @@ def test_tool_error_results(server: Ensemble, fake: FakeUpstream, model: str) ->
         assert sent["contents"][2]["parts"] == [
             {"functionResponse": {"name": "get_weather", "response": {"error": "no such city"}}}
         ]
+
+
+def test_foreign_parameters_do_not_reach_openai(server: Ensemble, fake: FakeUpstream) -> None:
+    """Gemini-format settings (camelCase) and Anthropic-only ones never reach an OpenAI-type API."""
+    gen = {"topK": 3, "seed": 11, "responseMimeType": "text/plain"}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        r = http.post(
+            "/v1beta/models/gpt-4o:generateContent",
+            headers={"x-goog-api-key": server.key},
+            json=gemini_body("x", generationConfig=gen, safetySettings=[]),
+        )
+    assert r.status_code == 200, r.text
+    sent = last_upstream_body(fake, "gpt-4o")
+    assert not [k for k in sent if any(c.isupper() for c in k)]
+    claude(server).messages.create(
+        model="gpt-4o",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "x"}],
+        metadata={"user_id": "u-1"},
+        extra_body={"top_k": 4},
+        output_config={"effort": "low"},  # type: ignore[typeddict-item]
+    )
+    sent = last_upstream_body(fake, "gpt-4o")
+    assert "top_k" not in sent and "output_config" not in sent and sent["metadata"] == {"user_id": "u-1"}

@@ -54,7 +54,22 @@ STOP_OUT: dict[FinishReason, str] = {
 }
 
 # Carried to the provider in provider_config (the Anthropic adapter forwards them).
-_EXTRAS = ("thinking", "top_k", "metadata", "service_tier", "container", "mcp_servers", "context_management")
+_EXTRAS = (
+    "thinking",
+    "top_k",
+    "metadata",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+    "cache_control",
+    "output_config",
+    "inference_geo",
+    "speed",
+    "diagnostics",
+    "user_profile_id",
+    "workspace_id",
+)
 _KNOWN = {
     "model",
     "messages",

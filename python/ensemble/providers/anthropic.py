@@ -64,7 +64,22 @@ DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; used when the client s
 
 # provider_config keys forwarded to the Messages API; anything else (another format's extras) is ignored.
 PASSTHROUGH = frozenset(
-    {"thinking", "metadata", "top_k", "service_tier", "container", "mcp_servers", "context_management"}
+    {
+        "thinking",
+        "metadata",
+        "top_k",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "output_config",
+        "inference_geo",
+        "speed",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
+    }
 )
 
 STOP_REASONS: dict[str, FinishReason] = {

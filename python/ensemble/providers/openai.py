@@ -58,6 +58,7 @@ FINISH_REASONS: dict[str, FinishReason] = {
 
 # provider_config keys that belong to other providers' APIs (they arrive from Anthropic- or
 # Gemini-format clients); an OpenAI-compatible API would refuse them, so they are not forwarded.
+# Gemini's keys are camelCase, which no OpenAI parameter is, so `_foreign` catches all of them.
 FOREIGN_KEYS = frozenset(
     {
         "thinking",
@@ -65,14 +66,20 @@ FOREIGN_KEYS = frozenset(
         "container",
         "mcp_servers",
         "context_management",
-        "thinkingConfig",
-        "safetySettings",
-        "generationConfig",
-        "cachedContent",
-        "toolConfig",
+        "cache_control",
+        "output_config",
+        "inference_geo",
+        "speed",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
         "labels",
     }
 )
+
+
+def _foreign(key: str, skip: frozenset[str]) -> bool:
+    return key in skip or any(c.isupper() for c in key)
 
 
 def _data_url(media_type: str | None, data: str | None) -> str:
@@ -150,7 +157,12 @@ def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
 
 
 def request_to_wire(
-    request: InferenceRequest, model_id: str, *, stream: bool, max_tokens_field: str
+    request: InferenceRequest,
+    model_id: str,
+    *,
+    stream: bool,
+    max_tokens_field: str,
+    skip: frozenset[str] = FOREIGN_KEYS,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model_id,
@@ -186,7 +198,7 @@ def request_to_wire(
         body["stream_options"] = {"include_usage": True}
     if request.provider_config:
         for key, value in request.provider_config.items():
-            if key not in FOREIGN_KEYS:
+            if not _foreign(key, skip):
                 body.setdefault(key, value)
     return body
 
@@ -301,6 +313,8 @@ class OpenAIWire(WireFormat):
         self.max_tokens_field = "max_completion_tokens" if provider_type == "openai" else "max_tokens"
         self.extra_headers: dict[str, str] = {}
         self.report_cost = provider_type == "openrouter"
+        # OpenRouter takes top_k (and passes it on); OpenAI and xAI refuse it.
+        self.skip = FOREIGN_KEYS if provider_type == "openrouter" else FOREIGN_KEYS | {"top_k"}
         if provider_type == "openrouter":
             self.extra_headers = {"X-Title": "Ensemble"}
 
@@ -308,7 +322,11 @@ class OpenAIWire(WireFormat):
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         body = request_to_wire(
-            request, target.model.upstream_id, stream=stream, max_tokens_field=self.max_tokens_field
+            request,
+            target.model.upstream_id,
+            stream=stream,
+            max_tokens_field=self.max_tokens_field,
+            skip=self.skip,
         )
         headers = {
             "Authorization": f"Bearer {target.endpoint.api_key}",
