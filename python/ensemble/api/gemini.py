@@ -11,6 +11,7 @@ accepted, as Google's own API does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -54,6 +55,7 @@ FINISH_OUT: dict[FinishReason, str] = {
 _TOP_LEVEL_EXTRAS = ("safetySettings", "cachedContent", "labels")
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
