@@ -8,6 +8,7 @@ raw HTTP for Gemini's format.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -699,11 +700,13 @@ def test_mid_stream_errors_in_each_format(server: Ensemble, fake: FakeUpstream) 
     assert last["error"]["code"] == 502 and "Overloaded" in last["error"]["message"]
 
     # A 529 before anything was streamed is retryable: with no other endpoint it becomes a 429.
-    fake.enqueue("ep-anthropic", {"status": 529})
+    # (A short retry-after keeps the endpoint's cool-down from spilling into the next tests.)
+    fake.enqueue("ep-anthropic", {"status": 529, "retry_after": 0.05})
     with pytest.raises(anthropic.RateLimitError):
         claude(server).messages.create(
             model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         )
+    time.sleep(0.1)
 
 
 def test_gemini_format_thinking_to_claude(server: Ensemble, fake: FakeUpstream) -> None:
