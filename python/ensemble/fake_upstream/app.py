@@ -65,7 +65,9 @@ def resolve(method: str, path: str) -> Route:
     rest = [s for s in segs[idx + 1 :]]
     version = segs[idx]
 
-    def r(provider: Provider | None, action: str, arg: str = "", want: str = "POST", cache: bool = False) -> Route:
+    def r(
+        provider: Provider | None, action: str, arg: str = "", want: str = "POST", cache: bool = False
+    ) -> Route:
         if method != want:
             action = "not_found"
         return Route(endpoint, provider, action, arg, prefix, cache and action != "not_found")
@@ -232,8 +234,16 @@ class FakeUpstream:
             provider = ANTHROPIC if "anthropic-version" in scope.headers else OPENAI
         rec: RequestRecord | None = None
         if cfg.record:
-            rec = RequestRecord(state.next_seq(), method, path, scope.query_string, route.endpoint,
-                                scope.headers.items(), body, now)
+            rec = RequestRecord(
+                state.next_seq(),
+                method,
+                path,
+                scope.query_string,
+                route.endpoint,
+                scope.headers.items(),
+                body,
+                now,
+            )
             ep.records.append(rec)
         ep.count_request(now)
         beh = ep.queue.popleft() if ep.queue else None
@@ -273,9 +283,18 @@ class FakeUpstream:
             if rec is not None and rec.finished_at is None:
                 rec.finished_at = time.time()
 
-    async def _respond(self, scope: Any, proto: Any, route: Route, provider: Provider, ctx: Ctx,
-                       beh: Behavior | None, rec: RequestRecord | None, watch: _Watch | None,
-                       now: float) -> None:
+    async def _respond(
+        self,
+        scope: Any,
+        proto: Any,
+        route: Route,
+        provider: Provider,
+        ctx: Ctx,
+        beh: Behavior | None,
+        rec: RequestRecord | None,
+        watch: _Watch | None,
+        now: float,
+    ) -> None:
         cfg = ctx.config
         ep = ctx.endpoint
         stall = beh.stall_before_first_byte_ms if beh is not None else 0.0
@@ -306,17 +325,29 @@ class FakeUpstream:
             size = -(-len(body) // n)
             pieces: list[Event] = [(body[i : i + size],) for i in range(0, len(body), size)]
             stream = StreamReply(reply.headers, pieces, (_MALFORMED_RAW,), sse=False)
-            await self._send_stream(scope, proto, provider, ep.name, stream, reply.status, cfg, beh, rec,
-                                    now, watch)
+            await self._send_stream(
+                scope, proto, provider, ep.name, stream, reply.status, cfg, beh, rec, now, watch
+            )
             return
         headers = reply.headers + provider.ratelimit_headers(ep, now, reply.status)
         proto.response_bytes(reply.status, headers, reply.render())
         if rec is not None:
             rec.status = reply.status
 
-    async def _send_stream(self, scope: Any, proto: Any, provider: Provider, endpoint: str,
-                           reply: StreamReply, status: int, cfg: EndpointConfig, beh: Behavior | None,
-                           rec: RequestRecord | None, now: float, watch: _Watch | None = None) -> None:
+    async def _send_stream(
+        self,
+        scope: Any,
+        proto: Any,
+        provider: Provider,
+        endpoint: str,
+        reply: StreamReply,
+        status: int,
+        cfg: EndpointConfig,
+        beh: Behavior | None,
+        rec: RequestRecord | None,
+        now: float,
+        watch: _Watch | None = None,
+    ) -> None:
         ep = self.state.endpoint(endpoint)
         ep.used_tokens += reply.tokens
         own_watch = watch is None
@@ -398,8 +429,14 @@ class FakeUpstream:
                 reply = json_reply(200, {"endpoint": ep.name, "config": ep.config.to_json()})
             elif name == "config" and method == "GET":
                 ep = state.endpoint(query.get("endpoint", ["default"])[0])
-                reply = json_reply(200, {"endpoint": ep.name, "config": ep.config.to_json(),
-                                         "queued": [b.to_json() for b in ep.queue]})
+                reply = json_reply(
+                    200,
+                    {
+                        "endpoint": ep.name,
+                        "config": ep.config.to_json(),
+                        "queued": [b.to_json() for b in ep.queue],
+                    },
+                )
             elif name == "enqueue" and method == "POST":
                 ep = state.enqueue(data)
                 reply = json_reply(200, {"endpoint": ep.name, "queued": len(ep.queue)})

@@ -32,9 +32,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FILLER = (
-    "lorem", "ipsum", "café", "dolor", "sit", "日本語", "amet", "naïve", "consectetur",
-    "🙂", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "über", "incididunt",
-    "ut", "labore", "et", "dolore", "magna", "aliqua",
+    "lorem",
+    "ipsum",
+    "café",
+    "dolor",
+    "sit",
+    "日本語",
+    "amet",
+    "naïve",
+    "consectetur",
+    "🙂",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "über",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
 )
 USER_WORDS = 8
 
@@ -193,8 +214,9 @@ def choose_tool(conv: Conversation) -> ToolSpec | None:
     return conv.tools[0]
 
 
-def make_plan(provider: str, conv: Conversation, chunks: int, cached: int, creation: int,
-              reasoning: int, dumps: Any) -> Plan:
+def make_plan(
+    provider: str, conv: Conversation, chunks: int, cached: int, creation: int, reasoning: int, dumps: Any
+) -> Plan:
     """Build the answer. ``dumps`` renders tool arguments the way the format writes JSON."""
     max_tokens = conv.max_tokens
     thinking = thinking_pieces(conv.last_user_text) if conv.thinking else []

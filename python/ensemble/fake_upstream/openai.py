@@ -31,8 +31,7 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
     404: ("invalid_request_error", "model_not_found", "Not found."),
-    429: ("requests", "rate_limit_exceeded",
-          "Rate limit reached for requests. Please try again in 1s."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     502: ("server_error", None, "Bad gateway."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
@@ -41,8 +40,9 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 def error_body(status: int, message: str | None = None, param: str | None = None) -> dict[str, Any]:
-    typ, code, default = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                              None, f"Error {status}."))
+    typ, code, default = _ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Error {status}.")
+    )
     return {"error": {"message": message or default, "type": typ, "param": param, "code": code}}
 
 
@@ -57,7 +57,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -150,8 +152,9 @@ class OpenAIProvider:
         if want is not None:
             got = self.api_key(ctx.headers, ctx.query)
             if got != want:
-                return self.error(401, "Incorrect API key provided." if got else
-                                  "You didn't provide an API key.")
+                return self.error(
+                    401, "Incorrect API key provided." if got else "You didn't provide an API key."
+                )
         return None
 
     def ratelimit_headers(self, ep: EndpointState, now: float, status: int) -> Headers:
@@ -170,9 +173,16 @@ class OpenAIProvider:
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
         if ctx.action == "models":
-            return json_reply(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-openai"} for m in MODELS
-            ]})
+            return json_reply(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-openai"}
+                        for m in MODELS
+                    ],
+                },
+            )
         if ctx.action != "chat":
             return self.error(404, f"Invalid URL ({ctx.method} {ctx.extra.get('path', '')})")
         try:
@@ -189,32 +199,51 @@ class OpenAIProvider:
         except BadRequest as exc:
             return json_reply(400, error_body(400, exc.message, exc.param))
         cfg = ctx.config
-        plan = make_plan("openai", conv, cfg.chunks, cfg.cached_tokens, 0, cfg.reasoning_tokens,
-                         lambda o: orjson.dumps(o).decode())
+        plan = make_plan(
+            "openai",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            0,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+        )
         tokens = plan.prompt_tokens + plan.output_tokens
         if req.get("stream") is True:
             opts = req.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            return StreamReply([SSE_CT], self._events(model, plan, include_usage), _ERROR_EVENT,
-                               tokens=tokens)
-        message: dict[str, Any] = {"role": "assistant", "content": None if plan.tool else plan.text,
-                                   "refusal": None, "annotations": []}
+            return StreamReply(
+                [SSE_CT], self._events(model, plan, include_usage), _ERROR_EVENT, tokens=tokens
+            )
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if plan.tool else plan.text,
+            "refusal": None,
+            "annotations": [],
+        }
         if plan.tool:
-            message["tool_calls"] = [{"id": new_id("call_"), "type": "function", "function": {
-                "name": plan.tool.name, "arguments": plan.tool.arguments}}]
+            message["tool_calls"] = [
+                {
+                    "id": new_id("call_"),
+                    "type": "function",
+                    "function": {"name": plan.tool.name, "arguments": plan.tool.arguments},
+                }
+            ]
         body = {
             "id": ID_MARK,
             "object": "chat.completion",
             "created": TS_MARK,
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": _FINISH[plan.finish]}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH[plan.finish]}
+            ],
             "usage": usage_json(plan),
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
-        return Reply(200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-",
-                     cacheable=not plan.tool)
+        return Reply(
+            200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-", cacheable=not plan.tool
+        )
 
     def _events(self, model: str, plan: Plan, include_usage: bool) -> list[Event]:
         cid = new_id("chatcmpl-")
@@ -222,26 +251,61 @@ class OpenAIProvider:
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:
-            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "service_tier": "default", "system_fingerprint": "fp_fake",
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                        **extra})
+            return sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                    **extra,
+                }
+            )
 
         events: list[Event] = []
         if plan.tool:
-            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": new_id("call_"), "type": "function",
-                 "function": {"name": plan.tool.name, "arguments": ""}}], "refusal": None}))
-            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
-                       for frag in plan.tool.fragments]
+            events.append(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": new_id("call_"),
+                                "type": "function",
+                                "function": {"name": plan.tool.name, "arguments": ""},
+                            }
+                        ],
+                        "refusal": None,
+                    }
+                )
+            )
+            events += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
+                for frag in plan.tool.fragments
+            ]
         else:
             events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             events += [chunk({"content": piece}) for piece in plan.text_pieces]
         events.append(chunk({}, _FINISH[plan.finish]))
         if include_usage:
-            events.append(sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                               "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [],
-                               "usage": usage_json(plan)}))
+            events.append(
+                sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "service_tier": "default",
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage_json(plan),
+                    }
+                )
+            )
         events.append((b"data: [DONE]",))
         return events
 

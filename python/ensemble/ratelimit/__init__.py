@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
 from ensemble.errors import RateLimited
+from ensemble.ratelimit.lease import Leases
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
 
@@ -32,6 +33,8 @@ class Admission:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
+        # Scale-out (Redis): quota leased from the shared window gates limited scopes; see lease.py.
+        self.leases: Leases | None = None
 
     @staticmethod
     def key_scope(key_id: str) -> str:
@@ -51,7 +54,13 @@ class Admission:
         scope = self.key_scope(key.key_id)
         self.configure_key(key)
         at = self.clock()
-        ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
+        lease_wait = self.leases.take(scope, tokens) if self.leases is not None else None
+        if lease_wait is not None:
+            ok, retry_after_ms = False, int(lease_wait * 1000)
+        else:
+            ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
+            if not ok and self.leases is not None:
+                self.leases.give_back(scope, 1, tokens)
         if not ok:
             rpm, tpm = self.limits_for(key)
             raise RateLimited(
@@ -64,6 +73,9 @@ class Admission:
 
     def reconcile(self, r: Reservation, actual_tokens: int) -> None:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
+        if self.leases is not None and actual_tokens != r.tokens:
+            for scope in r.scopes:
+                self.leases.give_back(scope, 0, r.tokens - actual_tokens)
 
     def info(self, key: KeyRecord) -> RateLimitInfo:
         limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(
