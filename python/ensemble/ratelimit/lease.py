@@ -71,9 +71,12 @@ class Leases:
             del self._leases[scope]
             return None
         if (lease.gated_requests and lease.requests < 1) or (lease.gated_tokens and lease.tokens < tokens):
-            self._starve(scope, tokens)
+            if lease.retry_at > now:
+                # Redis said the shared window is full until then: asking again cannot help.
+                return lease.retry_at - now
             # Room in the shared window but not in this lease: a refill is one round trip away.
-            return max(lease.retry_at - now, 0.05)
+            self._starve(scope, tokens)
+            return 0.05
         lease.requests -= 1
         lease.tokens -= tokens
         if (lease.gated_requests and lease.requests < 1) or (lease.gated_tokens and lease.tokens < tokens):

@@ -168,6 +168,7 @@ class RateLimitSync:
         *,
         sync_interval: float,
         clock_ms: Any,
+        grant_ttl: float | None = None,
     ) -> None:
         self.client = client
         self.ns = ns
@@ -180,7 +181,7 @@ class RateLimitSync:
         self.slot_ms = max(1, self.window_ms // SLOTS)
         # A lease is void in Redis after GRANT_TTL; this instance stops using it earlier, so it
         # never admits on a grant Redis has already given back to the pool.
-        self.grant_ttl = max(10.0, 6 * self.interval)
+        self.grant_ttl = grant_ttl or max(10.0, 6 * self.interval)
         self.lease_life = self.grant_ttl - 2 * self.interval
         self.instance = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.scopes: dict[str, ScopeState] = {}

@@ -18,6 +18,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import NoBackoff
 
 from ensemble.config.schema import RedisConfig
 
@@ -57,12 +60,15 @@ def _options(config: RedisConfig) -> dict[str, Any]:
 
 def connect(config: RedisConfig) -> redis.asyncio.Redis:
     """A pooled asyncio client; connecting is lazy, so this never blocks or fails at start-up."""
-    return redis.asyncio.Redis.from_url(_url(config), **_options(config))
+    # No retries inside a call: the next sync round is the retry, and a request never waits on it.
+    return redis.asyncio.Redis.from_url(
+        _url(config), retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **_options(config)
+    )
 
 
 def connect_sync(config: RedisConfig) -> redis.Redis:
     """A blocking client for the CLI (`ensemble keys create|revoke` publish through it)."""
-    return redis.Redis.from_url(_url(config), **_options(config))
+    return redis.Redis.from_url(_url(config), retry=redis.retry.Retry(NoBackoff(), 1), **_options(config))
 
 
 @dataclass
