@@ -48,6 +48,11 @@ fmt: $(BUILT)
 	$(BIN)/ruff check --fix python tests benches
 	cd rust && cargo fmt
 
+# Load test (needs wrk; pins processes with taskset). Options: BENCH_ARGS="--duration 10 --workers 1,2 --quick"
+bench: $(BUILT)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python benches/run.py $(BENCH_ARGS)
+
 fuzz:
 	rust/fuzz/run.sh $${FUZZ_SECONDS:-60}
 

@@ -35,7 +35,9 @@ class Fake:
         return out
 
     def enqueue(self, *behaviors: dict[str, Any], endpoint: str = "default") -> None:
-        self.http.post("/_fake/enqueue", json={"endpoint": endpoint, "behaviors": list(behaviors)}).raise_for_status()
+        self.http.post(
+            "/_fake/enqueue", json={"endpoint": endpoint, "behaviors": list(behaviors)}
+        ).raise_for_status()
 
     def requests(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         r = self.http.get("/_fake/requests", params={"endpoint": endpoint} if endpoint else None)
@@ -52,7 +54,11 @@ def start_fake(*extra: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ensemble.fake_upstream", "--host", "127.0.0.1", "--port", str(port), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()

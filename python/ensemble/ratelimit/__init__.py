@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
-from ensemble.errors import RateLimited
+from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.ratelimit.lease import Leases
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
@@ -15,6 +15,12 @@ from ensemble.types import RateLimitInfo
 
 def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+def slot_count(window_ms: int, wanted: int = 60) -> int:
+    """The native counters split the window into equal slots: the most slots (up to `wanted`)
+    that divide the window exactly, so any configured window works (1m → 60 slots of 1s)."""
+    return next(n for n in range(min(wanted, window_ms), 0, -1) if window_ms % n == 0)
 
 
 @dataclass(slots=True)
@@ -29,7 +35,8 @@ class Admission:
         self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
     ) -> None:
         self.clock = clock
-        self.limiter = RateLimiter(int(window_s * 1000), 60)
+        window_ms = max(int(window_s * 1000), 1)
+        self.limiter = RateLimiter(window_ms, slot_count(window_ms))
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
@@ -53,6 +60,15 @@ class Admission:
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
         scope = self.key_scope(key.key_id)
         self.configure_key(key)
+        _, tpm = self.limits_for(key)
+        if tpm and tokens > tpm:
+            # Waiting would never help: say what to change instead of answering 429 forever.
+            raise InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more than "
+                f"this API key's limit of {tpm} tokens per window; lower max_tokens or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
         at = self.clock()
         lease_wait = self.leases.take(scope, tokens) if self.leases is not None else None
         if lease_wait is not None:
