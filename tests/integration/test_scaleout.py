@@ -127,7 +127,7 @@ def test_a_shared_limit_is_not_overshot_round_robin(cluster: Cluster) -> None:
 
 
 def test_response_made_on_a_is_retrieved_from_c(cluster: Cluster) -> None:
-    a, b, c = cluster.nodes
+    a, _, c = cluster.nodes
     request_id = "req_scaleout_retrieve_1"
     with a.client() as client:
         made = client.post("/api/v1/generate", json=HELLO, headers={"x-request-id": request_id})

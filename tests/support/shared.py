@@ -45,7 +45,17 @@ class RedisServer:
     def start(self) -> None:
         self.process = Process(
             "redis",
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             cwd=self.dir,
         )
         self.process.wait_until(lambda: _ping(self.port), timeout=10)

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 
+from ensemble.config.schema import RedisConfig
 from ensemble.errors import RateLimited
 from ensemble.ratelimit import Admission
 from ensemble.ratelimit.lease import Lease, Leases
 from ensemble.ratelimit.sync import RateLimitSync
 from ensemble.storage.keys import KeyRecord
-from ensemble.config.schema import RedisConfig
 from ensemble.storage.redis import RedisHealth, connect
 from support.shared import RedisServer
 
@@ -101,7 +101,7 @@ async def test_a_crashed_instances_lease_returns_to_the_pool(client: redis.async
     crashed.admission.configure_key(k)
     crashed.sync.watch("key:key_test")
     crashed.leases.hungry["key:key_test"] = 0
-    crashed.sync.scopes["key:key_test"].used_requests = 4  # recent traffic: it asks for a big chunk
+    crashed.sync.scopes["key:key_test"].rate_requests = 10.0  # busy: it asks for a big chunk
     await crashed.settle()
     held = crashed.leases.remaining("key:key_test")[0]
     assert held >= 2

@@ -28,6 +28,8 @@ class Lease:
     tokens: int = 0
     until: float = 0.0  # monotonic seconds; after this the lease is void (sync stopped renewing)
     retry_at: float = 0.0  # monotonic; when Redis said the shared window has room again (0: now)
+    low_requests: int = 0  # below these, ask the sync task for a refill (without refusing anyone)
+    low_tokens: int = 0
 
 
 class Leases:
@@ -79,7 +81,10 @@ class Leases:
             return 0.05
         lease.requests -= 1
         lease.tokens -= tokens
-        if (lease.gated_requests and lease.requests < 1) or (lease.gated_tokens and lease.tokens < tokens):
+        low = (lease.gated_requests and lease.requests < max(1, lease.low_requests)) or (
+            lease.gated_tokens and lease.tokens < max(tokens, lease.low_tokens)
+        )
+        if low and scope not in self.hungry:
             self._starve(scope, tokens)  # refill before the next request finds it empty
         return None
 

@@ -148,8 +148,8 @@ class ScopeState:
     pending_requests: int = 0  # local usage not pushed yet (negative after refunds)
     pending_tokens: int = 0
     pending_since: float = 0.0
-    used_requests: int = 0  # this instance's usage pushed by the last settle (sizes the next grant)
-    used_tokens: int = 0
+    rate_requests: float = 0.0  # this instance's recent use per second (sizes the next grant)
+    rate_tokens: float = 0.0
     settled_at: float = 0.0  # monotonic time of the last successful settle
     global_requests: int = 0  # what set_global was last given
     global_tokens: int = 0
@@ -277,17 +277,20 @@ class RateLimitSync:
     # -- one round trip -------------------------------------------------------------------------
 
     def _want(self, scope: str, st: ScopeState, limit_r: int, limit_t: int) -> tuple[int, int]:
+        """How much to ask for: two sync intervals of this instance's recent rate, at least 1/64 of
+        the limit (at least what a starved request needed), at most a quarter of it."""
         hungry = self.leases.hungry.get(scope)
+        horizon = 2 * self.interval
         want_r = 0
         if limit_r > 0:
-            recent = max(st.used_requests, st.pending_requests)
-            want_r = max(1, min(math.ceil(limit_r / 4), 2 * recent + (1 if hungry is not None else 0)))
+            floor_r = max(1, math.ceil(limit_r / 64))
+            cap_r = max(1, math.ceil(limit_r / 4))
+            want_r = min(cap_r, max(floor_r, math.ceil(st.rate_requests * horizon) + 1))
         want_t = 0
         if limit_t > 0:
-            recent_t = max(st.used_tokens, st.pending_tokens, 0)
-            cap = max(math.ceil(limit_t / 4), hungry or 0)
-            want_t = min(limit_t, max(math.ceil(limit_t / 16), 2 * recent_t, 2 * (hungry or 0)))
-            want_t = min(want_t, cap)
+            floor_t = max(math.ceil(limit_t / 64), 2 * (hungry or 0))
+            cap_t = max(math.ceil(limit_t / 4), hungry or 0)
+            want_t = min(cap_t, max(floor_t, math.ceil(st.rate_tokens * horizon)))
         return want_r, want_t
 
     async def settle(self, scopes: list[str], *, final: bool = False) -> None:
@@ -326,7 +329,12 @@ class RateLimitSync:
             st.pending_tokens -= dt
             if st.pending_requests == 0 and st.pending_tokens == 0:
                 st.pending_since = 0.0
-            st.used_requests, st.used_tokens = max(0, dr), max(0, dt)
+            if st.settled_at:
+                # Quick to rise (a burst), slow to fall (a pause between bursts).
+                elapsed = max(now - st.settled_at, 0.01)
+                inst_r, inst_t = max(0, dr) / elapsed, max(0, dt) / elapsed
+                st.rate_requests = max(inst_r, 0.7 * st.rate_requests + 0.3 * inst_r)
+                st.rate_tokens = max(inst_t, 0.7 * st.rate_tokens + 0.3 * inst_t)
             st.settled_at = now
             self.leases.hungry.pop(scope, None)
             self._set_view(scope, st, used_r + other_r, used_t + other_t, now_ms)
@@ -340,6 +348,9 @@ class RateLimitSync:
                 lease.gated_requests, lease.gated_tokens = limit_r > 0, limit_t > 0
                 lease.requests += g_r
                 lease.tokens += g_t
+                # Refill when half of what this round left is used, not when it is all gone.
+                lease.low_requests = lease.requests // 2
+                lease.low_tokens = lease.tokens // 2
                 lease.until = now + self.lease_life
                 lease.retry_at = now + retry_ms / 1000 if retry_ms > 0 else 0.0
             else:
