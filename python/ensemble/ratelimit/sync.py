@@ -10,9 +10,10 @@ expires one window after its last write:
                             epochs of Redis' own clock, so instance clocks need not agree)
     g:<instance>            "requests,tokens,expiry_ms": quota leased to one instance, not used yet
 
-The script (atomic on the Redis server) adds the instance's usage since the last settle, then
-grants it `want` more, but only out of `limit - (everyone's usage in the window + every other
-live lease + this instance's kept lease)`. A lease is charged in full when granted, so the sum of
+The script (atomic on the Redis server) adds the instance's usage since the last settle, then tops
+the instance's lease up to `want` (two sync intervals of its recent rate), but only out of
+`limit - (everyone's usage in the window + every other live lease)`; an idle instance's lease
+shrinks back the same way. A lease is charged in full when granted, so the sum of
 usage and outstanding leases never exceeds the limit: with Redis reachable, N instances together
 admit no more than one instance would (ε = 0 in the limiter's own slot-granular window; the only
 slack is the admissions made during the one round trip of a settle, whose usage reaches Redis one
@@ -119,9 +120,10 @@ for e, v in pairs(ts) do
   used_t = used_t + v
   if v > 0 and (oldest_t == nil or e < oldest_t) then oldest_t = e end
 end
+-- Top the kept lease up to `want` (or give the surplus back), never past the limit.
 local function grant(limit, used, keep, want)
   if limit <= 0 then return 0 end
-  return math.max(0, math.min(want, limit - used - keep))
+  return math.max(-keep, math.min(want - keep, limit - used - keep))
 end
 local g_r = grant(limit_r, used_r + other_r, keep_r, want_r)
 local g_t = grant(limit_t, used_t + other_t, keep_t, want_t)
@@ -133,10 +135,10 @@ end
 redis.call('PEXPIRE', key, slots * slot_ms + ttl + slot_ms)
 -- When the shared window is full, the soonest its oldest used slot leaves it.
 local retry = 0
-if limit_r > 0 and g_r < want_r and oldest_r ~= nil then
+if limit_r > 0 and keep_r + g_r < want_r and oldest_r ~= nil then
   retry = (oldest_r + slots) * slot_ms - now
 end
-if limit_t > 0 and g_t < want_t and oldest_t ~= nil then
+if limit_t > 0 and keep_t + g_t < want_t and oldest_t ~= nil then
   retry = math.max(retry, (oldest_t + slots) * slot_ms - now)
 end
 return {g_r, g_t, used_r, used_t, other_r, other_t, retry}

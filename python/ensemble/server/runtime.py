@@ -57,6 +57,7 @@ class Runtime:
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self._keys_seen_ms = 0
         self._local_records: list[tuple[bytes, KeyRecord]] = []
+        self._shared_digests: set[bytes] = set()  # keys Redis told us about: local rows no longer win
         self._tasks: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[Any]] = set()
         self.accepting = True
@@ -131,6 +132,8 @@ class Runtime:
             self._local_records = list(changed)
             self.keys.load(list(changed))
         else:
+            # A key Redis told us about is not overridden by this instance's (older) local row.
+            changed = [(d, r) for d, r in changed if d not in self._shared_digests]
             for digest, record in changed:
                 self.keys.upsert(digest, record)
         for _, record in changed:
@@ -145,6 +148,7 @@ class Runtime:
     def _apply_shared_keys(self, changed: Iterable[tuple[bytes, KeyRecord]]) -> None:
         """Key records from Redis (full load or a published change) win over the local table."""
         for digest, record in changed:
+            self._shared_digests.add(digest)
             self.keys.upsert(digest, record)
             self._apply_limits(record)
 

@@ -20,6 +20,7 @@ from ensemble.config.schema import Config
 from ensemble.ratelimit import Admission
 from ensemble.ratelimit.lease import Leases
 from ensemble.ratelimit.sync import RateLimitSync
+from ensemble.storage import keysync
 from ensemble.storage import redis as shared
 from ensemble.storage.keys import KeyRecord
 from ensemble.storage.keysync import Apply, KeySync
@@ -121,6 +122,22 @@ class Scaleout:
                 await self._client.aclose()
         if self.s3 is not None:
             await self.s3.close(limit_s=self.config.server.drain_timeout)
+
+    async def publish_key(self, digest: bytes, record: KeyRecord) -> bool:
+        """Share a created/updated/disabled/revoked key with every instance (the admin API calls
+        this after writing its own SQLite). False when Redis is configured but unreachable."""
+        if self._client is None:
+            return True
+        try:
+            await asyncio.wait_for(
+                keysync.publish(self._client, shared.namespace(self.config.redis), digest, record),
+                STARTUP_WAIT,
+            )
+        except (redis.RedisError, OSError, TimeoutError) as e:
+            if self.health is not None:
+                self.health.failed("keys", e)
+            return False
+        return True
 
     async def fetch_response(self, request_id: str, key_id: str) -> StoredResponse | None:
         if self.s3 is None:
