@@ -17,6 +17,7 @@ from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
 from ensemble.storage import database, keys
+from ensemble.storage.redis import display_address
 
 DEFAULT_CONFIG = "config/ensemble.yaml"
 EXIT_CONFIG = 1
@@ -199,7 +200,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     print(f"  database: {config.database.path}")
     print(
-        f"  redis: {config.redis.address or '(none: local rate limits)'}; "
+        f"  redis: {display_address(config.redis.address) or '(none: local rate limits)'}; "
         f"s3: {config.persistence.s3.bucket or '(none: responses in SQLite)'}"
     )
     print(f"  providers ({len(config.providers)}):")

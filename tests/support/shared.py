@@ -75,8 +75,8 @@ class RedisServer:
 class MotoS3:
     """moto's server mode: the S3 API over HTTP on a free port, with one bucket created."""
 
-    def __init__(self, bucket: str = "ensemble-responses") -> None:
-        self.port = free_port()
+    def __init__(self, bucket: str = "ensemble-responses", port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.bucket = bucket
         self.process = Process("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ensemble.s3")
 
 LOOKUP_DAYS = 7
-MAX_ATTEMPTS = 5  # ours, around boto3's own retries of throttling and 5xx
+MAX_ATTEMPTS = 20  # ours (about 90 s of backoff), around boto3's own retries of throttling and 5xx
 BATCH = 32
 
 
