@@ -162,6 +162,24 @@ async def test_redis_down_falls_back_to_local_limits(redis_server: RedisServer) 
     assert [inst.admit(k) for _ in range(4)] == [True, True, True, False]
 
 
+async def test_other_instances_usage_reaches_the_local_view(client: redis.asyncio.Redis) -> None:
+    """Endpoint-style scopes: not leased, but every instance counts the others' usage."""
+    scope = "ep:primary:model-x"
+    busy, idle = Instance(client, "t5"), Instance(client, "t5")
+    for inst in (busy, idle):
+        inst.admission.limiter.configure(scope, 10, 0)
+    idle.sync.track(scope)
+    now = busy.admission.clock()
+    assert all(busy.admission.limiter.admit([scope], 0, now)[0] for _ in range(7))
+    await busy.settle()
+    await idle.settle()
+    limiter = idle.admission.limiter
+    assert limiter.usage(scope, idle.admission.clock()) == (7, 0)
+    results = [limiter.admit([scope], 0, idle.admission.clock())[0] for _ in range(4)]
+    assert results == [True, True, True, False]
+    assert idle.leases.get(scope) is None  # viewed, not leased
+
+
 def test_leases_take_and_give_back() -> None:
     woken: list[bool] = []
     now = [100.0]

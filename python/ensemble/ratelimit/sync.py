@@ -155,6 +155,10 @@ class ScopeState:
     settled_at: float = 0.0  # monotonic time of the last successful settle
     global_requests: int = 0  # what set_global was last given
     global_tokens: int = 0
+    # Admission draws this scope from a lease (watch()); other scopes (seen only in the deltas,
+    # e.g. endpoint scopes whose admission does not consult Leases) are pushed and viewed only.
+    leased: bool = False
+    tracked: bool = False  # track(): pull the shared view every interval even when idle here
 
 
 class RateLimitSync:
@@ -198,10 +202,22 @@ class RateLimitSync:
         return f"{self.ns}:ratelimit:{scope}"
 
     def watch(self, scope: str) -> None:
-        """Lease this scope's quota at the next settle (a key just loaded, an endpoint configured)."""
-        if scope not in self.scopes:
-            self.scopes[scope] = ScopeState()
+        """Lease this scope's quota from the next settle on. Only for scopes whose admission draws
+        from `Leases.take` (Admission does for key scopes); any other scope is still synced."""
+        st = self.scopes.get(scope)
+        if st is None:
+            st = self.scopes[scope] = ScopeState()
+        if not st.leased:
+            st.leased = True
             self._wake.set()
+
+    def track(self, scope: str) -> None:
+        """Pull this scope's shared view every interval even while this instance does not use it
+        (endpoint scopes: the router then avoids endpoints other instances saturated)."""
+        st = self.scopes.get(scope)
+        if st is None:
+            st = self.scopes[scope] = ScopeState()
+        st.tracked = True
 
     def forget(self, scope: str) -> None:
         self.scopes.pop(scope, None)
@@ -259,6 +275,7 @@ class RateLimitSync:
             or st.pending_tokens
             or scope in self.leases.hungry
             or st.settled_at == 0.0
+            or st.tracked
             # Leases are renewed before Redis forgets them; unlimited idle scopes need nothing.
             or (now - st.settled_at >= renew_after and self.leases.get(scope) is not None)
         ]
@@ -308,6 +325,8 @@ class RateLimitSync:
             # What this instance keeps of its current lease is re-charged with the new grant;
             # without a valid lease nothing is kept (quota it held was already given back).
             keep_r, keep_t = (max(0, lease.requests), max(0, lease.tokens)) if lease else (0, 0)
+            if not st.leased:
+                limit_r = limit_t = 0  # nothing to lease: push usage, pull the view
             want_r, want_t = (0, 0) if final else self._want(scope, st, limit_r, limit_t)
             dr, dt = st.pending_requests, st.pending_tokens
             batch.append((scope, st, dr, dt, limit_r, limit_t, lease is not None))
