@@ -165,6 +165,7 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
         tail = fmt.finish(response)
         if tail:
             await sink.send(tail)
+        await sink.close()
     except ClientDisconnected:
         if ctx.recorded:
             return
@@ -182,6 +183,7 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
             tail = fmt.error(e, ctx.request_id)
             if tail:
                 await sink.send(tail)
+            await sink.close()
         except ClientDisconnected:
             pass
     except Exception:
@@ -191,6 +193,7 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
         stream.fail(error)
         with contextlib.suppress(ClientDisconnected):
             await sink.send(fmt.error(error, ctx.request_id))
+            await sink.close()
 
 
 # -- handlers ----------------------------------------------------------------------------------
