@@ -156,6 +156,32 @@ def test_response_made_on_a_is_retrieved_from_c(cluster: Cluster) -> None:
         assert client.get("/api/v1/retrieve/req_never_made").status_code == 404
 
 
+def test_a_hung_redis_never_stalls_a_request(cluster: Cluster) -> None:
+    """No Redis call on the request path: with Redis frozen, answers stay fast."""
+    key, _ = create_key(cluster.nodes[0], "while-frozen", "--rpm", "100000")
+    for node in cluster.nodes:
+        node.wait_for_key(key)
+    latencies: list[float] = []
+    codes: list[int] = []
+    cluster.redis.freeze()
+    try:
+        with httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=10) as client:
+            deadline = time.monotonic() + 3.0  # several sync intervals, past the 0.5 s call bound
+            i = 0
+            while time.monotonic() < deadline:
+                start = time.monotonic()
+                codes.append(
+                    client.post(f"{cluster.nodes[i % 3].url}/api/v1/generate", json=HELLO).status_code
+                )
+                latencies.append(time.monotonic() - start)
+                i += 1
+                time.sleep(0.01)
+    finally:
+        cluster.redis.thaw()
+    assert set(codes) == {200}
+    assert max(latencies) < 0.5, max(latencies)
+
+
 def test_killing_redis_mid_traffic_loses_no_request(cluster: Cluster) -> None:
     a, b, c = cluster.nodes
     key, _ = create_key(a, "through-the-outage", "--rpm", "100000")

@@ -66,8 +66,18 @@ class RedisServer:
             self.process.signal(9)
             self.process.proc.wait(5)
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers, as with a hung or overloaded server."""
+        if self.process is not None:
+            self.process.proc.send_signal(19)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.proc.send_signal(18)
+
     def stop(self) -> None:
         if self.process is not None:
+            self.thaw()
             self.process.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
