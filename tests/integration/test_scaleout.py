@@ -30,7 +30,8 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.redis = RedisServer()
         self.s3 = MotoS3()
-        config = {
+        self.root = root
+        self.config = config = {
             "redis": {"address": self.redis.address, "namespace": "scaleout-test"},
             "persistence": {"s3": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url}},
             "rate_limit": {"sync_interval": "1s"},
@@ -103,6 +104,21 @@ def test_revoked_key_is_refused_everywhere_within_a_second(cluster: Cluster) -> 
     for node in (a, b, c):
         wait_status(node, key, 401, within=1.0)
     assert time.monotonic() - start < 1.0
+
+
+def test_a_new_instance_loads_the_whole_key_table_before_serving(cluster: Cluster) -> None:
+    a, b, _ = cluster.nodes
+    kept, _ = create_key(a, "kept")
+    revoked, revoked_id = create_key(b, "revoked-before")
+    b.cli("keys", "revoke", revoked_id)
+    # A fresh instance (empty SQLite, no key of its own): everything it knows comes from Redis.
+    d = Ensemble(cluster.root / "d", config=cluster.config, env=S3_ENV, key=False)
+    try:
+        assert status_of(d, kept) == 200  # at once: no waiting after /health said ready
+        assert status_of(d, revoked) == 401
+        assert status_of(d, a.key) == 200 and status_of(d, b.key) == 200
+    finally:
+        d.stop()
 
 
 def test_a_shared_limit_is_not_overshot_round_robin(cluster: Cluster) -> None:
