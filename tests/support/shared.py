@@ -36,7 +36,11 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
         self.process: Process | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def address(self) -> str:
@@ -90,8 +94,12 @@ class MotoS3:
         self.url = f"http://127.0.0.1:{self.port}"
         self.bucket = bucket
         self.process = Process("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)])
-        self.process.wait_until(lambda: httpx.get(f"{self.url}/moto-api/", timeout=1).status_code < 500)
-        self.client().create_bucket(Bucket=bucket)
+        try:
+            self.process.wait_until(lambda: httpx.get(f"{self.url}/moto-api/", timeout=1).status_code < 500)
+            self.client().create_bucket(Bucket=bucket)
+        except BaseException:
+            self.process.stop()
+            raise
 
     def client(self):  # type: ignore[no-untyped-def]
         return boto3.client(
