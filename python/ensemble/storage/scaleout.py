@@ -77,6 +77,11 @@ class Scaleout:
         )
         for scope in list(self._watch_early):
             self.ratesync.watch(scope)
+        # Endpoint scopes are admitted on the local counters plus everyone's usage (the shared
+        # view), pulled every interval even while this instance does not use the endpoint.
+        self.admission.on_endpoint = self.ratesync.track
+        for lim in self.admission.endpoints():
+            self.ratesync.track(lim.scope)
         # A restarted instance serves only once it holds the full key table (or Redis is down).
         try:
             await asyncio.wait_for(self.keysync.seed(local_keys()), STARTUP_WAIT)
