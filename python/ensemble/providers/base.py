@@ -33,7 +33,10 @@ class Endpoint:
     tpm_limit: int
     weight: int
     needs_key: bool
-    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/5xx
+    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/529 or repeated failures
+    cooling_for_limit: bool = False  # the current cool-down is the provider's rate limit, not a failure
+    failures: int = 0  # consecutive 5xx / connect errors / timeouts; a success resets it
+    cooldown_after_failures: int = 3  # the provider's setting; 0: failures never cool it down
     in_flight: int = 0
 
     @classmethod
@@ -47,6 +50,7 @@ class Endpoint:
             tpm_limit=cfg.tpm_limit,
             weight=cfg.weight,
             needs_key=provider.type != "mock",
+            cooldown_after_failures=provider.cooldown_after_failures,
         )
 
     @property
@@ -142,6 +146,22 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None  # an HTTP-date; rare from LLM providers, treated as unknown
+
+
+# OpenAI's reasoning_effort as a thinking budget for providers that take one (Anthropic, Gemini).
+REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+MIN_THINKING_BUDGET = 1024
+
+
+def reasoning_budget(effort: str, max_tokens: int | None) -> int | None:
+    """The thinking budget for an effort level, kept below max_tokens; None when no thinking fits
+    (or the effort is "none" or unknown)."""
+    budget = REASONING_BUDGETS.get(effort)
+    if budget is None:
+        return None
+    if max_tokens is not None:
+        budget = min(budget, max_tokens - 1)
+    return budget if budget >= MIN_THINKING_BUDGET else None
 
 
 def retryable_status(status: int) -> bool:
