@@ -163,8 +163,23 @@ def path_id(req: Request, name: str) -> str:
     return value
 
 
-def send(req: Request, body: Any, status: int = 200) -> None:
-    req.send(status, orjson.dumps(body), headers=[("cache-control", "no-store")])
+def send(req: Request, body: Any, status: int = 200, headers: list[tuple[str, str]] | None = None) -> None:
+    req.send(status, orjson.dumps(body), headers=[("cache-control", "no-store"), *(headers or [])])
+
+
+async def share_key(rt: Runtime, key_id: str) -> list[tuple[str, str]]:
+    """Apply a key change here at once and publish it to other instances (Redis, when configured;
+    without it they share this SQLite file and poll it). Returns headers for the response: a warning
+    when the change is saved but could not be published."""
+    await rt.sync_keys()
+    found = await in_db(rt, keys.get_key_and_digest, key_id)
+    publish = getattr(getattr(rt, "scaleout", None), "publish_key", None)
+    if found is None or not callable(publish):
+        return []
+    if await publish(*found):
+        return []
+    log.warning("key change %s saved locally but not published: Redis is unreachable", key_id)
+    return [("warning", '199 ensemble "saved; not yet shared with other instances (Redis unreachable)"')]
 
 
 def key_json(r: KeyRecord) -> dict[str, Any]:
@@ -220,9 +235,9 @@ async def create_key(rt: Runtime, req: Request) -> None:
         tpm=body.rate_limit_tpm or 0,
         models=body.allowed_models,
     )
-    await rt.sync_keys()
+    warning = await share_key(rt, record.key_id)
     log.info("admin created API key %s (%s)", record.key_id, record.prefix)
-    send(req, {"key": key, "key_id": record.key_id, "prefix": record.prefix}, 201)
+    send(req, {"key": key, "key_id": record.key_id, "prefix": record.prefix}, 201, warning)
 
 
 async def list_keys(rt: Runtime, req: Request) -> None:
@@ -257,8 +272,7 @@ async def put_key_config(rt: Runtime, req: Request) -> None:
     )
     if record is None:
         raise NotFound(f"no API key with id {key_id!r}", code="key_not_found")
-    await rt.sync_keys()
-    send(req, key_json(record))
+    send(req, key_json(record), headers=await share_key(rt, key_id))
 
 
 async def set_key_status(rt: Runtime, req: Request) -> None:
@@ -273,8 +287,8 @@ async def set_key_status(rt: Runtime, req: Request) -> None:
             param="status",
         )
     await in_db(rt, keys.set_status, key_id, body.status)
-    await rt.sync_keys()
-    send(req, key_json(await existing_key(rt, key_id)))
+    warning = await share_key(rt, key_id)
+    send(req, key_json(await existing_key(rt, key_id)), headers=warning)
 
 
 async def revoke_key(rt: Runtime, req: Request) -> None:
@@ -282,9 +296,9 @@ async def revoke_key(rt: Runtime, req: Request) -> None:
     key_id = path_id(req, "key_id")
     await existing_key(rt, key_id)
     await in_db(rt, keys.set_status, key_id, "revoked")
-    await rt.sync_keys()
+    warning = await share_key(rt, key_id)
     log.info("admin revoked API key %s", key_id)
-    send(req, key_json(await existing_key(rt, key_id)))
+    send(req, key_json(await existing_key(rt, key_id)), headers=warning)
 
 
 # -- usage -----------------------------------------------------------------------------------------

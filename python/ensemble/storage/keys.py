@@ -191,3 +191,9 @@ def update_config(
     if cur.rowcount == 0:
         return None
     return get_key(conn, key_id)
+
+
+def get_key_and_digest(conn: sqlite3.Connection, key_id: str) -> tuple[bytes, KeyRecord] | None:
+    """The record with its digest: what a key change published to other instances carries."""
+    row = conn.execute(f"SELECT digest, {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return (bytes(row[0]), _record(tuple(row[1:]))) if row else None
