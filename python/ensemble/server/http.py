@@ -43,11 +43,19 @@ class StreamSink:
         self.bytes_sent = 0
 
     async def send(self, data: bytes) -> None:
+        if self._transport is None:
+            raise ClientDisconnected("the response was already finished")
         try:
             await self._transport.send_bytes(data)
         except (ProtocolClosed, ProtocolError, ConnectionError, RuntimeError) as e:
             raise ClientDisconnected("the client closed the connection") from e
         self.bytes_sent += len(data)
+
+    def close(self) -> None:
+        """End the response now. Granian ends a streamed body when its transport is released; an
+        exception traceback that still references the pump's frame (e.g. after a cancelled
+        upstream read) must not keep the client waiting for a body that will never come."""
+        self._transport = None
 
 
 class Request:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -25,6 +26,8 @@ from ensemble.providers.base import Provider
 from ensemble.ratelimit import Admission
 from ensemble.storage import database
 from ensemble.storage.keys import KeyRecord, load_changed
+from ensemble.streaming.inflight import InFlightIndex
+from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.upstream import UpstreamClient
 from ensemble.usage.request_log import RequestLog
 
@@ -52,6 +55,9 @@ class Runtime:
             default_tpm=config.rate_limit.default_tpm,
         )
         self.gateway: Gateway | None = None
+        self.inflight = InFlightIndex()
+        # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
+        self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))
         self._keys_seen_ms = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[Any]] = set()
@@ -81,6 +87,9 @@ class Runtime:
         self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
         self.request_log.start()
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
+        self.gateway.on_recorded = self.inflight.discard
+        if self.lag.report_every:
+            self.lag.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
 
     async def shutdown(self) -> None:
@@ -94,6 +103,7 @@ class Runtime:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await self.lag.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

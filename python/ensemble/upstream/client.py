@@ -44,10 +44,13 @@ class UpstreamResponse:
                 "the provider's stream stalled", retryable=True, code="stream_stalled"
             ) from e
         except aiohttp.ClientPayloadError as e:
-            raise ProviderError("the provider's stream broke off", code="stream_broken") from e
+            # A connection reset mid-answer is transient: the same request elsewhere likely works.
+            raise ProviderError(
+                "the provider's stream broke off", code="stream_broken", retryable=True
+            ) from e
         except aiohttp.ClientError as e:
             raise ProviderError(
-                f"the provider's stream failed: {type(e).__name__}", code="stream_broken"
+                f"the provider's stream failed: {type(e).__name__}", code="stream_broken", retryable=True
             ) from e
 
     def close(self) -> None:
@@ -89,17 +92,19 @@ class UpstreamClient:
         *,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
+        stream: bool = False,
     ) -> UpstreamResponse:
         """Send a request; return once the status line and headers are in.
 
-        `read_timeout` bounds each wait for bytes (stall detection); `total_timeout` bounds the whole call.
+        `read_timeout` bounds each wait for bytes; `total_timeout` bounds the whole call. With
+        `stream=True` neither applies: the caller's StallWatchdog bounds the waits instead.
         Redirects are never followed: a provider redirect must not carry credentials to another host.
         """
         assert self._session is not None, "UpstreamClient.start() was not called"
         timeout = aiohttp.ClientTimeout(
-            total=total_timeout,
+            total=None if stream else total_timeout,
             connect=self._connect_timeout,
-            sock_read=read_timeout if read_timeout is not None else self._read_timeout,
+            sock_read=None if stream else (read_timeout if read_timeout is not None else self._read_timeout),
         )
         try:
             resp = await self._session.post(
