@@ -50,7 +50,7 @@ def free_port() -> int:
 
 
 def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
@@ -143,10 +143,16 @@ async def ws_socket(
         async with websockets.connect(f"ws://127.0.0.1:{port}/api/v1/ws", max_size=None) as ws:
             await ws.send(orjson.dumps({"type": "auth", "api_key": key}).decode())
             assert orjson.loads(await ws.recv())["type"] == "ready"
+
             async def send_all() -> None:
                 for i in range(n):
                     await asyncio.sleep(max(start_at + i / rate - time.monotonic(), 0.0))
-                    msg = {"type": "request", "request_id": f"soak-{base}-{i}", "model": MODEL, "messages": HELLO}
+                    msg = {
+                        "type": "request",
+                        "request_id": f"soak-{base}-{i}",
+                        "model": MODEL,
+                        "messages": HELLO,
+                    }
                     await ws.send(orjson.dumps(msg).decode())
 
             sender = asyncio.ensure_future(send_all())
@@ -194,7 +200,10 @@ def client_main(kind: str, port: int, key: str, n: int, counters: dict[str, Any]
             sockets = range(0, n, per)
             # each socket gets an equal share of the rate; sockets start together
             await asyncio.gather(
-                *(ws_socket(port, key, min(per, n - i), counters, i, t0, rate / len(sockets)) for i in sockets)
+                *(
+                    ws_socket(port, key, min(per, n - i), counters, i, t0, rate / len(sockets))
+                    for i in sockets
+                )
             )
 
     uvloop.run(run())
@@ -258,7 +267,10 @@ def main() -> int:
         ).stdout.strip()
         gw_log = work / "gateway.log"
         gw = subprocess.Popen(
-            [str(BIN / "ensemble"), "serve", *cfg], env=env, stdout=open(gw_log, "wb"), stderr=subprocess.STDOUT  # noqa: SIM115
+            [str(BIN / "ensemble"), "serve", *cfg],
+            env=env,
+            stdout=open(gw_log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
         procs.append(gw)
         wait_port(fake_port)
@@ -267,9 +279,11 @@ def main() -> int:
         workers = [p for p in descendants(gw.pid) if "ensemble" in Path(f"/proc/{p}/cmdline").read_text()]
         worker = max(workers or [gw.pid], key=rss_mb)
         baseline = rss_mb(worker)
-        print(f"gateway worker pid {worker}: baseline RSS {baseline:.1f} MB; {total} streams "
-              f"({args.http} SSE + {args.ws} WebSocket), {args.chunks} tokens x {args.gap_ms:g} ms",
-              flush=True)
+        print(
+            f"gateway worker pid {worker}: baseline RSS {baseline:.1f} MB; {total} streams "
+            f"({args.http} SSE + {args.ws} WebSocket), {args.chunks} tokens x {args.gap_ms:g} ms",
+            flush=True,
+        )
 
         ctx = mp.get_context("spawn")
         counters = {name: ctx.Value("i", 0) for name in ("open", "done", "errors")}
@@ -279,10 +293,14 @@ def main() -> int:
             n = min(per, args.http - i * per)
             if n > 0:
                 share = args.rate * n / total
-                clients.append(ctx.Process(target=client_main, args=("http", gw_port, key, n, counters, share)))
+                clients.append(
+                    ctx.Process(target=client_main, args=("http", gw_port, key, n, counters, share))
+                )
         if args.ws:
             share = args.rate * args.ws / total
-            clients.append(ctx.Process(target=client_main, args=("ws", gw_port, key, args.ws, counters, share)))
+            clients.append(
+                ctx.Process(target=client_main, args=("ws", gw_port, key, args.ws, counters, share))
+            )
         t0 = time.monotonic()
         for c in clients:
             c.start()
@@ -297,8 +315,11 @@ def main() -> int:
                 peak_open, rss_at_peak = now_open, rss
             if ramp_s is None and now_open >= total:
                 ramp_s = time.monotonic() - t0
-            print(f"  t={time.monotonic() - t0:5.1f}s open={now_open:6d} done={counters['done'].value:6d} "
-                  f"errors={counters['errors'].value} rss={rss:7.1f} MB", flush=True)
+            print(
+                f"  t={time.monotonic() - t0:5.1f}s open={now_open:6d} done={counters['done'].value:6d} "
+                f"errors={counters['errors'].value} rss={rss:7.1f} MB",
+                flush=True,
+            )
         elapsed = time.monotonic() - t0
         timed_out = any(c.is_alive() for c in clients)
         for c in clients:
@@ -318,12 +339,16 @@ def main() -> int:
         print(f"| time until all were open | {ramp_s:.1f} s |" if ramp_s else "| all open at once | no |")
         print(f"| streams completed | {done} |")
         print(f"| errors | {errors}{' (timed out)' if timed_out else ''} |")
-        print(f"| gateway worker RSS baseline / at peak / max | {baseline:.0f} / {rss_at_peak:.0f} / {peak_rss:.0f} MB |")
+        print(
+            f"| gateway worker RSS baseline / at peak / max | {baseline:.0f} / {rss_at_peak:.0f} / {peak_rss:.0f} MB |"
+        )
         print(f"| memory per open stream | {per_stream_kb:.1f} KB |")
         if lags:
-            print(f"| event-loop lag p50 (median of 2 s windows) | {sorted(l[0] for l in lags)[len(lags) // 2]:.1f} ms |")
-            print(f"| event-loop lag p99 (worst 2 s window) | {max(l[1] for l in lags):.1f} ms |")
-            print(f"| event-loop lag max | {max(l[2] for l in lags):.1f} ms |")
+            print(
+                f"| event-loop lag p50 (median of 2 s windows) | {sorted(w[0] for w in lags)[len(lags) // 2]:.1f} ms |"
+            )
+            print(f"| event-loop lag p99 (worst 2 s window) | {max(w[1] for w in lags):.1f} ms |")
+            print(f"| event-loop lag max | {max(w[2] for w in lags):.1f} ms |")
         print(f"| wall time | {elapsed:.1f} s |")
         return 0 if errors == 0 and not timed_out and done == total else 1
     finally:
