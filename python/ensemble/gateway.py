@@ -10,7 +10,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -18,10 +18,17 @@ import msgspec
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
-from ensemble.errors import EnsembleError, ProviderError, RateLimited, UpstreamTimeout
+from ensemble.errors import (
+    EnsembleError,
+    InvalidRequest,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamTimeout,
+)
 from ensemble.providers.base import CallOptions, Provider, Target
-from ensemble.ratelimit import Admission, Reservation
-from ensemble.router import Router
+from ensemble.ratelimit import Admission, EndpointLimits, Reservation
+from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
 from ensemble.storage.keys import KeyRecord, now_iso
 from ensemble.types import (
     InferenceRequest,
@@ -29,6 +36,7 @@ from ensemble.types import (
     Performance,
     ProviderResult,
     RateLimitInfo,
+    RedactedThinkingDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -40,7 +48,7 @@ from ensemble.types import (
 )
 from ensemble.usage.pricing import format_cost, micro_dollars
 from ensemble.usage.request_log import LogRecord, RequestLog
-from ensemble.validate import apply_drop_rules, check_request
+from ensemble.validate import DropRules, check_request
 
 log = logging.getLogger("ensemble.gateway")
 
@@ -48,6 +56,7 @@ log = logging.getLogger("ensemble.gateway")
 COOLDOWN_AFTER_429 = 1.0
 COOLDOWN_AFTER_5XX = 2.0
 COOLDOWN_AFTER_CONNECT_ERROR = 5.0
+MAX_FAILURE_COOLDOWN = 30.0
 
 
 @dataclass(slots=True)
@@ -63,6 +72,29 @@ class CallContext:
     reservation: Reservation | None = None
     rate_limit: RateLimitInfo | None = None
     recorded: bool = False
+    route: RouteDecision | None = None
+    # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
+    endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
+
+
+class Failover:
+    """What happened to each candidate of one request, for the error when all are exhausted."""
+
+    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "too_big", "wait_ms")
+
+    def __init__(self, plan: RoutePlan) -> None:
+        self.errors: list[ProviderError] = []
+        self.attempts = 0
+        self.too_big = 0  # candidates whose TPM limit is below this one request's tokens
+        # Soonest time (ms from now) some candidate frees up: skipped rate-limit cool-downs and limits.
+        self.wait_ms = plan.cooling_wait_ms
+        self.limited = plan.cooling_wait_ms > 0
+        # Soonest end of a cool-down after repeated upstream failures (an outage, not a limit).
+        self.failing_wait_ms = plan.failing_wait_ms
+
+    def skip(self, wait_ms: int) -> None:
+        self.limited = True
+        self.wait_ms = wait_ms if self.wait_ms <= 0 else min(self.wait_ms, wait_ms)
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -80,32 +112,106 @@ class Gateway:
     ) -> None:
         self.config = config
         self.providers = providers
-        self.router = Router(providers)
         self.admission = admission
+        self.router = Router(providers, config.cache, admission, admission.clock)
+        for p in providers:
+            p.on_headers = self._observe_headers
         self.request_log = request_log
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
             key=lambda kv: -len(kv[0]),
         )
         self._default_timeouts = config.streaming_timeouts["default"]
+        self._call_options: dict[tuple[str, bool], CallOptions] = {}
+        self.drop_rules = DropRules(config.parameter_validation)
         # Called with the request id once its record is written (the in-flight index forgets it).
         self.on_recorded: Callable[[str], None] | None = None
-        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source
+        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
 
     # -- stages --------------------------------------------------------------------------------
 
-    def prepare(self, request: InferenceRequest, ctx: CallContext) -> list[Target]:
-        """Everything that can refuse a request before any upstream call: returns the candidates."""
+    def prepare(self, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+        """Everything that can refuse a request before any upstream call: returns the route plan."""
         model = next(iter(self.router.models().get(request.model) or ()), None)
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
-        targets = self.router.candidates(request.model)
-        apply_drop_rules(request, self.config.parameter_validation)
-        max_out = request.max_tokens or min(targets[0].model.max_output_tokens or 1024, 1024)
+        plan = self.router.plan(request.model, request)
+        self.drop_rules.apply(request)
+        model_cfg = self.router.models()[request.model][0].models[request.model]
+        max_out = request.max_tokens or min(model_cfg.max_output_tokens or 1024, 1024)
         ctx.reservation = self.admission.admit_key(ctx.key, estimate_prompt_tokens(request) + max_out)
-        return targets
+        return plan
+
+    def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
+        lim = self.admission.endpoint(target.endpoint.id, target.model.name)
+        self.admission.observe(lim, headers, self.admission.clock())
+
+    def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
+        """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
+        tokens = ctx.reservation.tokens if ctx.reservation is not None else 1
+        if cand.limits.tpm and tokens > cand.limits.tpm:
+            fo.too_big += 1  # no wait would help; not a reason to answer 429
+            return False
+        now = self.admission.clock()
+        wait = self.admission.admit_endpoint(cand.limits, tokens, now)
+        if wait:
+            fo.skip(wait)
+            return False
+        ctx.target = cand.target
+        ctx.endpoint_reservation = (cand.limits, tokens, now)
+        decision = plan.decision
+        if cand is not plan.candidates[0]:
+            lost = (
+                decision.cache_value
+                if decision.affinity_endpoint not in ("", cand.target.endpoint.id)
+                else 0.0
+            )
+            decision = RouteDecision("failover", decision.cache_value, lost, decision.affinity_endpoint)
+        ctx.route = decision
+        fo.attempts += 1
+        return True
+
+    def _attempt_failed(self, ctx: CallContext, e: ProviderError, fo: Failover) -> None:
+        """An attempt failed before anything reached the client: give back its tokens."""
+        if ctx.endpoint_reservation is not None:
+            lim, tokens, at = ctx.endpoint_reservation
+            # The request stays counted (the provider saw it); the reserved tokens were not used.
+            self.admission.reconcile_endpoint(lim, tokens, 0, at)
+            ctx.endpoint_reservation = None
+        if e.retryable and ctx.target is not None:
+            pause_ms = self._cool_down(ctx.target, e)
+            if e.upstream_status in (429, 529):
+                fo.skip(pause_ms)
+            fo.errors.append(e)
+
+    def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
+        target = ctx.target
+        assert target is not None
+        target.endpoint.failures = 0
+        for cand in plan.candidates:
+            if cand.target is target:
+                self.router.remember(plan, cand)
+                break
+        if log.isEnabledFor(logging.DEBUG) and ctx.route is not None:
+            r = ctx.route
+            log.debug(
+                "route %s: %s/%s reason=%s cache_value=%.6f cost_penalty=%.6f affinity=%s",
+                ctx.request_id,
+                target.provider.name,
+                target.endpoint.id,
+                r.reason,
+                r.cache_value,
+                r.cost_penalty,
+                r.affinity_endpoint or "-",
+            )
 
     def call_options(self, model: str, streaming: bool) -> CallOptions:
+        opts = self._call_options.get((model, streaming))
+        if opts is None:
+            opts = self._call_options[(model, streaming)] = self._resolve_call_options(model, streaming)
+        return opts
+
+    def _resolve_call_options(self, model: str, streaming: bool) -> CallOptions:
         t: StreamTimeouts = self._default_timeouts
         for pattern, timeouts in self._timeouts:
             if fnmatch.fnmatchcase(model, pattern):
@@ -120,29 +226,73 @@ class Gateway:
         )
         return CallOptions(stall_timeout=total, overall_timeout=total)
 
-    @staticmethod
-    def _cool_down(target: Target, error: ProviderError) -> None:
-        if error.upstream_status == 429:
-            pause = error.retry_after_s or COOLDOWN_AFTER_429
-        elif error.code == "connect_error":
-            pause = COOLDOWN_AFTER_CONNECT_ERROR
+    def _cool_down(self, target: Target, error: ProviderError) -> int:
+        """Avoid the endpoint for a while; returns the pause in ms (0: not cooled down).
+
+        A 429/529 is the provider's own word: cool down at once, for its retry-after. A 5xx,
+        connect error or timeout may be one bad request, so only the provider's
+        `cooldown_after_failures` in a row cool the endpoint down, for a pause that doubles with
+        each further failure."""
+        endpoint = target.endpoint
+        if error.upstream_status in (429, 529):
+            pause = min(error.retry_after_s or COOLDOWN_AFTER_429, 300.0)
+            limit = True
         else:
-            pause = error.retry_after_s or COOLDOWN_AFTER_5XX
-        target.endpoint.cooldown_until = max(
-            target.endpoint.cooldown_until, time.monotonic() + min(pause, 300.0)
-        )
+            endpoint.failures += 1
+            threshold = endpoint.cooldown_after_failures
+            if not threshold or endpoint.failures < threshold:
+                return 0
+            base = COOLDOWN_AFTER_CONNECT_ERROR if error.code == "connect_error" else COOLDOWN_AFTER_5XX
+            doubling = 2.0 ** min(endpoint.failures - threshold, 5)
+            pause = min(max(error.retry_after_s or 0.0, base * doubling), MAX_FAILURE_COOLDOWN)
+            limit = False
+        until = self.admission.clock() / 1000 + pause
+        if until > endpoint.cooldown_until:
+            endpoint.cooldown_until = until
+            endpoint.cooling_for_limit = limit
+        return int(pause * 1000)
+
+    def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
+        if fo.too_big and not (fo.limited or fo.errors):
+            tokens = ctx.reservation.tokens if ctx.reservation is not None else 0
+            error: EnsembleError = InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more "
+                "than the tokens-per-minute limit of every endpoint serving this model; lower max_tokens "
+                "or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
+        else:
+            error = self._exhausted_error(fo)
+        if fo.attempts == 0 and ctx.reservation is not None:
+            # Nothing went upstream: the refusal is the gateway's, not the caller's use.
+            self.admission.release(ctx.reservation)
+            ctx.reservation = None
+        return error
 
     @staticmethod
-    def _exhausted(errors: list[ProviderError]) -> EnsembleError:
-        """The error for the client once every candidate failed with a retryable error."""
-        limited = [e for e in errors if e.upstream_status in (429, 529)]
-        if limited and len(limited) == len(errors):
-            waits = [e.retry_after_s for e in limited if e.retry_after_s is not None]
+    def _exhausted_error(fo: Failover) -> EnsembleError:
+        """The error for the client once no candidate could answer.
+
+        429 when any candidate was at its limit, cooling down or answered 429/529: the client
+        should come back at the soonest time one frees up. Otherwise every attempt failed in
+        another retryable way (5xx, connect error, timeout) and the last error is returned."""
+        if not fo.limited and not fo.errors and fo.failing_wait_ms > 0:
+            return Overloaded(
+                "every endpoint serving this model is cooling down after repeated upstream failures; "
+                f"retry after {fo.failing_wait_ms / 1000:.1f}s",
+                retry_after_s=fo.failing_wait_ms / 1000,
+                code="all_endpoints_failing",
+            )
+        if fo.limited or not fo.errors:
+            wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
             return RateLimited(
-                "every endpoint serving this model is rate limited or overloaded",
-                retry_after_s=min(waits) if waits else COOLDOWN_AFTER_429,
+                "every endpoint serving this model is at its rate limit, cooling down or overloaded; "
+                f"retry after {wait / 1000:.1f}s",
+                retry_after_s=wait / 1000,
                 code="all_endpoints_exhausted",
             )
+        errors = fo.errors
         last = errors[-1]
         if isinstance(last, UpstreamTimeout):
             return last
@@ -155,29 +305,31 @@ class Gateway:
     # -- whole answers ---------------------------------------------------------------------------
 
     async def generate(self, request: InferenceRequest, ctx: CallContext) -> InferenceResponse:
-        targets = self.prepare(request, ctx)
+        plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=False)
-        errors: list[ProviderError] = []
-        for target in targets:
-            ctx.target = target
+        fo = Failover(plan)
+        for cand in plan.candidates:
+            if not self._admit_endpoint(plan, cand, ctx, fo):
+                continue
+            target = cand.target
             t0 = time.perf_counter()
             target.endpoint.in_flight += 1
             try:
                 result = await target.provider.complete(request, target, opts)
             except ProviderError as e:
                 ctx.upstream_s += time.perf_counter() - t0
+                self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
                     raise
-                self._cool_down(target, e)
-                errors.append(e)
                 log.warning("endpoint %s failed (%s); trying the next candidate", target.endpoint.id, e.code)
                 continue
             finally:
                 target.endpoint.in_flight -= 1
             ctx.upstream_s += time.perf_counter() - t0
             ctx.ttft_s = ctx.upstream_s
+            self._succeeded(plan, ctx)
             return self.finish(request, ctx, result)
-        raise self._exhausted(errors)
+        raise self._exhausted(fo, ctx)
 
     def finish(
         self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
@@ -189,8 +341,9 @@ class Gateway:
         if ctx.reservation is not None:  # reconcile first so the rate-limit info is current
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
+        self._reconcile_endpoint(ctx, usage)
         ctx.rate_limit = self.admission.info(ctx.key)
-        cost = target.price.cost(usage)
+        cost = result.cost if result.cost is not None else target.price.cost(usage)
         elapsed = time.perf_counter() - ctx.started
         response = InferenceResponse(
             id=ctx.request_id,
@@ -226,6 +379,12 @@ class Gateway:
             ctx, request.model, 200, usage=usage, cost_micro=response.cost_micro_dollars, response=response
         )
         return response
+
+    def _reconcile_endpoint(self, ctx: CallContext, usage: Usage) -> None:
+        if ctx.endpoint_reservation is not None:
+            lim, tokens, at = ctx.endpoint_reservation
+            self.admission.reconcile_endpoint(lim, tokens, usage.input_tokens + usage.output_tokens, at)
+            ctx.endpoint_reservation = None
 
     def record(
         self,
@@ -264,6 +423,7 @@ class Gateway:
         if ctx.reservation is not None:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
+        self._reconcile_endpoint(ctx, usage)
         if self.request_log is None:
             return
         target = ctx.target
@@ -296,11 +456,13 @@ class Gateway:
 
         Deltas that render nothing (usage, a bare role chunk) are held back with it, so an upstream
         error event before any content still fails over to the next candidate."""
-        targets = self.prepare(request, ctx)
+        plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=True)
-        errors: list[ProviderError] = []
-        for target in targets:
-            ctx.target = target
+        fo = Failover(plan)
+        for cand in plan.candidates:
+            if not self._admit_endpoint(plan, cand, ctx, fo):
+                continue
+            target = cand.target
             t0 = time.perf_counter()
             iterator = target.provider.stream(request, target, opts).__aiter__()
             held: list[StreamDelta] = []
@@ -318,10 +480,9 @@ class Gateway:
                 target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0
                 await _close(iterator)
+                self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
                     raise
-                self._cool_down(target, e)
-                errors.append(e)
                 log.warning(
                     "endpoint %s failed before streaming (%s); trying the next", target.endpoint.id, e.code
                 )
@@ -331,11 +492,12 @@ class Gateway:
                 await _close(iterator)
                 raise
             ctx.ttft_s = time.perf_counter() - t0
+            self._succeeded(plan, ctx)
             return LiveStream(self, request, ctx, iterator, held, t0)
-        raise self._exhausted(errors)
+        raise self._exhausted(fo, ctx)
 
 
-CONTENT_DELTAS = (TextDelta, ThinkingDelta, ToolCallStart, ToolCallArgs)
+CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)
 
 
 async def _close(iterator: AsyncIterator[StreamDelta]) -> None:

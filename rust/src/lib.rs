@@ -98,14 +98,21 @@ mod bindings {
         cache: &mut Option<(String, Py<PyString>)>,
         s: &str,
     ) -> Bound<'py, PyString> {
-        if let Some((text, obj)) = cache {
-            if text == s {
-                return obj.bind(py).clone();
+        match cache {
+            Some((text, obj)) if text == s => obj.bind(py).clone(),
+            Some((text, obj)) => {
+                let new = PyString::new(py, s);
+                text.clear();
+                text.push_str(s);
+                *obj = new.clone().unbind();
+                new
+            }
+            None => {
+                let new = PyString::new(py, s);
+                *cache = Some((s.to_owned(), new.clone().unbind()));
+                new
             }
         }
-        let obj = PyString::new(py, s);
-        *cache = Some((s.to_owned(), obj.clone().unbind()));
-        obj
     }
 
     #[pymethods]
@@ -185,6 +192,16 @@ mod bindings {
         }
     }
 
+    fn admission_tuple(a: ratelimit::Admission) -> (bool, u64, i64) {
+        match a {
+            ratelimit::Admission::Admitted => (true, 0, -1),
+            ratelimit::Admission::Refused {
+                retry_after_ms,
+                scope_index,
+            } => (false, retry_after_ms, scope_index as i64),
+        }
+    }
+
     /// Sliding-window RPM/TPM counters per scope; see `rust/src/ratelimit.rs`.
     #[pyclass(module = "ensemble._native", name = "RateLimiter", frozen)]
     struct PyRateLimiter {
@@ -223,13 +240,12 @@ mod bindings {
 
         /// All-or-nothing admission: `(admitted, retry_after_ms, index_of_first_refusing_scope or -1)`.
         fn admit(&self, scopes: Vec<PyBackedStr>, tokens: u64, now_ms: u64) -> (bool, u64, i64) {
-            match self.inner.admit(&scopes, tokens, now_ms) {
-                ratelimit::Admission::Admitted => (true, 0, -1),
-                ratelimit::Admission::Refused {
-                    retry_after_ms,
-                    scope_index,
-                } => (false, retry_after_ms, scope_index as i64),
-            }
+            admission_tuple(self.inner.admit(&scopes, tokens, now_ms))
+        }
+
+        /// What `admit` would answer now, without reserving anything.
+        fn check(&self, scopes: Vec<PyBackedStr>, tokens: u64, now_ms: u64) -> (bool, u64, i64) {
+            admission_tuple(self.inner.check(&scopes, tokens, now_ms))
         }
 
         /// Replace a reservation with the real token count.
@@ -284,6 +300,11 @@ mod bindings {
             self.inner.drain_deltas()
         }
 
+        /// Refuse admissions to `scope` until `until_ms` (upstream 429 / no upstream capacity left).
+        fn block_until(&self, scope: &str, until_ms: u64) {
+            self.inner.block_until(scope, until_ms);
+        }
+
         /// Other instances' usage in the current window (valid for one window from `now_ms`).
         fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
             self.inner.set_global(scope, requests, tokens, now_ms);
@@ -331,10 +352,11 @@ mod bindings {
             Ok(self.inner.remove(&digest_from_slice(digest)?).is_some())
         }
 
-        /// `sha256(api_key)` → record, or None.
-        fn lookup(&self, py: Python<'_>, api_key: &str) -> Option<Py<PyAny>> {
-            self.inner
-                .lookup_with(api_key.as_bytes(), |v| v.clone_ref(py))
+        /// `sha256(api_key)` → record, or None. A string that is not valid Unicode (lone
+        /// surrogates, e.g. from a mangled header) matches no key rather than raising.
+        fn lookup(&self, py: Python<'_>, api_key: &Bound<'_, PyString>) -> Option<Py<PyAny>> {
+            let key = api_key.to_str().ok()?;
+            self.inner.lookup_with(key.as_bytes(), |v| v.clone_ref(py))
         }
 
         /// Digest (32 bytes) → record, or None.

@@ -19,6 +19,10 @@
 //!   pulls is added to local usage until one window after it was set, then ignored (so a dead
 //!   Redis degrades to local-only limits).
 //!
+//! * [`RateLimiter::block_until`] makes a scope refuse everything until a time (an upstream 429's
+//!   `retry-after`, or upstream headers saying its quota is spent until a reset time), with the
+//!   same exact `retry_after_ms`; [`RateLimiter::check`] is `admit` without reserving (routing).
+//!
 //! Time is always passed in (`now_ms`); the core never reads a clock.
 
 use std::collections::hash_map::DefaultHasher;
@@ -101,6 +105,8 @@ struct Scope {
     global_until_ms: u64,
     /// Listed in its shard's `dirty` list (changed since the last drain).
     dirty: bool,
+    /// Refuse every admission before this time (upstream 429 / exhausted upstream quota).
+    blocked_until_ms: u64,
 }
 
 /// One lock's worth of scopes, plus the names changed since the last drain, so draining costs
@@ -353,6 +359,22 @@ impl RateLimiter {
     /// All-or-nothing admission of 1 request and `tokens` reserved tokens in every scope.
     /// Duplicate scopes count once. Unknown scopes are unlimited.
     pub fn admit<S: AsRef<str>>(&self, scopes: &[S], tokens: u64, now_ms: u64) -> Admission {
+        self.decide(scopes, tokens, now_ms, true)
+    }
+
+    /// What [`RateLimiter::admit`] would answer now, without reserving anything (for routing:
+    /// skip candidates that are at their limit).
+    pub fn check<S: AsRef<str>>(&self, scopes: &[S], tokens: u64, now_ms: u64) -> Admission {
+        self.decide(scopes, tokens, now_ms, false)
+    }
+
+    fn decide<S: AsRef<str>>(
+        &self,
+        scopes: &[S],
+        tokens: u64,
+        now_ms: u64,
+        reserve: bool,
+    ) -> Admission {
         let g = self.geometry;
         let (mut guards, pos) = self.lock_scopes(scopes);
         let mut refused: Option<(u64, usize)> = None;
@@ -360,11 +382,11 @@ impl RateLimiter {
             let Some(s) = guards[pos[i]].scopes.get(scope.as_ref()) else {
                 continue;
             };
-            if s.rpm == 0 && s.tpm == 0 {
-                continue;
-            }
-            if !s.fits(s.usage(g, now_ms), tokens) {
-                let wait = s.retry_after(g, now_ms, tokens, self.window_ms);
+            let blocked = s.blocked_until_ms.saturating_sub(now_ms);
+            let limited = s.rpm != 0 || s.tpm != 0;
+            if blocked > 0 || (limited && !s.fits(s.usage(g, now_ms), tokens)) {
+                // Usage only drains over time, so the later of the two is exact.
+                let wait = blocked.max(s.retry_after(g, now_ms, tokens, self.window_ms));
                 refused = Some(match refused {
                     None => (wait, i),
                     Some((w, first)) => (w.max(wait), first),
@@ -377,14 +399,16 @@ impl RateLimiter {
                 scope_index,
             };
         }
-        let t = to_i64(tokens);
-        for (i, scope) in scopes.iter().enumerate() {
-            let scope = scope.as_ref();
-            if scopes[..i].iter().any(|p| p.as_ref() == scope) {
-                continue;
-            }
-            if let Some(s) = guards[pos[i]].touch(scope) {
-                s.add(g, now_ms, 1, t);
+        if reserve {
+            let t = to_i64(tokens);
+            for (i, scope) in scopes.iter().enumerate() {
+                let scope = scope.as_ref();
+                if scopes[..i].iter().any(|p| p.as_ref() == scope) {
+                    continue;
+                }
+                if let Some(s) = guards[pos[i]].touch(scope) {
+                    s.add(g, now_ms, 1, t);
+                }
             }
         }
         Admission::Admitted
@@ -508,6 +532,18 @@ impl RateLimiter {
         out
     }
 
+    /// Refuse admissions to `scope` until `until_ms` (e.g. an upstream 429 with `retry-after`,
+    /// or upstream rate-limit headers reporting no capacity left until their reset time). A later
+    /// call replaces the earlier one; `until_ms <= now` lifts it. Creates the scope if unknown.
+    pub fn block_until(&self, scope: &str, until_ms: u64) {
+        let mut shard = lock(&self.shards[shard_of(scope)]);
+        shard
+            .scopes
+            .entry(scope.to_owned())
+            .or_default()
+            .blocked_until_ms = until_ms;
+    }
+
     /// Set other instances' usage of `scope` in the current window; counted by admission and
     /// snapshots until `now_ms + window_ms`. Creates the scope (unlimited) if unknown.
     pub fn set_global(&self, scope: &str, requests: u64, tokens: u64, now_ms: u64) {
@@ -605,6 +641,35 @@ mod tests {
         assert_eq!(r.admit(&["key:b"], 0, 30_000), Admission::Admitted);
         assert_eq!(r.admit(&["key:b", "ep:x:m"], 0, 30_000), refused(60_000, 0));
         assert_eq!(r.admit(&["ep:x:m", "key:b"], 0, 59_000), refused(31_000, 0));
+    }
+
+    #[test]
+    fn check_reserves_nothing() {
+        let r = rl();
+        r.configure("k", 1, 0);
+        assert_eq!(r.check(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.check(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.usage("k", 0), (0, 0));
+        assert!(r.drain_deltas().is_empty());
+        assert_eq!(r.admit(&["k"], 0, 0), Admission::Admitted);
+        assert_eq!(r.check(&["k"], 0, 1_000), refused(59_000, 0));
+    }
+
+    #[test]
+    fn block_until_refuses_with_exact_retry() {
+        let r = rl();
+        r.block_until("ep", 5_000);
+        assert_eq!(r.admit(&["key", "ep"], 0, 1_000), refused(4_000, 1));
+        assert_eq!(r.check(&["ep"], 0, 4_999), refused(1, 0));
+        assert_eq!(r.admit(&["ep"], 0, 5_000), Admission::Admitted);
+        // Combined with a full window: the later of the two.
+        r.configure("ep", 1, 0);
+        r.block_until("ep", 10_000);
+        assert_eq!(r.admit(&["ep"], 0, 6_000), refused(59_000, 0));
+        r.block_until("ep", 90_000);
+        assert_eq!(r.admit(&["ep"], 0, 6_000), refused(84_000, 0));
+        r.block_until("ep", 0);
+        assert_eq!(r.admit(&["ep"], 0, 65_000), Admission::Admitted);
     }
 
     #[test]

@@ -8,13 +8,16 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 TOOL = {
     "name": "get_weather",
     "description": "weather",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "number"}},
-                     "required": ["city", "days"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "number"}},
+        "required": ["city", "days"],
+    },
 }
 MESSAGES = [{"role": "user", "content": "Hello Claude, tell me about the sea"}]
 
@@ -24,12 +27,18 @@ def dump(blocks: object) -> list[dict[str, object]]:
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(
+        anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw)
+    )  # type: ignore[arg-type]
 
 
 def test_create_text(fake: Fake) -> None:
-    m = client(fake).messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES,  # type: ignore[arg-type]
-                                     system="You are terse.")
+    m = client(fake).messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        system="You are terse.",
+    )
     assert m.type == "message" and m.role == "assistant" and m.id.startswith("msg_")
     assert m.model == "claude-haiku-4-5" and m.stop_reason == "end_turn"
     (block,) = m.content
@@ -48,10 +57,17 @@ def test_stream_text_matches_json(fake: Fake) -> None:
         final = s.get_final_message()
     assert len(texts) == 20
     assert "".join(texts) == full.content[0].text  # type: ignore[union-attr]
-    assert dump(final.content) == dump(full.content) and final.usage == full.usage and final.stop_reason == "end_turn"
+    assert (
+        dump(final.content) == dump(full.content)
+        and final.usage == full.usage
+        and final.stop_reason == "end_turn"
+    )
     assert final.usage.cache_read_input_tokens == 5 and final.usage.cache_creation_input_tokens == 9
-    raw = httpx.post(f"{fake.url}/v1/messages", headers={"anthropic-version": "2023-06-01"},
-                     json={"model": "m", "max_tokens": 10, "messages": MESSAGES, "stream": True}).text
+    raw = httpx.post(
+        f"{fake.url}/v1/messages",
+        headers={"anthropic-version": "2023-06-01"},
+        json={"model": "m", "max_tokens": 10, "messages": MESSAGES, "stream": True},
+    ).text
     names = [line[7:] for line in raw.split("\n") if line.startswith("event: ")]
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -73,20 +89,32 @@ def test_tool_use(fake: Fake) -> None:
     assert len(fragments) >= 3
     assert final.content[0].input == {"city": "test", "days": 1}  # type: ignore[union-attr]
     assert final.stop_reason == "tool_use" and final.usage.output_tokens == len(fragments)
-    followup = [*MESSAGES, {"role": "assistant", "content": [block.model_dump()]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]}]
+    followup = [
+        *MESSAGES,
+        {"role": "assistant", "content": [block.model_dump()]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]},
+    ]
     m2 = c.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=followup, tools=[TOOL])  # type: ignore[arg-type,list-item]
     assert m2.stop_reason == "end_turn" and m2.content[0].type == "text"
-    m3 = c.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES, tools=[TOOL],  # type: ignore[arg-type,list-item]
-                           tool_choice={"type": "none"})
+    m3 = c.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=100,
+        messages=MESSAGES,
+        tools=[TOOL],  # type: ignore[arg-type,list-item]
+        tool_choice={"type": "none"},
+    )
     assert m3.content[0].type == "text"
 
 
 def test_thinking(fake: Fake) -> None:
     fake.config(redacted_thinking=True)
     c = client(fake)
-    kw = {"model": "claude-haiku-4-5", "max_tokens": 2000, "messages": MESSAGES,
-          "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    kw = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 2000,
+        "messages": MESSAGES,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
     m = c.messages.create(**kw)  # type: ignore[call-overload]
     assert [b.type for b in m.content] == ["thinking", "redacted_thinking", "text"]
     assert m.content[0].thinking and m.content[0].signature
@@ -130,10 +158,17 @@ def test_errors_and_headers(fake: Fake) -> None:
     raw = c.messages.with_raw_response.create(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
     for h in ("requests-limit", "requests-remaining", "requests-reset", "tokens-limit", "tokens-remaining"):
         assert f"anthropic-ratelimit-{h}" in raw.headers
-    r = httpx.post(f"{fake.url}/v1/messages", headers={"anthropic-version": "2023-06-01"},
-                   json={"model": "m", "messages": MESSAGES})
+    r = httpx.post(
+        f"{fake.url}/v1/messages",
+        headers={"anthropic-version": "2023-06-01"},
+        json={"model": "m", "messages": MESSAGES},
+    )
     assert r.status_code == 400 and r.json()["error"]["message"] == "max_tokens: Field required"
-    r = httpx.post(f"{fake.url}/v1/messages", json={"model": "m", "max_tokens": 1, "messages": MESSAGES})
+    ok = {"model": "m", "max_tokens": 1, "messages": MESSAGES}
+    assert httpx.post(
+        f"{fake.url}/v1/messages", json=ok, headers={"anthropic-version": "2023-06-01"}
+    ).is_success
+    r = httpx.post(f"{fake.url}/v1/messages", json=ok)  # same body, now without the header: not cached
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "anthropic-version" in r.json()["error"]["message"]
     fake.config(require_api_key="sk-ant-right")
@@ -152,8 +187,14 @@ def test_mid_stream_error_event(fake: Fake) -> None:
     assert "overloaded_error" in str(e.value) and len(got) == 2
 
 
-@pytest.mark.parametrize("cfg", [{"framing": "crlf", "split_bytes": 5}, {"framing": "cr", "comments": True},
-                                 {"framing": "mixed", "split_bytes": 3, "chunks": 6}])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"framing": "crlf", "split_bytes": 5},
+        {"framing": "cr", "comments": True},
+        {"framing": "mixed", "split_bytes": 3, "chunks": 6},
+    ],
+)
 def test_framing_variants(fake: Fake, cfg: dict[str, object]) -> None:
     c = client(fake)
     fake.config(**cfg)  # type: ignore[arg-type]
@@ -166,10 +207,15 @@ def test_framing_variants(fake: Fake, cfg: dict[str, object]) -> None:
 def test_batches(fake: Fake) -> None:
     fake.config("ep-batch", batch_delay_ms=300)
     c = client(fake, "/ep-batch")
-    batch = c.messages.batches.create(requests=[
-        {"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": MESSAGES}},
-        {"custom_id": "b", "params": {"model": "claude-haiku-4-5", "messages": MESSAGES}},  # type: ignore[typeddict-item]
-    ])
+    batch = c.messages.batches.create(
+        requests=[
+            {
+                "custom_id": "a",
+                "params": {"model": "claude-haiku-4-5", "max_tokens": 50, "messages": MESSAGES},
+            },
+            {"custom_id": "b", "params": {"model": "claude-haiku-4-5", "messages": MESSAGES}},  # type: ignore[typeddict-item]
+        ]
+    )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 2 and batch.results_url is None
     time.sleep(0.35)
@@ -183,8 +229,11 @@ def test_batches(fake: Fake) -> None:
     assert results["b"].type == "errored"
     assert [b.id for b in c.messages.batches.list()] == [batch.id]
 
-    other = c.messages.batches.create(requests=[
-        {"custom_id": "x", "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES}}])
+    other = c.messages.batches.create(
+        requests=[
+            {"custom_id": "x", "params": {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES}}
+        ]
+    )
     canceling = c.messages.batches.cancel(other.id)
     assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
     ended = c.messages.batches.retrieve(other.id)

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 WEATHER_TOOL = {
     "type": "function",
@@ -17,8 +17,12 @@ WEATHER_TOOL = {
         "name": "get_weather",
         "parameters": {
             "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
-                           "metric": {"type": "boolean"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "metric": {"type": "boolean"},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+            },
             "required": ["city", "days", "metric", "unit"],
         },
     },
@@ -27,10 +31,12 @@ MESSAGES = [{"role": "user", "content": "Hi there, what is the weather like in P
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw))  # type: ignore[arg-type]
 
 
-def collect(stream: openai.Stream[openai.types.chat.ChatCompletionChunk]) -> tuple[str, list[openai.types.chat.ChatCompletionChunk]]:
+def collect(
+    stream: openai.Stream[openai.types.chat.ChatCompletionChunk],
+) -> tuple[str, list[openai.types.chat.ChatCompletionChunk]]:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     return text, chunks
@@ -41,7 +47,9 @@ def test_create_text(fake: Fake) -> None:
     assert r.object == "chat.completion" and r.model == "gpt-4o" and r.id.startswith("chatcmpl-")
     msg = r.choices[0].message
     assert msg.role == "assistant"
-    assert msg.content is not None and msg.content.startswith("Hello from fake-openai. You said: Hi there, what is")
+    assert msg.content is not None and msg.content.startswith(
+        "Hello from fake-openai. You said: Hi there, what is"
+    )
     assert r.choices[0].finish_reason == "stop"
     assert r.usage is not None
     assert r.usage.completion_tokens == 20
@@ -56,8 +64,12 @@ def test_create_text(fake: Fake) -> None:
 def test_stream_matches_json(fake: Fake) -> None:
     c = client(fake)
     full = c.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-    stream = c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                       stream_options={"include_usage": True})
+    stream = c.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
     text, chunks = collect(stream)
     assert text == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -80,8 +92,13 @@ def test_tool_call_and_tool_result(fake: Fake) -> None:
     args = {"city": "test", "days": 1, "metric": True, "unit": "c"}
     assert json.loads(call.function.arguments) == args  # type: ignore[union-attr]
 
-    stream = c.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL],  # type: ignore[arg-type,list-item]
-                                       stream=True, stream_options={"include_usage": True})
+    stream = c.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        tools=[WEATHER_TOOL],  # type: ignore[arg-type,list-item]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     _, chunks = collect(stream)
     deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
     assert deltas[0].id and deltas[0].function and deltas[0].function.name == "get_weather"
@@ -90,17 +107,27 @@ def test_tool_call_and_tool_result(fake: Fake) -> None:
     assert json.loads("".join(fragments)) == args
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(fragments)
 
-    followup = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+    followup = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
     r2 = c.chat.completions.create(model="gpt-4o", messages=followup, tools=[WEATHER_TOOL])  # type: ignore[arg-type,list-item]
     assert r2.choices[0].finish_reason == "stop" and r2.choices[0].message.content
 
     forced = c.chat.completions.create(  # type: ignore[call-overload]
-        model="gpt-4o", messages=MESSAGES,
-        tools=[{"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}}, WEATHER_TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        model="gpt-4o",
+        messages=MESSAGES,
+        tools=[
+            {"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}},
+            WEATHER_TOOL,
+        ],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     assert forced.choices[0].message.tool_calls[0].function.name == "get_weather"
-    none = c.chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL], tool_choice="none")  # type: ignore[arg-type,list-item]
+    none = c.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, tools=[WEATHER_TOOL], tool_choice="none"
+    )  # type: ignore[arg-type,list-item]
     assert none.choices[0].message.tool_calls is None
 
 
@@ -113,21 +140,41 @@ def test_max_tokens_and_usage_config(fake: Fake) -> None:
     assert u is not None and u.completion_tokens == 4 + 11
     assert u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens == 7
     assert u.completion_tokens_details is not None and u.completion_tokens_details.reasoning_tokens == 11
-    text, chunks = collect(c.chat.completions.create(model="o3", messages=MESSAGES, max_tokens=4, stream=True,  # type: ignore[arg-type]
-                                                     stream_options={"include_usage": True}))
+    text, chunks = collect(
+        c.chat.completions.create(
+            model="o3",
+            messages=MESSAGES,
+            max_tokens=4,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+    )
     assert text == r.choices[0].message.content and chunks[-1].usage == u
 
 
-@pytest.mark.parametrize("cfg", [
-    {"framing": "crlf"}, {"framing": "cr"}, {"framing": "mixed"}, {"comments": True},
-    {"split_bytes": 7, "framing": "crlf"}, {"split_bytes": 1, "framing": "mixed", "comments": True, "chunks": 4},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"framing": "crlf"},
+        {"framing": "cr"},
+        {"framing": "mixed"},
+        {"comments": True},
+        {"split_bytes": 7, "framing": "crlf"},
+        {"split_bytes": 2, "framing": "mixed", "comments": True, "chunks": 4},
+    ],
+)
 def test_framing_variants(fake: Fake, cfg: dict[str, object]) -> None:
     c = client(fake)
     fake.config(**cfg)  # type: ignore[arg-type]
     expected = c.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message.content  # type: ignore[arg-type]
-    text, chunks = collect(c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
-                                                     stream_options={"include_usage": True}))
+    text, chunks = collect(
+        c.chat.completions.create(
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+    )
     assert text == expected
     assert chunks[-1].usage is not None
 
@@ -169,7 +216,7 @@ def test_require_api_key(fake: Fake) -> None:
     fake.config(require_api_key="sk-right")
     with pytest.raises(openai.AuthenticationError):
         client(fake).chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-    ok = openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0)
+    ok = track(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0))
     assert ok.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices  # type: ignore[arg-type]
 
 
@@ -193,8 +240,12 @@ def test_behaviours_per_endpoint(fake: Fake) -> None:
 
 def test_mid_stream_faults(fake: Fake) -> None:
     c = client(fake)
-    fake.enqueue({"error_event_after_chunks": 3}, {"malformed_after_chunks": 2}, {"reset_after_chunks": 4},
-                 {"close_connection": True})
+    fake.enqueue(
+        {"error_event_after_chunks": 3},
+        {"malformed_after_chunks": 2},
+        {"reset_after_chunks": 4},
+        {"close_connection": True},
+    )
     with pytest.raises(openai.APIError):
         collect(c.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
     with pytest.raises(json.JSONDecodeError):
@@ -252,7 +303,7 @@ def test_control_api_validation(fake: Fake) -> None:
     r = fake.http.post("/_fake/enqueue", json={"behaviors": [{"statuss": 500}]})
     assert r.status_code == 400
     assert fake.http.get("/_fake/health").json()["status"] == "ok"
-    cfg = fake.config("x", chunks=3)["config"]
+    cfg = fake.config("x", chunks=3)
     assert cfg["chunks"] == 3 and cfg["framing"] is None
     fake.enqueue({"status": 500, "count": 3}, endpoint="x")
     assert len(fake.http.get("/_fake/config", params={"endpoint": "x"}).json()["queued"]) == 3

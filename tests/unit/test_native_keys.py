@@ -59,6 +59,13 @@ def test_load_lookup_upsert_remove() -> None:
     assert table.lookup("ens_c") is None
 
 
+def test_unencodable_key_matches_nothing() -> None:
+    table = KeyTable()
+    table.upsert(digest("ens_a"), 1)
+    assert table.lookup("ens_\udcff") is None  # lone surrogate: no error, no match
+    assert table.lookup("") is None
+
+
 def test_bad_digest_length() -> None:
     table = KeyTable()
     with pytest.raises(ValueError, match="32 bytes"):

@@ -90,6 +90,23 @@ def test_reconcile_after_window_charges_only_excess_now() -> None:
     assert rl.usage(KEY, 600_000) == (0, 300)
 
 
+def test_check_reserves_nothing() -> None:
+    rl = RateLimiter()
+    rl.configure(EP, 1, 0)
+    assert rl.check([KEY, EP], 5, 0) == (True, 0, -1)
+    assert rl.usage(EP, 0) == (0, 0)
+    assert rl.admit([KEY, EP], 5, 0) == (True, 0, -1)
+    assert rl.check([KEY, EP], 5, 1_000) == (False, 59_000, 1)
+
+
+def test_block_until_upstream_cooldown() -> None:
+    rl = RateLimiter()
+    rl.block_until(EP, 31_000)  # upstream 429 with retry-after: 30 s, seen at 1 000
+    assert rl.admit([KEY, EP], 10, 1_000) == (False, 30_000, 1)
+    assert rl.check([EP], 10, 30_999) == (False, 1, 0)
+    assert rl.admit([EP], 10, 31_000) == (True, 0, -1)
+
+
 def test_release_returns_request_and_tokens() -> None:
     rl = RateLimiter()
     rl.configure(KEY, 1, 100)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from .behavior import Batch, EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -41,14 +41,29 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}
 
 
 def error_body(status: int, message: str | None = None) -> dict[str, Any]:
-    typ, default = _ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error",
-                                        f"Error {status}."))
-    return {"type": "error", "error": {"type": typ, "message": message or default},
-            "request_id": new_id("req_")}
+    typ, default = _ERRORS.get(
+        status, ("api_error" if status >= 500 else "invalid_request_error", f"Error {status}.")
+    )
+    return {
+        "type": "error",
+        "error": {"type": typ, "message": message or default},
+        "request_id": new_id("req_"),
+    }
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+_last_reset: tuple[int, str] = (0, "")
+
+
+def _reset_iso(ts: int) -> str:
+    """RFC 3339 time of the window reset; constant within a window, so format it once."""
+    global _last_reset
+    if _last_reset[0] != ts:
+        _last_reset = (ts, _iso(ts))
+    return _last_reset[1]
 
 
 class BadRequest(Exception):
@@ -79,8 +94,9 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
         raise BadRequest("model: Field required")
     messages = req.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: Field required" if messages is None else
-                         "messages: at least one message is required")
+        raise BadRequest(
+            "messages: Field required" if messages is None else "messages: at least one message is required"
+        )
     max_tokens = req.get("max_tokens")
     if need_max_tokens:
         if max_tokens is None:
@@ -96,18 +112,29 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
         text = _text_of(content)
         chars += len(text)
         if msg["role"] == "user":
-            own = content if isinstance(content, str) else "".join(
-                b["text"] for b in content or () if isinstance(b, dict) and b.get("type") == "text"
-                and isinstance(b.get("text"), str))
+            own = (
+                content
+                if isinstance(content, str)
+                else "".join(
+                    b["text"]
+                    for b in (content if isinstance(content, list) else ())
+                    if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+                )
+            )
             if own:
                 conv.last_user_text = own
     last = messages[-1]
     conv.prompt_chars = chars
     conv.last_is_user = last["role"] == "user"
     conv.last_is_tool_result = isinstance(last.get("content"), list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"])
-    for tool in req.get("tools") or ():
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str) and tool.get("type", "custom") == "custom":
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]
+    )
+    for tool in as_list(req.get("tools")):
+        if (
+            isinstance(tool, dict)
+            and isinstance(tool.get("name"), str)
+            and tool.get("type", "custom") == "custom"
+        ):
             schema = tool.get("input_schema")
             conv.tools.append(ToolSpec(tool["name"], schema if isinstance(schema, dict) else None))
     choice = req.get("tool_choice")
@@ -130,8 +157,10 @@ def usage_json(plan: Plan) -> dict[str, Any]:
         "input_tokens": plan.prompt_tokens,
         "cache_creation_input_tokens": plan.cache_creation_tokens,
         "cache_read_input_tokens": plan.cached_tokens,
-        "cache_creation": {"ephemeral_5m_input_tokens": plan.cache_creation_tokens,
-                           "ephemeral_1h_input_tokens": 0},
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": plan.cache_creation_tokens,
+            "ephemeral_1h_input_tokens": 0,
+        },
         "output_tokens": plan.output_tokens + plan.reasoning_tokens,
         "service_tier": "standard",
     }
@@ -170,14 +199,32 @@ def message_json(model: str, plan: Plan, redacted: bool, msg_id: str) -> dict[st
 def stream_events(model: str, plan: Plan, redacted: bool) -> list[Event]:
     usage = usage_json(plan)
     start_usage = {**usage, "output_tokens": 1}
-    ev: list[Event] = [sse({"type": "message_start", "message": {
-        "id": new_id("msg_"), "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None, "usage": start_usage}}, "message_start")]
+    ev: list[Event] = [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": ID_MARK,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": start_usage,
+                },
+            },
+            "message_start",
+        )
+    ]
     index = 0
 
     def start(block: dict[str, Any]) -> None:
-        ev.append(sse({"type": "content_block_start", "index": index, "content_block": block},
-                      "content_block_start"))
+        ev.append(
+            sse(
+                {"type": "content_block_start", "index": index, "content_block": block}, "content_block_start"
+            )
+        )
         if index == 0:
             ev.append(sse({"type": "ping"}, "ping"))
 
@@ -207,16 +254,27 @@ def stream_events(model: str, plan: Plan, redacted: bool) -> list[Event]:
         for piece in plan.text_pieces:
             delta({"type": "text_delta", "text": piece})
     stop()
-    final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                         "cache_read_input_tokens", "output_tokens")}
-    ev.append(sse({"type": "message_delta", "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
-                   "usage": final_usage}, "message_delta"))
+    final_usage = {
+        k: usage[k]
+        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+    }
+    ev.append(
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _STOP[plan.finish], "stop_sequence": None},
+                "usage": final_usage,
+            },
+            "message_delta",
+        )
+    )
     ev.append(sse({"type": "message_stop"}, "message_stop"))
     return ev
 
 
-_ERROR_EVENT: Event = sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-                          "error")
+_ERROR_EVENT: Event = sse(
+    {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error"
+)
 
 
 class AnthropicProvider:
@@ -250,7 +308,7 @@ class AnthropicProvider:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
-        at = _iso(now + reset)
+        at = _reset_iso(round(now + reset))
         return [
             ("request-id", new_id("req_")),
             ("anthropic-ratelimit-requests-limit", str(lreq)),
@@ -275,8 +333,15 @@ class AnthropicProvider:
 
     def _plan(self, ctx: Ctx, conv: Conversation) -> Plan:
         cfg = ctx.config
-        return make_plan("anthropic", conv, cfg.chunks, cfg.cached_tokens, cfg.cache_creation_tokens,
-                         cfg.reasoning_tokens, lambda o: orjson.dumps(o).decode())
+        return make_plan(
+            "anthropic",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            cfg.cache_creation_tokens,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+        )
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
         action = ctx.action
@@ -290,10 +355,13 @@ class AnthropicProvider:
             if action.startswith("batch_"):
                 return self._batches(ctx)
             if action == "models":
-                data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
-                        for m in MODELS]
-                return json_reply(200, {"data": data, "has_more": False, "first_id": MODELS[0],
-                                        "last_id": MODELS[-1]})
+                data = [
+                    {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+                    for m in MODELS
+                ]
+                return json_reply(
+                    200, {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
+                )
         except BadRequest as exc:
             return self.error(400, str(exc))
         return self.error(404, f"Not found: {ctx.method} {ctx.extra.get('path', '')}")
@@ -306,10 +374,18 @@ class AnthropicProvider:
         tokens = plan.prompt_tokens + plan.output_tokens
         redacted = ctx.config.redacted_thinking
         if req.get("stream") is True:
-            return StreamReply([SSE_CT], stream_events(model, plan, redacted), _ERROR_EVENT, tokens=tokens)
+            return StreamReply(
+                [SSE_CT],
+                stream_events(model, plan, redacted),
+                _ERROR_EVENT,
+                tokens=tokens,
+                id_prefix="msg_",
+                cacheable=plan.tool is None,
+            )
         body = message_json(model, plan, redacted, ID_MARK)
-        return Reply(200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="msg_",
-                     cacheable=plan.tool is None)
+        return Reply(
+            200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="msg_", cacheable=plan.tool is None
+        )
 
     # ---- Message Batches ------------------------------------------------------------------------
 
@@ -332,7 +408,9 @@ class AnthropicProvider:
             "created_at": _iso(batch.created_at),
             "expires_at": _iso(batch.created_at + 86400),
             "archived_at": None,
-            "cancel_initiated_at": _iso(batch.cancel_initiated_at) if batch.cancel_initiated_at is not None else None,
+            "cancel_initiated_at": _iso(batch.cancel_initiated_at)
+            if batch.cancel_initiated_at is not None
+            else None,
             "results_url": f"{ctx.base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
         }
 
@@ -344,9 +422,15 @@ class AnthropicProvider:
             return self._batch_create(ctx, now)
         if action == "batch_list":
             data = [self._batch_json(ctx, b, now) for b in reversed(batches.values())]
-            return json_reply(200, {"data": data, "has_more": False,
-                                    "first_id": data[0]["id"] if data else None,
-                                    "last_id": data[-1]["id"] if data else None})
+            return json_reply(
+                200,
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+            )
         batch = batches.get(ctx.arg)
         if batch is None:
             return self.error(404, f"No message batch found with id {ctx.arg!r}")
@@ -356,7 +440,7 @@ class AnthropicProvider:
             if now < batch.ends_at and batch.cancel_initiated_at is None:
                 out = self._batch_json(ctx, batch, now)
                 batch.cancel_initiated_at = now
-                batch.ends_at = now + 0.001
+                batch.ends_at = now  # the cancel answer says "canceling"; later reads see "ended"
                 out["processing_status"] = "canceling"
                 out["cancel_initiated_at"] = _iso(now)
                 return json_reply(200, out)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 FRAMINGS = ("lf", "crlf", "cr", "mixed")
-RECORD_LIMIT = 10_000
+RECORD_LIMIT = 2_000  # recordings kept per endpoint (oldest dropped)
 
 
 class ControlError(ValueError):
@@ -91,8 +91,14 @@ class EndpointConfig:
                 parsed[key] = _as_float(key, value)
             elif key == "chunks":
                 parsed[key] = _as_int(key, value, 1)
-            elif key in ("cached_tokens", "cache_creation_tokens", "reasoning_tokens", "split_bytes",
-                         "ratelimit_requests", "ratelimit_tokens"):
+            elif key in (
+                "cached_tokens",
+                "cache_creation_tokens",
+                "reasoning_tokens",
+                "split_bytes",
+                "ratelimit_requests",
+                "ratelimit_tokens",
+            ):
                 parsed[key] = _as_int(key, value)
             elif key in ("ratelimit_remaining_requests", "ratelimit_remaining_tokens"):
                 parsed[key] = _as_opt_int(key, value)
@@ -155,8 +161,12 @@ class Behavior:
                 count = _as_int(key, value, 1)
             elif key in ("stall_before_first_byte_ms", "stall_ms"):
                 setattr(b, key, _as_float(key, value))
-            elif key in ("stall_after_chunks", "reset_after_chunks", "malformed_after_chunks",
-                         "error_event_after_chunks"):
+            elif key in (
+                "stall_after_chunks",
+                "reset_after_chunks",
+                "malformed_after_chunks",
+                "error_event_after_chunks",
+            ):
                 setattr(b, key, _as_int(key, value))
             elif key == "close_connection":
                 b.close_connection = _as_bool(key, value)
@@ -174,7 +184,12 @@ class Behavior:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, 0.0)}
+        defaults = {"stall_before_first_byte_ms": 0.0, "stall_ms": 0.0, "close_connection": False}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None and not (k in defaults and v == defaults[k])
+        }
 
 
 class RequestRecord:
@@ -198,8 +213,15 @@ class RequestRecord:
     )
 
     def __init__(
-        self, seq: int, method: str, path: str, query: str, endpoint: str,
-        headers: list[tuple[str, str]], body: bytes, started_at: float,
+        self,
+        seq: int,
+        method: str,
+        path: str,
+        query: str,
+        endpoint: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        started_at: float,
     ) -> None:
         self.seq = seq
         self.method = method

@@ -32,9 +32,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FILLER = (
-    "lorem", "ipsum", "café", "dolor", "sit", "日本語", "amet", "naïve", "consectetur",
-    "🙂", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "über", "incididunt",
-    "ut", "labore", "et", "dolore", "magna", "aliqua",
+    "lorem",
+    "ipsum",
+    "café",
+    "dolor",
+    "sit",
+    "日本語",
+    "amet",
+    "naïve",
+    "consectetur",
+    "🙂",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "über",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
 )
 USER_WORDS = 8
 
@@ -47,6 +68,11 @@ def new_id(prefix: str, width: int = 24) -> str:
     global _counter
     _counter += 1
     return f"{prefix}{_PROC}{_counter:0{width - len(_PROC)}x}"
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else [] (request fields are untrusted)."""
+    return value if isinstance(value, list) else []
 
 
 def count_tokens(chars: int) -> int:
@@ -193,8 +219,9 @@ def choose_tool(conv: Conversation) -> ToolSpec | None:
     return conv.tools[0]
 
 
-def make_plan(provider: str, conv: Conversation, chunks: int, cached: int, creation: int,
-              reasoning: int, dumps: Any) -> Plan:
+def make_plan(
+    provider: str, conv: Conversation, chunks: int, cached: int, creation: int, reasoning: int, dumps: Any
+) -> Plan:
     """Build the answer. ``dumps`` renders tool arguments the way the format writes JSON."""
     max_tokens = conv.max_tokens
     thinking = thinking_pieces(conv.last_user_text) if conv.thinking else []

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -30,9 +29,8 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
-    404: ("invalid_request_error", "model_not_found", "Not found."),
-    429: ("requests", "rate_limit_exceeded",
-          "Rate limit reached for requests. Please try again in 1s."),
+    404: ("invalid_request_error", None, "Not found."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     502: ("server_error", None, "Bad gateway."),
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
@@ -41,8 +39,9 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 def error_body(status: int, message: str | None = None, param: str | None = None) -> dict[str, Any]:
-    typ, code, default = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
-                                              None, f"Error {status}."))
+    typ, code, default = _ERRORS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Error {status}.")
+    )
     return {"error": {"message": message or default, "type": typ, "param": param, "code": code}}
 
 
@@ -57,7 +56,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     return ""
 
 
@@ -79,7 +80,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
             raise BadRequest(f"Invalid value for 'messages[{i}]'.", f"messages[{i}]")
         text = _text_of(msg.get("content"))
         chars += len(text)
-        for call in msg.get("tool_calls") or ():
+        for call in as_list(msg.get("tool_calls")):
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 chars += len(str(call["function"].get("arguments", "")))
         if msg["role"] == "user":
@@ -88,7 +89,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
     conv.prompt_chars = chars
     conv.last_is_user = last == "user"
     conv.last_is_tool_result = last in ("tool", "function")
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
             fn = tool["function"]
             if isinstance(fn.get("name"), str):
@@ -150,29 +151,38 @@ class OpenAIProvider:
         if want is not None:
             got = self.api_key(ctx.headers, ctx.query)
             if got != want:
-                return self.error(401, "Incorrect API key provided." if got else
-                                  "You didn't provide an API key.")
+                return self.error(
+                    401, "Incorrect API key provided." if got else "You didn't provide an API key."
+                )
         return None
 
     def ratelimit_headers(self, ep: EndpointState, now: float, status: int) -> Headers:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
+        resets = _fmt_duration(reset)
         return [
             ("x-request-id", new_id("req_")),
             ("x-ratelimit-limit-requests", str(lreq)),
             ("x-ratelimit-remaining-requests", str(rreq)),
-            ("x-ratelimit-reset-requests", _fmt_duration(reset)),
+            ("x-ratelimit-reset-requests", resets),
             ("x-ratelimit-limit-tokens", str(ltok)),
             ("x-ratelimit-remaining-tokens", str(rtok)),
-            ("x-ratelimit-reset-tokens", _fmt_duration(reset)),
+            ("x-ratelimit-reset-tokens", resets),
         ]
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
         if ctx.action == "models":
-            return json_reply(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-openai"} for m in MODELS
-            ]})
+            return json_reply(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 1700000000, "owned_by": "fake-openai"}
+                        for m in MODELS
+                    ],
+                },
+            )
         if ctx.action != "chat":
             return self.error(404, f"Invalid URL ({ctx.method} {ctx.extra.get('path', '')})")
         try:
@@ -189,59 +199,118 @@ class OpenAIProvider:
         except BadRequest as exc:
             return json_reply(400, error_body(400, exc.message, exc.param))
         cfg = ctx.config
-        plan = make_plan("openai", conv, cfg.chunks, cfg.cached_tokens, 0, cfg.reasoning_tokens,
-                         lambda o: orjson.dumps(o).decode())
+        plan = make_plan(
+            "openai",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            0,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+        )
         tokens = plan.prompt_tokens + plan.output_tokens
         if req.get("stream") is True:
             opts = req.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            return StreamReply([SSE_CT], self._events(model, plan, include_usage), _ERROR_EVENT,
-                               tokens=tokens)
-        message: dict[str, Any] = {"role": "assistant", "content": None if plan.tool else plan.text,
-                                   "refusal": None, "annotations": []}
+            return StreamReply(
+                [SSE_CT],
+                self._events(model, plan, include_usage),
+                _ERROR_EVENT,
+                tokens=tokens,
+                id_prefix="chatcmpl-",
+                cacheable=plan.tool is None,
+            )
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None if plan.tool else plan.text,
+            "refusal": None,
+            "annotations": [],
+        }
         if plan.tool:
-            message["tool_calls"] = [{"id": new_id("call_"), "type": "function", "function": {
-                "name": plan.tool.name, "arguments": plan.tool.arguments}}]
+            message["tool_calls"] = [
+                {
+                    "id": new_id("call_"),
+                    "type": "function",
+                    "function": {"name": plan.tool.name, "arguments": plan.tool.arguments},
+                }
+            ]
         body = {
             "id": ID_MARK,
             "object": "chat.completion",
             "created": TS_MARK,
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": _FINISH[plan.finish]}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH[plan.finish]}
+            ],
             "usage": usage_json(plan),
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
-        return Reply(200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-",
-                     cacheable=not plan.tool)
+        return Reply(
+            200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-", cacheable=not plan.tool
+        )
 
     def _events(self, model: str, plan: Plan, include_usage: bool) -> list[Event]:
-        cid = new_id("chatcmpl-")
-        created = int(time.time())
+        cid = ID_MARK  # one id and timestamp per stream, filled in at send time
+        created: Any = TS_MARK
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:
-            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                        "service_tier": "default", "system_fingerprint": "fp_fake",
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                        **extra})
+            return sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                    **extra,
+                }
+            )
 
         events: list[Event] = []
         if plan.tool:
-            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": new_id("call_"), "type": "function",
-                 "function": {"name": plan.tool.name, "arguments": ""}}], "refusal": None}))
-            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
-                       for frag in plan.tool.fragments]
+            events.append(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": new_id("call_"),
+                                "type": "function",
+                                "function": {"name": plan.tool.name, "arguments": ""},
+                            }
+                        ],
+                        "refusal": None,
+                    }
+                )
+            )
+            events += [
+                chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
+                for frag in plan.tool.fragments
+            ]
         else:
             events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             events += [chunk({"content": piece}) for piece in plan.text_pieces]
         events.append(chunk({}, _FINISH[plan.finish]))
         if include_usage:
-            events.append(sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                               "service_tier": "default", "system_fingerprint": "fp_fake", "choices": [],
-                               "usage": usage_json(plan)}))
+            events.append(
+                sse(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "service_tier": "default",
+                        "system_fingerprint": "fp_fake",
+                        "choices": [],
+                        "usage": usage_json(plan),
+                    }
+                )
+            )
         events.append((b"data: [DONE]",))
         return events
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from ensemble._native import SseError, SseParser
@@ -35,7 +35,10 @@ class Endpoint:
     tpm_limit: int
     weight: int
     needs_key: bool
-    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/5xx
+    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/529 or repeated failures
+    cooling_for_limit: bool = False  # the current cool-down is the provider's rate limit, not a failure
+    failures: int = 0  # consecutive 5xx / connect errors / timeouts; a success resets it
+    cooldown_after_failures: int = 3  # the provider's setting; 0: failures never cool it down
     in_flight: int = 0
 
     @classmethod
@@ -49,6 +52,7 @@ class Endpoint:
             tpm_limit=cfg.tpm_limit,
             weight=cfg.weight,
             needs_key=provider.type != "mock",
+            cooldown_after_failures=provider.cooldown_after_failures,
         )
 
     @property
@@ -86,6 +90,8 @@ class Provider(ABC):
         self.endpoints = [Endpoint.from_config(e, config) for e in config.endpoints]
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
+        # Set by the gateway: sees every upstream response's headers (rate-limit state, SPEC §6).
+        self.on_headers: Callable[[Target, Mapping[str, str]], None] | None = None
 
     @abstractmethod
     async def complete(
@@ -145,6 +151,22 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP-date; rare from LLM providers, treated as unknown
 
 
+# OpenAI's reasoning_effort as a thinking budget for providers that take one (Anthropic, Gemini).
+REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+MIN_THINKING_BUDGET = 1024
+
+
+def reasoning_budget(effort: str, max_tokens: int | None) -> int | None:
+    """The thinking budget for an effort level, kept below max_tokens; None when no thinking fits
+    (or the effort is "none" or unknown)."""
+    budget = REASONING_BUDGETS.get(effort)
+    if budget is None:
+        return None
+    if max_tokens is not None:
+        budget = min(budget, max_tokens - 1)
+    return budget if budget >= MIN_THINKING_BUDGET else None
+
+
 def retryable_status(status: int) -> bool:
     """429, 408, 409 (OpenAI lock timeouts), 5xx and 529 (Anthropic overloaded) are worth another endpoint."""
     return status in (408, 409, 429) or status >= 500
@@ -162,6 +184,8 @@ class HttpProvider(Provider):
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
+        if self.on_headers is not None:
+            self.on_headers(target, resp.headers)
         payload = await resp.read()
         if resp.status >= 400:
             raise self.wire.classify(resp.status, resp.headers, payload)
@@ -180,7 +204,7 @@ class HttpProvider(Provider):
     ) -> AsyncIterator[StreamDelta]:
         url, headers, body = self.wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
-        # call (overall_timeout); aiohttp's own read timeout is off so there is one source of truth.
+        # call (overall_timeout); the client's own read timers are off so there is one source of truth.
         watchdog = StallWatchdog(opts.stall_timeout, opts.overall_timeout, opts.clock)
         watchdog.arm()
         resp: UpstreamResponse | None = None
@@ -189,6 +213,8 @@ class HttpProvider(Provider):
             watchdog.begin_read()
             try:
                 resp = await self.client.post(url, headers, body, stream=True)
+                if self.on_headers is not None:
+                    self.on_headers(target, resp.headers)
                 if resp.status >= 400:
                     raise self.wire.classify(resp.status, resp.headers, await resp.read())
             finally:

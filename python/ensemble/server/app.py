@@ -13,7 +13,7 @@ from granian.rsgi import Scope
 from ensemble import logs
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError
-from ensemble.server import errors, inference, info, websocket
+from ensemble.server import errors, formats, inference, info, websocket
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -28,7 +28,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.runtime = Runtime(config)
-        self.routes = RouteTable(inference.ROUTES + info.ROUTES)
+        self.routes = RouteTable(inference.ROUTES + formats.ROUTES + info.ROUTES)
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -110,6 +110,8 @@ def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
             ("x-ensemble-provider", ctx.target.provider.name),
             ("x-ensemble-endpoint", ctx.target.endpoint.id),
         ]
+    if ctx.route is not None:
+        headers.append(("x-ensemble-route-reason", ctx.route.reason))
     headers.append(("x-ensemble-overhead-ms", f"{overhead_ms:.3f}"))
     return headers + rate_limit_headers(ctx.rate_limit)
 
@@ -178,6 +180,7 @@ async def pump(
         tail = fmt.finish(response)
         if tail:
             await sink.send(tail)
+        await sink.close()
     except ClientDisconnected:
         if ctx.recorded:
             return
@@ -200,6 +203,7 @@ async def pump(
             tail = fmt.error(e, ctx.request_id)
             if tail:
                 await sink.send(tail)
+            await sink.close()
         except ClientDisconnected:
             pass
     except Exception:
@@ -209,10 +213,11 @@ async def pump(
         stream.fail(error)
         with contextlib.suppress(ClientDisconnected):
             await sink.send(fmt.error(error, ctx.request_id))
+            await sink.close()
     finally:
         if relay is not None:
             relay.cancel()
-        sink.close()
+        sink.release()
 
 
 async def _send(sink: StreamSink, fmt: StreamFormat, delta: StreamDelta, watch: DisconnectWatch) -> None:

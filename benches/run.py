@@ -1,0 +1,412 @@
+"""`make bench`: Ensemble's throughput, latency, overhead and memory against a bare pass-through.
+
+Starts the fake upstream (no latency) and, one at a time, three front ends on the same load:
+  direct      wrk → fake upstream (the floor every proxy adds to)
+  baseline    wrk → bare Granian RSGI + aiohttp pass-through → fake upstream
+  ensemble    wrk → `ensemble serve` with the full pipeline on (auth, key rate limits with high
+              limits, validation, routing, cost, request log) → fake upstream
+for JSON and SSE (20 chunks) chat completions, at concurrency 1 and 64, with 1 (and 2) workers.
+The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
+the proxy takes both cores and shares them with the load generator and the upstream).
+
+    python benches/run.py [--duration 10] [--workers 1,2] [--quick] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+UPSTREAM_KEY = "sk-bench-upstream-key-0000000000"
+MODEL = "gpt-4o-mini"
+PATH = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "Say hello to the benchmark, please."}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def taskset(cores: str) -> list[str]:
+    return ["taskset", "-c", cores] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        self.log = log or Path(tempfile.mkstemp(prefix="bench-", suffix=".log")[1])
+        with self.log.open("wb") as out:
+            self.p = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=ROOT,
+                start_new_session=True,
+            )
+
+    def wait_http(self, url: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"process exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{url} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def rss_mb(self) -> float:
+        """RSS of the process tree's workers (children if any, else the process itself)."""
+        pids = children(self.p.pid) or [self.p.pid]
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time consumed so far by the process and its workers."""
+        total = 0
+        for pid in [self.p.pid, *children(self.p.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path("/proc").iterdir():
+        if task.name.isdigit():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(task.name))
+    return out
+
+
+@dataclass
+class Result:
+    target: str
+    fmt: str
+    concurrency: int
+    workers: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_mb: float | None = None
+    cpu_us: float | None = None  # the proxy's own CPU time per request: robust on a busy machine
+
+
+_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert m, text
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def wrk(
+    url: str, body: bytes, auth: str, concurrency: int, duration: float
+) -> tuple[float, float, float, int]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua_body = body.decode().replace("\\", "\\\\").replace('"', '\\"')
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{lua_body}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {auth}"\n'
+    )
+    argv = [
+        *taskset("1"),
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    script.unlink()
+    out = done.stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk failed on {url}:\n{out}\n{done.stderr}")
+    rps = float(found.group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return rps, p50, p99, errors, total
+
+
+def body(stream: bool) -> bytes:
+    import orjson
+
+    req: dict[str, object] = {"model": MODEL, "messages": MESSAGES, "max_tokens": 64}
+    if stream:
+        req["stream"] = True
+        req["stream_options"] = {"include_usage": True}
+    return orjson.dumps(req)
+
+
+def measure(
+    target: str, proc: Proc, url: str, key: str, workers: int, concurrencies: list[int], duration: float
+) -> list[Result]:
+    out = []
+    for fmt in ("json", "sse"):
+        for c in concurrencies:
+            cpu = proc.cpu_seconds()
+            rps, p50, p99, err, n = wrk(url + PATH, body(fmt == "sse"), key, c, duration)
+            cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
+            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us))
+    return out
+
+
+def start_ensemble(upstream: str, workers: int, workdir: Path) -> tuple[Proc, str, str]:
+    port = free_port()
+    (workdir / "providers").mkdir(parents=True, exist_ok=True)
+    (workdir / "ensemble.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "server": {"host": "127.0.0.1", "port": port, "workers": workers},
+                "database": {"path": str(workdir / "data" / "bench.db")},
+                "rate_limit": {"default_rpm": 100_000_000, "default_tpm": 100_000_000_000},
+                "logging": {"level": "warning", "request_log": True},
+            }
+        )
+    )
+    (workdir / "providers" / "openai.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "openai",
+                "type": "openai",
+                "base_url": upstream,
+                "endpoints": [
+                    {
+                        "id": "bench-upstream",
+                        "api_key": UPSTREAM_KEY,
+                        "rpm_limit": 100_000_000,
+                        "tpm_limit": 100_000_000_000,
+                    }
+                ],
+                "models": [
+                    {
+                        "name": MODEL,
+                        "max_output_tokens": 16384,
+                        "pricing": {"input": 0.15, "output": 0.6, "cache_read": 0.075},
+                    }
+                ],
+            }
+        )
+    )
+    config = str(workdir / "ensemble.yaml")
+    key = subprocess.run(
+        [
+            str(BIN / "ensemble"),
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--config",
+            config,
+            "--rpm",
+            "100000000",
+            "--tpm",
+            "100000000000",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    cores = "0" if workers == 1 else "0,1"
+    proc = Proc([*taskset(cores), str(BIN / "ensemble"), "serve", "--config", config])
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(url + "/health")
+    return proc, url, key
+
+
+def start_baseline(upstream: str, workers: int) -> tuple[Proc, str]:
+    port = free_port()
+    cores = "0" if workers == 1 else "0,1"
+    proc = Proc(
+        [
+            *taskset(cores),
+            str(BIN / "granian"),
+            "--interface",
+            "rsgi",
+            "--loop",
+            "uvloop",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "benches.baseline.passthrough:app",
+        ],
+        env={"PASSTHROUGH_UPSTREAM": upstream, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc.wait_http(url + "/")
+    return proc, url
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    ap.add_argument("--workers", default="1,2", help="worker counts for the proxies (default 1,2)")
+    ap.add_argument("--concurrency", default="1,64", help="connection counts (default 1,64)")
+    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker only")
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    duration = 3.0 if args.quick else args.duration
+    worker_counts = [1] if args.quick else [int(w) for w in args.workers.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+
+    up_port = free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    fake = Proc(
+        [
+            *taskset("1"),
+            sys.executable,
+            "-m",
+            "ensemble.fake_upstream",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(up_port),
+            "--chunks",
+            "20",
+        ]
+    )
+    results: list[Result] = []
+    try:
+        fake.wait_http(upstream + "/_fake/health")
+        path = PATH
+        for fmt in ("json", "sse"):
+            for c in concurrencies:
+                rps, p50, p99, err, _ = wrk(upstream + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration)
+                results.append(Result("direct", fmt, c, 1, rps, p50, p99, err))
+        for workers in worker_counts:
+            base, base_url = start_baseline(upstream, workers)
+            try:
+                results += measure("baseline", base, base_url, UPSTREAM_KEY, workers, concurrencies, duration)
+            finally:
+                base.stop()
+            with tempfile.TemporaryDirectory() as tmp:
+                ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
+                try:
+                    wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: connection pools, first calls
+                    results += measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
+                finally:
+                    ens.stop()
+    finally:
+        fake.stop()
+    print_table(results, markdown=args.markdown)
+
+
+def print_table(results: list[Result], markdown: bool) -> None:
+    direct = {(r.fmt, r.concurrency): r for r in results if r.target == "direct"}
+    base = {(r.fmt, r.concurrency, r.workers): r for r in results if r.target == "baseline"}
+    header = [
+        "target",
+        "fmt",
+        "conc",
+        "workers",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "+p50 ms",
+        "+p99 ms",
+        "req/s vs baseline",
+        "CPU µs/req",
+        "RSS MB",
+        "errors",
+    ]
+    rows = []
+    for r in results:
+        d = direct[(r.fmt, r.concurrency)]
+        b = base.get((r.fmt, r.concurrency, r.workers))
+        ratio = f"{r.rps / b.rps:.2f}" if b and r.target == "ensemble" else ""
+        rows.append(
+            [
+                r.target,
+                r.fmt,
+                str(r.concurrency),
+                str(r.workers),
+                f"{r.rps:,.0f}",
+                f"{r.p50_ms:.3f}",
+                f"{r.p99_ms:.3f}",
+                "" if r.target == "direct" else f"{r.p50_ms - d.p50_ms:+.3f}",
+                "" if r.target == "direct" else f"{r.p99_ms - d.p99_ms:+.3f}",
+                ratio,
+                "" if r.cpu_us is None else f"{r.cpu_us:.0f}",
+                "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
+                str(r.errors),
+            ]
+        )
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+        print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+        for row in rows:
+            print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
