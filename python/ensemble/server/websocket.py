@@ -216,11 +216,14 @@ async def handle(rt: Runtime, scope: Any, proto: Any) -> None:
         return
     transport = await proto.accept()
     session = Session(rt, transport)
+    code = _CLOSE_NORMAL
     try:
         if await session.authenticate():
             await session.serve()
+        else:
+            code = _CLOSE_POLICY  # not authenticated: the policy-violation close code
     except (ProtocolClosed, ProtocolError, ConnectionError):
         pass
     finally:
         session.socket_closed()
-        proto.close(_CLOSE_NORMAL)
+        proto.close(code)
