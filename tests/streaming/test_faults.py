@@ -188,3 +188,21 @@ def test_openai_route_gets_error_chunk_mid_stream(server: Ensemble, fake: FakeUp
     events = sse_events("\n\n".join(f for f in r.text.split("\n\n") if "[DONE]" not in f))
     assert "error" in events[-1][1] and events[-1][1]["error"]["code"] == "stream_broken"
     assert log_row(server, "req-reset-openai")["http_status"] == 502
+
+
+def test_anthropic_route_gets_error_event_after_a_mid_stream_stall(
+    server: Ensemble, fake: FakeUpstream
+) -> None:
+    fake.enqueue("solo-midstall", {"stall_after_chunks": 3, "stall_ms": 8000})
+    with server.client() as c:
+        r = c.post(
+            "/v1/messages",
+            json={"model": "s-midstall", "max_tokens": 100, "messages": HELLO, "stream": True},
+            headers={"x-request-id": "req-midstall-anthropic", "anthropic-version": "2023-06-01"},
+        )
+    assert r.status_code == 200
+    events = sse_events(r.text)
+    assert any(e[0] == "content_block_delta" for e in events)
+    kind, data = events[-1]
+    assert kind == "error" and "stream stalled" in data["error"]["message"], data
+    assert log_row(server, "req-midstall-anthropic")["http_status"] == 504
