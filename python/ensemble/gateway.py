@@ -10,7 +10,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -36,8 +36,13 @@ from ensemble.types import (
     Performance,
     ProviderResult,
     RateLimitInfo,
+    RedactedThinkingDelta,
     StreamDelta,
     TextBlock,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallStart,
     Usage,
     UsageOut,
 )
@@ -119,6 +124,9 @@ class Gateway:
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
         self.drop_rules = DropRules(config.parameter_validation)
+        # Called with the request id once its record is written (the in-flight index forgets it).
+        self.on_recorded: Callable[[str], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -210,7 +218,9 @@ class Gateway:
                 t = timeouts
                 break
         if streaming:
-            return CallOptions(stall_timeout=t.stall_timeout, overall_timeout=t.overall_timeout)
+            return CallOptions(
+                stall_timeout=t.stall_timeout, overall_timeout=t.overall_timeout, clock=self.clock
+            )
         total = max(
             self.config.provider_timeouts.default, t.stall_timeout if t is not self._default_timeouts else 0
         )
@@ -393,6 +403,22 @@ class Gateway:
         if ctx.recorded:
             return
         ctx.recorded = True
+        try:
+            self._record(ctx, model, http_status, usage, cost_micro, response, error)
+        finally:
+            if self.on_recorded is not None:
+                self.on_recorded(ctx.request_id)
+
+    def _record(
+        self,
+        ctx: CallContext,
+        model: str,
+        http_status: int,
+        usage: Usage | None,
+        cost_micro: int,
+        response: InferenceResponse | None,
+        error: str,
+    ) -> None:
         usage = usage or Usage()
         if ctx.reservation is not None:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
@@ -426,7 +452,10 @@ class Gateway:
     # -- streams ---------------------------------------------------------------------------------
 
     async def open_stream(self, request: InferenceRequest, ctx: CallContext) -> LiveStream:
-        """Connect and wait for the first delta, failing over while nothing reached the client."""
+        """Connect and wait for the first content delta, failing over while nothing reached the client.
+
+        Deltas that render nothing (usage, a bare role chunk) are held back with it, so an upstream
+        error event before any content still fails over to the next candidate."""
         plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=True)
         fo = Failover(plan)
@@ -436,11 +465,19 @@ class Gateway:
             target = cand.target
             t0 = time.perf_counter()
             iterator = target.provider.stream(request, target, opts).__aiter__()
+            held: list[StreamDelta] = []
+            target.endpoint.in_flight += 1
             try:
-                first = await iterator.__anext__()
-            except StopAsyncIteration:
-                first = None
+                while True:
+                    try:
+                        delta = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    held.append(delta)
+                    if isinstance(delta, CONTENT_DELTAS):
+                        break
             except ProviderError as e:
+                target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0
                 await _close(iterator)
                 self._attempt_failed(ctx, e, fo)
@@ -451,12 +488,16 @@ class Gateway:
                 )
                 continue
             except BaseException:
+                target.endpoint.in_flight -= 1
                 await _close(iterator)
                 raise
             ctx.ttft_s = time.perf_counter() - t0
             self._succeeded(plan, ctx)
-            return LiveStream(self, request, ctx, iterator, first, t0)
+            return LiveStream(self, request, ctx, iterator, held, t0)
         raise self._exhausted(fo, ctx)
+
+
+CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)
 
 
 async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
@@ -469,7 +510,11 @@ async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
 
 
 class LiveStream:
-    """An answer being streamed: iterate for deltas, then `response()` for the priced whole."""
+    """An answer being streamed: `next()` (or `deltas()`) for deltas, then `response()` for the whole.
+
+    `next()` keeps no per-call generator, so the consumer can change hands mid-answer (the request
+    handler, then a background task finishing it for a gone client) without losing or repeating a
+    delta."""
 
     def __init__(
         self,
@@ -477,7 +522,7 @@ class LiveStream:
         request: InferenceRequest,
         ctx: CallContext,
         iterator: AsyncIterator[StreamDelta],
-        first: StreamDelta | None,
+        held: list[StreamDelta],
         t0: float,
     ) -> None:
         self.gateway = gateway
@@ -485,8 +530,9 @@ class LiveStream:
         self.ctx = ctx
         self.assembler = Assembler()
         self._iterator = iterator
-        self._first = first
+        self._held = held
         self._t0 = t0
+        self._ended = False
         self.done = False
 
     @property
@@ -494,26 +540,39 @@ class LiveStream:
         assert self.ctx.target is not None
         return self.ctx.target
 
-    async def deltas(self) -> AsyncIterator[StreamDelta]:
-        endpoint = self.target.endpoint
-        endpoint.in_flight += 1
-        try:
-            if self._first is not None:
-                self.assembler.feed(self._first)
-                yield self._first
-            async for delta in self._iterator:
-                self.assembler.feed(delta)
-                yield delta
-            self.done = True
-        finally:
-            endpoint.in_flight -= 1
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.target.endpoint.in_flight -= 1
             self.ctx.upstream_s += time.perf_counter() - self._t0
+
+    async def next(self) -> StreamDelta | None:
+        """The next delta, or None at the end of the answer. Errors end the stream too."""
+        if self._held:
+            delta = self._held.pop(0)
+        else:
+            try:
+                delta = await self._iterator.__anext__()
+            except StopAsyncIteration:
+                self.done = True
+                self._end()
+                return None
+            except BaseException:
+                self._end()
+                raise
+        self.assembler.feed(delta)
+        return delta
+
+    async def deltas(self) -> AsyncIterator[StreamDelta]:
+        while (delta := await self.next()) is not None:
+            yield delta
 
     def response(self) -> InferenceResponse:
         return self.gateway.finish(self.request, self.ctx, self.assembler.result())
 
     def fail(self, error: EnsembleError) -> None:
         """Record a stream that broke after it started; usage streamed so far is kept."""
+        self._end()
         ctx = self.ctx
         if ctx.recorded:
             return
@@ -534,17 +593,21 @@ class LiveStream:
         )
 
     async def aclose(self) -> None:
+        """Drop the upstream connection now (cancel, error)."""
+        self._end()
         await _close(self._iterator)
 
 
 async def drain_in_background(stream: LiveStream) -> None:
     """`on_client_disconnect: complete`: finish the upstream call, price and store the answer."""
     try:
-        async for _ in stream.deltas():
+        while await stream.next() is not None:
             pass
         stream.response()
     except EnsembleError as e:
+        await stream.aclose()
         stream.fail(e)
     except asyncio.CancelledError:
+        await stream.aclose()
         stream.fail(ProviderError("the gateway shut down before the answer completed", code="shutdown"))
         raise

@@ -67,29 +67,37 @@ class BlockEvents:
     """Renders deltas as `event: block` SSE frames: each block delta carries its `index`."""
 
     def render(self, delta: StreamDelta) -> bytes | None:
-        if isinstance(delta, TextDelta):
-            payload: dict[str, Any] = {"type": "text", "index": delta.index, "text": delta.text}
-        elif isinstance(delta, ToolCallStart):
-            payload = {
-                "type": "tool_call",
-                "index": delta.index,
-                "tool_call": {"id": delta.id, "name": delta.name, "raw_arguments": ""},
-            }
-        elif isinstance(delta, ToolCallArgs):
-            payload = {
-                "type": "tool_call",
-                "index": delta.index,
-                "tool_call": {"raw_arguments": delta.fragment},
-            }
-        elif isinstance(delta, RedactedThinkingDelta):
-            payload = {"type": "redacted_thinking", "index": delta.index, "data": delta.data}
-        elif isinstance(delta, ThinkingDelta):
-            payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
-            if delta.signature:
-                payload["signature"] = delta.signature
-        else:
+        payload = block_payload(delta)
+        if payload is None:
             return None
         return b"event: block\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def block_payload(delta: StreamDelta) -> dict[str, Any] | None:
+    """The EventBlock delta for a stream delta (None for deltas that carry no block content)."""
+    if isinstance(delta, TextDelta):
+        payload: dict[str, Any] = {"type": "text", "index": delta.index, "text": delta.text}
+    elif isinstance(delta, ToolCallStart):
+        payload = {
+            "type": "tool_call",
+            "index": delta.index,
+            "tool_call": {"id": delta.id, "name": delta.name, "raw_arguments": ""},
+        }
+    elif isinstance(delta, ToolCallArgs):
+        payload = {
+            "type": "tool_call",
+            "index": delta.index,
+            "tool_call": {"raw_arguments": delta.fragment},
+        }
+    elif isinstance(delta, RedactedThinkingDelta):
+        payload = {"type": "redacted_thinking", "index": delta.index, "data": delta.data}
+    elif isinstance(delta, ThinkingDelta):
+        payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
+        if delta.signature:
+            payload["signature"] = delta.signature
+    else:
+        return None
+    return payload
 
 
 def sse_done(response: InferenceResponse) -> bytes:

@@ -8,6 +8,7 @@ A provider turns an InferenceRequest into an answer: `complete` for a whole Prov
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -16,8 +17,9 @@ from dataclasses import dataclass, field
 from ensemble._native import SseError, SseParser
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import ProviderError
+from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
-from ensemble.upstream import UpstreamClient
+from ensemble.upstream import UpstreamClient, UpstreamResponse
 from ensemble.usage.pricing import Price
 
 
@@ -67,6 +69,7 @@ class CallOptions:
 
     stall_timeout: float  # no bytes for this long: give up
     overall_timeout: float  # the whole call, first byte to last
+    clock: Clock = field(default=time.monotonic, compare=False)  # injected by stall-detection tests
 
 
 @dataclass(eq=False)
@@ -200,18 +203,33 @@ class HttpProvider(Provider):
         self, request: InferenceRequest, target: Target, opts: CallOptions
     ) -> AsyncIterator[StreamDelta]:
         url, headers, body = self.wire.build(request, target, stream=True)
-        resp = await self.client.post(
-            url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
-        )
-        if self.on_headers is not None:
-            self.on_headers(target, resp.headers)
-        if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
-            raise self.wire.classify(resp.status, resp.headers, await resp.read())
-        parser = SseParser()
-        decoder = self.wire.decoder()
+        # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
+        # call (overall_timeout); the client's own read timers are off so there is one source of truth.
+        watchdog = StallWatchdog(opts.stall_timeout, opts.overall_timeout, opts.clock)
+        watchdog.arm()
+        resp: UpstreamResponse | None = None
         finished = False
         try:
-            async for chunk in resp.chunks():
+            watchdog.begin_read()
+            try:
+                resp = await self.client.post(url, headers, body, stream=True)
+                if self.on_headers is not None:
+                    self.on_headers(target, resp.headers)
+                if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
+                    raise self.wire.classify(resp.status, resp.headers, await resp.read())
+            finally:
+                watchdog.end_read()
+            parser = SseParser()
+            decoder = self.wire.decoder()
+            chunks = resp.chunks().__aiter__()
+            while True:
+                watchdog.begin_read()
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    watchdog.end_read()
                 try:
                     events = parser.feed(chunk)
                 except SseError as e:
@@ -232,10 +250,17 @@ class HttpProvider(Provider):
                         yield delta
             parser.close()
             finished = True
+        except asyncio.CancelledError:
+            timeout = watchdog.take_cancel()
+            if timeout is None:
+                raise  # the client went away or the gateway shuts down
+            raise timeout from None
         finally:
-            # An unfinished stream (client gone, error, cancel) drops the connection instead of
-            # leaving the upstream generating tokens nobody reads.
-            if finished:
-                resp.release()
-            else:
-                resp.close()
+            watchdog.disarm()
+            # An unfinished stream (client gone, error, cancel, stall) drops the connection instead
+            # of leaving the upstream generating tokens nobody reads.
+            if resp is not None:
+                if finished:
+                    resp.release()
+                else:
+                    resp.close()

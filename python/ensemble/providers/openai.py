@@ -258,7 +258,9 @@ class OpenAIDecoder(StreamDecoder):
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"] or {}
             raise ProviderError(
-                f"provider stream error: {err.get('message', 'unknown error')}", code="upstream_stream_error"
+                f"provider stream error: {err.get('message', 'unknown error')}",
+                code="upstream_stream_error",
+                retryable=True,  # in-stream errors are overload/server errors; failover before content
             )
         out: list[StreamDelta] = []
         for choice in chunk.get("choices") or ():

@@ -13,7 +13,7 @@ from granian.rsgi import Scope
 from ensemble import logs
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError
-from ensemble.server import admin, errors, formats, inference, info
+from ensemble.server import admin, errors, formats, inference, info, websocket
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -41,7 +41,7 @@ class App:
 
     async def __rsgi__(self, scope: Scope, proto: Any) -> None:
         if scope.proto != "http":
-            proto.close(1008)  # WebSocket routes arrive in a later release; refuse politely
+            await websocket.handle(self.runtime, scope, proto)
             return
         await self.handle(scope, proto)
 

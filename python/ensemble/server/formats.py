@@ -12,7 +12,7 @@ from ensemble.api import anthropic, gemini
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import apply_session_header, open_stream, proxied_headers, pump, run_generate
+from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
@@ -46,8 +46,7 @@ async def messages(rt: Runtime, req: Request) -> None:
     if beta:  # beta features the client opted into go on to Claude (other adapters ignore the key)
         request.provider_config = {**(request.provider_config or {}), "anthropic_beta": beta}
     if request.stream:
-        stream = await open_stream(rt, req, key, request)
-        await pump(rt, req, stream, AnthropicEvents(req.request_id, request.model))
+        await run_stream(rt, req, key, request, AnthropicEvents(req.request_id, request.model))
         return
     ctx, response = await run_generate(rt, req, key, request)
     req.send(
@@ -93,8 +92,7 @@ async def stream_generate_content(rt: Runtime, req: Request) -> None:
     request = gemini.parse_request(body, req.params["model"], stream=True)
     apply_session_header(request, req)
     sse = (parse_qs(req.scope.query_string or "").get("alt") or [""])[0] == "sse"
-    stream = await open_stream(rt, req, key, request)
-    await pump(rt, req, stream, gemini.ChunkStream(req.request_id, request.model, sse))
+    await run_stream(rt, req, key, request, gemini.ChunkStream(req.request_id, request.model, sse))
 
 
 ROUTES = [

@@ -90,7 +90,7 @@ class StreamSink:
 
     async def _flush(self) -> None:
         try:
-            while self._pending:
+            while self._pending and self._transport is not None:
                 data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
                 self._pending = []
                 self._size = 0
@@ -110,6 +110,18 @@ class StreamSink:
             await self._flush()
         if self._error is not None:
             raise ClientDisconnected("the client closed the connection") from self._error
+
+    def release(self) -> None:
+        """Let go of Granian's transport: a streamed body ends when the transport is released, and
+        an exception traceback that still references the pump's frame (e.g. after a cancelled
+        upstream read) must not keep the client waiting for an end that never comes."""
+        if self._flusher is None:
+            self._transport = None
+        else:
+            self._flusher.add_done_callback(self._drop_transport)
+
+    def _drop_transport(self, _: object) -> None:
+        self._transport = None
 
 
 class Request:

@@ -6,6 +6,7 @@ one pump, so disconnect handling and mid-stream errors behave the same everywher
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -15,10 +16,12 @@ from ensemble.api import native, openai
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
-from ensemble.server.http import ClientDisconnected, Headers, Request
+from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
+from ensemble.streaming.disconnect import DisconnectWatch
+from ensemble.streaming.relay import CoalescedRelay
 from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
 
 log = logging.getLogger("ensemble.server")
@@ -127,6 +130,10 @@ async def run_generate(
 ) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
     ctx = CallContext(req.request_id, key, started=req.started)
+    rt.inflight.add(ctx.request_id, key.key_id, request.model)
+    # Under `cancel` a client that leaves a whole-answer request also stops the upstream call; under
+    # `complete` the answer is finished and stored as usual.
+    watch = DisconnectWatch(req.proto, cancel_on_gone=rt.config.server.on_client_disconnect == "cancel")
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
@@ -134,35 +141,41 @@ async def run_generate(
         rt.gateway.record(ctx, request.model, e.status, error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
+    except asyncio.CancelledError:
+        if not watch.take_cancel():
+            raise
+        gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
+        rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
+        req.responded = True  # nothing can be sent to a gone client
+        raise gone from None
+    finally:
+        watch.detach()
+        if not ctx.recorded:
+            rt.inflight.discard(ctx.request_id)
     return ctx, response
 
 
-async def open_stream(rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest) -> LiveStream:
-    """Everything up to the first delta; failures here are ordinary HTTP errors."""
-    assert rt.gateway is not None
-    ctx = CallContext(req.request_id, key, started=req.started)
-    try:
-        return await rt.gateway.open_stream(request, ctx)
-    except EnsembleError as e:
-        ctx.rate_limit = rt.admission.info(key)
-        rt.gateway.record(ctx, request.model, e.status, error=e.message)
-        e.headers += rate_limit_headers(ctx.rate_limit)
-        raise
-
-
-async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat) -> None:
+async def pump(
+    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch
+) -> None:
     ctx = stream.ctx
     ctx.rate_limit = rt.admission.info(ctx.key)
     overhead_ms = max(time.perf_counter() - ctx.started - ctx.upstream_s - (ctx.ttft_s or 0.0), 0.0) * 1000
     sink = req.start_stream(fmt.content_type, proxied_headers(ctx, overhead_ms))
+    rt.inflight.streaming(ctx.request_id, stream.target.provider.name)
+    relay: CoalescedRelay | None = None
     try:
         head = fmt.start()
         if head:
             await sink.send(head)
-        async for delta in stream.deltas():
-            frame = fmt.render(delta)
-            if frame:
-                await sink.send(frame)
+        window = rt.config.server.coalescence_window
+        if window > 0:
+            relay = CoalescedRelay(stream, window)
+            await relay.run(lambda delta: _send(sink, fmt, delta, watch))
+        else:
+            # No window: each delta is rendered and handed to the client as soon as it arrives.
+            while (delta := await stream.next()) is not None:
+                await _send(sink, fmt, delta, watch)
         response = stream.response()
         tail = fmt.finish(response)
         if tail:
@@ -173,13 +186,18 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
             return
         if rt.config.server.on_client_disconnect == "complete":
             log.info("client of %s disconnected; completing the answer for retrieval", ctx.request_id)
-            rt.spawn(drain_in_background(stream), name=f"complete-{ctx.request_id}")
+            watch.detach()
+            rt.spawn(
+                relay.drain() if relay is not None else drain_in_background(stream),
+                name=f"complete-{ctx.request_id}",
+            )
+            relay = None
         else:
-            await stream.aclose()
+            await _abort(stream, relay)
             stream.fail(ClientDisconnected("the client disconnected; the upstream call was cancelled"))
     except EnsembleError as e:
         log.warning("stream %s failed after it started: %s", ctx.request_id, e.message)
-        await stream.aclose()
+        await _abort(stream, relay)
         stream.fail(e)
         try:
             tail = fmt.error(e, ctx.request_id)
@@ -190,12 +208,68 @@ async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat)
             pass
     except Exception:
         log.exception("stream %s failed unexpectedly", ctx.request_id)
-        await stream.aclose()
+        await _abort(stream, relay)
         error = ProviderError("internal error while streaming", code="internal_error")
         stream.fail(error)
         with contextlib.suppress(ClientDisconnected):
             await sink.send(fmt.error(error, ctx.request_id))
             await sink.close()
+    finally:
+        if relay is not None:
+            relay.cancel()
+        sink.release()
+
+
+async def _send(sink: StreamSink, fmt: StreamFormat, delta: StreamDelta, watch: DisconnectWatch) -> None:
+    frame = fmt.render(delta)
+    if frame:
+        if watch.gone:
+            raise ClientDisconnected("the client closed the connection")
+        await sink.send(frame)
+
+
+async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
+    if relay is not None:
+        relay.cancel()
+    await stream.aclose()
+
+
+async def run_stream(
+    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest, fmt: StreamFormat
+) -> None:
+    """A streamed answer on any HTTP route: open (with failover), then pump, watching the client.
+
+    Failures before the first content delta are ordinary HTTP errors. Under `on_client_disconnect:
+    cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
+    assert rt.gateway is not None
+    ctx = CallContext(req.request_id, key, started=req.started)
+    rt.inflight.add(ctx.request_id, key.key_id, request.model)
+    watch = DisconnectWatch(req.proto, cancel_on_gone=rt.config.server.on_client_disconnect == "cancel")
+    stream: LiveStream | None = None
+    try:
+        try:
+            stream = await rt.gateway.open_stream(request, ctx)
+        except EnsembleError as e:
+            ctx.rate_limit = rt.admission.info(key)
+            rt.gateway.record(ctx, request.model, e.status, error=e.message)
+            e.headers += rate_limit_headers(ctx.rate_limit)
+            raise
+        await pump(rt, req, stream, fmt, watch)
+    except asyncio.CancelledError:
+        if not watch.take_cancel():
+            raise
+        gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
+        log.info("client of %s disconnected; upstream call cancelled", ctx.request_id)
+        if stream is not None:
+            await stream.aclose()
+            stream.fail(gone)
+        else:
+            rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
+        req.responded = True  # nothing can be sent to a gone client
+    finally:
+        watch.detach()
+        if stream is None and not ctx.recorded:
+            rt.inflight.discard(ctx.request_id)
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -216,7 +290,7 @@ async def stream_blocks(rt: Runtime, req: Request) -> None:
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
-    await pump(rt, req, await open_stream(rt, req, key, request), NativeEvents())
+    await run_stream(rt, req, key, request, NativeEvents())
 
 
 async def stream_text(rt: Runtime, req: Request) -> None:
@@ -224,7 +298,7 @@ async def stream_text(rt: Runtime, req: Request) -> None:
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
-    await pump(rt, req, await open_stream(rt, req, key, request), PlainText())
+    await run_stream(rt, req, key, request, PlainText())
 
 
 async def chat_completions(rt: Runtime, req: Request) -> None:
@@ -232,8 +306,7 @@ async def chat_completions(rt: Runtime, req: Request) -> None:
     request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     if request.stream:
-        stream = await open_stream(rt, req, key, request)
-        await pump(rt, req, stream, OpenAIChunks(req.request_id, request.model, include_usage))
+        await run_stream(rt, req, key, request, OpenAIChunks(req.request_id, request.model, include_usage))
         return
     ctx, response = await run_generate(rt, req, key, request)
     req.send(

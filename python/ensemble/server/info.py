@@ -104,6 +104,19 @@ async def _shared(rt: Runtime, request_id: str, key_id: str) -> tuple[Any, ...] 
 
 
 async def status(rt: Runtime, req: Request) -> None:
+    key = authenticate(rt, req)
+    live = rt.inflight.get(req.params["request_id"], key.key_id)
+    if live is not None:  # being answered by this worker right now
+        body = {
+            "request_id": live.request_id,
+            "status": live.status,
+            "created_at": live.created_at,
+            "completed_at": None,
+            "model": live.model,
+            "provider": live.provider or None,
+        }
+        req.send(200, orjson.dumps(body))
+        return
     request_id, state, created_at, completed_at, model, provider, _ = await _stored(rt, req)
     body = {
         "request_id": request_id,

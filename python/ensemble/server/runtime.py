@@ -29,6 +29,8 @@ from ensemble.storage.credentials import CredentialCache
 from ensemble.storage.crypto import Cipher, CryptoError
 from ensemble.storage.keys import KeyRecord, load_changed
 from ensemble.storage.scaleout import Scaleout
+from ensemble.streaming.inflight import InFlightIndex
+from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.upstream import create_client
 from ensemble.usage.request_log import RequestLog
 
@@ -61,6 +63,9 @@ class Runtime:
         self.gateway: Gateway | None = None
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
+        self.inflight = InFlightIndex()
+        # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
+        self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))
         self._keys_seen_ms = 0
         self._local_records: list[tuple[bytes, KeyRecord]] = []
         self._shared_digests: set[bytes] = set()  # keys Redis told us about: local rows no longer win
@@ -99,6 +104,9 @@ class Runtime:
         self.request_log.start()
         await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
+        self.gateway.on_recorded = self.inflight.discard
+        if self.lag.report_every:
+            self.lag.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
         self._tasks.append(
             asyncio.get_running_loop().create_task(self._poll_credentials(), name="credential-sync")
@@ -115,6 +123,7 @@ class Runtime:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=5)
+        await self.lag.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -51,11 +51,14 @@ class UpstreamClient(Protocol):
         *,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
+        stream: bool = False,
     ) -> UpstreamResponse:
         """Send a request; return once the status line and headers are in.
 
         `read_timeout` bounds each wait for bytes (stall detection); `total_timeout` bounds the whole
-        call. Redirects are never followed: a redirect must not carry credentials to another host.
+        call. With `stream=True` neither applies: the caller's StallWatchdog bounds every wait
+        (streaming.watchdog), so a stream has one timer instead of one per chunk. Redirects are never
+        followed: a redirect must not carry credentials to another host.
         """
         ...
 
@@ -144,12 +147,13 @@ class AiohttpClient:
         *,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
+        stream: bool = False,
     ) -> AiohttpResponse:
         assert self._session is not None, "UpstreamClient.start() was not called"
         timeout = aiohttp.ClientTimeout(
-            total=total_timeout,
+            total=None if stream else total_timeout,
             connect=self._connect_timeout,
-            sock_read=read_timeout if read_timeout is not None else self._read_timeout,
+            sock_read=None if stream else (read_timeout if read_timeout is not None else self._read_timeout),
         )
         try:
             resp = await self._session.post(

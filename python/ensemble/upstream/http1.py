@@ -52,7 +52,7 @@ class _Response:
         "status",
     )
 
-    def __init__(self, conn: _Connection, read_timeout: float, deadline: float | None) -> None:
+    def __init__(self, conn: _Connection, read_timeout: float | None, deadline: float | None) -> None:
         self._conn = conn
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -101,7 +101,8 @@ class _Response:
 
     # -- used by the caller ------------------------------------------------------------------
 
-    def _timeout(self) -> float:
+    def _timeout(self) -> float | None:
+        """None: no timer here (a stream: the caller's StallWatchdog bounds the waits)."""
         if self._deadline is None:
             return self._read_timeout
         left = self._deadline - time.monotonic()
@@ -109,7 +110,7 @@ class _Response:
             raise UpstreamTimeout(
                 "the provider call exceeded its overall time limit", retryable=True, code="overall_timeout"
             )
-        return min(self._read_timeout, left)
+        return left if self._read_timeout is None else min(self._read_timeout, left)
 
     async def wait_headers(self) -> None:
         try:
@@ -231,7 +232,9 @@ class _Connection(asyncio.Protocol):
                 ProviderError(
                     "the provider closed the connection mid-response",
                     code="stream_broken",
-                    retryable=not response.received_any,
+                    # Transient: another endpoint (before anything reached the client: the gateway
+                    # holds deltas until the first content) or a client retry will likely work.
+                    retryable=True,
                 )
             )
 
@@ -253,7 +256,7 @@ class _Connection(asyncio.Protocol):
         self.response.complete(self._parser.should_keep_alive())
 
     # ours
-    def send(self, head: bytes, body: bytes, read_timeout: float, deadline: float | None) -> _Response:
+    def send(self, head: bytes, body: bytes, read_timeout: float | None, deadline: float | None) -> _Response:
         assert self.transport is not None
         self.response = _Response(self, read_timeout, deadline)
         self._parser = httptools.HttpResponseParser(self)
@@ -401,6 +404,7 @@ class Http1Client:
         *,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
+        stream: bool = False,
     ) -> _Response:
         route = self._heads.get(("POST", url))
         if route is None:
@@ -413,8 +417,8 @@ class Http1Client:
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         head = b"".join(lines)
-        stall = read_timeout if read_timeout is not None else self._read_timeout
-        deadline = time.monotonic() + total_timeout if total_timeout is not None else None
+        stall = None if stream else (read_timeout if read_timeout is not None else self._read_timeout)
+        deadline = time.monotonic() + total_timeout if total_timeout is not None and not stream else None
         conn = pool.take()
         reused = conn is not None
         for attempt in (0, 1):
@@ -424,6 +428,11 @@ class Http1Client:
             try:
                 await response.wait_headers()
                 return response
+            except asyncio.CancelledError:
+                # Cancelled while waiting for the answer (client gone, stall watchdog): drop the
+                # connection so the provider stops working for nobody.
+                conn.abort()
+                raise
             except ProviderError as e:
                 # A kept-alive connection the provider had already closed: try once more, fresh.
                 if (
