@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
@@ -59,6 +60,7 @@ class CallContext:
     reservation: Reservation | None = None
     rate_limit: RateLimitInfo | None = None
     recorded: bool = False
+    model: str = ""  # the model the client asked for, once parsed (telemetry labels)
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -89,6 +91,7 @@ class Gateway:
 
     def prepare(self, request: InferenceRequest, ctx: CallContext) -> list[Target]:
         """Everything that can refuse a request before any upstream call: returns the candidates."""
+        ctx.model = request.model
         model = next(iter(self.router.models().get(request.model) or ()), None)
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
@@ -157,6 +160,7 @@ class Gateway:
                 result = await target.provider.complete(request, target, opts)
             except ProviderError as e:
                 ctx.upstream_s += time.perf_counter() - t0
+                _count_upstream_error(target, e)
                 if not e.retryable:
                     raise
                 self._cool_down(target, e)
@@ -239,6 +243,9 @@ class Gateway:
         if ctx.reservation is not None:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
+        metrics = telemetry.metrics
+        if metrics is not None:
+            metrics.finished(ctx, model, usage, cost_micro, time.perf_counter() - ctx.started)
         if self.request_log is None:
             return
         target = ctx.target
@@ -281,6 +288,7 @@ class Gateway:
                 first = None
             except ProviderError as e:
                 ctx.upstream_s += time.perf_counter() - t0
+                _count_upstream_error(target, e)
                 await _close(iterator)
                 if not e.retryable:
                     raise
@@ -296,6 +304,12 @@ class Gateway:
             ctx.ttft_s = time.perf_counter() - t0
             return LiveStream(self, request, ctx, iterator, first, t0)
         raise self._exhausted(errors)
+
+
+def _count_upstream_error(target: Target, error: ProviderError) -> None:
+    metrics = telemetry.metrics
+    if metrics is not None:
+        metrics.upstream_error(target.provider.name, target.endpoint.id, error)
 
 
 async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
@@ -362,6 +376,8 @@ class LiveStream:
         if self.assembler.usage.input_tokens == 0:
             self.assembler.usage.input_tokens = estimate_prompt_tokens(self.request)
         usage = self.assembler.usage
+        if isinstance(error, ProviderError):
+            _count_upstream_error(self.target, error)
         cost = self.target.price.cost(usage)
         self.gateway.record(
             ctx,

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Protocol
 
+from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
@@ -124,7 +125,7 @@ async def run_generate(
     rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
 ) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
-    ctx = CallContext(req.request_id, key, started=req.started)
+    ctx = req.call = CallContext(req.request_id, key, started=req.started)
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
@@ -138,7 +139,7 @@ async def run_generate(
 async def open_stream(rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest) -> LiveStream:
     """Everything up to the first delta; failures here are ordinary HTTP errors."""
     assert rt.gateway is not None
-    ctx = CallContext(req.request_id, key, started=req.started)
+    ctx = req.call = CallContext(req.request_id, key, started=req.started)
     try:
         return await rt.gateway.open_stream(request, ctx)
     except EnsembleError as e:
@@ -149,6 +150,17 @@ async def open_stream(rt: Runtime, req: Request, key: KeyRecord, request: Infere
 
 
 async def pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat) -> None:
+    metrics = telemetry.metrics
+    if metrics is None:
+        return await _pump(rt, req, stream, fmt)
+    metrics.open_streams.inc()
+    try:
+        await _pump(rt, req, stream, fmt)
+    finally:
+        metrics.open_streams.dec()
+
+
+async def _pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat) -> None:
     ctx = stream.ctx
     ctx.rate_limit = rt.admission.info(ctx.key)
     overhead_ms = max(time.perf_counter() - ctx.started - ctx.upstream_s - (ctx.ttft_s or 0.0), 0.0) * 1000

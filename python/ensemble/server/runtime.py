@@ -25,6 +25,7 @@ from ensemble.providers.base import Provider
 from ensemble.ratelimit import Admission
 from ensemble.storage import database
 from ensemble.storage.keys import KeyRecord, load_changed
+from ensemble.telemetry import runtime as telemetry_setup
 from ensemble.upstream import UpstreamClient
 from ensemble.usage.request_log import RequestLog
 
@@ -81,6 +82,7 @@ class Runtime:
         self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
         self.request_log.start()
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
+        telemetry_setup.start(self)
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
 
     async def shutdown(self) -> None:
@@ -107,6 +109,7 @@ class Runtime:
                 self.request_log.dropped,
             )
         await self.upstream.close()
+        await telemetry_setup.stop(self)
         if self.db is not None:
             await self.db.close()
 
