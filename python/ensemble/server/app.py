@@ -12,6 +12,7 @@ from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian.rsgi import Scope
 
 from ensemble import logs, telemetry
+from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
 from ensemble.server import errors, inference, info
@@ -30,7 +31,9 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.runtime = Runtime(config)
-        self.routes = RouteTable(inference.ROUTES + info.ROUTES + telemetry_routes.ROUTES)
+        self.routes = RouteTable(
+            inference.ROUTES + info.ROUTES + telemetry_routes.ROUTES + batch_routes.ROUTES
+        )
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:

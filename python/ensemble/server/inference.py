@@ -129,6 +129,8 @@ async def run_generate(
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
+        if rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e):
+            raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
         rt.gateway.record(ctx, request.model, e.status, error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)

@@ -18,6 +18,7 @@ import aiosqlite
 from ensemble import __version__
 from ensemble._native import KeyTable
 from ensemble.auth import Authenticator
+from ensemble.batch.service import BatchService
 from ensemble.config.schema import Config
 from ensemble.gateway import Gateway
 from ensemble.providers import build_provider
@@ -53,6 +54,7 @@ class Runtime:
             default_tpm=config.rate_limit.default_tpm,
         )
         self.gateway: Gateway | None = None
+        self.batches: BatchService | None = None
         self._keys_seen_ms = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[Any]] = set()
@@ -83,6 +85,8 @@ class Runtime:
         self.request_log.start()
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
         telemetry_setup.start(self)
+        self.batches = await BatchService.open(self)
+        self.batches.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
 
     async def shutdown(self) -> None:
@@ -101,6 +105,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.batches is not None:
+            await self.batches.close()
         if self.request_log is not None:
             await self.request_log.close()
             log.info(
