@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 from ensemble.errors import ProviderError
 
@@ -54,6 +62,7 @@ def error_class(error: ProviderError) -> str:
 
 class Metrics:
     def __init__(self) -> None:
+        disable_created_metrics()  # `_created` series double the output and nobody graphs them
         self.multiprocess = multiprocess_mode()
         # Single process: a private registry (several Apps in one process, as in benchmarks, must not
         # collide in the global one). Multiprocess: samples go to files; scrapes aggregate them.

@@ -1,0 +1,248 @@
+"""Batches end to end: the native batch API on the gateway path, a restart in the middle, and the
+rate-limit fallback (an upstream answering 429 on every endpoint → 202 + request id → retrievable)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
+from support.fake import FakeUpstream
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream()
+    yield upstream
+    upstream.stop()
+
+
+def ask(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def wait_ended(c: httpx.Client, batch_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = c.get(f"/api/v1/batch/{batch_id}")
+        assert r.status_code == 200, r.text
+        if r.json()["status"] == "ended":
+            return dict(r.json())
+        time.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} did not end: {r.json()}")
+
+
+def results(c: httpx.Client, batch_id: str) -> dict[str, dict[str, Any]]:
+    r = c.get(f"/api/v1/batch/{batch_id}/results")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in r.text.splitlines()]
+    return {line["custom_id"]: line["result"] for line in lines}
+
+
+def test_native_batch_on_the_gateway_path(tmp_path: Path) -> None:
+    server = Ensemble(tmp_path)
+    try:
+        with server.client() as c:
+            r = c.post(
+                "/api/v1/batch",
+                json={
+                    "requests": [
+                        {"custom_id": "first", "model": "mock-1", "messages": ask("number one")},
+                        {
+                            "custom_id": "second",
+                            "model": "mock-1",
+                            "messages": ask("number two"),
+                            "maxTokens": 50,
+                        },
+                    ]
+                },
+            )
+            assert r.status_code == 200, r.text
+            created = r.json()
+            assert created["status"] == "submitted" and created["request_count"] == 2
+            batch_id = created["batch_id"]
+            ended = wait_ended(c, batch_id)
+            assert ended["request_counts"] == {
+                "processing": 0,
+                "succeeded": 2,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            }
+            assert ended["ended_at"] is not None
+            out = results(c, batch_id)
+            assert list(out) == ["first", "second"]  # submission order
+            for custom_id, text in (("first", "number one"), ("second", "number two")):
+                assert out[custom_id]["type"] == "succeeded"
+                response = out[custom_id]["response"]
+                assert response["content"].endswith(f"You said: {text}")
+                assert response["provider"] == "mock"
+                # full price on the gateway path: $1 in / $2 out per million
+                assert (
+                    response["cost_micro_dollars"] == response["input_tokens"] + 2 * response["output_tokens"]
+                )
+                # each item is an ordinary request: retrievable by its request id
+                stored = c.get(f"/api/v1/retrieve/{response['id']}")
+                assert stored.status_code == 200 and stored.json()["content"] == response["content"]
+
+            # Another key sees nothing of it.
+            other = server.create_key("other")
+            server.wait_for_key(other)
+            with server.client(other) as o:
+                assert o.get(f"/api/v1/batch/{batch_id}").status_code == 404
+                assert o.get(f"/api/v1/batch/{batch_id}/results").status_code == 404
+                assert o.post(f"/api/v1/batch/{batch_id}/cancel").status_code == 404
+            assert c.get("/api/v1/batch/batch_doesnotexist").status_code == 404
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "requests"),
+        ({"requests": []}, "requests"),
+        ({"requests": "nope"}, "requests"),
+        ({"requests": [{"model": "mock-1", "messages": ask("x")}]}, "requests[0].custom_id"),
+        (
+            {
+                "requests": [
+                    {"custom_id": "a", "model": "mock-1", "messages": ask("x")},
+                    {"custom_id": "a", "model": "mock-1", "messages": ask("y")},
+                ]
+            },
+            "requests[1].custom_id",
+        ),
+        (
+            {"requests": [{"custom_id": "a", "model": "mock-1", "messages": ask("x"), "temperature": 9}]},
+            "requests[0]",
+        ),
+        ({"requests": [{"custom_id": "a", "model": "mock-1"}]}, "requests[0]"),
+    ],
+)
+def test_bad_batches_are_400_naming_the_field(
+    mock_gateway: Ensemble, body: dict[str, Any], field: str
+) -> None:
+    with mock_gateway.client() as c:
+        r = c.post("/api/v1/batch", json=body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"]
+
+
+def test_unknown_model_in_a_batch_is_404_and_unauthenticated_is_401(mock_gateway: Ensemble) -> None:
+    with mock_gateway.client() as c:
+        r = c.post(
+            "/api/v1/batch", json={"requests": [{"custom_id": "a", "model": "nope", "messages": ask("x")}]}
+        )
+    assert r.status_code == 404 and "requests[0]" in r.json()["error"]["message"]
+    assert httpx.post(f"{mock_gateway.url}/api/v1/batch", json={"requests": []}).status_code == 401
+
+
+def test_batch_survives_a_restart_in_the_middle(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Slow upstream, two items at a time: stop Ensemble with work queued and running, start it again
+    on the same database, and every item still gets exactly one result."""
+    fake.configure("slow", latency_ms=700)
+    providers = [openai_provider(fake.endpoint_url("slow"), models=["gpt-4o"])]
+    server = Ensemble(tmp_path, providers=providers)
+    key = server.key
+    n = 6
+    with server.client() as c:
+        r = c.post(
+            "/api/v1/batch",
+            json={
+                "requests": [
+                    {"custom_id": f"q{i}", "model": "gpt-4o", "messages": ask(f"q{i}")} for i in range(n)
+                ]
+            },
+        )
+        assert r.status_code == 200, r.text
+        batch_id = r.json()["batch_id"]
+        time.sleep(1.0)  # the first items are done or running
+        mid = c.get(f"/api/v1/batch/{batch_id}").json()
+        assert mid["status"] != "ended"
+    assert server.stop() == 0
+
+    again = Ensemble(tmp_path, providers=providers, key=False)
+    try:
+        with again.client(key) as c:
+            ended = wait_ended(c, batch_id, timeout=30)
+            assert ended["request_counts"]["succeeded"] == n
+            out = results(c, batch_id)
+            assert sorted(out) == sorted(f"q{i}" for i in range(n))
+            assert all(r["type"] == "succeeded" for r in out.values())
+    finally:
+        again.stop()
+    # Each item reached the upstream at least once; one cut off by the shutdown may have run twice,
+    # but every item produced exactly one result and one usage record.
+    sent = [r for r in fake.requests("slow") if r.get("path", "").endswith("/chat/completions")]
+    assert n <= len(sent) <= n + 2
+
+
+def test_rate_limit_fallback_queues_and_answers_later(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Every endpoint answers 429 → the client gets 202 and a request id; the queued request runs
+    after the collection window and its answer is retrievable under that id."""
+    fake.configure("limited", latency_ms=0)
+    fake.enqueue("limited", {"status": 429, "retry_after": 1})
+    providers = [openai_provider(fake.endpoint_url("limited"), models=["gpt-4o"])]
+    server = Ensemble(
+        tmp_path,
+        providers=providers,
+        config={"batch": {"rate_limit_fallback": True, "collection_window": "1s", "max_batch_size": 10}},
+    )
+    try:
+        with server.client() as c:
+            r = c.post(
+                "/api/v1/generate",
+                json={"model": "gpt-4o", "messages": ask("please queue me")},
+                headers={"x-request-id": "req-fallback-1"},
+            )
+            assert r.status_code == 202, r.text
+            body = r.json()
+            assert body["request_id"] == "req-fallback-1" == r.headers["x-request-id"]
+            assert body["status"] == "pending"
+            assert body["status_url"] == "/api/v1/status/req-fallback-1" == r.headers["location"]
+            assert body["retrieve_url"] == "/api/v1/retrieve/req-fallback-1"
+            assert int(r.headers["retry-after"]) >= 1
+            status = c.get(body["status_url"])
+            assert status.status_code == 200 and status.json()["status"] == "pending"
+
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                status = c.get(body["status_url"])
+                if status.json()["status"] == "completed":
+                    break
+                time.sleep(0.2)
+            assert status.json()["status"] == "completed", status.json()
+            answer = c.get(body["retrieve_url"])
+            assert answer.status_code == 200
+            assert answer.json()["id"] == "req-fallback-1" and answer.json()["provider"] == "openai"
+            assert answer.json()["content"]
+            # The batch it joined belongs to this key and shows the item.
+            batch = c.get(f"/api/v1/batch/{body['batch_id']}").json()
+            assert batch["request_counts"]["succeeded"] == 1
+        # One 429, then one success: the request reached the upstream twice and was answered once.
+        sent = [r for r in fake.requests("limited") if r.get("path", "").endswith("/chat/completions")]
+        assert [r["status"] for r in sent] == [429, 200]
+    finally:
+        server.stop()
+
+
+def test_fallback_off_answers_429(tmp_path: Path, fake: FakeUpstream) -> None:
+    fake.enqueue("limited-off", {"status": 429, "retry_after": 2})
+    providers = [openai_provider(fake.endpoint_url("limited-off"), models=["gpt-4o"])]
+    server = Ensemble(
+        tmp_path, providers=[*providers, MOCK_PROVIDER], config={"batch": {"rate_limit_fallback": False}}
+    )
+    try:
+        with server.client() as c:
+            r = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("x")})
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+    finally:
+        server.stop()
