@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-bench-upstream-key-0000000000"
 MODEL = "gpt-4o-mini"
+PATH = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark, please."}]
 
 
@@ -86,6 +87,17 @@ class Proc:
                 pass
         return total / 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time consumed so far by the process and its workers."""
+        total = 0
+        for pid in [self.p.pid, *children(self.p.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGTERM)
@@ -119,6 +131,7 @@ class Result:
     p99_ms: float
     errors: int
     rss_mb: float | None = None
+    cpu_us: float | None = None  # the proxy's own CPU time per request: robust on a busy machine
 
 
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -161,6 +174,7 @@ def wrk(
     rps = float(found.group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if m:
@@ -168,7 +182,7 @@ def wrk(
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
-    return rps, p50, p99, errors
+    return rps, p50, p99, errors, total
 
 
 def body(stream: bool) -> bytes:
@@ -179,6 +193,19 @@ def body(stream: bool) -> bytes:
         req["stream"] = True
         req["stream_options"] = {"include_usage": True}
     return orjson.dumps(req)
+
+
+def measure(
+    target: str, proc: Proc, url: str, key: str, workers: int, concurrencies: list[int], duration: float
+) -> list[Result]:
+    out = []
+    for fmt in ("json", "sse"):
+        for c in concurrencies:
+            cpu = proc.cpu_seconds()
+            rps, p50, p99, err, n = wrk(url + PATH, body(fmt == "sse"), key, c, duration)
+            cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
+            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us))
+    return out
 
 
 def start_ensemble(upstream: str, workers: int, workdir: Path) -> tuple[Proc, str, str]:
@@ -306,33 +333,22 @@ def main() -> None:
     results: list[Result] = []
     try:
         fake.wait_http(upstream + "/_fake/health")
-        path = "/v1/chat/completions"
+        path = PATH
         for fmt in ("json", "sse"):
             for c in concurrencies:
-                rps, p50, p99, err = wrk(upstream + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration)
+                rps, p50, p99, err, _ = wrk(upstream + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration)
                 results.append(Result("direct", fmt, c, 1, rps, p50, p99, err))
         for workers in worker_counts:
             base, base_url = start_baseline(upstream, workers)
             try:
-                for fmt in ("json", "sse"):
-                    for c in concurrencies:
-                        rps, p50, p99, err = wrk(
-                            base_url + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration
-                        )
-                        results.append(Result("baseline", fmt, c, workers, rps, p50, p99, err, base.rss_mb()))
+                results += measure("baseline", base, base_url, UPSTREAM_KEY, workers, concurrencies, duration)
             finally:
                 base.stop()
             with tempfile.TemporaryDirectory() as tmp:
                 ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
                 try:
-                    # warm up: connection pools, first-call imports
-                    wrk(ens_url + path, body(False), key, 8, 1)
-                    for fmt in ("json", "sse"):
-                        for c in concurrencies:
-                            rps, p50, p99, err = wrk(ens_url + path, body(fmt == "sse"), key, c, duration)
-                            results.append(
-                                Result("ensemble", fmt, c, workers, rps, p50, p99, err, ens.rss_mb())
-                            )
+                    wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: connection pools, first calls
+                    results += measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
                 finally:
                     ens.stop()
     finally:
@@ -354,6 +370,7 @@ def print_table(results: list[Result], markdown: bool) -> None:
         "+p50 ms",
         "+p99 ms",
         "req/s vs baseline",
+        "CPU µs/req",
         "RSS MB",
         "errors",
     ]
@@ -374,6 +391,7 @@ def print_table(results: list[Result], markdown: bool) -> None:
                 "" if r.target == "direct" else f"{r.p50_ms - d.p50_ms:+.3f}",
                 "" if r.target == "direct" else f"{r.p99_ms - d.p99_ms:+.3f}",
                 ratio,
+                "" if r.cpu_us is None else f"{r.cpu_us:.0f}",
                 "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
                 str(r.errors),
             ]

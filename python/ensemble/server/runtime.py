@@ -27,7 +27,7 @@ from ensemble.ratelimit import Admission
 from ensemble.storage import database
 from ensemble.storage.keys import KeyRecord, load_changed
 from ensemble.telemetry import runtime as telemetry_setup
-from ensemble.upstream import UpstreamClient
+from ensemble.upstream import create_client
 from ensemble.usage.request_log import RequestLog
 
 log = logging.getLogger("ensemble.server")
@@ -44,7 +44,7 @@ class Runtime:
         self.auth = Authenticator(self.keys)
         self.db: aiosqlite.Connection | None = None
         self.request_log: RequestLog | None = None
-        self.upstream = UpstreamClient(
+        self.upstream = create_client(
             connect_timeout=config.provider_timeouts.connect, read_timeout=config.provider_timeouts.default
         )
         self.providers: list[Provider] = []

@@ -1,5 +1,5 @@
 """Talking to providers over HTTP: one small client interface, so the transport can be swapped."""
 
-from ensemble.upstream.client import UpstreamClient, UpstreamResponse
+from ensemble.upstream.client import UpstreamClient, UpstreamResponse, create_client
 
-__all__ = ["UpstreamClient", "UpstreamResponse"]
+__all__ = ["UpstreamClient", "UpstreamResponse", "create_client"]

@@ -1,20 +1,75 @@
-"""The upstream HTTP client.
+"""The upstream HTTP client interface, and its aiohttp implementation.
 
-aiohttp is the transport: on this path it measured ~10x faster than httpx's default transport
-(DESIGN.md table). Everything above this module sees only `UpstreamClient.post` and
-`UpstreamResponse`; aiohttp exceptions are mapped here to ProviderError / UpstreamTimeout.
+Everything above this package sees only `UpstreamClient.post` and `UpstreamResponse`; transport
+exceptions are mapped to ProviderError / UpstreamTimeout inside the implementations. Two exist:
+`Http1Client` (http1.py: raw uvloop transports + httptools, the default, fastest measured) and
+`AiohttpClient` (aiohttp: ~10x faster than httpx's default transport on this path, DESIGN.md).
+`ENSEMBLE_UPSTREAM_CLIENT=aiohttp|http1` picks one (for benchmarks and as an escape hatch).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import aiohttp
 
 from ensemble.errors import ProviderError, UpstreamTimeout
 
 
-class UpstreamResponse:
+class UpstreamResponse(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes:
+        """The whole body; the connection goes back to the pool."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in whatever pieces the network delivers."""
+
+    def close(self) -> None:
+        """Abort: drop the connection rather than returning it to the pool (used on cancel)."""
+
+    def release(self) -> None:
+        """Done with this response: keep the connection if it was read to the end."""
+
+
+class UpstreamClient(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def post(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        read_timeout: float | None = None,
+        total_timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """Send a request; return once the status line and headers are in.
+
+        `read_timeout` bounds each wait for bytes (stall detection); `total_timeout` bounds the whole
+        call. Redirects are never followed: a redirect must not carry credentials to another host.
+        """
+        ...
+
+
+def create_client(*, connect_timeout: float, read_timeout: float) -> UpstreamClient:
+    kind = os.environ.get("ENSEMBLE_UPSTREAM_CLIENT", "http1")
+    if kind == "aiohttp":
+        return AiohttpClient(connect_timeout=connect_timeout, read_timeout=read_timeout)
+    from ensemble.upstream.http1 import Http1Client
+
+    return Http1Client(connect_timeout=connect_timeout, read_timeout=read_timeout)
+
+
+class AiohttpResponse:
     __slots__ = ("_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
@@ -58,7 +113,7 @@ class UpstreamResponse:
         self._resp.release()
 
 
-class UpstreamClient:
+class AiohttpClient:
     def __init__(self, *, connect_timeout: float, read_timeout: float, limit_per_host: int = 0) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -89,12 +144,7 @@ class UpstreamClient:
         *,
         read_timeout: float | None = None,
         total_timeout: float | None = None,
-    ) -> UpstreamResponse:
-        """Send a request; return once the status line and headers are in.
-
-        `read_timeout` bounds each wait for bytes (stall detection); `total_timeout` bounds the whole call.
-        Redirects are never followed: a provider redirect must not carry credentials to another host.
-        """
+    ) -> AiohttpResponse:
         assert self._session is not None, "UpstreamClient.start() was not called"
         timeout = aiohttp.ClientTimeout(
             total=total_timeout,
@@ -115,4 +165,4 @@ class UpstreamClient:
             raise ProviderError(
                 f"the provider connection failed: {type(e).__name__}", code="connect_error", retryable=True
             ) from e
-        return UpstreamResponse(resp)
+        return AiohttpResponse(resp)
