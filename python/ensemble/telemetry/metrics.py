@@ -62,7 +62,7 @@ def error_class(error: ProviderError) -> str:
 
 class Metrics:
     def __init__(self) -> None:
-        disable_created_metrics()  # `_created` series double the output and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # `_created` series double the output and nobody graphs them
         self.multiprocess = multiprocess_mode()
         # Single process: a private registry (several Apps in one process, as in benchmarks, must not
         # collide in the global one). Multiprocess: samples go to files; scrapes aggregate them.
