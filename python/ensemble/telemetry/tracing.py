@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Spans leave in batches; a short delay keeps traces timely without a send per request.
 EXPORT_DELAY_MS = 1000
+EXPORT_TIMEOUT_S = 2.0
 
 
 def traces_url(endpoint: str) -> str:
@@ -43,8 +44,13 @@ class Tracing:
         )
         self.provider = TracerProvider(resource=resource)
         if processor is None:
-            exporter: SpanExporter = OTLPSpanExporter(endpoint=traces_url(endpoint))
-            processor = BatchSpanProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS)
+            # Bounded: a collector that is down must not hold up a worker's shutdown (SIGTERM drain).
+            exporter: SpanExporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=EXPORT_TIMEOUT_S)
+            processor = BatchSpanProcessor(
+                exporter,
+                schedule_delay_millis=EXPORT_DELAY_MS,
+                export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000),
+            )
         self.provider.add_span_processor(processor)
         self.tracer: Tracer = self.provider.get_tracer("ensemble", __version__)
 
