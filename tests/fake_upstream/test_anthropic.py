@@ -8,7 +8,7 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 TOOL = {
     "name": "get_weather",
@@ -27,7 +27,9 @@ def dump(blocks: object) -> list[dict[str, object]]:
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(
+        anthropic.Anthropic(base_url=f"{fake.url}{prefix}", api_key="sk-ant-test", max_retries=0, **kw)
+    )  # type: ignore[arg-type]
 
 
 def test_create_text(fake: Fake) -> None:
@@ -162,7 +164,11 @@ def test_errors_and_headers(fake: Fake) -> None:
         json={"model": "m", "messages": MESSAGES},
     )
     assert r.status_code == 400 and r.json()["error"]["message"] == "max_tokens: Field required"
-    r = httpx.post(f"{fake.url}/v1/messages", json={"model": "m", "max_tokens": 1, "messages": MESSAGES})
+    ok = {"model": "m", "max_tokens": 1, "messages": MESSAGES}
+    assert httpx.post(
+        f"{fake.url}/v1/messages", json=ok, headers={"anthropic-version": "2023-06-01"}
+    ).is_success
+    r = httpx.post(f"{fake.url}/v1/messages", json=ok)  # same body, now without the header: not cached
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "anthropic-version" in r.json()["error"]["message"]
     fake.config(require_api_key="sk-ant-right")

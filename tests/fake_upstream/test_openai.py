@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import Fake
+from .conftest import Fake, track
 
 WEATHER_TOOL = {
     "type": "function",
@@ -31,7 +31,7 @@ MESSAGES = [{"role": "user", "content": "Hi there, what is the weather like in P
 
 
 def client(fake: Fake, prefix: str = "", **kw: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw)  # type: ignore[arg-type]
+    return track(openai.OpenAI(base_url=f"{fake.url}{prefix}/v1", api_key="sk-test", max_retries=0, **kw))  # type: ignore[arg-type]
 
 
 def collect(
@@ -160,7 +160,7 @@ def test_max_tokens_and_usage_config(fake: Fake) -> None:
         {"framing": "mixed"},
         {"comments": True},
         {"split_bytes": 7, "framing": "crlf"},
-        {"split_bytes": 1, "framing": "mixed", "comments": True, "chunks": 4},
+        {"split_bytes": 2, "framing": "mixed", "comments": True, "chunks": 4},
     ],
 )
 def test_framing_variants(fake: Fake, cfg: dict[str, object]) -> None:
@@ -216,7 +216,7 @@ def test_require_api_key(fake: Fake) -> None:
     fake.config(require_api_key="sk-right")
     with pytest.raises(openai.AuthenticationError):
         client(fake).chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
-    ok = openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0)
+    ok = track(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="sk-right", max_retries=0))
     assert ok.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices  # type: ignore[arg-type]
 
 
@@ -303,7 +303,7 @@ def test_control_api_validation(fake: Fake) -> None:
     r = fake.http.post("/_fake/enqueue", json={"behaviors": [{"statuss": 500}]})
     assert r.status_code == 400
     assert fake.http.get("/_fake/health").json()["status"] == "ok"
-    cfg = fake.config("x", chunks=3)["config"]
+    cfg = fake.config("x", chunks=3)
     assert cfg["chunks"] == 3 and cfg["framing"] is None
     fake.enqueue({"status": 500, "count": 3}, endpoint="x")
     assert len(fake.http.get("/_fake/config", params={"endpoint": "x"}).json()["queued"]) == 3

@@ -265,32 +265,36 @@ def render_response(r: InferenceResponse) -> bytes:
 
 
 class ChunkWriter:
-    """Renders deltas as chat.completion.chunk SSE frames."""
+    """Renders deltas as chat.completion.chunk SSE frames.
+
+    Every chunk of one stream shares its id/created/model head, so the bytes around the delta are
+    built once per stream and each token costs one small `orjson.dumps` of the delta alone."""
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
-        self._head = {
-            "id": completion_id(request_id),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-        }
+        head = orjson.dumps(
+            {
+                "id": completion_id(request_id),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": None,
+            }
+        )[:-1]  # without the closing brace: choices/usage follow
+        self._open = b"data: " + head + b',"choices":[{"index":0,"delta":'
+        self._close = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self._usage_open = b"data: " + head + b',"choices":[],"usage":'
         self._include_usage = include_usage
         self._tool_slots: dict[int, int] = {}
 
-    def _frame(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {
-            **self._head,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    def _frame(self, delta: dict[str, Any]) -> bytes:
+        return self._open + orjson.dumps(delta) + self._close
 
     def start(self) -> bytes:
         return self._frame({"role": "assistant", "content": ""})
 
     def render(self, delta: StreamDelta) -> bytes | None:
         if isinstance(delta, TextDelta):
-            return self._frame({"content": delta.text})
+            return self._open + b'{"content":' + orjson.dumps(delta.text) + b"}" + self._close
         if isinstance(delta, ToolCallStart):
             slot = self._tool_slots[delta.index] = len(self._tool_slots)
             call = {
@@ -306,10 +310,10 @@ class ChunkWriter:
         return None
 
     def finish(self, response: InferenceResponse) -> bytes:
-        out = self._frame({}, _FINISH_OUT[response.finish_reason])
+        reason = orjson.dumps(_FINISH_OUT[response.finish_reason])
+        out = self._open + b'{},"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
         if self._include_usage:
-            chunk = {**self._head, "choices": [], "usage": _usage(response)}
-            out += b"data: " + orjson.dumps(chunk) + b"\n\n"
+            out += self._usage_open + orjson.dumps(_usage(response)) + b"}\n\n"
         return out + b"data: [DONE]\n\n"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from .behavior import Batch, EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -53,6 +53,17 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+_last_reset: tuple[int, str] = (0, "")
+
+
+def _reset_iso(ts: int) -> str:
+    """RFC 3339 time of the window reset; constant within a window, so format it once."""
+    global _last_reset
+    if _last_reset[0] != ts:
+        _last_reset = (ts, _iso(ts))
+    return _last_reset[1]
 
 
 class BadRequest(Exception):
@@ -106,7 +117,7 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
                 if isinstance(content, str)
                 else "".join(
                     b["text"]
-                    for b in content or ()
+                    for b in (content if isinstance(content, list) else ())
                     if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
                 )
             )
@@ -118,7 +129,7 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
     conv.last_is_tool_result = isinstance(last.get("content"), list) and any(
         isinstance(b, dict) and b.get("type") == "tool_result" for b in last["content"]
     )
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         if (
             isinstance(tool, dict)
             and isinstance(tool.get("name"), str)
@@ -193,7 +204,7 @@ def stream_events(model: str, plan: Plan, redacted: bool) -> list[Event]:
             {
                 "type": "message_start",
                 "message": {
-                    "id": new_id("msg_"),
+                    "id": ID_MARK,
                     "type": "message",
                     "role": "assistant",
                     "model": model,
@@ -297,7 +308,7 @@ class AnthropicProvider:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
-        at = _iso(now + reset)
+        at = _reset_iso(round(now + reset))
         return [
             ("request-id", new_id("req_")),
             ("anthropic-ratelimit-requests-limit", str(lreq)),
@@ -363,7 +374,14 @@ class AnthropicProvider:
         tokens = plan.prompt_tokens + plan.output_tokens
         redacted = ctx.config.redacted_thinking
         if req.get("stream") is True:
-            return StreamReply([SSE_CT], stream_events(model, plan, redacted), _ERROR_EVENT, tokens=tokens)
+            return StreamReply(
+                [SSE_CT],
+                stream_events(model, plan, redacted),
+                _ERROR_EVENT,
+                tokens=tokens,
+                id_prefix="msg_",
+                cacheable=plan.tool is None,
+            )
         body = message_json(model, plan, redacted, ID_MARK)
         return Reply(
             200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="msg_", cacheable=plan.tool is None
@@ -422,7 +440,7 @@ class AnthropicProvider:
             if now < batch.ends_at and batch.cancel_initiated_at is None:
                 out = self._batch_json(ctx, batch, now)
                 batch.cancel_initiated_at = now
-                batch.ends_at = now + 0.001
+                batch.ends_at = now  # the cancel answer says "canceling"; later reads see "ended"
                 out["processing_status"] = "canceling"
                 out["cancel_initiated_at"] = _iso(now)
                 return json_reply(200, out)

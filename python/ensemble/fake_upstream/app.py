@@ -39,7 +39,8 @@ ANTHROPIC: Provider = anthropic.PROVIDER
 GEMINI: Provider = gemini.PROVIDER
 
 _VERSIONS = frozenset(("v1", "v1beta", "v1alpha"))
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 4096  # route and response-template cache entries (cleared when full)
+_CACHE_MAX_BODY = 64 * 1024  # larger request bodies are answered without caching
 _MALFORMED_SSE = (b'data: {"malformed": tru',)
 _MALFORMED_RAW = b',{"malformed": tru'
 
@@ -77,7 +78,7 @@ def resolve(method: str, path: str) -> Route:
         if verb == "generateContent":
             return r(GEMINI, "generate", model, cache=True)
         if verb == "streamGenerateContent":
-            return r(GEMINI, "stream", model)
+            return r(GEMINI, "stream", model, cache=True)
         if verb == "countTokens":
             return r(GEMINI, "count_tokens", model, cache=True)
         return r(GEMINI, "not_found", model)
@@ -94,7 +95,7 @@ def resolve(method: str, path: str) -> Route:
         if rest[1] == "batches":
             if n == 2:
                 return r(ANTHROPIC, "batch_create" if method == "POST" else "batch_list", want=method)
-            if n == 3:
+            if n == 3 and method in ("GET", "DELETE"):
                 return r(ANTHROPIC, "batch_get" if method == "GET" else "batch_delete", rest[2], want=method)
             if n == 4 and rest[3] == "results":
                 return r(ANTHROPIC, "batch_results", rest[2], want="GET")
@@ -203,10 +204,7 @@ class FakeUpstream:
     def __init__(self, defaults: EndpointConfig | None = None) -> None:
         self.state = FakeState(defaults)
         self._routes: dict[tuple[str, str], Route] = {}
-        self._cache: dict[tuple[str, str, bytes], tuple[int, Reply]] = {}
-
-    def __rsgi_init__(self, loop: Any) -> None:  # called by Granian in each worker
-        return None
+        self._cache: dict[tuple[str, str, str, bytes], tuple[int, Reply | StreamReply]] = {}
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         await self(scope, proto)
@@ -247,22 +245,24 @@ class FakeUpstream:
             ep.records.append(rec)
         ep.count_request(now)
         beh = ep.queue.popleft() if ep.queue else None
+        if rec is not None:
+            rec.behavior = beh
         ctx = Ctx(method, route.action, route.arg, scope.query_string, body, scope.headers, ep, cfg, "", beh)
 
         # Fast path: plain config, no behaviour, cacheable route → precomputed template.
         if beh is None and route.cacheable and cfg.is_plain:
-            ckey = (route.endpoint, path, body)
-            hit = self._cache.get(ckey)
-            reply: Reply | StreamReply
-            if hit is not None and hit[0] == state.version:
-                reply = hit[1]
-            else:
-                pre = provider.precheck(ctx)
-                reply = pre if pre is not None else provider.handle(ctx)
-                if isinstance(reply, Reply) and reply.cacheable and pre is None:
-                    if len(self._cache) > _CACHE_LIMIT:
-                        self._cache.clear()
-                    self._cache[ckey] = (state.version, reply)
+            ckey = (route.endpoint, path, scope.query_string, body)
+            reply: Reply | StreamReply | None = provider.precheck(ctx)  # header checks are never cached
+            if reply is None:
+                hit = self._cache.get(ckey)
+                if hit is not None and hit[0] == state.version:
+                    reply = hit[1]
+                else:
+                    reply = provider.handle(ctx)
+                    if reply.cacheable and len(body) <= _CACHE_MAX_BODY:
+                        if len(self._cache) > _CACHE_LIMIT:
+                            self._cache.clear()
+                        self._cache[ckey] = (state.version, reply)
             if isinstance(reply, Reply):
                 ep.used_tokens += reply.tokens
                 headers = reply.headers + provider.ratelimit_headers(ep, now, reply.status)
@@ -350,25 +350,20 @@ class FakeUpstream:
     ) -> None:
         ep = self.state.endpoint(endpoint)
         ep.used_tokens += reply.tokens
-        own_watch = watch is None
-        if watch is None:
-            watch = _Watch(proto, rec)
         if rec is not None:
             rec.stream = True
             rec.status = status
         headers = reply.headers + provider.ratelimit_headers(ep, now, status)
         transport = proto.response_stream(status, headers)
-        framer = Framer(cfg.framing or provider.default_framing, cfg.comments) if reply.sse else None
         split = cfg.split_bytes
         gap = cfg.chunk_gap_ms / 1000
-        events = reply.events
 
         async def send(data: bytes) -> bool:
             try:
                 if split:
                     for i, piece in enumerate(split_bytes(data, split)):
                         if i:
-                            await asyncio.sleep(0.001)
+                            await asyncio.sleep(0.001)  # so pieces reach the client in separate reads
                         await transport.send_bytes(piece)
                 else:
                     await transport.send_bytes(data)
@@ -376,11 +371,25 @@ class FakeUpstream:
                 if rec is not None:
                     rec.mark_disconnected()
                 return False
-            return not watch.disconnected
+            return watch is None or not watch.disconnected
 
+        if beh is None and not gap and not split:
+            # Nothing to pace: write every event at once (same bytes, one send). Cached replies keep
+            # the framed template, so repeated identical requests only substitute id and timestamp.
+            await send(reply.render_all(cfg.framing or provider.default_framing, cfg.comments))
+            if rec is not None:
+                rec.finished_at = time.time()
+            return
+
+        framer = Framer(cfg.framing or provider.default_framing, cfg.comments) if reply.sse else None
         frame: Callable[[tuple[bytes, ...]], bytes] = (
             framer.frame if framer is not None else (lambda ev: b"".join(ev))
         )
+        fill = reply.filler()
+        own_watch = watch is None
+        if watch is None:
+            watch = _Watch(proto, rec)
+        events = reply.events
         try:
             for i in range(len(events) + 1):
                 if beh is not None:
@@ -399,7 +408,7 @@ class FakeUpstream:
                     break
                 if i and gap and not await watch.sleep(gap):
                     return
-                if not await send(frame(events[i])):
+                if not await send(fill(frame(events[i]))):
                     return
             if reply.trailer:
                 await send(reply.trailer)

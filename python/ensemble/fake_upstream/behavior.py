@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 FRAMINGS = ("lf", "crlf", "cr", "mixed")
-RECORD_LIMIT = 10_000
+RECORD_LIMIT = 2_000  # recordings kept per endpoint (oldest dropped)
 
 
 class ControlError(ValueError):
@@ -184,7 +184,12 @@ class Behavior:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, False, 0.0)}
+        defaults = {"stall_before_first_byte_ms": 0.0, "stall_ms": 0.0, "close_connection": False}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None and not (k in defaults and v == defaults[k])
+        }
 
 
 class RequestRecord:

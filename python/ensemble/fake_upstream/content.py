@@ -70,6 +70,11 @@ def new_id(prefix: str, width: int = 24) -> str:
     return f"{prefix}{_PROC}{_counter:0{width - len(_PROC)}x}"
 
 
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else [] (request fields are untrusted)."""
+    return value if isinstance(value, list) else []
+
+
 def count_tokens(chars: int) -> int:
     return max(1, -(-chars // 4))
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
 from .behavior import EndpointState
-from .content import Conversation, Plan, ToolSpec, make_plan, new_id
+from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
     ID_MARK,
     JSON_CT,
@@ -30,7 +29,7 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
     403: ("invalid_request_error", "unsupported_country_region_territory", "Forbidden."),
-    404: ("invalid_request_error", "model_not_found", "Not found."),
+    404: ("invalid_request_error", None, "Not found."),
     429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
     500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
     502: ("server_error", None, "Bad gateway."),
@@ -81,7 +80,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
             raise BadRequest(f"Invalid value for 'messages[{i}]'.", f"messages[{i}]")
         text = _text_of(msg.get("content"))
         chars += len(text)
-        for call in msg.get("tool_calls") or ():
+        for call in as_list(msg.get("tool_calls")):
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 chars += len(str(call["function"].get("arguments", "")))
         if msg["role"] == "user":
@@ -90,7 +89,7 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
     conv.prompt_chars = chars
     conv.last_is_user = last == "user"
     conv.last_is_tool_result = last in ("tool", "function")
-    for tool in req.get("tools") or ():
+    for tool in as_list(req.get("tools")):
         if isinstance(tool, dict) and isinstance(tool.get("function"), dict):
             fn = tool["function"]
             if isinstance(fn.get("name"), str):
@@ -161,14 +160,15 @@ class OpenAIProvider:
         lreq, rreq, ltok, rtok, reset = ep.ratelimit(now)
         if status == 429:
             rreq = 0
+        resets = _fmt_duration(reset)
         return [
             ("x-request-id", new_id("req_")),
             ("x-ratelimit-limit-requests", str(lreq)),
             ("x-ratelimit-remaining-requests", str(rreq)),
-            ("x-ratelimit-reset-requests", _fmt_duration(reset)),
+            ("x-ratelimit-reset-requests", resets),
             ("x-ratelimit-limit-tokens", str(ltok)),
             ("x-ratelimit-remaining-tokens", str(rtok)),
-            ("x-ratelimit-reset-tokens", _fmt_duration(reset)),
+            ("x-ratelimit-reset-tokens", resets),
         ]
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:
@@ -213,7 +213,12 @@ class OpenAIProvider:
             opts = req.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
             return StreamReply(
-                [SSE_CT], self._events(model, plan, include_usage), _ERROR_EVENT, tokens=tokens
+                [SSE_CT],
+                self._events(model, plan, include_usage),
+                _ERROR_EVENT,
+                tokens=tokens,
+                id_prefix="chatcmpl-",
+                cacheable=plan.tool is None,
             )
         message: dict[str, Any] = {
             "role": "assistant",
@@ -246,8 +251,8 @@ class OpenAIProvider:
         )
 
     def _events(self, model: str, plan: Plan, include_usage: bool) -> list[Event]:
-        cid = new_id("chatcmpl-")
-        created = int(time.time())
+        cid = ID_MARK  # one id and timestamp per stream, filled in at send time
+        created: Any = TS_MARK
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:

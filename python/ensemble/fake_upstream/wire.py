@@ -7,8 +7,8 @@ byte splitting, disconnect detection, recording).
 
 from __future__ import annotations
 
-import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +23,6 @@ Event = tuple[bytes, ...]
 
 ID_MARK = "@@fake-id@@"  # in JSON bodies: replaced by a fresh id on every send
 TS_MARK = "@@fake-ts@@"  # in JSON bodies: the quoted marker is replaced by the unix time
-_MARKS = re.compile(rb'(@@fake-id@@|"@@fake-ts@@")')
 
 JSON_CT = ("content-type", "application/json")
 SSE_CT = ("content-type", "text/event-stream; charset=utf-8")
@@ -32,6 +31,22 @@ SSE_CT = ("content-type", "text/event-stream; charset=utf-8")
 class HeaderView(Protocol):
     def get(self, key: str, default: Any = None) -> Any: ...
     def __contains__(self, key: str) -> bool: ...
+
+
+Template = list[list[bytes]]
+
+
+def compile_template(data: bytes) -> Template:
+    """Split on the markers once, so filling in ids is two C-level joins (no per-byte scanning)."""
+    return [seg.split(b"@@fake-id@@") for seg in data.split(b'"@@fake-ts@@"')]
+
+
+def fill_template(template: Template, rid: bytes, ts: bytes) -> bytes:
+    return ts.join([rid.join(parts) for parts in template])
+
+
+def _stamp(prefix: str) -> tuple[bytes, bytes]:
+    return new_id(prefix).encode(), str(int(time.time())).encode()
 
 
 @dataclass(slots=True)
@@ -44,28 +59,53 @@ class Reply:
     tokens: int = 0
     id_prefix: str | None = None
     cacheable: bool = False
-    parts: list[bytes] | None = None
+    template: Template | None = None
 
     def render(self) -> bytes:
         if self.id_prefix is None:
             return self.body
-        parts = self.parts
-        if parts is None:
-            parts = self.parts = _MARKS.split(self.body)
-        rid = new_id(self.id_prefix).encode()
-        ts = str(int(time.time())).encode()
-        out = [rid if p == b"@@fake-id@@" else ts if p == b'"@@fake-ts@@"' else p for p in parts]
-        return b"".join(out)
+        if self.template is None:
+            self.template = compile_template(self.body)
+        return fill_template(self.template, *_stamp(self.id_prefix))
 
 
 @dataclass(slots=True)
 class StreamReply:
+    """Events of one stream. ``id_prefix`` set → events hold ID_MARK/TS_MARK (one id per stream)."""
+
     headers: Headers
     events: list[Event]
     error_event: Event
     sse: bool = True
     tokens: int = 0
     trailer: bytes = b""  # non-SSE streams: written after the last event (e.g. "]")
+    id_prefix: str | None = None
+    cacheable: bool = False
+    template: Template | None = None  # all events framed and compiled, kept for cached replies
+
+    def filler(self) -> Callable[[bytes], bytes]:
+        """Fills markers in individually framed events, with one id for the whole stream."""
+        if self.id_prefix is None:
+            return lambda data: data
+        rid, ts = _stamp(self.id_prefix)
+        return lambda data: fill_template(compile_template(data), rid, ts)
+
+    def render_all(self, framing: str, comments: bool) -> bytes:
+        """Every event framed, ids filled in (the compiled template is kept when cacheable)."""
+        template = self.template
+        if template is None:
+            template = compile_template(self.frame_all(framing, comments))
+            if self.cacheable:
+                self.template = template
+        if self.id_prefix is None:
+            return b"".join(template[0])
+        return fill_template(template, *_stamp(self.id_prefix))
+
+    def frame_all(self, framing: str, comments: bool) -> bytes:
+        if not self.sse:
+            return b"".join([b"".join(ev) for ev in self.events] + [self.trailer])
+        framer = Framer(framing, comments)
+        return b"".join([framer.frame(ev) for ev in self.events])
 
 
 @dataclass(slots=True)

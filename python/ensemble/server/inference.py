@@ -179,6 +179,7 @@ async def _pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat
         tail = fmt.finish(response)
         if tail:
             await sink.send(tail)
+        await sink.close()
     except ClientDisconnected:
         if ctx.recorded:
             return
@@ -196,6 +197,7 @@ async def _pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat
             tail = fmt.error(e, ctx.request_id)
             if tail:
                 await sink.send(tail)
+            await sink.close()
         except ClientDisconnected:
             pass
     except Exception:
@@ -205,6 +207,7 @@ async def _pump(rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat
         stream.fail(error)
         with contextlib.suppress(ClientDisconnected):
             await sink.send(fmt.error(error, ctx.request_id))
+            await sink.close()
 
 
 # -- handlers ----------------------------------------------------------------------------------
