@@ -7,7 +7,7 @@ names the config serves (anything else is `""`), statuses HTTP codes, error clas
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -136,6 +136,8 @@ class Metrics:
             registry=r,
         )
         self._dropped_seen = 0
+        self._http: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+        self._usage: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.known_models: frozenset[str] = frozenset()
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -143,9 +145,16 @@ class Metrics:
     def http(self, route: str, model: str, provider: str, status: int, seconds: float) -> None:
         if model and model not in self.known_models:
             model = ""
-        s = str(status)
-        self.requests.labels(route, model, provider, s).inc()
-        self.latency.labels(route, model, provider, s).observe(seconds)
+        key = (route, model, provider, status)
+        children = self._http.get(key)
+        if children is None:  # `labels()` locks and validates: resolve each label set once
+            s = str(status)
+            children = self._http[key] = (
+                self.requests.labels(route, model, provider, s),
+                self.latency.labels(route, model, provider, s),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def finished(self, ctx: CallContext, model: str, usage: Usage, cost_micro: int, elapsed_s: float) -> None:
         """One inference request is over (from Gateway.record): tokens, cost, overhead."""
@@ -155,19 +164,29 @@ class Metrics:
         provider = target.provider.name
         if model not in self.known_models:
             model = ""
-        t = self.tokens
-        for kind, value in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached", usage.cached_tokens),
-            ("cache_creation", usage.cache_creation_tokens),
-            ("reasoning", usage.reasoning_tokens),
+        key = (model, provider)
+        children = self._usage.get(key)
+        if children is None:
+            children = self._usage[key] = (
+                *(self.tokens.labels(model, provider, kind) for kind in TOKEN_KINDS),
+                self.cost.labels(model, provider),
+                self.overhead.labels(provider),
+            )
+        for child, value in zip(
+            children,
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_tokens,
+                usage.cache_creation_tokens,
+                usage.reasoning_tokens,
+                cost_micro,
+            ),
+            strict=False,
         ):
             if value:
-                t.labels(model, provider, kind).inc(value)
-        if cost_micro:
-            self.cost.labels(model, provider).inc(cost_micro)
-        self.overhead.labels(provider).observe(max(elapsed_s - ctx.upstream_s, 0.0))
+                child.inc(value)
+        children[-1].observe(max(elapsed_s - ctx.upstream_s, 0.0))
 
     def upstream_error(self, provider: str, endpoint: str, error: ProviderError) -> None:
         self.upstream_errors.labels(provider, endpoint, error_class(error)).inc()
