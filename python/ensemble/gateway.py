@@ -37,7 +37,7 @@ from ensemble.types import (
 )
 from ensemble.usage.pricing import format_cost, micro_dollars
 from ensemble.usage.request_log import LogRecord, RequestLog
-from ensemble.validate import apply_drop_rules, check_request
+from ensemble.validate import DropRules, check_request
 
 log = logging.getLogger("ensemble.gateway")
 
@@ -86,6 +86,8 @@ class Gateway:
             key=lambda kv: -len(kv[0]),
         )
         self._default_timeouts = config.streaming_timeouts["default"]
+        self._call_options: dict[tuple[str, bool], CallOptions] = {}
+        self.drop_rules = DropRules(config.parameter_validation)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -96,12 +98,18 @@ class Gateway:
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
         targets = self.router.candidates(request.model)
-        apply_drop_rules(request, self.config.parameter_validation)
+        self.drop_rules.apply(request)
         max_out = request.max_tokens or min(targets[0].model.max_output_tokens or 1024, 1024)
         ctx.reservation = self.admission.admit_key(ctx.key, estimate_prompt_tokens(request) + max_out)
         return targets
 
     def call_options(self, model: str, streaming: bool) -> CallOptions:
+        opts = self._call_options.get((model, streaming))
+        if opts is None:
+            opts = self._call_options[(model, streaming)] = self._resolve_call_options(model, streaming)
+        return opts
+
+    def _resolve_call_options(self, model: str, streaming: bool) -> CallOptions:
         t: StreamTimeouts = self._default_timeouts
         for pattern, timeouts in self._timeouts:
             if fnmatch.fnmatchcase(model, pattern):

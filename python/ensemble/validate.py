@@ -45,23 +45,48 @@ def check_request(request: InferenceRequest, model: ModelConfig | None) -> None:
             raise InvalidRequest("tools: tool names must be unique", param="tools")
 
 
+class DropRules:
+    """The config's drop rules, resolved once per model name (glob matching is not per request)."""
+
+    def __init__(self, rules: ParameterValidationConfig) -> None:
+        self._rules = rules
+        self._by_model: dict[str, tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]] = {}
+
+    def _resolve(self, model: str) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+        always: list[str] = []
+        conditional: list[tuple[str, tuple[str, ...]]] = []
+        if self._rules.enable:
+            for pattern, params in self._rules.model_drop_rules.items():
+                if fnmatch.fnmatchcase(model, pattern):
+                    always += params
+            for pattern, conditions in self._rules.conditional_rules.items():
+                if fnmatch.fnmatchcase(model, pattern):
+                    conditional += [(c.if_parameter, tuple(c.drop_parameters)) for c in conditions]
+        if len(self._by_model) > 10_000:  # model names come from config; bound it anyway
+            self._by_model.clear()
+        resolved = self._by_model[model] = (tuple(always), tuple(conditional))
+        return resolved
+
+    def apply(self, request: InferenceRequest) -> list[str]:
+        """Silently remove parameters the config says a model must not get; returns what was dropped."""
+        rules = self._by_model.get(request.model) or self._resolve(request.model)
+        always, conditional = rules
+        if not always and not conditional:
+            return []
+        dropped = [p for p in always if _drop(request, p)]
+        for if_parameter, params in conditional:
+            if getattr(request, if_parameter, None) is not None:
+                dropped += [p for p in params if _drop(request, p)]
+        if dropped:
+            log.info(
+                "dropped parameters %s for model %s (parameter_validation rules)", dropped, request.model
+            )
+        return dropped
+
+
 def apply_drop_rules(request: InferenceRequest, rules: ParameterValidationConfig) -> list[str]:
-    """Silently remove parameters the config says a model must not get; returns what was dropped."""
-    if not rules.enable:
-        return []
-    dropped: list[str] = []
-    model = request.model
-    for pattern, params in rules.model_drop_rules.items():
-        if fnmatch.fnmatchcase(model, pattern):
-            dropped += [p for p in params if _drop(request, p)]
-    for pattern, conditions in rules.conditional_rules.items():
-        if fnmatch.fnmatchcase(model, pattern):
-            for cond in conditions:
-                if getattr(request, cond.if_parameter, None) is not None:
-                    dropped += [p for p in cond.drop_parameters if _drop(request, p)]
-    if dropped:
-        log.info("dropped parameters %s for model %s (parameter_validation rules)", dropped, model)
-    return dropped
+    """One-off form of DropRules.apply (tests, tools); the gateway keeps a DropRules."""
+    return DropRules(rules).apply(request)
 
 
 def _drop(request: InferenceRequest, param: str) -> bool:

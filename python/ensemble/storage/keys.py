@@ -42,8 +42,19 @@ def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as `YYYY-MM-DDTHH:MM:SS.mmmZ`; the seconds part is formatted once per second."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    cached_second, text = _second_cache
+    if second != cached_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache = (second, text)
+    return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
 _COLUMNS = "id, prefix, name, customer_id, status, rate_limit_rpm, rate_limit_tpm, allowed_models, created_at"

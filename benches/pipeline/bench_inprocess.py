@@ -1,0 +1,143 @@
+"""The pipeline's own cost, in process: `App.handle` on a fake RSGI protocol, mock provider, no network.
+
+What is left when the server socket, Granian and the upstream are taken away: auth, parsing,
+validation, routing, admission, the provider adapter, pricing, recording and rendering. Prints
+µs per request for JSON and SSE; `--profile` adds the top cProfile entries.
+
+    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+import yaml
+
+from ensemble.config import load_config
+from ensemble.server.app import App
+
+BIN = Path(sys.executable).parent
+
+
+class Headers(dict[str, str]):
+    pass
+
+
+class Scope:
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
+        self.proto = "http"
+        self.method = "POST"
+        self.path = path
+        self.query_string = ""
+        self.headers = Headers(headers)
+
+
+class Transport:
+    async def send_bytes(self, data: bytes) -> None:
+        pass
+
+
+class Proto:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.status = 0
+
+    async def __call__(self) -> bytes:
+        return self.body
+
+    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.status = status
+
+    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Transport:
+        self.status = status
+        return Transport()
+
+
+def setup(tmp: Path) -> tuple[App, str]:
+    (tmp / "providers").mkdir()
+    (tmp / "ensemble.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "database": {"path": str(tmp / "bench.db")},
+                "rate_limit": {"default_rpm": 100_000_000, "default_tpm": 100_000_000_000},
+                "logging": {"level": "warning"},
+            }
+        )
+    )
+    (tmp / "providers" / "mock.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "mock",
+                "type": "mock",
+                "mock": {"chunks": 20},
+                "models": [{"name": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
+            }
+        )
+    )
+    config = str(tmp / "ensemble.yaml")
+    key = subprocess.run(
+        [str(BIN / "ensemble"), "keys", "create", "--name", "b", "--config", config],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return App(load_config(config)), key
+
+
+async def drive(app: App, key: str, path: str, body: bytes, n: int) -> float:
+    headers = {
+        "authorization": f"Bearer {key}",
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+    }
+    start = time.process_time()  # CPU time: stays meaningful on a busy machine
+    for _ in range(n):
+        proto = Proto(body)
+        await app.handle(Scope(path, headers), proto)  # type: ignore[arg-type]
+        assert proto.status == 200, proto.status
+    return (time.process_time() - start) / n * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    loop = uvloop.new_event_loop()
+    with tempfile.TemporaryDirectory() as tmp:
+        app, key = setup(Path(tmp))
+        app.__rsgi_init__(loop)
+        msg: dict[str, Any] = {
+            "model": "mock-1",
+            "messages": [{"role": "user", "content": "Say hello, benchmark."}],
+        }
+        cases = [
+            ("json", "/v1/chat/completions", orjson.dumps(msg)),
+            ("sse", "/v1/chat/completions", orjson.dumps({**msg, "stream": True})),
+            ("native json", "/api/v1/generate", orjson.dumps(msg)),
+        ]
+        for name, path, body in cases:
+            loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
+            if args.profile:
+                prof = cProfile.Profile()
+                prof.enable()
+            us = loop.run_until_complete(drive(app, key, path, body, args.requests))
+            print(f"{name:12s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
+            if args.profile:
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        app.__rsgi_del__(loop)
+
+
+if __name__ == "__main__":
+    main()
