@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 BUILT      := $(VENV)/.ensemble-built
 
-.PHONY: dev run test test-rust test-python lint fmt fuzz bench clean
+.PHONY: dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
 
 $(BIN)/maturin:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ dev: $(BUILT)
 run: $(BUILT)
 	$(BIN)/ensemble serve --config $(CONFIG)
 
-test: test-rust test-python
+test: test-rust test-python test-clients
 
 test-rust:
 	cd rust && cargo test -q
@@ -34,7 +34,27 @@ test-rust:
 test-python: $(BUILT)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(BUILT)
+# The TypeScript and Go clients' suites, each against its own real gateway + fake upstream
+# (clients/with_gateway.py starts them on free ports and exports ENSEMBLE_URL / ENSEMBLE_API_KEY).
+# The Python client's tests are part of test-python (tests/client/).
+test-clients: test-clients-ts test-clients-go
+
+TS_DEPS := clients/typescript/node_modules/.package-lock.json
+
+$(TS_DEPS): clients/typescript/package-lock.json
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
+
+test-clients-ts: $(BUILT) $(TS_DEPS)
+	$(BIN)/python clients/with_gateway.py -- sh -c 'cd clients/typescript && npm test --silent'
+
+test-clients-go: $(BUILT)
+	$(BIN)/python clients/with_gateway.py -- sh -c 'cd clients/go && go test -count=1 ./...'
+
+lint-clients: $(TS_DEPS)
+	cd clients/typescript && npx --no-install tsc -p tsconfig.test.json --noEmit
+	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
+
+lint: $(BUILT) lint-clients
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(BIN)/mypy
@@ -57,4 +77,5 @@ fuzz:
 	rust/fuzz/run.sh $${FUZZ_SECONDS:-60}
 
 clean:
+	rm -rf clients/typescript/node_modules clients/typescript/dist clients/typescript/build-test
 	rm -rf $(VENV) rust/target python/ensemble/_native*.so .pytest_cache .mypy_cache .ruff_cache

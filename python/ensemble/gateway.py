@@ -10,7 +10,7 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -19,10 +19,10 @@ from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
-from ensemble.errors import EnsembleError, ProviderError, RateLimited, UpstreamTimeout
+from ensemble.errors import EnsembleError, InvalidRequest, ProviderError, RateLimited, UpstreamTimeout
 from ensemble.providers.base import CallOptions, Provider, Target
-from ensemble.ratelimit import Admission, Reservation
-from ensemble.router import Router
+from ensemble.ratelimit import Admission, EndpointLimits, Reservation
+from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
 from ensemble.storage.keys import KeyRecord, now_iso
 from ensemble.types import (
     InferenceRequest,
@@ -61,6 +61,27 @@ class CallContext:
     rate_limit: RateLimitInfo | None = None
     recorded: bool = False
     model: str = ""  # the model the client asked for, once parsed (telemetry labels)
+    route: RouteDecision | None = None
+    # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
+    endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
+
+
+class Failover:
+    """What happened to each candidate of one request, for the error when all are exhausted."""
+
+    __slots__ = ("attempts", "errors", "limited", "too_big", "wait_ms")
+
+    def __init__(self, cooling_wait_ms: int) -> None:
+        self.errors: list[ProviderError] = []
+        self.attempts = 0
+        self.too_big = 0  # candidates whose TPM limit is below this one request's tokens
+        # Soonest time (ms from now) some candidate frees up: skipped cool-downs and limits.
+        self.wait_ms = cooling_wait_ms
+        self.limited = cooling_wait_ms > 0
+
+    def skip(self, wait_ms: int) -> None:
+        self.limited = True
+        self.wait_ms = wait_ms if self.wait_ms <= 0 else min(self.wait_ms, wait_ms)
 
 
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
@@ -78,8 +99,10 @@ class Gateway:
     ) -> None:
         self.config = config
         self.providers = providers
-        self.router = Router(providers)
         self.admission = admission
+        self.router = Router(providers, config.cache, admission, admission.clock)
+        for p in providers:
+            p.on_headers = self._observe_headers
         self.request_log = request_log
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
@@ -91,17 +114,80 @@ class Gateway:
 
     # -- stages --------------------------------------------------------------------------------
 
-    def prepare(self, request: InferenceRequest, ctx: CallContext) -> list[Target]:
-        """Everything that can refuse a request before any upstream call: returns the candidates."""
+    def prepare(self, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+        """Everything that can refuse a request before any upstream call: returns the route plan."""
         ctx.model = request.model
         model = next(iter(self.router.models().get(request.model) or ()), None)
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
-        targets = self.router.candidates(request.model)
+        plan = self.router.plan(request.model, request)
         self.drop_rules.apply(request)
-        max_out = request.max_tokens or min(targets[0].model.max_output_tokens or 1024, 1024)
+        model_cfg = self.router.models()[request.model][0].models[request.model]
+        max_out = request.max_tokens or min(model_cfg.max_output_tokens or 1024, 1024)
         ctx.reservation = self.admission.admit_key(ctx.key, estimate_prompt_tokens(request) + max_out)
-        return targets
+        return plan
+
+    def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
+        lim = self.admission.endpoint(target.endpoint.id, target.model.name)
+        self.admission.observe(lim, headers, self.admission.clock())
+
+    def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
+        """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
+        tokens = ctx.reservation.tokens if ctx.reservation is not None else 1
+        if cand.limits.tpm and tokens > cand.limits.tpm:
+            fo.too_big += 1  # no wait would help; not a reason to answer 429
+            return False
+        now = self.admission.clock()
+        wait = self.admission.admit_endpoint(cand.limits, tokens, now)
+        if wait:
+            fo.skip(wait)
+            return False
+        ctx.target = cand.target
+        ctx.endpoint_reservation = (cand.limits, tokens, now)
+        decision = plan.decision
+        if cand is not plan.candidates[0]:
+            lost = (
+                decision.cache_value
+                if decision.affinity_endpoint not in ("", cand.target.endpoint.id)
+                else 0.0
+            )
+            decision = RouteDecision("failover", decision.cache_value, lost, decision.affinity_endpoint)
+        ctx.route = decision
+        fo.attempts += 1
+        return True
+
+    def _attempt_failed(self, ctx: CallContext, e: ProviderError, fo: Failover) -> None:
+        """An attempt failed before anything reached the client: give back its tokens."""
+        if ctx.endpoint_reservation is not None:
+            lim, tokens, at = ctx.endpoint_reservation
+            # The request stays counted (the provider saw it); the reserved tokens were not used.
+            self.admission.reconcile_endpoint(lim, tokens, 0, at)
+            ctx.endpoint_reservation = None
+        if e.retryable and ctx.target is not None:
+            pause_ms = self._cool_down(ctx.target, e)
+            if e.upstream_status in (429, 529):
+                fo.skip(pause_ms)
+            fo.errors.append(e)
+
+    def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
+        target = ctx.target
+        assert target is not None
+        for cand in plan.candidates:
+            if cand.target is target:
+                self.router.remember(plan, cand)
+                break
+        if log.isEnabledFor(logging.DEBUG) and ctx.route is not None:
+            r = ctx.route
+            log.debug(
+                "route %s: %s/%s reason=%s cache_value=%.6f cost_penalty=%.6f affinity=%s",
+                ctx.request_id,
+                target.provider.name,
+                target.endpoint.id,
+                r.reason,
+                r.cache_value,
+                r.cost_penalty,
+                r.affinity_endpoint or "-",
+            )
 
     def call_options(self, model: str, streaming: bool) -> CallOptions:
         opts = self._call_options.get((model, streaming))
@@ -122,29 +208,54 @@ class Gateway:
         )
         return CallOptions(stall_timeout=total, overall_timeout=total)
 
-    @staticmethod
-    def _cool_down(target: Target, error: ProviderError) -> None:
+    def _cool_down(self, target: Target, error: ProviderError) -> int:
+        """Avoid the endpoint for a while; returns the pause in ms."""
         if error.upstream_status == 429:
             pause = error.retry_after_s or COOLDOWN_AFTER_429
         elif error.code == "connect_error":
             pause = COOLDOWN_AFTER_CONNECT_ERROR
         else:
             pause = error.retry_after_s or COOLDOWN_AFTER_5XX
+        pause = min(pause, 300.0)
         target.endpoint.cooldown_until = max(
-            target.endpoint.cooldown_until, time.monotonic() + min(pause, 300.0)
+            target.endpoint.cooldown_until, self.admission.clock() / 1000 + pause
         )
+        return int(pause * 1000)
+
+    def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
+        if fo.too_big and not (fo.limited or fo.errors):
+            tokens = ctx.reservation.tokens if ctx.reservation is not None else 0
+            error: EnsembleError = InvalidRequest(
+                f"max_tokens: this request needs an estimated {tokens} tokens (prompt + max_tokens), more "
+                "than the tokens-per-minute limit of every endpoint serving this model; lower max_tokens "
+                "or shorten the prompt",
+                param="max_tokens",
+                code="exceeds_token_limit",
+            )
+        else:
+            error = self._exhausted_error(fo)
+        if fo.attempts == 0 and ctx.reservation is not None:
+            # Nothing went upstream: the refusal is the gateway's, not the caller's use.
+            self.admission.release(ctx.reservation)
+            ctx.reservation = None
+        return error
 
     @staticmethod
-    def _exhausted(errors: list[ProviderError]) -> EnsembleError:
-        """The error for the client once every candidate failed with a retryable error."""
-        limited = [e for e in errors if e.upstream_status in (429, 529)]
-        if limited and len(limited) == len(errors):
-            waits = [e.retry_after_s for e in limited if e.retry_after_s is not None]
+    def _exhausted_error(fo: Failover) -> EnsembleError:
+        """The error for the client once no candidate could answer.
+
+        429 when any candidate was at its limit, cooling down or answered 429/529: the client
+        should come back at the soonest time one frees up. Otherwise every attempt failed in
+        another retryable way (5xx, connect error, timeout) and the last error is returned."""
+        if fo.limited or not fo.errors:
+            wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
             return RateLimited(
-                "every endpoint serving this model is rate limited or overloaded",
-                retry_after_s=min(waits) if waits else COOLDOWN_AFTER_429,
+                "every endpoint serving this model is at its rate limit, cooling down or overloaded; "
+                f"retry after {wait / 1000:.1f}s",
+                retry_after_s=wait / 1000,
                 code="all_endpoints_exhausted",
             )
+        errors = fo.errors
         last = errors[-1]
         if isinstance(last, UpstreamTimeout):
             return last
@@ -157,11 +268,13 @@ class Gateway:
     # -- whole answers ---------------------------------------------------------------------------
 
     async def generate(self, request: InferenceRequest, ctx: CallContext) -> InferenceResponse:
-        targets = self.prepare(request, ctx)
+        plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=False)
-        errors: list[ProviderError] = []
-        for target in targets:
-            ctx.target = target
+        fo = Failover(plan.cooling_wait_ms)
+        for cand in plan.candidates:
+            if not self._admit_endpoint(plan, cand, ctx, fo):
+                continue
+            target = cand.target
             t0 = time.perf_counter()
             target.endpoint.in_flight += 1
             try:
@@ -169,18 +282,18 @@ class Gateway:
             except ProviderError as e:
                 ctx.upstream_s += time.perf_counter() - t0
                 _count_upstream_error(target, e)
+                self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
                     raise
-                self._cool_down(target, e)
-                errors.append(e)
                 log.warning("endpoint %s failed (%s); trying the next candidate", target.endpoint.id, e.code)
                 continue
             finally:
                 target.endpoint.in_flight -= 1
             ctx.upstream_s += time.perf_counter() - t0
             ctx.ttft_s = ctx.upstream_s
+            self._succeeded(plan, ctx)
             return self.finish(request, ctx, result)
-        raise self._exhausted(errors)
+        raise self._exhausted(fo, ctx)
 
     def finish(
         self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
@@ -192,6 +305,7 @@ class Gateway:
         if ctx.reservation is not None:  # reconcile first so the rate-limit info is current
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
+        self._reconcile_endpoint(ctx, usage)
         ctx.rate_limit = self.admission.info(ctx.key)
         cost = target.price.cost(usage)
         elapsed = time.perf_counter() - ctx.started
@@ -230,6 +344,12 @@ class Gateway:
         )
         return response
 
+    def _reconcile_endpoint(self, ctx: CallContext, usage: Usage) -> None:
+        if ctx.endpoint_reservation is not None:
+            lim, tokens, at = ctx.endpoint_reservation
+            self.admission.reconcile_endpoint(lim, tokens, usage.input_tokens + usage.output_tokens, at)
+            ctx.endpoint_reservation = None
+
     def record(
         self,
         ctx: CallContext,
@@ -251,6 +371,7 @@ class Gateway:
         if ctx.reservation is not None:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
+        self._reconcile_endpoint(ctx, usage)
         metrics = telemetry.metrics
         if metrics is not None:
             metrics.finished(ctx, model, usage, cost_micro, time.perf_counter() - ctx.started)
@@ -283,11 +404,13 @@ class Gateway:
 
     async def open_stream(self, request: InferenceRequest, ctx: CallContext) -> LiveStream:
         """Connect and wait for the first delta, failing over while nothing reached the client."""
-        targets = self.prepare(request, ctx)
+        plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=True)
-        errors: list[ProviderError] = []
-        for target in targets:
-            ctx.target = target
+        fo = Failover(plan.cooling_wait_ms)
+        for cand in plan.candidates:
+            if not self._admit_endpoint(plan, cand, ctx, fo):
+                continue
+            target = cand.target
             t0 = time.perf_counter()
             iterator = target.provider.stream(request, target, opts).__aiter__()
             try:
@@ -298,10 +421,9 @@ class Gateway:
                 ctx.upstream_s += time.perf_counter() - t0
                 _count_upstream_error(target, e)
                 await _close(iterator)
+                self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
                     raise
-                self._cool_down(target, e)
-                errors.append(e)
                 log.warning(
                     "endpoint %s failed before streaming (%s); trying the next", target.endpoint.id, e.code
                 )
@@ -310,8 +432,9 @@ class Gateway:
                 await _close(iterator)
                 raise
             ctx.ttft_s = time.perf_counter() - t0
+            self._succeeded(plan, ctx)
             return LiveStream(self, request, ctx, iterator, first, t0)
-        raise self._exhausted(errors)
+        raise self._exhausted(fo, ctx)
 
 
 def _count_upstream_error(target: Target, error: ProviderError) -> None:

@@ -61,9 +61,10 @@ def parse_items(
             request.stream = False  # a batch answer is stored whole
             svc.check_item(key, request)
         except EnsembleError as e:
-            param = f"{where}.{e.param}" if e.param else where
-            e.message = f"{where}: {e.message}"
-            e.param = param
+            # "temperature: must be …" becomes "requests[3].temperature: must be …"
+            named = bool(e.param) and e.message.startswith(f"{e.param}:")
+            e.message = f"{where}.{e.message}" if named else f"{where}: {e.message}"
+            e.param = f"{where}.{e.param}" if e.param else where
             raise
         items.append((custom_id, request))
     return items

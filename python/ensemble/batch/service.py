@@ -172,6 +172,7 @@ class BatchService:
             window_ms=window_ms,
             max_size=max(self.config.max_batch_size, 1),
             expires_ms=now_ms() + EXPIRY_MS,
+            provider=ctx.target.provider.name if ctx.target is not None else "",  # the likely one
         )
         metrics = telemetry.metrics
         if metrics is not None:

@@ -113,7 +113,15 @@ class BatchStore:
             raise
 
     async def join_fallback(
-        self, new_batch_id: str, key_id: str, item: NewItem, *, window_ms: int, max_size: int, expires_ms: int
+        self,
+        new_batch_id: str,
+        key_id: str,
+        item: NewItem,
+        *,
+        window_ms: int,
+        max_size: int,
+        expires_ms: int,
+        provider: str = "",
     ) -> str:
         """Add one rate-limited request to this key's collecting fallback batch (or start one).
 
@@ -160,8 +168,8 @@ class BatchStore:
             )
             await self.conn.execute(
                 "INSERT INTO responses (request_id, key_id, status, model, provider, created_at) "
-                "VALUES (?,?,'pending',?,'',?) ON CONFLICT (request_id) DO NOTHING",
-                (item.request_id, key_id, item.model, now_iso()),
+                "VALUES (?,?,'pending',?,?,?) ON CONFLICT (request_id) DO NOTHING",
+                (item.request_id, key_id, item.model, provider, now_iso()),
             )
             await self.conn.execute("COMMIT")
         except BaseException:

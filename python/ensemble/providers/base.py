@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from ensemble._native import SseError, SseParser
@@ -83,6 +83,8 @@ class Provider(ABC):
         self.endpoints = [Endpoint.from_config(e, config) for e in config.endpoints]
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
+        # Set by the gateway: sees every upstream response's headers (rate-limit state, SPEC §6).
+        self.on_headers: Callable[[Target, Mapping[str, str]], None] | None = None
 
     @abstractmethod
     async def complete(
@@ -159,6 +161,8 @@ class HttpProvider(Provider):
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
+        if self.on_headers is not None:
+            self.on_headers(target, resp.headers)
         payload = await resp.read()
         if resp.status >= 400:
             raise self.wire.classify(resp.status, resp.headers, payload)
@@ -179,6 +183,8 @@ class HttpProvider(Provider):
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
+        if self.on_headers is not None:
+            self.on_headers(target, resp.headers)
         if resp.status >= 400:
             raise self.wire.classify(resp.status, resp.headers, await resp.read())
         parser = SseParser()

@@ -1,15 +1,29 @@
-"""Rate-limit admission on the native counters (SPEC §6): per key first, reserve, reconcile."""
+"""Rate-limit admission on the native counters (SPEC §6): per key first, then per (endpoint, model).
+
+Both levels reserve at admission (1 request + estimated tokens) and are reconciled with the real
+usage when the response ends. Endpoint capacity has two sources: our own sliding-window counters
+against the endpoint's configured `rpm_limit`/`tpm_limit`, and what the provider last told us in
+its rate-limit headers (`upstream.py`), which also covers traffic we do not see (other gateways,
+other tools sharing the provider key).
+
+With `server.workers > 1` every worker process has its own counters; they agree across processes
+(and instances) only when the Redis sync is configured, which feeds `RateLimiter.set_global` from
+the `drain_deltas` of every instance (scope-agnostic: key and endpoint scopes alike).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
 from ensemble.errors import InvalidRequest, RateLimited
+from ensemble.ratelimit.upstream import UpstreamView, parse_headers
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
+
+__all__ = ["Admission", "EndpointLimits", "Reservation", "UpstreamView", "now_ms", "parse_headers"]
 
 
 def now_ms() -> int:
@@ -29,16 +43,40 @@ class Reservation:
     at_ms: int
 
 
+class EndpointLimits:
+    """Capacity state of one (endpoint, model): built once, reused by every request."""
+
+    __slots__ = ("endpoint_id", "model", "rpm", "scope", "scopes", "tpm", "upstream")
+
+    def __init__(self, endpoint_id: str, model: str, rpm: int, tpm: int) -> None:
+        self.endpoint_id = endpoint_id
+        self.model = model
+        self.rpm = rpm
+        self.tpm = tpm
+        # SPEC §7 names the shared counter `{namespace}:ratelimit:{endpoint_id}:{model}`; the Redis
+        # sync adds the prefix, so the local scope is the tail of that name.
+        self.scope = f"ep:{endpoint_id}:{model}"
+        self.scopes = [self.scope]  # hoisted: admit/reconcile take a list
+        self.upstream = UpstreamView()
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rpm or self.tpm or self.upstream.limit_requests or self.upstream.limit_tokens)
+
+
 class Admission:
     def __init__(
         self, *, window_s: float, default_rpm: int, default_tpm: int, clock: Callable[[], int] = now_ms
     ) -> None:
         self.clock = clock
-        window_ms = max(int(window_s * 1000), 1)
-        self.limiter = RateLimiter(window_ms, slot_count(window_ms))
+        self.window_ms = max(int(window_s * 1000), 1)
+        self.limiter = RateLimiter(self.window_ms, slot_count(self.window_ms))
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
+        self._endpoints: dict[tuple[str, str], EndpointLimits] = {}
+
+    # -- per key ---------------------------------------------------------------------------------
 
     @staticmethod
     def key_scope(key_id: str) -> str:
@@ -56,8 +94,10 @@ class Admission:
 
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
         scope = self.key_scope(key.key_id)
-        self.configure_key(key)
-        _, tpm = self.limits_for(key)
+        limits = (key.rate_limit_rpm or self.default_rpm, key.rate_limit_tpm or self.default_tpm)
+        if limits != self._configured.get(scope):
+            self.configure_key(key)
+        tpm = limits[1]
         if tpm and tokens > tpm:
             # Waiting would never help: say what to change instead of answering 429 forever.
             raise InvalidRequest(
@@ -67,7 +107,8 @@ class Admission:
                 code="exceeds_token_limit",
             )
         at = self.clock()
-        ok, retry_after_ms, _ = self.limiter.admit([scope], tokens, at)
+        scopes = [scope]
+        ok, retry_after_ms, _ = self.limiter.admit(scopes, tokens, at)
         if not ok:
             rpm, tpm = self.limits_for(key)
             raise RateLimited(
@@ -76,10 +117,14 @@ class Admission:
                 retry_after_s=retry_after_ms / 1000,
                 code="key_rate_limited",
             )
-        return Reservation([scope], tokens, at)
+        return Reservation(scopes, tokens, at)
 
     def reconcile(self, r: Reservation, actual_tokens: int) -> None:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
+
+    def release(self, r: Reservation) -> None:
+        """Undo an admission entirely (the request was refused before any upstream call)."""
+        self.limiter.release(r.scopes, r.tokens, r.at_ms, self.clock())
 
     def info(self, key: KeyRecord) -> RateLimitInfo:
         limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(
@@ -91,3 +136,83 @@ class Admission:
             limit_tokens=limit_tok,
             remaining_tokens=rem_tok,
         )
+
+    # -- per (endpoint, model) -------------------------------------------------------------------
+
+    def endpoint(self, endpoint_id: str, model: str, rpm: int = 0, tpm: int = 0) -> EndpointLimits:
+        """The capacity state of `endpoint_id` serving `model` (created and configured once)."""
+        lim = self._endpoints.get((endpoint_id, model))
+        if lim is None:
+            lim = EndpointLimits(endpoint_id, model, rpm, tpm)
+            # Configured even when unlimited (0, 0): the counters then still measure utilisation.
+            self.limiter.configure(lim.scope, rpm, tpm)
+            self._endpoints[(endpoint_id, model)] = lim
+        return lim
+
+    def endpoints(self) -> list[EndpointLimits]:
+        return list(self._endpoints.values())
+
+    def admit_endpoint(self, lim: EndpointLimits, tokens: int, now: int) -> int:
+        """Reserve 1 request + `tokens` on the endpoint: 0 when admitted, else the wait in ms
+        until it should have room (from our counters or the provider's own headers)."""
+        view = lim.upstream
+        if view.reset_at_ms > now and (
+            view.remaining_requests == 0
+            or (view.remaining_tokens is not None and view.remaining_tokens < tokens)
+        ):
+            return view.reset_at_ms - now
+        ok, retry_after_ms, _ = self.limiter.admit(lim.scopes, tokens, now)
+        if not ok:
+            return max(retry_after_ms, 1)
+        view.consume(tokens)
+        return 0
+
+    def reconcile_endpoint(self, lim: EndpointLimits, reserved: int, actual: int, at_ms: int) -> None:
+        self.limiter.reconcile(lim.scopes, reserved, actual, at_ms, self.clock())
+
+    def utilisation(self, lim: EndpointLimits, now: int) -> float:
+        """0..1 for an endpoint with known limits (the fullest of RPM, TPM and the provider's view);
+        -1 when nothing limits it, so callers fall back to relative load."""
+        util = -1.0
+        if lim.rpm or lim.tpm:
+            requests, tokens = self.limiter.usage(lim.scope, now)
+            if lim.rpm:
+                util = requests / lim.rpm
+            if lim.tpm:
+                util = max(util, tokens / lim.tpm)
+        view = lim.upstream
+        if view.reset_at_ms > now:
+            util = max(util, view.used_fraction())
+        return util
+
+    def requests_in_window(self, lim: EndpointLimits, now: int) -> int:
+        return self.limiter.usage(lim.scope, now)[0]
+
+    def endpoint_status(self, now: int | None = None) -> list[dict[str, object]]:
+        """Per (endpoint, model) utilisation for the admin status page (this process's counters,
+        plus other instances' once the Redis sync feeds `set_global`)."""
+        now = self.clock() if now is None else now
+        out: list[dict[str, object]] = []
+        for lim in self._endpoints.values():
+            requests, tokens = self.limiter.usage(lim.scope, now)
+            view = lim.upstream
+            out.append(
+                {
+                    "endpoint_id": lim.endpoint_id,
+                    "model": lim.model,
+                    "rpm_limit": lim.rpm,
+                    "tpm_limit": lim.tpm,
+                    "requests_in_window": requests,
+                    "tokens_in_window": tokens,
+                    "utilisation": max(self.utilisation(lim, now), 0.0),
+                    "upstream_remaining_requests": view.remaining_requests
+                    if view.reset_at_ms > now
+                    else None,
+                    "upstream_remaining_tokens": view.remaining_tokens if view.reset_at_ms > now else None,
+                }
+            )
+        return out
+
+    def observe(self, lim: EndpointLimits, headers: Mapping[str, str], now: int) -> None:
+        """Take in the provider's rate-limit headers from any response of this endpoint."""
+        parse_headers(headers, lim.upstream, now, time.time())

@@ -1,26 +1,144 @@
-"""Choosing where a request goes: candidate endpoints for a model, in the order to try them."""
+"""Choosing where a request goes (SPEC §6): candidate endpoints for a model, in the order to try them.
+
+For each provider serving the model (lower `priority` first) the endpoints of its pool are ordered:
+
+1. cache affinity (`strategy: session_affinity` with `cache.enable_session_affinity`): the endpoint
+   that most likely holds the prompt prefix (see `affinity`) goes first when the estimated dollars
+   a cache hit saves (`cached tokens * (input - cache_read price)`) make it worth it:
+   at or above `high_value_threshold` it is kept even when busier; below `low_value_threshold`
+   affinity is ignored; in between it is kept while its utilisation is at most
+   `stickiness_factor * (value - low) / (high - low)` above the least utilised endpoint's;
+2. endpoints cooling down after an upstream 429/5xx are left out (their wait is kept for the
+   client's `Retry-After`); endpoints at their RPM/TPM limit are refused by admission in the
+   gateway's failover loop, and sort last here because they are the most utilised;
+3. the rest: least utilised first (`session_affinity`, `least_used`; utilisation is the fullest of
+   RPM/TPM against the endpoint's limits and the provider's own rate-limit headers, or for an
+   endpoint with no known limit its share of the pool's recent requests, divided by `weight`), or
+   weighted rotation (`round_robin`).
+
+Everything that can be is built once per (model, provider, endpoint): no per-request lookups by name.
+"""
 
 from __future__ import annotations
 
 import itertools
-import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from ensemble.config.schema import CacheConfig
 from ensemble.errors import NotFound, Overloaded
 from ensemble.providers.base import Provider, Target
+from ensemble.ratelimit import Admission, EndpointLimits, now_ms
+from ensemble.router.affinity import MIN_CACHEABLE_TOKENS, AffinityTable, PromptKeys, fingerprint
+from ensemble.types import InferenceRequest
+
+__all__ = ["Candidate", "RouteDecision", "RoutePlan", "Router"]
+
+
+class Candidate:
+    """One (provider, endpoint, model): the Target handed to the adapter plus its capacity state."""
+
+    __slots__ = ("limits", "saving_per_token", "target", "ttl_ms", "weight")
+
+    def __init__(self, target: Target, limits: EndpointLimits, ttl_ms: int) -> None:
+        self.target = target
+        self.limits = limits
+        self.ttl_ms = ttl_ms
+        self.weight = max(target.endpoint.weight, 1)
+        pricing = target.model.pricing
+        # Dollars saved per prompt token read from the cache instead of sent fresh.
+        self.saving_per_token = max(pricing.input - pricing.cache_read, 0.0) / 1_000_000
+
+
+class _Group:
+    """The endpoints of one provider serving one model."""
+
+    __slots__ = ("affinity", "candidates", "cycle", "provider", "rotation", "strategy")
+
+    def __init__(self, provider: Provider, candidates: list[Candidate], affinity: bool) -> None:
+        self.provider = provider
+        self.candidates = candidates
+        self.strategy = provider.config.strategy
+        self.affinity = affinity and self.strategy == "session_affinity"
+        # Weighted round robin: an endpoint of weight w appears w times, interleaved.
+        order: list[int] = []
+        remaining = [c.weight for c in candidates]
+        while any(remaining):
+            for i, left in enumerate(remaining):
+                if left:
+                    order.append(i)
+                    remaining[i] -= 1
+        self.cycle = order
+        self.rotation = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Why a request went where it went: logged and returned in `x-ensemble-route-reason`."""
+
+    reason: str  # affinity_high_value | affinity | least_used | round_robin | failover
+    cache_value: float = 0.0  # estimated USD a cache hit saves on the affinity endpoint
+    cost_penalty: float = 0.0  # estimated USD of that saving given up by going elsewhere
+    affinity_endpoint: str = ""
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    candidates: list[Candidate]  # in the order to try
+    decision: RouteDecision
+    cooling_wait_ms: int  # soonest end of a skipped cool-down (0: none skipped)
+    keys: PromptKeys | None
+
+
+_NO_WAIT = 1 << 62
+# Decisions without numbers are shared (RouteDecision is immutable).
+_LEAST_USED = RouteDecision("least_used")
+_ROUND_ROBIN = RouteDecision("round_robin")
+_COOLING = RouteDecision("cooling_down")
 
 
 class Router:
-    """Candidates are the endpoints of every provider listing the model, by provider priority
-    (lower first); within a provider, endpoints rotate so load spreads (cache affinity and
-    utilisation-aware strategies refine this order)."""
-
-    def __init__(self, providers: list[Provider]) -> None:
+    def __init__(
+        self,
+        providers: list[Provider],
+        cache: CacheConfig | None = None,
+        admission: Admission | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.cache = cache or CacheConfig()
+        self.admission = admission or Admission(window_s=60, default_rpm=0, default_tpm=0, clock=clock)
+        self.clock = clock
         self.providers = sorted(providers, key=lambda p: p.config.priority)
         self._by_model: dict[str, list[Provider]] = {}
         for p in self.providers:
             for name in p.models:
                 self._by_model.setdefault(name, []).append(p)
-        self._rotation = {p.name: itertools.count() for p in self.providers}
+        ttls = {k: int(v * 1000) for k, v in self.cache.ttls.items()}
+        self._groups: dict[str, list[_Group]] = {}
+        self._tags: dict[str, int] = {}
+        for model, serving in self._by_model.items():
+            self._tags[model] = len(self._tags)
+            groups = []
+            for p in serving:
+                ttl = ttls.get(p.type, ttls.get(p.name, 300_000))
+                cands = [
+                    Candidate(
+                        Target(provider=p, endpoint=e, model=p.models[model], price=p.prices[model]),
+                        self.admission.endpoint(e.id, model, e.rpm_limit, e.tpm_limit),
+                        ttl,
+                    )
+                    for e in p.endpoints
+                ]
+                groups.append(_Group(p, cands, self.cache.enable_session_affinity))
+            self._groups[model] = groups
+        self._affinity_models = {m: any(g.affinity for g in gs) for m, gs in self._groups.items()}
+        self.affinity = AffinityTable(self.cache.max_cache_entries)
+        self._high = self.cache.high_value_threshold
+        self._low = self.cache.low_value_threshold
+        self._span = max(self._high - self._low, 1e-12)
+        self.stuck = 0  # requests sent to their affinity endpoint
+        self.unstuck_low_value = 0  # affinity ignored: the hit was worth too little
+        self.unstuck_busy = 0  # affinity endpoint skipped: busy, cooling down or not serving
 
     def models(self) -> dict[str, list[Provider]]:
         return self._by_model
@@ -28,29 +146,142 @@ class Router:
     def knows(self, model: str) -> bool:
         return model in self._by_model
 
+    def stats(self) -> dict[str, int]:
+        """Cache-affinity counters for the admin status page (this process only)."""
+        return {
+            "entries": len(self.affinity),
+            "max_entries": self.affinity.max_entries,
+            "hits": self.affinity.hits,
+            "misses": self.affinity.misses,
+            "evictions": self.affinity.evictions,
+            "stuck": self.stuck,
+            "ignored_low_value": self.unstuck_low_value,
+            "overridden_busy": self.unstuck_busy,
+        }
+
     def candidates(self, model: str) -> list[Target]:
-        providers = self._by_model.get(model)
-        if not providers:
+        """Targets in try order, without affinity (kept for callers that only need the pool)."""
+        return [c.target for c in self.plan(model, None).candidates]
+
+    def plan(self, model: str, request: InferenceRequest | None) -> RoutePlan:
+        groups = self._groups.get(model)
+        if not groups:
             raise NotFound(
                 f"model {model!r} is not served by this gateway; GET /api/v1/models lists the models",
                 code="model_not_found",
             )
-        now = time.monotonic()
-        ready: list[Target] = []
-        cooling: list[Target] = []
-        for p in providers:
-            usable = [e for e in p.endpoints if e.has_credential]
-            if not usable:
+        now = self.clock()
+        now_s = now / 1000
+        keys: PromptKeys | None = None
+        hit: tuple[str, int] | None = None
+        if request is not None and self._affinity_models.get(model, False):
+            keys = fingerprint(request, self._tags[model])
+            hit = self.affinity.lookup(keys, now)
+        ordered: list[Candidate] = []
+        wait = _NO_WAIT
+        usable_any = False
+        decision: RouteDecision | None = None
+        for group in groups:
+            ready: list[Candidate] = []
+            for c in group.candidates:
+                e = c.target.endpoint
+                if not e.has_credential:
+                    continue
+                usable_any = True
+                if e.cooldown_until > now_s:
+                    wait = min(wait, int((e.cooldown_until - now_s) * 1000) + 1)
+                    continue
+                ready.append(c)
+            n = len(ready)
+            if not n:
                 continue
-            start = next(self._rotation[p.name]) % len(usable)
-            for e in usable[start:] + usable[:start]:
-                target = Target(provider=p, endpoint=e, model=p.models[model], price=p.prices[model])
-                (cooling if e.cooling_down(now) else ready).append(target)
-        if not ready and not cooling:
+            if group.strategy == "round_robin":
+                start = next(group.rotation)
+                first = group.candidates[group.cycle[start % len(group.cycle)]]
+                if first not in ready:
+                    first = ready[start % n]
+                ordered.append(first)
+                ordered.extend(c for c in ready if c is not first)
+                if decision is None:
+                    decision = _ROUND_ROBIN
+                continue
+            if n == 1:
+                ranked, ranked_utils = ready, [0.0]
+            else:
+                utils = self._utilisations(ready, now)
+                # Rotate before the (stable) sort so equal utilisation spreads over the pool
+                # instead of always picking the first endpoint.
+                shift = next(group.rotation) % n
+                if shift:
+                    ready = ready[shift:] + ready[:shift]
+                    utils = utils[shift:] + utils[:shift]
+                order = sorted(range(n), key=utils.__getitem__)
+                ranked = [ready[i] for i in order]
+                ranked_utils = [utils[i] for i in order]
+            if hit is not None and decision is None and group.affinity:
+                decision = self._apply_affinity(ranked, ranked_utils, hit)
+            ordered.extend(ranked)
+            if decision is None:
+                decision = _LEAST_USED
+        if not usable_any:
             raise Overloaded(
                 f"no endpoint serving {model!r} has a usable credential; set the provider's API key",
                 code="no_available_endpoint",
             )
-        # Endpoints cooling down after a 429/5xx go last rather than nowhere: better a likely
-        # failure than a certain one when nothing else is left.
-        return ready + cooling
+        return RoutePlan(ordered, decision or _COOLING, 0 if wait == _NO_WAIT else wait, keys)
+
+    def _utilisations(self, ready: list[Candidate], now: int) -> list[float]:
+        adm = self.admission
+        utils = [adm.utilisation(c.limits, now) for c in ready]
+        if len(ready) == 1:
+            return utils
+        unlimited = False
+        for i, c in enumerate(ready):
+            if utils[i] < 0:
+                unlimited = True
+            else:
+                utils[i] /= c.weight
+        if unlimited:
+            # No known limit: relative load, the endpoint's weighted share of the pool's recent
+            # requests (in the window, plus those in flight).
+            counts = [
+                (adm.requests_in_window(c.limits, now) + c.target.endpoint.in_flight) / c.weight
+                for c in ready
+            ]
+            total = sum(counts) or 1.0
+            utils = [u if u >= 0 else counts[i] / total for i, u in enumerate(utils)]
+        return utils
+
+    def _apply_affinity(
+        self, ranked: list[Candidate], utils: list[float], hit: tuple[str, int]
+    ) -> RouteDecision | None:
+        endpoint_id, tokens = hit
+        pos = next((i for i, c in enumerate(ranked) if c.target.endpoint.id == endpoint_id), -1)
+        if pos < 0:  # remembered endpoint is not serving now (cooling down, no credential)
+            self.unstuck_busy += 1
+            return None
+        cand = ranked[pos]
+        value = tokens * cand.saving_per_token if tokens >= MIN_CACHEABLE_TOKENS else 0.0
+        if value < self._low:
+            self.unstuck_low_value += 1
+            return RouteDecision("least_used", cache_value=value, affinity_endpoint=endpoint_id)
+        if value >= self._high:
+            reason = "affinity_high_value"
+        else:
+            allowance = self.cache.stickiness_factor * (value - self._low) / self._span
+            if utils[pos] - utils[0] > allowance:
+                self.unstuck_busy += 1
+                return RouteDecision(
+                    "least_used", cache_value=value, cost_penalty=value, affinity_endpoint=endpoint_id
+                )
+            reason = "affinity"
+        if pos:
+            ranked.insert(0, ranked.pop(pos))
+            utils.insert(0, utils.pop(pos))
+        self.stuck += 1
+        return RouteDecision(reason, cache_value=value, affinity_endpoint=endpoint_id)
+
+    def remember(self, plan: RoutePlan, chosen: Candidate) -> None:
+        """The request succeeded on `chosen`: its prompt is now in that endpoint's cache."""
+        if plan.keys is not None:
+            self.affinity.remember(plan.keys, chosen.target.endpoint.id, self.clock(), chosen.ttl_ms)

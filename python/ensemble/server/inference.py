@@ -108,6 +108,8 @@ def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
             ("x-ensemble-provider", ctx.target.provider.name),
             ("x-ensemble-endpoint", ctx.target.endpoint.id),
         ]
+    if ctx.route is not None:
+        headers.append(("x-ensemble-route-reason", ctx.route.reason))
     headers.append(("x-ensemble-overhead-ms", f"{overhead_ms:.3f}"))
     return headers + rate_limit_headers(ctx.rate_limit)
 

@@ -22,8 +22,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from ensemble import __version__
 
 if TYPE_CHECKING:
-    from ensemble.gateway import Gateway
+    from ensemble.gateway import CallContext, Gateway
     from ensemble.providers.base import CallOptions, Provider, Target
+    from ensemble.router import RoutePlan
     from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
 
 # Spans leave in batches; a short delay keeps traces timely without a send per request.
@@ -65,14 +66,17 @@ class Tracing:
         tracer = self.tracer
 
         @functools.wraps(prepare)
-        def traced_prepare(request: InferenceRequest, ctx: Any) -> list[Target]:
+        def traced_prepare(request: InferenceRequest, ctx: CallContext) -> RoutePlan:
             with tracer.start_as_current_span("ensemble.route") as span:
                 span.set_attribute("ensemble.request_id", ctx.request_id)
                 span.set_attribute("ensemble.model", request.model)
-                targets = prepare(request, ctx)
-                span.set_attribute("ensemble.candidates", len(targets))
-                span.set_attribute("ensemble.candidate_endpoints", [t.endpoint.id for t in targets])
-                return targets
+                plan = prepare(request, ctx)
+                span.set_attribute("ensemble.candidates", len(plan.candidates))
+                span.set_attribute(
+                    "ensemble.candidate_endpoints", [c.target.endpoint.id for c in plan.candidates]
+                )
+                span.set_attribute("ensemble.route_reason", plan.decision.reason)
+                return plan
 
         gateway.prepare = traced_prepare  # type: ignore[method-assign]
 

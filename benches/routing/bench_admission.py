@@ -1,0 +1,113 @@
+"""Cost of admission + routing per request, in-process (no sockets), on the product code.
+
+Run: python benches/routing/bench_admission.py   (a few seconds; prints a table)
+
+One "request" = what the gateway does before and after the upstream call: per-key admission
+(`Admission.admit_key`), `Router.plan` (prompt fingerprint, affinity lookup, utilisation of each
+endpoint, ordering), per-endpoint admission (`admit_endpoint`), `Router.remember`, and the two
+reconciles at the end. The request has a 2,000-character system prompt and three messages; the
+pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
+those microseconds take at that rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ensemble._native import build_profile
+from ensemble.config.schema import CacheConfig, EndpointConfig, ModelConfig, Pricing, ProviderConfig
+from ensemble.providers.mock import MockProvider
+from ensemble.ratelimit import Admission
+from ensemble.router import Router
+from ensemble.storage.keys import KeyRecord
+from ensemble.types import InferenceRequest, Message
+
+N = 50_000
+RATE = 5_000  # requests per second
+
+
+def build(strategy: str, affinity: bool) -> tuple[Router, Admission]:
+    cfg = ProviderConfig(
+        name="anthropic",
+        type="anthropic",
+        strategy=strategy,  # type: ignore[arg-type]
+        endpoints=[
+            EndpointConfig(id=f"ep-{i}", api_key="sk-bench", rpm_limit=10_000_000, tpm_limit=10**12)
+            for i in range(3)
+        ],
+        models=[ModelConfig(name="m", pricing=Pricing(input=3.0, output=15.0, cache_read=0.3))],
+    )
+    admission = Admission(window_s=60, default_rpm=0, default_tpm=0)
+    router = Router(
+        [MockProvider(cfg)], CacheConfig(enable_session_affinity=affinity), admission, admission.clock
+    )
+    return router, admission
+
+
+def requests(n_distinct: int) -> list[InferenceRequest]:
+    system = "You are a helpful assistant. " * 70  # ~2,000 characters
+    return [
+        InferenceRequest(
+            model="m",
+            messages=[
+                Message(role="system", content=system),
+                Message(role="user", content=f"first question number {i}"),
+                Message(role="assistant", content="an answer of moderate length " * 4),
+                Message(role="user", content="and a follow-up question"),
+            ],
+            max_tokens=256,
+            session_id=f"sess-{i}",
+        )
+        for i in range(n_distinct)
+    ]
+
+
+def run(strategy: str, affinity: bool, full: bool) -> float:
+    router, admission = build(strategy, affinity)
+    key = KeyRecord(
+        key_id="k1",
+        prefix="ens_abcd",
+        name="bench",
+        customer_id="",
+        status="active",
+        rate_limit_rpm=10_000_000,
+        rate_limit_tpm=10**12,
+        allowed_models=(),
+        created_at="",
+    )
+    reqs = requests(1000)
+    clock = admission.clock
+    start = time.process_time()  # CPU time: less sensitive to other processes on a shared machine
+    for i in range(N):
+        req = reqs[i % 1000]
+        if full:
+            res = admission.admit_key(key, 700)
+        plan = router.plan("m", req)
+        for cand in plan.candidates:
+            if admission.admit_endpoint(cand.limits, 700, clock()) == 0:
+                break
+        if full:
+            router.remember(plan, cand)
+            admission.reconcile_endpoint(cand.limits, 700, 650, clock())
+            admission.reconcile(res, 650)
+    return (time.process_time() - start) / N * 1e6
+
+
+def main() -> None:
+    print(f"native build: {build_profile}; {N} requests per row")
+    rows: list[tuple[str, Callable[[], float]]] = [
+        ("full path, session_affinity", lambda: run("session_affinity", True, True)),
+        ("full path, least_used", lambda: run("least_used", False, True)),
+        ("full path, round_robin", lambda: run("round_robin", False, True)),
+        ("plan + endpoint admit only, session_affinity", lambda: run("session_affinity", True, False)),
+    ]
+    print(f"{'':<46}{'us/request':>11}{'core share at 5k req/s':>25}")
+    for name, fn in rows:
+        fn()  # warm up
+        us = min(fn() for _ in range(3))
+        print(f"{name:<46}{us:>11.2f}{100 * us * RATE / 1e6:>24.1f}%")
+
+
+if __name__ == "__main__":
+    main()

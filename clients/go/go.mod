@@ -1,0 +1,3 @@
+module github.com/ensemble-gateway/ensemble/clients/go
+
+go 1.22
