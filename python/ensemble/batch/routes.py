@@ -81,7 +81,7 @@ def status_of(row: BatchRow) -> str:
     if row.status == "canceling":
         return "canceling"
     counts = row.counts
-    if counts["queued"] == row.request_count:
+    if counts["queued"] == row.request_count and not counts["attempted"]:
         return "submitted"
     return "in_progress"
 

@@ -181,11 +181,14 @@ class BatchStore:
 
     async def _counts(self, batch_id: str) -> dict[str, int]:
         counts = dict.fromkeys(("queued", "running", "submitted", *FINAL_STATES), 0)
+        counts["attempted"] = 0  # items that have been started at least once (queued again after a 429)
         async with self.conn.execute(
-            "SELECT state, COUNT(*) FROM batch_items WHERE batch_id = ? GROUP BY state", (batch_id,)
+            "SELECT state, COUNT(*), SUM(attempts > 0) FROM batch_items WHERE batch_id = ? GROUP BY state",
+            (batch_id,),
         ) as cur:
-            for state, n in await cur.fetchall():
+            for state, n, attempted in await cur.fetchall():
                 counts[str(state)] = int(n)
+                counts["attempted"] += int(attempted or 0)
         return counts
 
     @staticmethod
