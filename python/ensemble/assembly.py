@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import orjson
 
 from ensemble.types import (
@@ -9,6 +11,8 @@ from ensemble.types import (
     Finish,
     FinishReason,
     ProviderResult,
+    RedactedThinkingBlock,
+    RedactedThinkingDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -24,10 +28,11 @@ from ensemble.types import (
 
 
 class _Pending:
-    __slots__ = ("id", "kind", "name", "parts", "signature")
+    __slots__ = ("id", "kind", "name", "parts", "signature", "structured")
 
-    def __init__(self, kind: str, id: str = "", name: str = "") -> None:
+    def __init__(self, kind: str, id: str = "", name: str = "", structured: bool = False) -> None:
         self.kind = kind
+        self.structured = structured
         self.id = id
         self.name = name
         self.parts: list[str] = []
@@ -51,6 +56,7 @@ class Assembler:
         self.usage = Usage()
         self.finish_reason: FinishReason | None = None
         self.model: str | None = None
+        self.cost: Decimal | None = None
         self.output_chars = 0
 
     def feed(self, delta: StreamDelta) -> None:
@@ -68,8 +74,11 @@ class Assembler:
                 block.parts.append(delta.thinking)
             if delta.signature:
                 block.signature += delta.signature
+        elif isinstance(delta, RedactedThinkingDelta):
+            block = self._blocks[delta.index] = _Pending("redacted_thinking")
+            block.parts.append(delta.data)
         elif isinstance(delta, ToolCallStart):
-            self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name)
+            self._blocks[delta.index] = _Pending("tool_call", delta.id, delta.name, delta.structured)
         elif isinstance(delta, ToolCallArgs):
             block = self._blocks.get(delta.index)
             if block is None:
@@ -88,6 +97,8 @@ class Assembler:
                 u.cache_creation_tokens = delta.cache_creation_tokens
             if delta.reasoning_tokens is not None:
                 u.reasoning_tokens = delta.reasoning_tokens
+            if delta.cost is not None:
+                self.cost = delta.cost
         elif isinstance(delta, Finish):
             self.finish_reason = delta.reason
             if delta.model:
@@ -102,12 +113,15 @@ class Assembler:
                 out.append(TextBlock(text=text))
             elif b.kind == "thinking":
                 out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
+            elif b.kind == "redacted_thinking":
+                out.append(RedactedThinkingBlock(data=text))
             else:
+                arguments = parse_arguments(text)
+                if b.structured and (arguments or not text.strip()):
+                    text = orjson.dumps(arguments).decode()
                 out.append(
                     ToolCallBlock(
-                        tool_call=ToolCallOut(
-                            id=b.id, name=b.name, arguments=parse_arguments(text), raw_arguments=text
-                        )
+                        tool_call=ToolCallOut(id=b.id, name=b.name, arguments=arguments, raw_arguments=text)
                     )
                 )
         return out
@@ -118,4 +132,5 @@ class Assembler:
             usage=self.usage,
             finish_reason=self.finish_reason or "stop",
             upstream_model=self.model,
+            cost=self.cost,
         )

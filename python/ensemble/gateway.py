@@ -307,7 +307,7 @@ class Gateway:
             ctx.reservation = None
         self._reconcile_endpoint(ctx, usage)
         ctx.rate_limit = self.admission.info(ctx.key)
-        cost = target.price.cost(usage)
+        cost = result.cost if result.cost is not None else target.price.cost(usage)
         elapsed = time.perf_counter() - ctx.started
         response = InferenceResponse(
             id=ctx.request_id,

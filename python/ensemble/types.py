@@ -8,6 +8,7 @@ InferenceResponse — the native response shape (SPEC §4), priced and timed.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
@@ -26,16 +27,25 @@ class MediaSource(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     url: str | None = None
 
 
-class TextContent(msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True):
+class TextContent(
+    msgspec.Struct, tag="text", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     text: str
+    cache_control: dict[str, Any] | None = None  # Anthropic prompt-cache breakpoint; others ignore it
 
 
-class ImageContent(msgspec.Struct, tag="image", tag_field="type", forbid_unknown_fields=True):
+class ImageContent(
+    msgspec.Struct, tag="image", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     source: MediaSource
+    cache_control: dict[str, Any] | None = None
 
 
-class DocumentContent(msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True):
+class DocumentContent(
+    msgspec.Struct, tag="document", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
     source: MediaSource
+    cache_control: dict[str, Any] | None = None
 
 
 class AudioContent(msgspec.Struct, tag="audio", tag_field="type", forbid_unknown_fields=True):
@@ -49,7 +59,17 @@ class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", forbid_u
     signature: str | None = None
 
 
-ContentBlock = TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent
+class RedactedThinkingContent(
+    msgspec.Struct, tag="redacted_thinking", tag_field="type", forbid_unknown_fields=True
+):
+    """Encrypted thinking (Anthropic) echoed back verbatim in a multi-turn conversation."""
+
+    data: str
+
+
+ContentBlock = (
+    TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent | RedactedThinkingContent
+)
 
 
 class ToolCall(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,6 +84,7 @@ class Message(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    is_error: bool | None = None  # tool messages: the tool failed (Anthropic's tool_result.is_error)
 
     def text(self) -> str:
         """All text of this message joined (images and other media are skipped)."""
@@ -77,6 +98,7 @@ class ToolDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     description: str = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
+    cache_control: dict[str, Any] | None = None  # Anthropic prompt-cache breakpoint; others ignore it
 
 
 class ToolChoiceNamed(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,11 +156,18 @@ class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
     signature: str | None = None
 
 
+class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
+    """Thinking the provider returned encrypted (Anthropic `redacted_thinking`); `data` must be sent
+    back unchanged in the next turn."""
+
+    data: str
+
+
 class ErrorBlock(msgspec.Struct, tag="error", tag_field="type"):
     error: str
 
 
-EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | ErrorBlock
+EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock | ErrorBlock
 
 
 # Stream deltas, as provider adapters decode them. `index` is the block's position in the answer.
@@ -155,10 +184,20 @@ class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):
     signature: str = ""
 
 
+class RedactedThinkingDelta(msgspec.Struct, tag="redacted_thinking_delta"):
+    """A whole redacted-thinking block (it never arrives in pieces)."""
+
+    index: int
+    data: str
+
+
 class ToolCallStart(msgspec.Struct, tag="tool_call_start"):
     index: int
     id: str
     name: str
+    # The provider gives arguments as an object (Anthropic, Gemini), so its answer has no argument
+    # text of its own: raw_arguments is then the compact JSON of the object, streamed or not.
+    structured: bool = False
 
 
 class ToolCallArgs(msgspec.Struct, tag="tool_call_args"):
@@ -174,6 +213,7 @@ class UsageDelta(msgspec.Struct, tag="usage"):
     cached_tokens: int | None = None
     cache_creation_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cost: Decimal | None = None  # the provider's own charge for the call, where it reports one
 
 
 class Finish(msgspec.Struct, tag="finish"):
@@ -181,7 +221,9 @@ class Finish(msgspec.Struct, tag="finish"):
     model: str | None = None
 
 
-StreamDelta = TextDelta | ThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+StreamDelta = (
+    TextDelta | ThinkingDelta | RedactedThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+)
 
 
 class ProviderResult(msgspec.Struct):
@@ -191,6 +233,8 @@ class ProviderResult(msgspec.Struct):
     usage: Usage
     finish_reason: FinishReason
     upstream_model: str | None = None
+    # The provider's own charge (OpenRouter `usage.cost`); when set it is the cost, not the price list.
+    cost: Decimal | None = None
 
 
 class UsageOut(msgspec.Struct, rename="camel"):

@@ -75,7 +75,7 @@ class DropRules:
             return []
         dropped = [p for p in always if _drop(request, p)]
         for if_parameter, params in conditional:
-            if getattr(request, if_parameter, None) is not None:
+            if _present(request, if_parameter):
                 dropped += [p for p in params if _drop(request, p)]
         if dropped:
             log.info(
@@ -89,8 +89,20 @@ def apply_drop_rules(request: InferenceRequest, rules: ParameterValidationConfig
     return DropRules(rules).apply(request)
 
 
+def _present(request: InferenceRequest, param: str) -> bool:
+    if param in _DROPPABLE:
+        return getattr(request, param, None) is not None
+    # Provider-specific parameters (thinking, top_k, reasoning_effort, …) live in provider_config.
+    return param in (request.provider_config or {})
+
+
 def _drop(request: InferenceRequest, param: str) -> bool:
-    if param in _DROPPABLE and getattr(request, param, None) is not None:
+    if param in _DROPPABLE:
+        if getattr(request, param, None) is None:
+            return False
         setattr(request, param, None)
+        return True
+    if request.provider_config and param in request.provider_config:
+        del request.provider_config[param]
         return True
     return False

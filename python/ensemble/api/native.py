@@ -12,6 +12,7 @@ from ensemble.errors import EnsembleError, InvalidRequest, ProviderError
 from ensemble.types import (
     InferenceRequest,
     InferenceResponse,
+    RedactedThinkingDelta,
     StreamDelta,
     TextDelta,
     ThinkingDelta,
@@ -80,6 +81,8 @@ class BlockEvents:
                 "index": delta.index,
                 "tool_call": {"raw_arguments": delta.fragment},
             }
+        elif isinstance(delta, RedactedThinkingDelta):
+            payload = {"type": "redacted_thinking", "index": delta.index, "data": delta.data}
         elif isinstance(delta, ThinkingDelta):
             payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
             if delta.signature:

@@ -29,6 +29,7 @@ from ensemble.types import (
     TextContent,
     TextDelta,
     ThinkingBlock,
+    ThinkingDelta,
     ToolCall,
     ToolCallArgs,
     ToolCallBlock,
@@ -295,6 +296,8 @@ class ChunkWriter:
     def render(self, delta: StreamDelta) -> bytes | None:
         if isinstance(delta, TextDelta):
             return self._open + b'{"content":' + orjson.dumps(delta.text) + b"}" + self._close
+        if isinstance(delta, ThinkingDelta):  # as in the JSON answer: reasoning_content (xAI/DeepSeek style)
+            return self._frame({"reasoning_content": delta.thinking}) if delta.thinking else None
         if isinstance(delta, ToolCallStart):
             slot = self._tool_slots[delta.index] = len(self._tool_slots)
             call = {

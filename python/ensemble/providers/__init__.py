@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ensemble.config.schema import ProviderConfig
+from ensemble.providers.anthropic import AnthropicProvider
 from ensemble.providers.base import CallOptions, Endpoint, Provider, Target
+from ensemble.providers.gemini import GeminiProvider
 from ensemble.providers.mock import MockProvider
 from ensemble.providers.openai import OpenAIProvider
 from ensemble.upstream import UpstreamClient
 
 _FACTORIES: dict[str, Callable[[ProviderConfig, UpstreamClient], Provider]] = {
     "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
     "xai": OpenAIProvider,
     "openrouter": OpenAIProvider,
     "mock": lambda config, _client: MockProvider(config),

@@ -144,6 +144,22 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP-date; rare from LLM providers, treated as unknown
 
 
+# OpenAI's reasoning_effort as a thinking budget for providers that take one (Anthropic, Gemini).
+REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+MIN_THINKING_BUDGET = 1024
+
+
+def reasoning_budget(effort: str, max_tokens: int | None) -> int | None:
+    """The thinking budget for an effort level, kept below max_tokens; None when no thinking fits
+    (or the effort is "none" or unknown)."""
+    budget = REASONING_BUDGETS.get(effort)
+    if budget is None:
+        return None
+    if max_tokens is not None:
+        budget = min(budget, max_tokens - 1)
+    return budget if budget >= MIN_THINKING_BUDGET else None
+
+
 def retryable_status(status: int) -> bool:
     """429, 408, 409 (OpenAI lock timeouts), 5xx and 529 (Anthropic overloaded) are worth another endpoint."""
     return status in (408, 409, 429) or status >= 500

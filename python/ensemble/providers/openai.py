@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from ensemble.types import (
     InferenceRequest,
     Message,
     ProviderResult,
+    RedactedThinkingContent,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -54,11 +56,37 @@ FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
+# provider_config keys that belong to other providers' APIs (they arrive from Anthropic- or
+# Gemini-format clients); an OpenAI-compatible API would refuse them, so they are not forwarded.
+# Gemini's keys are camelCase, which no OpenAI parameter is, so `_foreign` catches all of them.
+FOREIGN_KEYS = frozenset(
+    {
+        "thinking",
+        "anthropic_beta",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "output_config",
+        "inference_geo",
+        "speed",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
+        "labels",
+    }
+)
+
+
+def _foreign(key: str, skip: frozenset[str]) -> bool:
+    return key in skip or any(c.isupper() for c in key)
+
+
 def _data_url(media_type: str | None, data: str | None) -> str:
     return f"data:{media_type or 'application/octet-stream'};base64,{data or ''}"
 
 
-def _content_part(block: Any) -> dict[str, Any]:
+def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
     if isinstance(block, TextContent):
         return {"type": "text", "text": block.text}
     if isinstance(block, ImageContent):
@@ -69,7 +97,8 @@ def _content_part(block: Any) -> dict[str, Any]:
         src = block.source
         if src.type == "url":
             raise InvalidRequest(
-                "OpenAI-type providers take documents only as base64 data, not URLs", param="messages"
+                f"messages[{i}]: OpenAI-type providers take documents only as base64 data, not URLs",
+                param="messages",
             )
         return {
             "type": "file",
@@ -78,22 +107,30 @@ def _content_part(block: Any) -> dict[str, Any]:
     if isinstance(block, AudioContent):
         src = block.source
         if src.type == "url":
-            raise InvalidRequest("OpenAI-type providers take audio only as base64 data", param="messages")
+            raise InvalidRequest(
+                f"messages[{i}]: OpenAI-type providers take audio only as base64 data", param="messages"
+            )
         fmt = (src.media_type or "audio/wav").split("/")[-1].replace("mpeg", "mp3")
         return {"type": "input_audio", "input_audio": {"data": src.data or "", "format": fmt}}
-    raise InvalidRequest(f"unsupported content block {type(block).__name__}", param="messages")
+    raise InvalidRequest(f"messages[{i}]: unsupported content block {type(block).__name__}", param="messages")
 
 
-def message_to_wire(m: Message) -> dict[str, Any]:
+def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role}
     if m.role == "tool":
         out["tool_call_id"] = m.tool_call_id or ""
-        out["content"] = m.text()
+        # No error flag in this format: say it in the text so the model does not miss it.
+        out["content"] = ("Error: " if m.is_error else "") + m.text()
         return out
     if isinstance(m.content, str):
         out["content"] = m.content
     else:
-        parts = [_content_part(b) for b in m.content if not isinstance(b, ThinkingContent)]
+        # Thinking from another provider's earlier turn means nothing to an OpenAI-type model.
+        parts = [
+            _content_part(b, i)
+            for b in m.content
+            if not isinstance(b, ThinkingContent | RedactedThinkingContent)
+        ]
         if m.role in ("system", "assistant") and all(p["type"] == "text" for p in parts):
             out["content"] = "".join(p["text"] for p in parts)
         else:
@@ -120,9 +157,17 @@ def message_to_wire(m: Message) -> dict[str, Any]:
 
 
 def request_to_wire(
-    request: InferenceRequest, model_id: str, *, stream: bool, max_tokens_field: str
+    request: InferenceRequest,
+    model_id: str,
+    *,
+    stream: bool,
+    max_tokens_field: str,
+    skip: frozenset[str] = FOREIGN_KEYS,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model_id, "messages": [message_to_wire(m) for m in request.messages]}
+    body: dict[str, Any] = {
+        "model": model_id,
+        "messages": [message_to_wire(m, i) for i, m in enumerate(request.messages)],
+    }
     if request.max_tokens is not None:
         body[max_tokens_field] = request.max_tokens
     if request.temperature is not None:
@@ -153,27 +198,49 @@ def request_to_wire(
         body["stream_options"] = {"include_usage": True}
     if request.provider_config:
         for key, value in request.provider_config.items():
-            body.setdefault(key, value)
+            if not _foreign(key, skip):
+                body.setdefault(key, value)
     return body
 
 
 def usage_from_wire(u: Mapping[str, Any]) -> Usage:
     prompt_details = u.get("prompt_tokens_details") or {}
     completion_details = u.get("completion_tokens_details") or {}
+    prompt = int(u.get("prompt_tokens") or 0)
+    completion = int(u.get("completion_tokens") or 0)
+    reasoning = int(completion_details.get("reasoning_tokens") or 0)
+    total = u.get("total_tokens")
+    # OpenAI and OpenRouter count reasoning inside completion_tokens; xAI reports it beside them
+    # (total = prompt + completion + reasoning). The total tells which one this answer used.
+    if reasoning and isinstance(total, int) and total == prompt + completion + reasoning:
+        completion += reasoning
     return Usage(
-        input_tokens=int(u.get("prompt_tokens") or 0),
-        output_tokens=int(u.get("completion_tokens") or 0),
+        input_tokens=prompt,
+        output_tokens=completion,
         cached_tokens=int(prompt_details.get("cached_tokens") or 0),
         cache_creation_tokens=int(prompt_details.get("cache_write_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        reasoning_tokens=reasoning,
     )
+
+
+def upstream_cost(u: Mapping[str, Any]) -> Decimal | None:
+    """OpenRouter's `usage.cost`: what the call really cost in USD (parsed exactly, never via float)."""
+    cost = u.get("cost")
+    if cost is None or isinstance(cost, bool):
+        return None
+    try:
+        value = Decimal(str(cost))
+    except ArithmeticError:
+        return None
+    return value if value.is_finite() and value >= 0 else None
 
 
 class OpenAIDecoder(StreamDecoder):
     """chat.completion.chunk events → deltas. Block indexes: thinking, text and each tool call get
     their own, allocated in order of first appearance."""
 
-    def __init__(self) -> None:
+    def __init__(self, report_cost: bool = False) -> None:
+        self._report_cost = report_cost
         self._next = 0
         self._text: int | None = None
         self._thinking: int | None = None
@@ -233,6 +300,7 @@ class OpenAIDecoder(StreamDecoder):
                     cached_tokens=u.cached_tokens,
                     cache_creation_tokens=u.cache_creation_tokens,
                     reasoning_tokens=u.reasoning_tokens,
+                    cost=upstream_cost(usage) if self._report_cost else None,
                 )
             )
         return out
@@ -244,6 +312,9 @@ class OpenAIWire(WireFormat):
         # xAI and OpenRouter take max_tokens.
         self.max_tokens_field = "max_completion_tokens" if provider_type == "openai" else "max_tokens"
         self.extra_headers: dict[str, str] = {}
+        self.report_cost = provider_type == "openrouter"
+        # OpenRouter takes top_k (and passes it on); OpenAI and xAI refuse it.
+        self.skip = FOREIGN_KEYS if provider_type == "openrouter" else FOREIGN_KEYS | {"top_k"}
         if provider_type == "openrouter":
             self.extra_headers = {"X-Title": "Ensemble"}
 
@@ -251,7 +322,11 @@ class OpenAIWire(WireFormat):
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
         body = request_to_wire(
-            request, target.model.upstream_id, stream=stream, max_tokens_field=self.max_tokens_field
+            request,
+            target.model.upstream_id,
+            stream=stream,
+            max_tokens_field=self.max_tokens_field,
+            skip=self.skip,
         )
         headers = {
             "Authorization": f"Bearer {target.endpoint.api_key}",
@@ -284,15 +359,17 @@ class OpenAIWire(WireFormat):
                     )
                 )
             )
+        usage = data.get("usage") or {}
         return ProviderResult(
             blocks=blocks,
-            usage=usage_from_wire(data.get("usage") or {}),
+            usage=usage_from_wire(usage),
             finish_reason=FINISH_REASONS.get(choice.get("finish_reason") or "stop", "stop"),
             upstream_model=data.get("model"),
+            cost=upstream_cost(usage) if self.report_cost else None,
         )
 
     def decoder(self) -> StreamDecoder:
-        return OpenAIDecoder()
+        return OpenAIDecoder(self.report_cost)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         message = f"provider returned HTTP {status}"

@@ -12,10 +12,11 @@ from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian.rsgi import Scope
 
 from ensemble import logs, telemetry
+from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import errors, inference, info
+from ensemble.server import errors, formats, inference, info
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -32,7 +33,12 @@ class App:
         self.config = config
         self.runtime = Runtime(config)
         self.routes = RouteTable(
-            inference.ROUTES + info.ROUTES + telemetry_routes.ROUTES + batch_routes.ROUTES
+            inference.ROUTES
+            + formats.ROUTES
+            + info.ROUTES
+            + telemetry_routes.ROUTES
+            + batch_routes.ROUTES
+            + anthropic_batch_routes.ROUTES
         )
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.

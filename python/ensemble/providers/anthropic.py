@@ -1,0 +1,445 @@
+"""Anthropic Messages API wire format (`type: anthropic`): `POST /v1/messages`, JSON and SSE.
+
+Canonical → Anthropic: system messages become the `system` parameter; assistant tool calls become
+`tool_use` blocks and tool messages `tool_result` blocks (consecutive ones grouped into one user turn,
+as the API requires); echoed thinking / redacted thinking blocks are sent back verbatim. Of
+`provider_config` only the keys this API understands are taken (see `PASSTHROUGH`).
+
+Anthropic → canonical usage: `input_tokens` excludes the cache, so the canonical whole prompt is
+input + cache_read + cache_creation; `output_tokens` already includes thinking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ensemble.assembly import parse_arguments
+from ensemble.config.schema import ProviderConfig
+from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers.base import (
+    MIN_THINKING_BUDGET,
+    HttpProvider,
+    StreamDecoder,
+    Target,
+    WireFormat,
+    reasoning_budget,
+    retry_after_seconds,
+    retryable_status,
+)
+from ensemble.types import (
+    AudioContent,
+    ContentBlock,
+    DocumentContent,
+    EventBlock,
+    Finish,
+    FinishReason,
+    ImageContent,
+    InferenceRequest,
+    Message,
+    ProviderResult,
+    RedactedThinkingBlock,
+    RedactedThinkingContent,
+    RedactedThinkingDelta,
+    StreamDelta,
+    TextBlock,
+    TextContent,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingContent,
+    ThinkingDelta,
+    ToolCallArgs,
+    ToolCallBlock,
+    ToolCallOut,
+    ToolCallStart,
+    ToolChoiceNamed,
+    Usage,
+    UsageDelta,
+)
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; used when the client sent none
+
+# provider_config keys forwarded to the Messages API; anything else (another format's extras) is ignored.
+PASSTHROUGH = frozenset(
+    {
+        "thinking",
+        "metadata",
+        "top_k",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "output_config",
+        "inference_geo",
+        "speed",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
+    }
+)
+
+STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_use",
+    "refusal": "content_filter",
+}
+
+
+def _source(src: Any, kind: str, i: int) -> dict[str, Any]:
+    if src.type == "url":
+        return {"type": "url", "url": src.url or ""}
+    if not src.media_type:
+        raise InvalidRequest(
+            f"messages[{i}]: a base64 {kind} needs a media_type for Anthropic models", param="messages"
+        )
+    return {"type": "base64", "media_type": src.media_type, "data": src.data or ""}
+
+
+def _cached(out: dict[str, Any], cache_control: dict[str, Any] | None) -> dict[str, Any]:
+    if cache_control is not None:
+        out["cache_control"] = cache_control
+    return out
+
+
+def content_to_wire(block: ContentBlock, i: int) -> dict[str, Any]:
+    if isinstance(block, TextContent):
+        return _cached({"type": "text", "text": block.text}, block.cache_control)
+    if isinstance(block, ImageContent):
+        return _cached({"type": "image", "source": _source(block.source, "image", i)}, block.cache_control)
+    if isinstance(block, DocumentContent):
+        return _cached(
+            {"type": "document", "source": _source(block.source, "document", i)}, block.cache_control
+        )
+    if isinstance(block, ThinkingContent):
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""}
+    if isinstance(block, RedactedThinkingContent):
+        return {"type": "redacted_thinking", "data": block.data}
+    if isinstance(block, AudioContent):
+        raise InvalidRequest(
+            f"messages[{i}]: Anthropic models do not accept audio content blocks", param="messages"
+        )
+    raise InvalidRequest(f"messages[{i}]: unsupported content block", param="messages")
+
+
+def _tool_result(m: Message, i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "tool_result", "tool_use_id": m.tool_call_id or ""}
+    if m.is_error:
+        out["is_error"] = True
+    if isinstance(m.content, str):
+        out["content"] = m.content
+    else:
+        out["content"] = [content_to_wire(b, i) for b in m.content]
+    return out
+
+
+def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages) in the Messages API shape, same-role turns merged."""
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    for i, m in enumerate(messages):
+        if m.role == "system":
+            if isinstance(m.content, str):
+                if m.content:
+                    system.append({"type": "text", "text": m.content})
+            else:  # blocks keep their cache_control breakpoints
+                system += [content_to_wire(b, i) for b in m.content if isinstance(b, TextContent)]
+            continue
+        if m.role == "tool":
+            append("user", [_tool_result(m, i)])
+            continue
+        if isinstance(m.content, str):
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        else:
+            blocks = [content_to_wire(b, i) for b in m.content]
+        if m.role == "assistant":
+            for c in m.tool_calls or ():
+                args = c.arguments if isinstance(c.arguments, dict) else parse_arguments(c.arguments)
+                blocks.append({"type": "tool_use", "id": c.id, "name": c.name, "input": args})
+            if not blocks:
+                continue  # an empty assistant turn is refused by the API and carries nothing
+        append(m.role, blocks)
+    return system, out
+
+
+def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) -> dict[str, Any]:
+    model = target.model
+    if request.temperature is not None and request.temperature > 1.0:
+        raise InvalidRequest(
+            f"temperature: must be between 0 and 1 for Anthropic models (got {request.temperature})",
+            param="temperature",
+        )
+    system, messages = messages_to_wire(request.messages)
+    if not messages:
+        raise InvalidRequest("messages: at least one user or assistant message is required", param="messages")
+    max_tokens = request.max_tokens or min(model.max_output_tokens or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS)
+    body: dict[str, Any] = {"model": model.upstream_id, "max_tokens": max_tokens, "messages": messages}
+    if system:
+        body["system"] = system
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop_sequences:
+        body["stop_sequences"] = request.stop_sequences
+    if request.tools:
+        tools = []
+        for t in request.tools:
+            tool: dict[str, Any] = {"name": t.name, "input_schema": t.parameters}
+            if t.description:
+                tool["description"] = t.description
+            tools.append(_cached(tool, t.cache_control))
+        body["tools"] = tools
+    choice = request.tool_choice
+    extras = request.provider_config or {}
+    if request.tools:
+        tool_choice: dict[str, Any] = {"type": "auto"}
+        if isinstance(choice, ToolChoiceNamed):
+            tool_choice = {"type": "tool", "name": choice.name}
+        elif choice is not None:
+            tool_choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[choice]}
+        # OpenAI's parallel_tool_calls=false is Anthropic's disable_parallel_tool_use.
+        if extras.get("parallel_tool_calls") is False and tool_choice["type"] != "none":
+            tool_choice["disable_parallel_tool_use"] = True
+        if choice is not None or len(tool_choice) > 1:
+            body["tool_choice"] = tool_choice
+    for key, value in extras.items():
+        if key in PASSTHROUGH:
+            body[key] = value
+    _from_gemini(extras, body)
+    top_k = body.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise InvalidRequest("top_k: must be a non-negative integer", param="top_k")
+    thinking = body.get("thinking")
+    if thinking is not None and not isinstance(thinking, dict):
+        raise InvalidRequest("thinking: expected an object", param="thinking")
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
+    """Other formats' reasoning settings (Gemini `thinkingConfig`, OpenAI `reasoning_effort`) and
+    Gemini's `topK` in Anthropic's terms, unless given natively."""
+    config = extras.get("thinkingConfig")
+    if "thinking" not in body and isinstance(config, dict):
+        budget = config.get("thinkingBudget")
+        if budget == 0:
+            pass  # thinking explicitly off: Anthropic's default
+        elif config.get("includeThoughts") or (isinstance(budget, int) and budget > 0):
+            wanted = budget if isinstance(budget, int) and budget > 0 else MIN_THINKING_BUDGET
+            # budget_tokens must stay below max_tokens; -1 (Gemini's "dynamic") takes the minimum.
+            budget_tokens = max(MIN_THINKING_BUDGET, min(wanted, body["max_tokens"] - 1))
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget_tokens}
+    effort = extras.get("reasoning_effort")
+    if "thinking" not in body and isinstance(effort, str):
+        budget = reasoning_budget(effort, body["max_tokens"])
+        if budget:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    top_k = extras.get("topK")
+    if "top_k" not in body and top_k is not None:
+        body["top_k"] = top_k
+
+
+def usage_from_wire(u: Mapping[str, Any]) -> Usage:
+    plain = int(u.get("input_tokens") or 0)
+    read = int(u.get("cache_read_input_tokens") or 0)
+    written = int(u.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=plain + read + written,
+        output_tokens=int(u.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_creation_tokens=written,
+    )
+
+
+def block_from_wire(block: Mapping[str, Any]) -> EventBlock | None:
+    kind = block.get("type")
+    if kind == "text":
+        return TextBlock(text=block.get("text") or "")
+    if kind == "thinking":
+        return ThinkingBlock(thinking=block.get("thinking") or "", signature=block.get("signature") or None)
+    if kind == "redacted_thinking":
+        return RedactedThinkingBlock(data=block.get("data") or "")
+    if kind in ("tool_use", "server_tool_use"):
+        args = block.get("input") or {}
+        raw = orjson.dumps(args).decode()
+        return ToolCallBlock(
+            tool_call=ToolCallOut(
+                id=block.get("id") or "",
+                name=block.get("name") or "",
+                arguments=args if isinstance(args, dict) else {},
+                raw_arguments=raw,
+            )
+        )
+    return None  # server tool results and future block types have no canonical shape yet
+
+
+class AnthropicDecoder(StreamDecoder):
+    """message_start / content_block_* / message_delta events → deltas. Anthropic's block index is the
+    canonical index. Usage: message_start carries the prompt side, message_delta the running output."""
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] = {}
+        self._tool_args: dict[int, list[str]] = {}
+        self._tool_input: dict[int, Any] = {}
+        self._model: str | None = None
+
+    def _usage_delta(self, u: Mapping[str, Any]) -> UsageDelta:
+        for k, v in u.items():
+            if v is not None:
+                self._usage[k] = v
+        usage = usage_from_wire(self._usage)
+        return UsageDelta(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_creation_tokens=usage.cache_creation_tokens,
+            reasoning_tokens=0,
+        )
+
+    def decode(self, event: str, data: str) -> list[StreamDelta]:
+        if not data:
+            return []
+        payload = orjson.loads(data)
+        kind = payload.get("type") or event
+        if kind == "content_block_delta":
+            index = int(payload["index"])
+            d = payload.get("delta") or {}
+            dt = d.get("type")
+            if dt == "text_delta":
+                return [TextDelta(index=index, text=d.get("text") or "")]
+            if dt == "input_json_delta":
+                fragment = d.get("partial_json") or ""
+                if not fragment:
+                    return []
+                self._tool_args.setdefault(index, []).append(fragment)
+                return [ToolCallArgs(index=index, fragment=fragment)]
+            if dt == "thinking_delta":
+                return [ThinkingDelta(index=index, thinking=d.get("thinking") or "")]
+            if dt == "signature_delta":
+                return [ThinkingDelta(index=index, signature=d.get("signature") or "")]
+            return []
+        if kind == "content_block_start":
+            index = int(payload["index"])
+            block = payload.get("content_block") or {}
+            bt = block.get("type")
+            if bt == "text":
+                text = block.get("text") or ""
+                return [TextDelta(index=index, text=text)]
+            if bt == "thinking":
+                return [
+                    ThinkingDelta(
+                        index=index,
+                        thinking=block.get("thinking") or "",
+                        signature=block.get("signature") or "",
+                    )
+                ]
+            if bt == "redacted_thinking":
+                return [RedactedThinkingDelta(index=index, data=block.get("data") or "")]
+            if bt in ("tool_use", "server_tool_use"):
+                # The start event carries `input: {}`; a tool with no parameters sends no fragments,
+                # so the arguments are filled in at content_block_stop when none arrived.
+                self._tool_input[index] = block.get("input")
+                return [
+                    ToolCallStart(
+                        index=index, id=block.get("id") or "", name=block.get("name") or "", structured=True
+                    )
+                ]
+            return []
+        if kind == "content_block_stop":
+            index = int(payload.get("index", -1))
+            if index in self._tool_input and not self._tool_args.get(index):
+                initial = self._tool_input.pop(index)
+                return [ToolCallArgs(index=index, fragment=orjson.dumps(initial or {}).decode())]
+            return []
+        if kind == "message_start":
+            message = payload.get("message") or {}
+            self._model = message.get("model")
+            return [self._usage_delta(message.get("usage") or {})]
+        if kind == "message_delta":
+            out: list[StreamDelta] = [self._usage_delta(payload.get("usage") or {})]
+            reason = (payload.get("delta") or {}).get("stop_reason")
+            if reason:
+                out.append(Finish(reason=STOP_REASONS.get(reason, "stop"), model=self._model))
+            return out
+        if kind == "error":
+            err = payload.get("error") or {}
+            etype = err.get("type") or "api_error"
+            raise ProviderError(
+                f"provider stream error: {err.get('message') or etype}",
+                code=str(etype),
+                retryable=etype in ("overloaded_error", "api_error", "rate_limit_error"),
+            )
+        return []  # ping, message_stop
+
+
+class AnthropicWire(WireFormat):
+    def build(
+        self, request: InferenceRequest, target: Target, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
+        body = request_to_wire(request, target, stream=stream)
+        headers = {
+            "x-api-key": target.endpoint.api_key,
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
+        beta = (request.provider_config or {}).get("anthropic_beta")
+        if isinstance(beta, str | list) and beta:
+            headers["anthropic-beta"] = beta if isinstance(beta, str) else ",".join(map(str, beta))
+        return f"{target.endpoint.base_url}/v1/messages", headers, orjson.dumps(body)
+
+    def parse(self, body: bytes) -> ProviderResult:
+        data = orjson.loads(body)
+        blocks = [b for b in (block_from_wire(x) for x in data.get("content") or ()) if b is not None]
+        return ProviderResult(
+            blocks=blocks,
+            usage=usage_from_wire(data.get("usage") or {}),
+            finish_reason=STOP_REASONS.get(data.get("stop_reason") or "end_turn", "stop"),
+            upstream_model=data.get("model"),
+        )
+
+    def decoder(self) -> StreamDecoder:
+        return AnthropicDecoder()
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        message = f"provider returned HTTP {status}"
+        code = f"upstream_{status}"
+        try:
+            err = orjson.loads(body).get("error") or {}
+            if isinstance(err, dict):
+                message = str(err.get("message") or message)
+                code = str(err.get("type") or code)
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+        return ProviderError(
+            message,
+            code=code,
+            upstream_status=status,
+            # 529 overloaded_error is Anthropic's "try elsewhere"; retryable_status covers it (>= 500).
+            retryable=retryable_status(status),
+            retry_after_s=retry_after_seconds(headers),
+            body=body,
+            headers=dict(headers),
+        )
+
+
+class AnthropicProvider(HttpProvider):
+    def __init__(self, config: ProviderConfig, client: Any) -> None:
+        super().__init__(config, client)
+        self.wire = AnthropicWire()

@@ -1,0 +1,112 @@
+"""Provider-format routes (SPEC §5): Anthropic `/v1/messages` (+ `count_tokens`) and Gemini
+`:generateContent` / `:streamGenerateContent`. Same pipeline as every inference route (see
+server/inference.py); only parsing and rendering differ."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+import orjson
+
+from ensemble.api import anthropic, gemini
+from ensemble.auth import presented_key
+from ensemble.errors import EnsembleError, NotFound
+from ensemble.server.http import Request
+from ensemble.server.inference import apply_session_header, open_stream, proxied_headers, pump, run_generate
+from ensemble.server.routes import Route
+from ensemble.server.runtime import Runtime
+from ensemble.storage.keys import KeyRecord
+from ensemble.types import InferenceResponse, StreamDelta
+
+
+class AnthropicEvents:
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self, request_id: str, model: str) -> None:
+        self._events = anthropic.MessageEvents(request_id, model)
+
+    def start(self) -> bytes:
+        return self._events.start()
+
+    def render(self, delta: StreamDelta) -> bytes | None:
+        return self._events.render(delta)
+
+    def finish(self, response: InferenceResponse) -> bytes:
+        return self._events.finish(response)
+
+    def error(self, error: EnsembleError, request_id: str) -> bytes:
+        return anthropic.sse_error(error)
+
+
+async def messages(rt: Runtime, req: Request) -> None:
+    key = rt.auth.authenticate(presented_key(req.headers))
+    request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
+    apply_session_header(request, req)
+    beta = req.header("anthropic-beta")
+    if beta:  # beta features the client opted into go on to Claude (other adapters ignore the key)
+        request.provider_config = {**(request.provider_config or {}), "anthropic_beta": beta}
+    if request.stream:
+        stream = await open_stream(rt, req, key, request)
+        await pump(rt, req, stream, AnthropicEvents(req.request_id, request.model))
+        return
+    ctx, response = await run_generate(rt, req, key, request)
+    req.send(
+        200,
+        anthropic.render_response(response),
+        headers=proxied_headers(ctx, response.performance.overhead_ms),
+    )
+
+
+async def count_tokens(rt: Runtime, req: Request) -> None:
+    key = rt.auth.authenticate(presented_key(req.headers))
+    request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
+    rt.auth.authorize_model(key, request.model)
+    if rt.gateway is not None and not rt.gateway.router.knows(request.model):
+        raise NotFound(f"model {request.model!r} is not served by this gateway", code="model_not_found")
+    req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
+
+
+def _gemini_key(rt: Runtime, req: Request) -> KeyRecord:
+    """Gemini SDKs send `x-goog-api-key`; REST examples put the key in `?key=`."""
+    presented = presented_key(req.headers)
+    if presented is None:
+        query = parse_qs(req.scope.query_string or "")
+        values = query.get("key")
+        presented = values[0] if values else None
+    return rt.auth.authenticate(presented)
+
+
+async def generate_content(rt: Runtime, req: Request) -> None:
+    key = _gemini_key(rt, req)
+    body = await req.body(rt.config.server.max_request_bytes)
+    request = gemini.parse_request(body, req.params["model"], stream=False)
+    apply_session_header(request, req)
+    ctx, response = await run_generate(rt, req, key, request)
+    req.send(
+        200, gemini.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
+    )
+
+
+async def stream_generate_content(rt: Runtime, req: Request) -> None:
+    key = _gemini_key(rt, req)
+    body = await req.body(rt.config.server.max_request_bytes)
+    request = gemini.parse_request(body, req.params["model"], stream=True)
+    apply_session_header(request, req)
+    sse = (parse_qs(req.scope.query_string or "").get("alt") or [""])[0] == "sse"
+    stream = await open_stream(rt, req, key, request)
+    await pump(rt, req, stream, gemini.ChunkStream(req.request_id, request.model, sse))
+
+
+ROUTES = [
+    Route("POST", "/v1/messages", messages, family="anthropic"),
+    Route("POST", "/v1/messages/count_tokens", count_tokens, family="anthropic"),
+    # Google serves the same methods under v1beta and v1; recent google-genai SDKs default to v1.
+    *(
+        Route("POST", f"/{version}/models/{{model}}:{verb}", handler, family="gemini")
+        for version in ("v1beta", "v1")
+        for verb, handler in (
+            ("generateContent", generate_content),
+            ("streamGenerateContent", stream_generate_content),
+        )
+    ),
+]
