@@ -203,7 +203,7 @@ def test_rate_limit_fallback_queues_and_answers_later(tmp_path: Path, fake: Fake
             r = c.post(
                 "/api/v1/generate",
                 json={"model": "gpt-4o", "messages": ask("please queue me")},
-                headers={"x-request-id": "req-fallback-1"},
+                headers={"x-request-id": "req-fallback-1", "prefer": "respond-async"},
             )
             assert r.status_code == 202, r.text
             body = r.json()
@@ -212,6 +212,7 @@ def test_rate_limit_fallback_queues_and_answers_later(tmp_path: Path, fake: Fake
             assert body["status_url"] == "/api/v1/status/req-fallback-1" == r.headers["location"]
             assert body["retrieve_url"] == "/api/v1/retrieve/req-fallback-1"
             assert int(r.headers["retry-after"]) >= 1
+            assert r.headers["preference-applied"] == "respond-async"
             status = c.get(body["status_url"])
             assert status.status_code == 200 and status.json()["status"] == "pending"
 
@@ -244,7 +245,11 @@ def test_fallback_after_a_429_waits_for_the_upstream_reset(tmp_path: Path, fake:
     server = Ensemble(tmp_path, providers=providers, config={"batch": {"collection_window": "200ms"}})
     try:
         with server.client() as c:
-            r = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("later please")})
+            r = c.post(
+                "/api/v1/generate",
+                json={"model": "gpt-4o", "messages": ask("later please")},
+                headers={"prefer": "wait=10, respond-async"},
+            )
             assert r.status_code == 202, r.text
             body = r.json()
             deadline = time.monotonic() + 10  # until the window closed and the runner tried the item
@@ -262,15 +267,37 @@ def test_fallback_after_a_429_waits_for_the_upstream_reset(tmp_path: Path, fake:
         server.stop()
 
 
-def test_fallback_off_answers_429(tmp_path: Path, fake: FakeUpstream) -> None:
-    fake.enqueue("limited-off", {"status": 429, "retry_after": 2})
+def test_fallback_only_for_clients_that_accept_an_async_answer(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Without `Prefer: respond-async`, or with the fallback off, exhaustion is the usual 429."""
+    fake.enqueue("limited-off", {"status": 529, "retry_after": 2})
     providers = [openai_provider(fake.endpoint_url("limited-off"), models=["gpt-4o"])]
-    server = Ensemble(
-        tmp_path, providers=[*providers, MOCK_PROVIDER], config={"batch": {"rate_limit_fallback": False}}
-    )
+    server = Ensemble(tmp_path, providers=[*providers, MOCK_PROVIDER])
     try:
         with server.client() as c:
             r = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("x")})
-        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+            assert r.status_code == 429 and r.json()["error"]["code"] == "all_endpoints_exhausted"
+            assert r.headers["retry-after"] == "2"
+            # the OpenAI-format route never answers 202 (its SDKs could not handle it)
+            fake.enqueue("limited-off", {"status": 529, "retry_after": 2})
+            time.sleep(2.1)
+            r = c.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": ask("x")},
+                headers={"prefer": "respond-async"},
+            )
+            assert r.status_code == 429
     finally:
         server.stop()
+
+    fake.enqueue("limited-off", {"status": 529, "retry_after": 2})
+    off = Ensemble(tmp_path / "off", providers=providers, config={"batch": {"rate_limit_fallback": False}})
+    try:
+        with off.client() as c:
+            r = c.post(
+                "/api/v1/generate",
+                json={"model": "gpt-4o", "messages": ask("x")},
+                headers={"prefer": "respond-async"},
+            )
+        assert r.status_code == 429
+    finally:
+        off.stop()

@@ -238,7 +238,9 @@ def test_rate_limit_fallback_for_an_anthropic_model_uses_the_batch_api(
     try:
         with server.client() as c:
             r = c.post(
-                "/api/v1/generate", json={"model": MODEL, "messages": [{"role": "user", "content": "later"}]}
+                "/api/v1/generate",
+                json={"model": MODEL, "messages": [{"role": "user", "content": "later"}]},
+                headers={"prefer": "respond-async"},
             )
             assert r.status_code == 202, r.text
             request_id = r.json()["request_id"]

@@ -55,6 +55,13 @@ def new_batch_id(prefix: str = "batch_") -> str:
     return prefix + secrets.token_hex(12)
 
 
+def accepts_async(prefer: str | None) -> bool:
+    """Whether a `Prefer` header carries the `respond-async` preference (comma-separated list)."""
+    if not prefer:
+        return False
+    return any(p.split(";", 1)[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
 def succeeded(response_json: bytes) -> bytes:
     return b'{"type":"succeeded","response":' + response_json + b"}"
 
@@ -149,13 +156,18 @@ class BatchService:
         self, req: Request, key: KeyRecord, request: InferenceRequest, ctx: CallContext, error: EnsembleError
     ) -> bool:
         """`batch.rate_limit_fallback`: instead of a 429 because every endpoint is exhausted, queue the
-        request into a batch and answer 202 with its request id. True when it did (and answered)."""
+        request into a batch and answer 202 with its request id. True when it did (and answered).
+
+        Only for clients that said they accept an asynchronous answer (`Prefer: respond-async`,
+        RFC 7240): a client expecting the answer in the response must keep getting the 429 it can
+        retry on, not a 202 it would mistake for one (the official clients and SDKs among them)."""
         if not (
             self.config.rate_limit_fallback
             and isinstance(error, RateLimited)
             and error.code == "all_endpoints_exhausted"
             and req.family == "native"
             and not request.stream
+            and accepts_async(req.header("prefer"))
         ):
             return False
         if ctx.reservation is not None:  # the queued run is admitted (and recorded) when it runs
@@ -187,12 +199,12 @@ class BatchService:
             "message": "every endpoint serving this model is rate limited; the request was queued and "
             "will run as capacity frees up",
         }
-        poll_after = max(1, math.ceil(max(self.config.collection_window, error.retry_after_s)))
-        req.send(
-            202,
-            msgspec.json.encode(body),
-            headers=[("location", body["status_url"]), ("retry-after", str(poll_after))],
-        )
+        headers = [
+            ("location", body["status_url"]),
+            ("retry-after", str(max(1, math.ceil(max(self.config.collection_window, error.retry_after_s))))),
+            ("preference-applied", "respond-async"),
+        ]
+        req.send(202, msgspec.json.encode(body), headers=headers)
         return True
 
     # -- the runner ------------------------------------------------------------------------------
