@@ -16,7 +16,8 @@ RUN maturin build --release --out /wheels
 FROM python:3.11-slim-bookworm
 RUN useradd --system --create-home --home-dir /app ensemble
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# hiredis: the C parser for the Redis protocol (scale-out sync); redis and boto3 come with the wheel.
+RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[hiredis]" && rm -rf /wheels
 WORKDIR /app
 COPY --chown=ensemble config/ config/
 RUN mkdir -p /app/data && chown ensemble /app/data

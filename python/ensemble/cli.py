@@ -12,12 +12,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
 from ensemble.storage import database, keys
+from ensemble.storage.redis import display_address
 
 DEFAULT_CONFIG = "config/ensemble.yaml"
 EXIT_CONFIG = 1
@@ -215,7 +217,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     print(f"  database: {config.database.path}")
     print(
-        f"  redis: {config.redis.address or '(none: local rate limits)'}; "
+        f"  redis: {display_address(config.redis.address) or '(none: local rate limits)'}; "
         f"s3: {config.persistence.s3.bucket or '(none: responses in SQLite)'}"
     )
     print(f"  providers ({len(config.providers)}):")
@@ -226,6 +228,28 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             f"{usable}/{len(p.endpoints)} endpoint(s) with a credential"
         )
     return 0
+
+
+def _publish_key(config: Config, digest: bytes, record: keys.KeyRecord) -> bool:
+    """With Redis configured, every instance learns the key through it (instances share no SQLite)."""
+    if not config.redis.address:
+        return True
+    from ensemble.storage import keysync
+    from ensemble.storage import redis as shared
+
+    client = shared.connect_sync(config.redis)
+    try:
+        keysync.publish_sync(client, shared.namespace(config.redis), digest, record)
+    except Exception as e:  # redis/network errors: the key exists locally; say it was not shared
+        _err(
+            f"could not publish key {record.key_id} to Redis at "
+            f"{shared.display_address(config.redis.address)} ({type(e).__name__}); other instances "
+            "do not know it until it is published (run the command again when Redis is back)"
+        )
+        return False
+    finally:
+        client.close()
+    return True
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -247,7 +271,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print(
         f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr
     )
-    return 0
+    return 0 if _publish_key(config, keys.digest(key), record) else 1
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -295,11 +319,40 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         found = keys.set_status(conn, args.key_id, "revoked")
     finally:
         conn.close()
+    if config.redis.address:
+        # The key may have been created on another instance: revoke the shared record.
+        shared_found = _revoke_shared(config, args.key_id)
+        if shared_found is None:
+            return 1
+        found = found or shared_found
     if not found:
         _err(f"no key with id {args.key_id!r} (see `ensemble keys list`)")
         return 1
     print(f"revoked {args.key_id}; running servers refuse it within a second")
     return 0
+
+
+def _revoke_shared(config: Config, key_id: str) -> bool | None:
+    from ensemble.storage import keysync
+    from ensemble.storage import redis as shared
+
+    client = shared.connect_sync(config.redis)
+    ns = shared.namespace(config.redis)
+    try:
+        hit = keysync.find_sync(client, ns, key_id)
+        if hit is None:
+            return False
+        digest, record = hit
+        keysync.publish_sync(client, ns, digest, msgspec.structs.replace(record, status="revoked"))
+    except Exception as e:  # redis/network errors
+        _err(
+            f"could not revoke {key_id} in Redis at {shared.display_address(config.redis.address)} "
+            f"({type(e).__name__}); instances that share keys through it still accept the key"
+        )
+        return None
+    finally:
+        client.close()
+    return True
 
 
 def cmd_version(args: argparse.Namespace) -> int:

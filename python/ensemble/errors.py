@@ -127,6 +127,10 @@ class Overloaded(EnsembleError):
     type = "overloaded"
     code = "overloaded"
 
+    def __init__(self, message: str, *, code: str | None = None, retry_after_s: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
+
 
 class ConfigError(Exception):
     """Configuration problems, each already formatted as `file: key.path: what is wrong`."""

@@ -19,7 +19,14 @@ from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
-from ensemble.errors import EnsembleError, InvalidRequest, ProviderError, RateLimited, UpstreamTimeout
+from ensemble.errors import (
+    EnsembleError,
+    InvalidRequest,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    UpstreamTimeout,
+)
 from ensemble.providers.base import CallOptions, Provider, Target
 from ensemble.ratelimit import Admission, EndpointLimits, Reservation
 from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
@@ -45,6 +52,7 @@ log = logging.getLogger("ensemble.gateway")
 COOLDOWN_AFTER_429 = 1.0
 COOLDOWN_AFTER_5XX = 2.0
 COOLDOWN_AFTER_CONNECT_ERROR = 5.0
+MAX_FAILURE_COOLDOWN = 30.0
 
 
 @dataclass(slots=True)
@@ -69,15 +77,17 @@ class CallContext:
 class Failover:
     """What happened to each candidate of one request, for the error when all are exhausted."""
 
-    __slots__ = ("attempts", "errors", "limited", "too_big", "wait_ms")
+    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "too_big", "wait_ms")
 
-    def __init__(self, cooling_wait_ms: int) -> None:
+    def __init__(self, plan: RoutePlan) -> None:
         self.errors: list[ProviderError] = []
         self.attempts = 0
         self.too_big = 0  # candidates whose TPM limit is below this one request's tokens
-        # Soonest time (ms from now) some candidate frees up: skipped cool-downs and limits.
-        self.wait_ms = cooling_wait_ms
-        self.limited = cooling_wait_ms > 0
+        # Soonest time (ms from now) some candidate frees up: skipped rate-limit cool-downs and limits.
+        self.wait_ms = plan.cooling_wait_ms
+        self.limited = plan.cooling_wait_ms > 0
+        # Soonest end of a cool-down after repeated upstream failures (an outage, not a limit).
+        self.failing_wait_ms = plan.failing_wait_ms
 
     def skip(self, wait_ms: int) -> None:
         self.limited = True
@@ -172,6 +182,7 @@ class Gateway:
     def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
         target = ctx.target
         assert target is not None
+        target.endpoint.failures = 0
         for cand in plan.candidates:
             if cand.target is target:
                 self.router.remember(plan, cand)
@@ -209,17 +220,29 @@ class Gateway:
         return CallOptions(stall_timeout=total, overall_timeout=total)
 
     def _cool_down(self, target: Target, error: ProviderError) -> int:
-        """Avoid the endpoint for a while; returns the pause in ms."""
-        if error.upstream_status == 429:
-            pause = error.retry_after_s or COOLDOWN_AFTER_429
-        elif error.code == "connect_error":
-            pause = COOLDOWN_AFTER_CONNECT_ERROR
+        """Avoid the endpoint for a while; returns the pause in ms (0: not cooled down).
+
+        A 429/529 is the provider's own word: cool down at once, for its retry-after. A 5xx,
+        connect error or timeout may be one bad request, so only the provider's
+        `cooldown_after_failures` in a row cool the endpoint down, for a pause that doubles with
+        each further failure."""
+        endpoint = target.endpoint
+        if error.upstream_status in (429, 529):
+            pause = min(error.retry_after_s or COOLDOWN_AFTER_429, 300.0)
+            limit = True
         else:
-            pause = error.retry_after_s or COOLDOWN_AFTER_5XX
-        pause = min(pause, 300.0)
-        target.endpoint.cooldown_until = max(
-            target.endpoint.cooldown_until, self.admission.clock() / 1000 + pause
-        )
+            endpoint.failures += 1
+            threshold = endpoint.cooldown_after_failures
+            if not threshold or endpoint.failures < threshold:
+                return 0
+            base = COOLDOWN_AFTER_CONNECT_ERROR if error.code == "connect_error" else COOLDOWN_AFTER_5XX
+            doubling = 2.0 ** min(endpoint.failures - threshold, 5)
+            pause = min(max(error.retry_after_s or 0.0, base * doubling), MAX_FAILURE_COOLDOWN)
+            limit = False
+        until = self.admission.clock() / 1000 + pause
+        if until > endpoint.cooldown_until:
+            endpoint.cooldown_until = until
+            endpoint.cooling_for_limit = limit
         return int(pause * 1000)
 
     def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
@@ -247,6 +270,13 @@ class Gateway:
         429 when any candidate was at its limit, cooling down or answered 429/529: the client
         should come back at the soonest time one frees up. Otherwise every attempt failed in
         another retryable way (5xx, connect error, timeout) and the last error is returned."""
+        if not fo.limited and not fo.errors and fo.failing_wait_ms > 0:
+            return Overloaded(
+                "every endpoint serving this model is cooling down after repeated upstream failures; "
+                f"retry after {fo.failing_wait_ms / 1000:.1f}s",
+                retry_after_s=fo.failing_wait_ms / 1000,
+                code="all_endpoints_failing",
+            )
         if fo.limited or not fo.errors:
             wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
             return RateLimited(
@@ -270,7 +300,7 @@ class Gateway:
     async def generate(self, request: InferenceRequest, ctx: CallContext) -> InferenceResponse:
         plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=False)
-        fo = Failover(plan.cooling_wait_ms)
+        fo = Failover(plan)
         for cand in plan.candidates:
             if not self._admit_endpoint(plan, cand, ctx, fo):
                 continue
@@ -406,7 +436,7 @@ class Gateway:
         """Connect and wait for the first delta, failing over while nothing reached the client."""
         plan = self.prepare(request, ctx)
         opts = self.call_options(request.model, streaming=True)
-        fo = Failover(plan.cooling_wait_ms)
+        fo = Failover(plan)
         for cand in plan.candidates:
             if not self._admit_endpoint(plan, cand, ctx, fo):
                 continue

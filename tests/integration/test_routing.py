@@ -173,21 +173,37 @@ def test_failing_endpoint_is_skipped_for_the_next_provider(
         assert r.headers["x-ensemble-provider"] == f"good-{kind}"
         assert r.headers["x-ensemble-endpoint"] == f"good-{kind}"
         assert r.headers["x-ensemble-route-reason"] == "failover"
-        # Streams fail over the same way before their first byte; the bad endpoint now cools down.
+        # A 529 cools the endpoint down at once (the provider said so); a single 500 or timeout
+        # does not (cooldown_after_failures: 3), so the next request goes back to it and, the fault
+        # having passed, succeeds there. Refused connections fail over every time.
+        stays_away = kind in ("529", "refused")
         with c.stream("POST", "/api/v1/stream", json={**chat(f"fo-{kind}"), "stream": True}) as s:
             assert s.status_code == 200
-            assert s.headers["x-ensemble-endpoint"] == f"good-{kind}"
+            assert s.headers["x-ensemble-endpoint"] == (f"good-{kind}" if stays_away else f"bad-{kind}")
             assert "event: done" in s.read().decode()
     if kind != "refused":
-        assert endpoints_hit(fake, f"bad-{kind}") == 1
-    assert endpoints_hit(fake, f"good-{kind}") == 2
+        assert endpoints_hit(fake, f"bad-{kind}") == (1 if stays_away else 2)
+    assert endpoints_hit(fake, f"good-{kind}") == (2 if stays_away else 1)
+
+
+def test_repeated_failures_cool_the_endpoint_down(gateway: Ensemble, fake: FakeUpstream) -> None:
+    fake.enqueue("bad-500", {"status": 500, "count": 3})
+    bad_before, good_before = endpoints_hit(fake, "bad-500"), endpoints_hit(fake, "good-500")
+    with gateway.client() as c:
+        for _ in range(3):  # each fails over; the third failure in a row starts a 2 s cool-down
+            r = c.post("/api/v1/generate", json=chat("fo-500"))
+            assert r.status_code == 200 and r.headers["x-ensemble-endpoint"] == "good-500"
+        r = c.post("/api/v1/generate", json=chat("fo-500"))
+        assert r.status_code == 200 and r.headers["x-ensemble-endpoint"] == "good-500"
+    assert endpoints_hit(fake, "bad-500") - bad_before == 3  # the fourth never reached it
+    assert endpoints_hit(fake, "good-500") - good_before == 4
 
 
 def test_other_4xx_is_passed_through_without_failover(gateway: Ensemble, fake: FakeUpstream) -> None:
     fake.enqueue("bad-500", {"status": 400, "message": "bad things"})
     before = endpoints_hit(fake, "good-500")
     with gateway.client() as c:
-        # bad-500 may still be cooling down from the 500 test; wait it out (2 s cool-down).
+        # bad-500 is still cooling down from the repeated-failures test; wait it out (2 s).
         time.sleep(2.1)
         r = c.post("/api/v1/generate", json=chat("fo-500"))
     assert r.status_code == 400, r.text  # the provider's status, returned as is

@@ -163,9 +163,11 @@ def test_cooling_endpoints_are_left_out_with_their_wait() -> None:
     for p in router.providers:
         for e in p.endpoints:
             e.cooldown_until = clock.ms / 1000 + (3 if e.id == "e1" else 10)
+            e.cooling_for_limit = e.id != "e0"  # e0 cools down after failures, the others for limits
     plan = router.plan("m", request(10))
     assert plan.candidates == []
-    assert plan.cooling_wait_ms == 3001
+    assert plan.cooling_wait_ms == 3001  # the soonest rate-limit wait
+    assert plan.failing_wait_ms == 10001  # kept apart: an outage is a 503, not a 429
     router.providers[0].endpoints[2].cooldown_until = 0
     assert [c.target.endpoint.id for c in router.plan("m", request(10)).candidates] == ["e2"]
 

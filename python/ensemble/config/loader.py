@@ -268,6 +268,8 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
         names[p.name] = file
         if not p.models:
             bad(file, "models", "a provider must list at least one model")
+        if p.cooldown_after_failures < 0:
+            bad(file, "cooldown_after_failures", "must not be negative (0 means never)")
         seen_models: set[str] = set()
         for i, m in enumerate(p.models):
             if m.name in seen_models:

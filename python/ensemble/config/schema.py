@@ -176,6 +176,9 @@ class ProviderConfig(_Strict):
     base_url: str = ""
     priority: int = 1
     strategy: Literal["session_affinity", "round_robin", "least_used"] = "session_affinity"
+    # Consecutive 5xx / connect errors / timeouts after which an endpoint is skipped for a while
+    # (2 s, doubling per further failure, at most 30 s); 0 = never (a 429/529 always is honoured).
+    cooldown_after_failures: int = 3
     endpoints: list[EndpointConfig] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     mock: MockOptions | None = None

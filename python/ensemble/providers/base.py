@@ -33,7 +33,10 @@ class Endpoint:
     tpm_limit: int
     weight: int
     needs_key: bool
-    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/5xx
+    cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/529 or repeated failures
+    cooling_for_limit: bool = False  # the current cool-down is the provider's rate limit, not a failure
+    failures: int = 0  # consecutive 5xx / connect errors / timeouts; a success resets it
+    cooldown_after_failures: int = 3  # the provider's setting; 0: failures never cool it down
     in_flight: int = 0
 
     @classmethod
@@ -47,6 +50,7 @@ class Endpoint:
             tpm_limit=cfg.tpm_limit,
             weight=cfg.weight,
             needs_key=provider.type != "mock",
+            cooldown_after_failures=provider.cooldown_after_failures,
         )
 
     @property

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ensemble._native import RateLimiter
 from ensemble.errors import InvalidRequest, RateLimited
+from ensemble.ratelimit.lease import Leases
 from ensemble.ratelimit.upstream import UpstreamView, parse_headers
 from ensemble.storage.keys import KeyRecord
 from ensemble.types import RateLimitInfo
@@ -75,6 +76,10 @@ class Admission:
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
         self._endpoints: dict[tuple[str, str], EndpointLimits] = {}
+        # Scale-out (Redis): quota leased from the shared window gates limited key scopes (see
+        # lease.py); `on_endpoint` lets the sync pull the shared view of each endpoint scope.
+        self.leases: Leases | None = None
+        self.on_endpoint: Callable[[str], None] | None = None
 
     # -- per key ---------------------------------------------------------------------------------
 
@@ -108,7 +113,13 @@ class Admission:
             )
         at = self.clock()
         scopes = [scope]
-        ok, retry_after_ms, _ = self.limiter.admit(scopes, tokens, at)
+        lease_wait = self.leases.take(scope, tokens) if self.leases is not None else None
+        if lease_wait is not None:
+            ok, retry_after_ms = False, int(lease_wait * 1000)
+        else:
+            ok, retry_after_ms, _ = self.limiter.admit(scopes, tokens, at)
+            if not ok and self.leases is not None:
+                self.leases.give_back(scope, 1, tokens)
         if not ok:
             rpm, tpm = self.limits_for(key)
             raise RateLimited(
@@ -121,10 +132,16 @@ class Admission:
 
     def reconcile(self, r: Reservation, actual_tokens: int) -> None:
         self.limiter.reconcile(r.scopes, r.tokens, actual_tokens, r.at_ms, self.clock())
+        if self.leases is not None and actual_tokens != r.tokens:
+            for scope in r.scopes:
+                self.leases.give_back(scope, 0, r.tokens - actual_tokens)
 
     def release(self, r: Reservation) -> None:
         """Undo an admission entirely (the request was refused before any upstream call)."""
         self.limiter.release(r.scopes, r.tokens, r.at_ms, self.clock())
+        if self.leases is not None:
+            for scope in r.scopes:
+                self.leases.give_back(scope, 1, r.tokens)
 
     def info(self, key: KeyRecord) -> RateLimitInfo:
         limit_req, rem_req, limit_tok, rem_tok, _reset = self.limiter.snapshot(
@@ -147,6 +164,8 @@ class Admission:
             # Configured even when unlimited (0, 0): the counters then still measure utilisation.
             self.limiter.configure(lim.scope, rpm, tpm)
             self._endpoints[(endpoint_id, model)] = lim
+            if self.on_endpoint is not None:
+                self.on_endpoint(lim.scope)
         return lim
 
     def endpoints(self) -> list[EndpointLimits]:

@@ -86,7 +86,8 @@ class RouteDecision:
 class RoutePlan:
     candidates: list[Candidate]  # in the order to try
     decision: RouteDecision
-    cooling_wait_ms: int  # soonest end of a skipped cool-down (0: none skipped)
+    cooling_wait_ms: int  # soonest end of a skipped rate-limit cool-down (0: none skipped)
+    failing_wait_ms: int  # soonest end of a skipped cool-down after repeated failures (0: none)
     keys: PromptKeys | None
 
 
@@ -179,6 +180,7 @@ class Router:
             hit = self.affinity.lookup(keys, now)
         ordered: list[Candidate] = []
         wait = _NO_WAIT
+        failing_wait = _NO_WAIT
         usable_any = False
         decision: RouteDecision | None = None
         for group in groups:
@@ -189,7 +191,11 @@ class Router:
                     continue
                 usable_any = True
                 if e.cooldown_until > now_s:
-                    wait = min(wait, int((e.cooldown_until - now_s) * 1000) + 1)
+                    left = int((e.cooldown_until - now_s) * 1000) + 1
+                    if e.cooling_for_limit:
+                        wait = min(wait, left)
+                    else:
+                        failing_wait = min(failing_wait, left)
                     continue
                 ready.append(c)
             n = len(ready)
@@ -228,7 +234,13 @@ class Router:
                 f"no endpoint serving {model!r} has a usable credential; set the provider's API key",
                 code="no_available_endpoint",
             )
-        return RoutePlan(ordered, decision or _COOLING, 0 if wait == _NO_WAIT else wait, keys)
+        return RoutePlan(
+            ordered,
+            decision or _COOLING,
+            0 if wait == _NO_WAIT else wait,
+            0 if failing_wait == _NO_WAIT else failing_wait,
+            keys,
+        )
 
     def _utilisations(self, ready: list[Candidate], now: int) -> list[float]:
         adm = self.admission

@@ -7,7 +7,7 @@ import math
 import orjson
 
 from ensemble.api import native, openai
-from ensemble.errors import EnsembleError, MethodNotAllowed, ProviderError, RateLimited
+from ensemble.errors import EnsembleError, MethodNotAllowed, Overloaded, ProviderError, RateLimited
 from ensemble.server.http import Family, Headers
 
 
@@ -23,7 +23,7 @@ def effective_status(error: EnsembleError) -> int:
 def render(error: EnsembleError, family: Family, request_id: str) -> tuple[int, Headers, bytes]:
     status = effective_status(error)
     headers: Headers = list(error.headers)
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | Overloaded) and error.retry_after_s is not None:
         headers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
     if isinstance(error, MethodNotAllowed):
         headers.append(("allow", ", ".join(error.allowed)))

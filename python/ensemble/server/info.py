@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import orjson
 
 from ensemble.api import openai
-from ensemble.errors import NotFound
+from ensemble.errors import NotFound, Overloaded
 from ensemble.server.http import Request
 from ensemble.server.inference import authenticate
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
+
+log = logging.getLogger("ensemble.server")
 
 
 async def health(rt: Runtime, req: Request) -> None:
@@ -73,10 +76,31 @@ async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
         (request_id, key.key_id),
     ) as cur:
         row = await cur.fetchone()
-    if row is None:
+    found = tuple(row) if row is not None else await _shared(rt, request_id, key.key_id)
+    # Not local: served by another instance, whose response is in S3 when persistence.s3 is set.
+    if found is None:
         # The same answer for "never existed" and "belongs to another key": nothing leaks.
         raise NotFound(f"no request {request_id!r} for this API key", code="request_not_found")
-    return tuple(row)
+    return found
+
+
+async def _shared(rt: Runtime, request_id: str, key_id: str) -> tuple[Any, ...] | None:
+    try:
+        found = await rt.scaleout.fetch_response(request_id, key_id)
+    except Exception as e:  # botocore/network errors stop here: the caller gets a clean 503
+        log.warning("S3 lookup of %s failed: %s", request_id[:100], type(e).__name__)
+        raise Overloaded("stored responses are unavailable right now; retry shortly") from None
+    if found is None:
+        return None
+    return (
+        found.request_id,
+        found.status,
+        found.created_at,
+        found.completed_at,
+        found.model,
+        found.provider,
+        found.body,
+    )
 
 
 async def status(rt: Runtime, req: Request) -> None:

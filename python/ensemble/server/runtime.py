@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import aiosqlite
@@ -26,6 +26,7 @@ from ensemble.providers.base import Provider
 from ensemble.ratelimit import Admission
 from ensemble.storage import database
 from ensemble.storage.keys import KeyRecord, load_changed
+from ensemble.storage.scaleout import Scaleout
 from ensemble.telemetry import runtime as telemetry_setup
 from ensemble.upstream import create_client
 from ensemble.usage.request_log import RequestLog
@@ -55,7 +56,11 @@ class Runtime:
         )
         self.gateway: Gateway | None = None
         self.batches: BatchService | None = None
+        # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
+        self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self._keys_seen_ms = 0
+        self._local_records: list[tuple[bytes, KeyRecord]] = []
+        self._shared_digests: set[bytes] = set()  # keys Redis told us about: local rows no longer win
         self._tasks: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[Any]] = set()
         self.accepting = True
@@ -83,6 +88,7 @@ class Runtime:
             self.providers.append(provider)
         self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
         self.request_log.start()
+        await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
         telemetry_setup.start(self)
         self.batches = await BatchService.open(self)
@@ -107,6 +113,7 @@ class Runtime:
                 await task
         if self.batches is not None:
             await self.batches.close()
+        await self.scaleout.stop()
         if self.request_log is not None:
             await self.request_log.close()
             log.info(
@@ -131,8 +138,11 @@ class Runtime:
         assert self.db is not None
         changed, newest = await load_changed(self.db, self._keys_seen_ms)
         if self._keys_seen_ms == 0:
+            self._local_records = list(changed)
             self.keys.load(list(changed))
         else:
+            # A key Redis told us about is not overridden by this instance's (older) local row.
+            changed = [(d, r) for d, r in changed if d not in self._shared_digests]
             for digest, record in changed:
                 self.keys.upsert(digest, record)
         for _, record in changed:
@@ -142,6 +152,17 @@ class Runtime:
 
     def _apply_limits(self, record: KeyRecord) -> None:
         self.admission.configure_key(record)
+        self.scaleout.watch_key(record)
+
+    def _apply_shared_keys(self, changed: Iterable[tuple[bytes, KeyRecord]]) -> None:
+        """Key records from Redis (full load or a published change) win over the local table."""
+        for digest, record in changed:
+            self._shared_digests.add(digest)
+            self.keys.upsert(digest, record)
+            self._apply_limits(record)
+
+    def _local_keys(self) -> list[tuple[bytes, KeyRecord]]:
+        return self._local_records
 
     async def _poll_keys(self) -> None:
         while True:

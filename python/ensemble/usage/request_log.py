@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 
 import aiosqlite
 import msgspec
@@ -95,6 +96,8 @@ class RequestLog:
         self._flush_lock = asyncio.Lock()  # one transaction at a time on the shared connection
         self.dropped = 0
         self.written = 0
+        # Called with every record as it is queued (S3 persistence); must not block.
+        self.observers: list[Callable[[LogRecord], None]] = []
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -107,6 +110,8 @@ class RequestLog:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("request log buffer full: %d records dropped so far", self.dropped)
         self._buffer.append(rec)
+        for observe in self.observers:
+            observe(rec)
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
