@@ -3,6 +3,7 @@ rate-limit fallback (an upstream answering 429 on every endpoint → 202 + reque
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,3 +302,35 @@ def test_fallback_only_for_clients_that_accept_an_async_answer(tmp_path: Path, f
         assert r.status_code == 429
     finally:
         off.stop()
+
+
+def test_two_workers_share_a_batch_and_run_each_item_once(tmp_path: Path) -> None:
+    slow_mock = {**MOCK_PROVIDER, "mock": {"latency": "150ms", "chunks": 2, "chunk_gap": "0ms"}}
+    server = Ensemble(tmp_path, providers=[slow_mock], workers=2)
+    n = 12
+    try:
+        with server.client() as c:
+            r = c.post(
+                "/api/v1/batch",
+                json={
+                    "requests": [
+                        {"custom_id": f"w{i}", "model": "mock-1", "messages": ask(f"w{i}")} for i in range(n)
+                    ]
+                },
+            )
+            assert r.status_code == 200, r.text
+            batch_id = r.json()["batch_id"]
+            ended = wait_ended(c, batch_id, timeout=30)
+            assert ended["request_counts"]["succeeded"] == n
+            assert sorted(results(c, batch_id)) == sorted(f"w{i}" for i in range(n))
+    finally:
+        server.stop()
+    conn = sqlite3.connect(tmp_path / "data" / "ensemble.db")
+    rows = conn.execute(
+        "SELECT request_id, COUNT(*) FROM request_log WHERE request_id LIKE ? GROUP BY request_id",
+        (f"{batch_id}-%",),
+    ).fetchall()
+    (requests,) = conn.execute("SELECT SUM(requests) FROM usage_daily").fetchone()
+    conn.close()
+    assert len(rows) == n and all(count == 1 for _, count in rows)  # each item ran and was recorded once
+    assert requests == n
