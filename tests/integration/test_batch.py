@@ -334,3 +334,43 @@ def test_two_workers_share_a_batch_and_run_each_item_once(tmp_path: Path) -> Non
     conn.close()
     assert len(rows) == n and all(count == 1 for _, count in rows)  # each item ran and was recorded once
     assert requests == n
+
+
+def test_batch_calls_are_bounded_so_interactive_requests_go_first(tmp_path: Path, fake: FakeUpstream) -> None:
+    """A batch on the gateway path never has more than 2 upstream calls in flight per worker, and an
+    interactive request sent meanwhile is answered at once, not after the batch."""
+    fake.configure("busy", latency_ms=400)
+    providers = [openai_provider(fake.endpoint_url("busy"), models=["gpt-4o"])]
+    server = Ensemble(tmp_path, providers=providers)
+    try:
+        with server.client() as c:
+            r = c.post(
+                "/api/v1/batch",
+                json={
+                    "requests": [
+                        {"custom_id": f"b{i}", "model": "gpt-4o", "messages": ask(f"b{i}")} for i in range(6)
+                    ]
+                },
+            )
+            batch_id = r.json()["batch_id"]
+            time.sleep(0.5)  # the batch is running
+            t0 = time.monotonic()
+            interactive = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("me first")})
+            waited = time.monotonic() - t0
+            assert interactive.status_code == 200
+            assert waited < 1.0  # one upstream latency (0.4 s), not the batch's 6 x 0.4 s / 2
+            wait_ended(c, batch_id, timeout=20)
+    finally:
+        server.stop()
+    calls = [r for r in fake.requests("busy") if r["path"].endswith("/chat/completions")]
+    assert len(calls) == 7
+    batch_calls = [r for r in calls if "me first" not in orjson.dumps(r["body"]).decode()]
+    assert len(batch_calls) == 6
+    events = sorted(
+        [(r["started_at"], 1) for r in batch_calls] + [(r["finished_at"], -1) for r in batch_calls]
+    )
+    in_flight = peak = 0
+    for _, delta in events:
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak == 2
