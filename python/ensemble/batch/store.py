@@ -328,6 +328,14 @@ class BatchStore:
     async def claim(self, owner: str, route: str, limit: int, lease_ms: int) -> list[ClaimedItem]:
         """Take up to `limit` runnable items of `route` (queued and due, or running with a dead lease)."""
         now = now_ms()
+        # A read first: most passes find nothing, and an UPDATE would take the write lock each time.
+        async with self.conn.execute(
+            "SELECT 1 FROM batch_items WHERE route = ? AND ((state = 'queued' AND not_before_ms <= ?) "
+            "OR (state = 'running' AND lease_until_ms < ?)) LIMIT 1",
+            (route, now, now),
+        ) as cur:
+            if await cur.fetchone() is None:
+                return []
         async with self.conn.execute(
             "UPDATE batch_items SET state = 'running', lease_owner = ?, lease_until_ms = ?, attempts = attempts + 1 "
             "WHERE rowid IN (SELECT i.rowid FROM batch_items i JOIN batches b ON b.id = i.batch_id "
@@ -425,6 +433,13 @@ class BatchStore:
     ) -> list[tuple[str, str, str, str, bool]]:
         """Provider batches due for a poll: (upstream id, batch id, provider, endpoint id, cancel?)."""
         now = now_ms()
+        async with self.conn.execute(
+            "SELECT 1 FROM upstream_batches WHERE status = 'in_progress' AND next_poll_ms <= ? "
+            "AND lease_until_ms < ? LIMIT 1",
+            (now, now),
+        ) as cur:
+            if await cur.fetchone() is None:
+                return []
         async with self.conn.execute(
             "UPDATE upstream_batches SET lease_owner = ?, lease_until_ms = ? WHERE id IN ("
             "  SELECT id FROM upstream_batches WHERE status = 'in_progress' AND next_poll_ms <= ? "
