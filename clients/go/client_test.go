@@ -1,5 +1,5 @@
 // The client against a real `ensemble serve` started by clients/with_gateway.py (mock provider,
-// plus an OpenAI-format provider on the project's fake upstream for failures). Time is injected.
+// plus OpenAI-format "lanes" on the project's fake upstream for failures). Time is injected.
 package ensemble_test
 
 import (
@@ -14,7 +14,9 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +28,14 @@ const (
 	mockAnswer = "This is a mock answer from Ensemble. You said: Hello there, gateway"
 )
 
-var gatewayURL, apiKey, fakeURL, fakeEndpoint, fakeModel string
+var gatewayURL, apiKey, fakeURL, plainLanesVar, guardedLanesVar string
+
+var plainLanes, guardedLanes int
 
 func TestMain(m *testing.M) {
 	vars := map[string]*string{
 		"ENSEMBLE_URL": &gatewayURL, "ENSEMBLE_API_KEY": &apiKey, "ENSEMBLE_FAKE_URL": &fakeURL,
-		"ENSEMBLE_FAKE_ENDPOINT": &fakeEndpoint, "ENSEMBLE_FAKE_MODEL": &fakeModel,
+		"ENSEMBLE_FAKE_LANES": &plainLanesVar, "ENSEMBLE_FAKE_GUARDED_LANES": &guardedLanesVar,
 	}
 	for name, dst := range vars {
 		if *dst = os.Getenv(name); *dst == "" {
@@ -39,13 +43,26 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
+	var err1, err2 error
+	plainLanes, err1 = strconv.Atoi(plainLanesVar)
+	guardedLanes, err2 = strconv.Atoi(guardedLanesVar)
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	os.Exit(m.Run())
 }
 
 // fakeClock is the injected clock and sleep: sleeping advances the clock and is recorded.
+// nudge makes each sleep take that much real time: the gateway's Retry-After is the cool-down
+// left in whole seconds rounded up, counting one millisecond more, so a retry in the same
+// millisecond as the answer that started a 1 s cool-down would be told 2 s. Ten real
+// milliseconds make the expected Retry-After exact.
 type fakeClock struct {
 	now    time.Time
 	sleeps []time.Duration
+	real   bool
+	nudge  time.Duration
 }
 
 func newClock() *fakeClock { return &fakeClock{now: time.Unix(1_000_000, 0)} }
@@ -55,7 +72,20 @@ func (f *fakeClock) Now() time.Time { return f.now }
 func (f *fakeClock) Sleep(_ context.Context, d time.Duration) error {
 	f.sleeps = append(f.sleeps, d)
 	f.now = f.now.Add(d)
+	if f.real {
+		time.Sleep(d)
+	} else if f.nudge > 0 {
+		time.Sleep(f.nudge)
+	}
 	return nil
+}
+
+// newRecordedClock sleeps really (and records it): for the few tests where the gateway's
+// cool-down, which runs on real time, must pass before the client's retry. Keep such waits short.
+func newRecordedClock() *fakeClock {
+	clk := newClock()
+	clk.real = true
+	return clk
 }
 
 func newClient(clk *fakeClock, mod func(*ensemble.Options)) *ensemble.Client {
@@ -91,19 +121,52 @@ func control(t *testing.T, path string, body any) {
 	}
 }
 
-// upstream resets the fake endpoint and queues behaviours for the next requests.
-func upstream(t *testing.T, behaviors ...map[string]any) {
+// A lane is one OpenAI-format provider on the fake upstream with its own endpoint and model. The
+// gateway keeps per-endpoint state (a failure count, cool-downs), so every test that makes its
+// upstream fail takes a lane no other test has used. Plain lanes never cool down after failures
+// (the client's retries and breaker are under test); guarded lanes keep the gateway's default
+// cool-down after 3 failures in a row (its own protection is under test).
+type lane struct{ provider, endpoint, model string }
+
+var (
+	lanesMu                sync.Mutex
+	plainUsed, guardedUsed int
+)
+
+func takeLane(t *testing.T, guarded bool) lane {
 	t.Helper()
-	control(t, "reset", map[string]any{"endpoint": fakeEndpoint})
-	t.Cleanup(func() { control(t, "reset", map[string]any{"endpoint": fakeEndpoint}) })
+	lanesMu.Lock()
+	defer lanesMu.Unlock()
+	used, limit, prefix := &plainUsed, plainLanes, ""
+	if guarded {
+		used, limit, prefix = &guardedUsed, guardedLanes, "g"
+	}
+	if *used >= limit {
+		t.Fatal("all client lanes are used: raise the count in tests/support/client_lanes.py")
+	}
+	tag := fmt.Sprintf("%s%d", prefix, *used)
+	*used++
+	return lane{provider: "fake-" + tag, endpoint: "client-ep-" + tag, model: "fake-gpt-" + tag}
+}
+
+// upstream takes a fresh plain lane and queues behaviours for its next requests.
+func upstream(t *testing.T, behaviors ...map[string]any) lane {
+	t.Helper()
+	up := takeLane(t, false)
+	up.enqueue(t, behaviors...)
+	return up
+}
+
+func (l lane) enqueue(t *testing.T, behaviors ...map[string]any) {
+	t.Helper()
 	if len(behaviors) > 0 {
-		control(t, "enqueue", map[string]any{"endpoint": fakeEndpoint, "behaviors": behaviors})
+		control(t, "enqueue", map[string]any{"endpoint": l.endpoint, "behaviors": behaviors})
 	}
 }
 
-func upstreamCalls(t *testing.T) int {
+func (l lane) calls(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Get(fakeURL + "/_fake/requests?endpoint=" + fakeEndpoint)
+	resp, err := http.Get(fakeURL + "/_fake/requests?endpoint=" + l.endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +337,14 @@ func TestModels(t *testing.T) {
 	for _, m := range models {
 		ids[m.ID] = true
 	}
-	if len(ids) != 2 || !ids["mock-1"] || !ids[fakeModel] {
+	want := map[string]bool{"mock-1": true}
+	for i := 0; i < plainLanes; i++ {
+		want[fmt.Sprintf("fake-gpt-%d", i)] = true
+	}
+	for i := 0; i < guardedLanes; i++ {
+		want[fmt.Sprintf("fake-gpt-g%d", i)] = true
+	}
+	if !reflect.DeepEqual(ids, want) {
 		t.Fatalf("models %v", ids)
 	}
 }
@@ -369,58 +439,112 @@ func TestSettingsFromEnvironment(t *testing.T) {
 // -- retries, Retry-After, timeouts (fake upstream) --------------------------------------------
 
 func TestRetriesWithBackoff(t *testing.T) {
-	upstream(t, map[string]any{"status": 500, "count": 2})
+	up := upstream(t, map[string]any{"status": 500, "count": 2})
 	clk := newClock()
-	resp, err := newClient(clk, nil).Generate(context.Background(), req(fakeModel))
-	if err != nil || resp.Provider != "fake" {
+	resp, err := newClient(clk, nil).Generate(context.Background(), req(up.model))
+	if err != nil || resp.Provider != up.provider {
 		t.Fatalf("%v %v", resp, err)
 	}
 	wantSleeps(t, clk, time.Second, 2*time.Second)
-	if n := upstreamCalls(t); n != 3 {
+	if n := up.calls(t); n != 3 {
 		t.Fatalf("%d upstream calls", n)
 	}
 }
 
 func TestRetriesGiveUp(t *testing.T) {
-	upstream(t, map[string]any{"status": 500, "count": 3})
+	up := upstream(t, map[string]any{"status": 500, "count": 3})
 	clk := newClock()
-	_, err := newClient(clk, nil).Generate(context.Background(), req(fakeModel))
+	_, err := newClient(clk, nil).Generate(context.Background(), req(up.model))
 	e := asError(t, err)
 	if !errors.Is(err, ensemble.ErrProvider) || e.Status != 502 || e.Type != "provider_error" || !e.Retryable || e.RequestID == "" {
 		t.Fatalf("%+v", e)
 	}
 	wantSleeps(t, clk, time.Second, 2*time.Second)
-	if n := upstreamCalls(t); n != 3 {
+	if n := up.calls(t); n != 3 {
 		t.Fatalf("%d upstream calls", n)
 	}
 }
 
 func TestBackoffDoublesToFourSeconds(t *testing.T) {
-	upstream(t, map[string]any{"status": 500, "count": 3})
+	up := upstream(t, map[string]any{"status": 500, "count": 3})
 	clk := newClock()
 	policy := ensemble.DefaultRetryPolicy()
 	policy.MaxRetries = 3
-	if _, err := newClient(clk, func(o *ensemble.Options) { o.Retry = policy }).Generate(context.Background(), req(fakeModel)); err != nil {
+	if _, err := newClient(clk, func(o *ensemble.Options) { o.Retry = policy }).Generate(context.Background(), req(up.model)); err != nil {
 		t.Fatal(err)
 	}
 	wantSleeps(t, clk, time.Second, 2*time.Second, 4*time.Second)
 }
 
 func TestRetryAfterHonoured(t *testing.T) {
-	upstream(t, map[string]any{"status": 529, "retry_after": 3})
-	clk := newClock()
-	if _, err := newClient(clk, nil).Generate(context.Background(), req(fakeModel)); err != nil {
-		t.Fatal(err)
+	// An upstream 529 with retry-after 1 cools the endpoint for 1 s (on real time) and the gateway
+	// answers 429 with Retry-After: 1; the client really waits that long, then reaches the upstream.
+	up := upstream(t, map[string]any{"status": 529, "retry_after": 1})
+	clk := newRecordedClock()
+	resp, err := newClient(clk, nil).Generate(context.Background(), req(up.model))
+	if err != nil || resp.Provider != up.provider {
+		t.Fatalf("%v %v", resp, err)
 	}
-	wantSleeps(t, clk, 3*time.Second)
+	wantSleeps(t, clk, time.Second)
+	if n := up.calls(t); n != 2 {
+		t.Fatalf("%d upstream calls", n)
+	}
+}
+
+func TestRetriesInsideRateLimitCooldownStayAtTheGateway(t *testing.T) {
+	// With the injected clock the 1 s waits are instant: both retries arrive while the endpoint
+	// still cools down after the 529, and the gateway answers them itself.
+	up := upstream(t, map[string]any{"status": 529, "retry_after": 1})
+	clk := newClock()
+	clk.nudge = 10 * time.Millisecond
+	_, err := newClient(clk, nil).Generate(context.Background(), req(up.model))
+	e := asError(t, err)
+	if !errors.Is(err, ensemble.ErrRateLimited) || e.Status != 429 || e.Type != "rate_limited" ||
+		e.Code != "all_endpoints_exhausted" || !e.Retryable || e.RetryAfter != time.Second {
+		t.Fatalf("%+v", e)
+	}
+	wantSleeps(t, clk, time.Second, time.Second)
+	if n := up.calls(t); n != 1 {
+		t.Fatalf("%d upstream calls", n)
+	}
+}
+
+func TestGatewayAnswers503AfterRepeatedUpstreamFailures(t *testing.T) {
+	// The gateway's own protection end to end (a guarded lane: cool-down after 3 failures, 2 s).
+	up := takeLane(t, true)
+	up.enqueue(t, map[string]any{"status": 500, "count": 3})
+	clk := newClock()
+	clk.nudge = 10 * time.Millisecond
+	breaker := &ensemble.CircuitBreaker{FailureThreshold: 10, Cooldown: 30 * time.Second, Clock: clk.Now} // not the breaker's answer
+	c := newClient(clk, func(o *ensemble.Options) { o.Breaker = breaker })
+	_, err := c.Generate(context.Background(), req(up.model))
+	if e := asError(t, err); !errors.Is(err, ensemble.ErrProvider) || e.Status != 502 {
+		t.Fatalf("%+v", e)
+	}
+	wantSleeps(t, clk, time.Second, 2*time.Second)
+	if n := up.calls(t); n != 3 {
+		t.Fatalf("%d upstream calls", n)
+	}
+	time.Sleep(10 * time.Millisecond) // not in the millisecond the cool-down started (see fakeClock)
+	_, err = c.Generate(context.Background(), req(up.model))
+	e := asError(t, err)
+	if !errors.Is(err, ensemble.ErrOverloaded) || e.Status != 503 || e.Type != "overloaded" ||
+		e.Code != "all_endpoints_failing" || !e.Retryable || e.RetryAfter != 2*time.Second || e.RequestID == "" {
+		t.Fatalf("%+v", e)
+	}
+	wantSleeps(t, clk, time.Second, 2*time.Second, 2*time.Second, 2*time.Second) // waits as told
+	// the retries inside the cool-down never reach the upstream
+	if n := up.calls(t); n != 3 {
+		t.Fatalf("%d upstream calls", n)
+	}
 }
 
 func TestRetryAfterBeyondLimit(t *testing.T) {
-	upstream(t, map[string]any{"status": 529, "retry_after": 30})
+	up := upstream(t, map[string]any{"status": 529, "retry_after": 30})
 	clk := newClock()
 	policy := ensemble.DefaultRetryPolicy()
 	policy.MaxRetryAfter = 10 * time.Second
-	_, err := newClient(clk, func(o *ensemble.Options) { o.Retry = policy }).Generate(context.Background(), req(fakeModel))
+	_, err := newClient(clk, func(o *ensemble.Options) { o.Retry = policy }).Generate(context.Background(), req(up.model))
 	e := asError(t, err)
 	if !errors.Is(err, ensemble.ErrRateLimited) || e.Status != 429 || !e.Retryable || e.RetryAfter != 30*time.Second {
 		t.Fatalf("%+v", e)
@@ -429,23 +553,23 @@ func TestRetryAfterBeyondLimit(t *testing.T) {
 }
 
 func TestProvider4xxNotRetried(t *testing.T) {
-	upstream(t, map[string]any{"status": 400, "message": "bad thing"})
+	up := upstream(t, map[string]any{"status": 400, "message": "bad thing"})
 	clk := newClock()
 	c := newClient(clk, nil)
-	_, err := c.Generate(context.Background(), req(fakeModel))
+	_, err := c.Generate(context.Background(), req(up.model))
 	if e := asError(t, err); e.Status != 400 || e.Retryable || c.Breaker().ConsecutiveFailures() != 0 {
 		t.Fatalf("%+v", e)
 	}
 	wantSleeps(t, clk)
-	if n := upstreamCalls(t); n != 1 {
+	if n := up.calls(t); n != 1 {
 		t.Fatalf("%d upstream calls", n)
 	}
 }
 
 func TestStreamOpeningIsRetried(t *testing.T) {
-	upstream(t, map[string]any{"status": 503})
+	up := upstream(t, map[string]any{"status": 503})
 	clk := newClock()
-	s, err := newClient(clk, nil).Stream(context.Background(), req(fakeModel))
+	s, err := newClient(clk, nil).Stream(context.Background(), req(up.model))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,9 +581,9 @@ func TestStreamOpeningIsRetried(t *testing.T) {
 }
 
 func TestErrorAfterStreamStarted(t *testing.T) {
-	upstream(t, map[string]any{"error_event_after_chunks": 2})
+	up := upstream(t, map[string]any{"error_event_after_chunks": 2})
 	clk := newClock()
-	s, err := newClient(clk, nil).Stream(context.Background(), req(fakeModel))
+	s, err := newClient(clk, nil).Stream(context.Background(), req(up.model))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +596,7 @@ func TestErrorAfterStreamStarted(t *testing.T) {
 		t.Fatalf("%+v after %d blocks", e, n)
 	}
 	wantSleeps(t, clk)
-	if c := upstreamCalls(t); c != 1 {
+	if c := up.calls(t); c != 1 {
 		t.Fatalf("%d upstream calls", c)
 	}
 }
@@ -492,24 +616,24 @@ func TestConnectionErrorsRetriedThenTyped(t *testing.T) {
 }
 
 func TestGenerateTimeoutNotRetried(t *testing.T) {
-	upstream(t, map[string]any{"stall_before_first_byte_ms": 3000})
+	up := upstream(t, map[string]any{"stall_before_first_byte_ms": 3000})
 	clk := newClock()
 	c := newClient(clk, func(o *ensemble.Options) { o.Timeouts.Generate = 500 * time.Millisecond })
-	_, err := c.Generate(context.Background(), req(fakeModel))
+	_, err := c.Generate(context.Background(), req(up.model))
 	if e := asError(t, err); !errors.Is(err, ensemble.ErrTimeout) || e.Retryable {
 		t.Fatalf("%+v", e)
 	}
 	wantSleeps(t, clk)
-	if n := upstreamCalls(t); n != 1 {
+	if n := up.calls(t); n != 1 {
 		t.Fatalf("%d upstream calls", n)
 	}
 }
 
 func TestQuietStreamTimesOut(t *testing.T) {
-	upstream(t, map[string]any{"stall_after_chunks": 2, "stall_ms": 2000})
+	up := upstream(t, map[string]any{"stall_after_chunks": 2, "stall_ms": 2000})
 	clk := newClock()
 	c := newClient(clk, func(o *ensemble.Options) { o.Timeouts.Stream = 500 * time.Millisecond })
-	s, err := c.Stream(context.Background(), req(fakeModel))
+	s, err := c.Stream(context.Background(), req(up.model))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,12 +649,12 @@ func TestQuietStreamTimesOut(t *testing.T) {
 }
 
 func TestCallerCancellation(t *testing.T) {
-	upstream(t, map[string]any{"stall_before_first_byte_ms": 3000})
+	up := upstream(t, map[string]any{"stall_before_first_byte_ms": 3000})
 	clk := newClock()
 	c := newClient(clk, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := c.Generate(ctx, req(fakeModel))
+	_, err := c.Generate(ctx, req(up.model))
 	if !errors.Is(err, context.DeadlineExceeded) || c.Breaker().ConsecutiveFailures() != 0 {
 		t.Fatalf("err %v", err)
 	}
@@ -540,26 +664,26 @@ func TestCallerCancellation(t *testing.T) {
 // -- the circuit breaker ------------------------------------------------------------------------
 
 func TestBreakerOpensProbesAndCloses(t *testing.T) {
-	upstream(t, map[string]any{"status": 500, "count": 5})
+	up := upstream(t, map[string]any{"status": 500, "count": 5})
 	clk := newClock()
 	c := newClient(clk, func(o *ensemble.Options) { o.Retry = ensemble.NoRetries() })
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
-		if _, err := c.Generate(ctx, req(fakeModel)); !errors.Is(err, ensemble.ErrProvider) {
+		if _, err := c.Generate(ctx, req(up.model)); !errors.Is(err, ensemble.ErrProvider) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
 	if c.Breaker().State() != ensemble.StateOpen {
 		t.Fatal(c.Breaker().State())
 	}
-	_, err := c.Generate(ctx, req(fakeModel))
+	_, err := c.Generate(ctx, req(up.model))
 	if e := asError(t, err); !errors.Is(err, ensemble.ErrCircuitOpen) || e.RetryAfter != 30*time.Second {
 		t.Fatalf("%+v", e)
 	}
-	if _, err := c.Stream(ctx, req(fakeModel)); !errors.Is(err, ensemble.ErrCircuitOpen) {
+	if _, err := c.Stream(ctx, req(up.model)); !errors.Is(err, ensemble.ErrCircuitOpen) {
 		t.Fatal(err)
 	}
-	if n := upstreamCalls(t); n != 5 {
+	if n := up.calls(t); n != 5 {
 		t.Fatalf("%d upstream calls while open", n)
 	}
 	clk.now = clk.now.Add(29900 * time.Millisecond)
@@ -571,16 +695,16 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 	if c.Breaker().State() != ensemble.StateHalfOpen {
 		t.Fatal(c.Breaker().State())
 	}
-	control(t, "enqueue", map[string]any{"endpoint": fakeEndpoint, "behaviors": []any{map[string]any{"status": 500}}})
-	if _, err := c.Generate(ctx, req(fakeModel)); !errors.Is(err, ensemble.ErrProvider) {
+	up.enqueue(t, map[string]any{"status": 500})
+	if _, err := c.Generate(ctx, req(up.model)); !errors.Is(err, ensemble.ErrProvider) {
 		t.Fatal(err)
 	}
-	if c.Breaker().State() != ensemble.StateOpen || upstreamCalls(t) != 6 {
+	if c.Breaker().State() != ensemble.StateOpen || up.calls(t) != 6 {
 		t.Fatal("probe failure must re-open the breaker")
 	}
 
 	clk.now = clk.now.Add(30 * time.Second) // the next probe succeeds
-	if resp, err := c.Generate(ctx, req(fakeModel)); err != nil || resp.Provider != "fake" {
+	if resp, err := c.Generate(ctx, req(up.model)); err != nil || resp.Provider != up.provider {
 		t.Fatal(err)
 	}
 	if c.Breaker().State() != ensemble.StateClosed || c.Breaker().ConsecutiveFailures() != 0 {
@@ -589,19 +713,19 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 }
 
 func TestBreakerConfigurableAndStopsRetries(t *testing.T) {
-	upstream(t, map[string]any{"status": 500, "count": 3})
+	up := upstream(t, map[string]any{"status": 500, "count": 3})
 	clk := newClock()
 	breaker := &ensemble.CircuitBreaker{FailureThreshold: 2, Cooldown: 5 * time.Second, Clock: clk.Now}
 	c := newClient(clk, func(o *ensemble.Options) { o.Breaker = breaker })
-	_, err := c.Generate(context.Background(), req(fakeModel))
+	_, err := c.Generate(context.Background(), req(up.model))
 	if !errors.Is(err, ensemble.ErrProvider) {
 		t.Fatal(err)
 	}
 	wantSleeps(t, clk, time.Second)
-	if n := upstreamCalls(t); n != 2 {
+	if n := up.calls(t); n != 2 {
 		t.Fatalf("%d upstream calls", n)
 	}
-	_, err = c.Generate(context.Background(), req(fakeModel))
+	_, err = c.Generate(context.Background(), req(up.model))
 	if e := asError(t, err); !errors.Is(err, ensemble.ErrCircuitOpen) || e.RetryAfter != 5*time.Second {
 		t.Fatalf("%+v", e)
 	}

@@ -67,6 +67,10 @@ def prepare_environment(config: Config) -> None:
                 "(ENSEMBLE_ENCRYPTION_KEY: base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"
             )
             raise SystemExit(EXIT_ENVIRONMENT)
+    previous = [v for v in os.environ.get("ENSEMBLE_ENCRYPTION_KEY_PREVIOUS", "").split(",") if v.strip()]
+    if not all(_valid_encryption_key(v.strip()) for v in previous):
+        _err("ENSEMBLE_ENCRYPTION_KEY_PREVIOUS must be comma-separated base64 encodings of 32 bytes each")
+        raise SystemExit(EXIT_ENVIRONMENT)
     if enc:
         if not _valid_encryption_key(enc):
             _err("ENSEMBLE_ENCRYPTION_KEY must be the base64 encoding of exactly 32 bytes")

@@ -20,6 +20,8 @@ sees them; nothing else ever reaches the error renderer.
 
 from __future__ import annotations
 
+from ensemble.logs import redact
+
 
 class EnsembleError(Exception):
     status = 500
@@ -27,6 +29,9 @@ class EnsembleError(Exception):
     code = "internal_error"
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        # Messages reach clients and logs; an upstream's may echo a credential ("Incorrect API key
+        # provided: sk-…"), so secrets are masked here, once, for every error.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         if code is not None:

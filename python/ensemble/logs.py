@@ -22,11 +22,27 @@ _SECRETS = re.compile(
 )
 
 
+# Secrets this process knows verbatim (provider keys from config or the credential store, the admin
+# key): masked wherever they appear, whatever their shape, since not every provider key has a prefix.
+_known: set[str] = set()
+_known_pattern: re.Pattern[str] | None = None
+
+
+def register_secret(value: str) -> None:
+    global _known_pattern
+    if len(value) < 8 or value in _known:
+        return  # too short to mask without mangling ordinary text
+    _known.add(value)
+    _known_pattern = re.compile("|".join(re.escape(v) for v in sorted(_known, key=len, reverse=True)))
+
+
 def redact(text: str) -> str:
     def mask(m: re.Match[str]) -> str:
         keep = next(g for g in m.groups() if g is not None)
         return keep + "…redacted"
 
+    if _known_pattern is not None:
+        text = _known_pattern.sub("…redacted", text)
     return _SECRETS.sub(mask, text)
 
 
@@ -42,7 +58,8 @@ class JsonFormatter(logging.Formatter):
         for key in ("request_id", "key_id", "model", "provider", "endpoint_id", "status", "latency_ms"):
             value = getattr(record, key, None)
             if value is not None:
-                entry[key] = value
+                # Fields carry client input too (a "model" may be anything the client sent).
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()

@@ -1,4 +1,4 @@
-"""One Ensemble (mock provider + an OpenAI-format provider on the fake upstream) for the client tests."""
+"""One Ensemble (mock provider + OpenAI-format lanes on the fake upstream) for the client tests."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client.stack import FAKE_ENDPOINT, FAKE_MODEL, FakeClock, Stack
-from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
+from client.stack import FakeClock, Stack, Upstream
+from support.client_lanes import lane_providers
+from support.ensemble import MOCK_PROVIDER, Ensemble
 from support.fake import FakeUpstream
 
 
@@ -16,8 +17,9 @@ from support.fake import FakeUpstream
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     fake = FakeUpstream()
     try:  # a gateway that fails to start must not leave the fake upstream running
-        provider = openai_provider(fake.endpoint_url(FAKE_ENDPOINT), name="fake", models=[FAKE_MODEL])
-        gateway = Ensemble(Path(tmp_path_factory.mktemp("client")), providers=[MOCK_PROVIDER, provider])
+        gateway = Ensemble(
+            Path(tmp_path_factory.mktemp("client")), providers=[MOCK_PROVIDER, *lane_providers(fake)]
+        )
         try:
             yield Stack(gateway, fake)
         finally:
@@ -32,8 +34,13 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def upstream(stack: Stack) -> Iterator[Stack]:
-    """The stack with the fake endpoint's queue and recordings cleared before and after a test."""
-    stack.fake.http.post("/_fake/reset", json={"endpoint": FAKE_ENDPOINT}).raise_for_status()
-    yield stack
-    stack.fake.http.post("/_fake/reset", json={"endpoint": FAKE_ENDPOINT}).raise_for_status()
+def upstream(stack: Stack) -> Upstream:
+    """A fresh endpoint whose provider never cools down after failures: the client's own retries
+    and breaker are what the test sees."""
+    return stack.take()
+
+
+@pytest.fixture
+def guarded(stack: Stack) -> Upstream:
+    """A fresh endpoint with the gateway's default protection (cool-down after 3 failures in a row)."""
+    return stack.take(guarded=True)

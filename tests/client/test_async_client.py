@@ -6,22 +6,25 @@ import asyncio
 
 import pytest
 
-from client.stack import FAKE_ENDPOINT, FAKE_MODEL, FakeClock, Stack
+from client.stack import FakeClock, RecordedClock, Stack, Upstream
 from ensemble.client import (
     NO_RETRIES,
     APIConnectionError,
     AsyncEnsembleClient,
     BadRequestError,
+    CircuitBreaker,
     CircuitOpenError,
     ConfigurationError,
     MissingAPIKeyWarning,
     NotFoundError,
+    OverloadedError,
     ProviderError,
     RateLimitError,
     StreamError,
     TextBlock,
     ToolCallBlock,
 )
+from support.client_lanes import lane_models
 from support.processes import free_port
 
 HELLO = "Hello there, gateway"
@@ -49,7 +52,7 @@ async def test_every_method(stack: Stack, fake_clock: FakeClock) -> None:
         assert made.content == MOCK_ANSWER and made.cost_micro_dollars > 0
         assert (await client.get_status(made.id)).status == "completed"
         assert await client.retrieve(made.id) == made
-        assert {m.id for m in await client.models()} == {"mock-1", FAKE_MODEL}
+        assert {m.id for m in await client.models()} == {"mock-1", *lane_models()}
         assert await client.is_healthy()
         chunks = [c async for c in client.generate_stream("mock-1", HELLO)]
         assert all(chunks) and "".join(chunks) == MOCK_ANSWER
@@ -85,46 +88,73 @@ async def test_typed_errors(stack: Stack, fake_clock: FakeClock) -> None:
     assert fake_clock.sleeps == []
 
 
-async def test_retries_with_backoff_and_retry_after(upstream: Stack, fake_clock: FakeClock) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 502}, {"status": 529, "retry_after": 2.5})
-    async with make_client(upstream, fake_clock) as client:
-        r = await client.generate(FAKE_MODEL, HELLO)
-    # 502 → back-off 1 s; 529 → gateway 429 with Retry-After 3 (whole seconds) → 3 s
-    assert r.provider == "fake" and fake_clock.sleeps == [1.0, 3.0] and upstream.upstream_calls() == 3
+async def test_retries_with_backoff_and_retry_after(upstream: Upstream) -> None:
+    # The 529 cools the endpoint for its 1 s retry-after on the gateway's real clock, so this test
+    # really sleeps (and records the sleeps): the retry must come after the cool-down.
+    upstream.enqueue({"status": 502}, {"status": 529, "retry_after": 1})
+    clock = RecordedClock()
+    async with make_client(upstream, clock) as client:
+        r = await client.generate(upstream.model, HELLO)
+    # 502 → back-off 1 s; 529 → the gateway's 429 with Retry-After: 1 → 1 s
+    assert r.provider == upstream.provider and clock.sleeps == [1.0, 1.0] and upstream.upstream_calls() == 3
 
 
-async def test_exhausted_retries_raise_the_typed_error(upstream: Stack, fake_clock: FakeClock) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 529, "count": 3})
-    async with make_client(upstream, fake_clock) as client:
+async def test_exhausted_retries_raise_the_typed_error(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 529, "count": 3, "retry_after": 1})
+    clock = RecordedClock()
+    async with make_client(upstream, clock) as client:
         with pytest.raises(RateLimitError) as info:
-            await client.generate(FAKE_MODEL, HELLO)
+            await client.generate(upstream.model, HELLO)
     assert info.value.status == 429 and info.value.retryable and info.value.retry_after == 1
-    assert fake_clock.sleeps == [1.0, 1.0] and upstream.upstream_calls() == 3
+    assert info.value.code == "all_endpoints_exhausted"
+    assert clock.sleeps == [1.0, 1.0] and upstream.upstream_calls() == 3
 
 
-async def test_mid_stream_error(upstream: Stack, fake_clock: FakeClock) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"error_event_after_chunks": 2})
+async def test_a_cooling_endpoint_is_answered_by_the_gateway(
+    guarded: Upstream, fake_clock: FakeClock
+) -> None:
+    # The gateway's own protection end to end: three upstream 500s in a row cool the endpoint
+    # (2 s); the client then gets the gateway's 503 with Retry-After, typed and retryable, and
+    # the upstream is not called again.
+    guarded.enqueue({"status": 500, "count": 3})
+    async with make_client(
+        guarded, fake_clock, retry=NO_RETRIES, breaker=CircuitBreaker(failure_threshold=10, clock=fake_clock)
+    ) as client:
+        for _ in range(3):
+            with pytest.raises(ProviderError) as failed:
+                await client.generate(guarded.model, HELLO)
+            assert failed.value.status == 502 and failed.value.retryable
+        await asyncio.sleep(0.01)  # not in the millisecond the cool-down started (see FakeClock)
+        with pytest.raises(OverloadedError) as info:
+            await client.generate(guarded.model, HELLO)
+    e = info.value
+    assert e.status == 503 and e.type == "overloaded" and e.code == "all_endpoints_failing" and e.retryable
+    assert e.retry_after == 2 and guarded.upstream_calls() == 3 and fake_clock.sleeps == []
+
+
+async def test_mid_stream_error(upstream: Upstream, fake_clock: FakeClock) -> None:
+    upstream.enqueue({"error_event_after_chunks": 2})
     async with make_client(upstream, fake_clock) as client:
         with pytest.raises(StreamError) as info:
-            async for _ in client.stream(FAKE_MODEL, HELLO):
+            async for _ in client.stream(upstream.model, HELLO):
                 pass
     assert info.value.type and upstream.upstream_calls() == 1 and fake_clock.sleeps == []
 
 
-async def test_breaker(upstream: Stack, fake_clock: FakeClock) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 5})
+async def test_breaker(upstream: Upstream, fake_clock: FakeClock) -> None:
+    upstream.enqueue({"status": 500, "count": 5})
     async with make_client(upstream, fake_clock, retry=NO_RETRIES) as client:
         for _ in range(5):
             with pytest.raises(ProviderError):
-                await client.generate(FAKE_MODEL, HELLO)
+                await client.generate(upstream.model, HELLO)
         with pytest.raises(CircuitOpenError):
-            await client.generate(FAKE_MODEL, HELLO)
+            await client.generate(upstream.model, HELLO)
         with pytest.raises(CircuitOpenError):
-            async for _ in client.stream(FAKE_MODEL, HELLO):
+            async for _ in client.stream(upstream.model, HELLO):
                 pass
         assert upstream.upstream_calls() == 5
         fake_clock.now += 30
-        assert (await client.generate(FAKE_MODEL, HELLO)).provider == "fake"  # the probe
+        assert (await client.generate(upstream.model, HELLO)).provider == upstream.provider  # the probe
         assert client.breaker.state == "closed"
 
 

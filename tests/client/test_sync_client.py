@@ -4,12 +4,13 @@ and the circuit breaker (the fake upstream supplies the failures; time is inject
 from __future__ import annotations
 
 import socket
+import time
 import warnings
 from decimal import Decimal
 
 import pytest
 
-from client.stack import FAKE_ENDPOINT, FAKE_MODEL, FakeClock, Stack
+from client.stack import FakeClock, RecordedClock, Stack, Upstream
 from ensemble.client import (
     NO_RETRIES,
     APIConnectionError,
@@ -22,6 +23,7 @@ from ensemble.client import (
     EnsembleClient,
     MissingAPIKeyWarning,
     NotFoundError,
+    OverloadedError,
     ProviderError,
     RateLimitError,
     RetryPolicy,
@@ -30,6 +32,7 @@ from ensemble.client import (
     Timeouts,
     ToolCallBlock,
 )
+from support.client_lanes import lane_models
 from support.processes import free_port
 
 HELLO = "Hello there, gateway"
@@ -113,7 +116,7 @@ def test_status_and_retrieve(stack: Stack) -> None:
 def test_models(stack: Stack) -> None:
     with make_client(stack) as client:
         models = {m.id: m for m in client.models()}
-    assert set(models) == {"mock-1", FAKE_MODEL}
+    assert set(models) == {"mock-1", *lane_models()}
     assert models["mock-1"].capabilities.streaming and models["mock-1"].providers == ["mock"]
 
 
@@ -217,75 +220,111 @@ def test_settings_come_from_the_environment(stack: Stack) -> None:
 # -- retries, Retry-After and timeouts (failures from the fake upstream) -----------------------
 
 
-def test_retryable_errors_are_retried_with_exponential_backoff(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 2})
+def test_retryable_errors_are_retried_with_exponential_backoff(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 500, "count": 2})
     clock = FakeClock()
     with make_client(upstream, clock) as client:
-        r = client.generate(FAKE_MODEL, HELLO)
-    assert r.provider == "fake" and r.content
+        r = client.generate(upstream.model, HELLO)
+    assert r.provider == upstream.provider and r.content
     assert clock.sleeps == [1.0, 2.0] and upstream.upstream_calls() == 3
 
 
-def test_retries_give_up_after_two_with_a_typed_error(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 3})
+def test_retries_give_up_after_two_with_a_typed_error(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 500, "count": 3})
     clock = FakeClock()
     with make_client(upstream, clock) as client, pytest.raises(ProviderError) as info:
-        client.generate(FAKE_MODEL, HELLO)
+        client.generate(upstream.model, HELLO)
     e = info.value
     assert e.status == 502 and e.type == "provider_error" and e.retryable and e.request_id
     assert clock.sleeps == [1.0, 2.0] and upstream.upstream_calls() == 3
 
 
-def test_backoff_doubles_up_to_four_seconds(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 4})
+def test_backoff_doubles_up_to_four_seconds(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 500, "count": 4})
     clock = FakeClock()
     with make_client(upstream, clock, retry=RetryPolicy(max_retries=4)) as client:
-        assert client.generate(FAKE_MODEL, HELLO).provider == "fake"
+        assert client.generate(upstream.model, HELLO).provider == upstream.provider
     assert clock.sleeps == [1.0, 2.0, 4.0, 4.0]
 
 
-def test_retry_after_is_honoured(upstream: Stack) -> None:
-    # 529 overloaded upstream with retry-after 3 → the gateway answers 429 with Retry-After: 3.
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 529, "retry_after": 3})
-    clock = FakeClock()
+def test_retry_after_is_honoured(upstream: Upstream) -> None:
+    # 529 overloaded upstream with retry-after 1 → the gateway cools the endpoint for 1 s and
+    # answers 429 with Retry-After: 1. The cool-down runs on real time, so the client's sleep is
+    # real here (and recorded): its retry after exactly that wait reaches the upstream again.
+    upstream.enqueue({"status": 529, "retry_after": 1})
+    clock = RecordedClock()
     with make_client(upstream, clock) as client:
-        assert client.generate(FAKE_MODEL, HELLO).provider == "fake"
-    assert clock.sleeps == [3.0] and upstream.upstream_calls() == 2
+        assert client.generate(upstream.model, HELLO).provider == upstream.provider
+    assert clock.sleeps == [1.0] and upstream.upstream_calls() == 2
 
 
-def test_retry_after_beyond_the_limit_is_not_waited_for(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 529, "retry_after": 30})
+def test_a_retry_inside_the_cool_down_never_reaches_the_upstream(upstream: Upstream) -> None:
+    # With the injected clock the client's 1 s wait is instant, so both retries arrive while the
+    # gateway is still cooling the endpoint after the 529: the gateway answers them itself.
+    upstream.enqueue({"status": 529, "retry_after": 1})
+    clock = FakeClock(nudge=0.01)
+    with make_client(upstream, clock) as client, pytest.raises(RateLimitError) as info:
+        client.generate(upstream.model, HELLO)
+    e = info.value
+    assert e.status == 429 and e.type == "rate_limited" and e.code == "all_endpoints_exhausted"
+    assert e.retryable and e.retry_after == 1
+    assert clock.sleeps == [1.0, 1.0] and upstream.upstream_calls() == 1
+
+
+def test_repeated_upstream_failures_get_the_gateways_503(guarded: Upstream) -> None:
+    # The gateway's own protection end to end: after 3 upstream 500s in a row the endpoint cools
+    # down (2 s). The client's 3 attempts each see the 502; the next call gets the gateway's 503
+    # `overloaded` with Retry-After: 2, typed as retryable: the client waits as told, and its
+    # retries, still inside the cool-down (the clock is injected), never reach the upstream.
+    guarded.enqueue({"status": 500, "count": 3})
+    clock = FakeClock(nudge=0.01)
+    breaker = CircuitBreaker(failure_threshold=10, clock=clock)  # the gateway's answer, not the breaker's
+    with make_client(guarded, clock, breaker=breaker) as client:
+        with pytest.raises(ProviderError) as failed:
+            client.generate(guarded.model, HELLO)
+        assert failed.value.status == 502 and clock.sleeps == [1.0, 2.0] and guarded.upstream_calls() == 3
+        time.sleep(0.01)  # not in the millisecond the cool-down started (see FakeClock)
+        with pytest.raises(OverloadedError) as info:
+            client.generate(guarded.model, HELLO)
+    e = info.value
+    assert e.status == 503 and e.type == "overloaded" and e.code == "all_endpoints_failing"
+    assert e.retryable and e.retry_after == 2 and e.request_id
+    assert clock.sleeps == [1.0, 2.0, 2.0, 2.0] and guarded.upstream_calls() == 3
+
+
+def test_retry_after_beyond_the_limit_is_not_waited_for(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 529, "retry_after": 30})
     clock = FakeClock()
     client = make_client(upstream, clock, retry=RetryPolicy(max_retry_after=10))
     with client, pytest.raises(RateLimitError) as info:
-        client.generate(FAKE_MODEL, HELLO)
+        client.generate(upstream.model, HELLO)
     assert info.value.retry_after == 30 and info.value.retryable and clock.sleeps == []
 
 
-def test_client_errors_from_the_provider_are_not_retried(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 400, "message": "bad thing"})
+def test_client_errors_from_the_provider_are_not_retried(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 400, "message": "bad thing"})
     clock = FakeClock()
     with make_client(upstream, clock) as client, pytest.raises(BadRequestError) as info:
-        client.generate(FAKE_MODEL, HELLO)
+        client.generate(upstream.model, HELLO)
     assert info.value.status == 400 and not info.value.retryable
     assert clock.sleeps == [] and upstream.upstream_calls() == 1
     assert client.breaker.consecutive_failures == 0
 
 
-def test_stream_opening_is_retried(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 503})
+def test_stream_opening_is_retried(upstream: Upstream) -> None:
+    upstream.enqueue({"status": 503})
     clock = FakeClock()
-    with make_client(upstream, clock) as client, client.stream(FAKE_MODEL, HELLO) as s:
+    with make_client(upstream, clock) as client, client.stream(upstream.model, HELLO) as s:
         text = s.text()
     assert text and s.response is not None and s.response.content == text
     assert clock.sleeps == [1.0] and upstream.upstream_calls() == 2
 
 
-def test_error_after_the_stream_started_is_a_stream_error(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"error_event_after_chunks": 2})
+def test_error_after_the_stream_started_is_a_stream_error(upstream: Upstream) -> None:
+    upstream.enqueue({"error_event_after_chunks": 2})
     clock = FakeClock()
     with make_client(upstream, clock) as client:
-        s = client.stream(FAKE_MODEL, HELLO)
+        s = client.stream(upstream.model, HELLO)
         got = []
         with pytest.raises(StreamError) as info:
             got.extend(s)
@@ -305,29 +344,29 @@ def test_connection_errors_are_retried_then_typed() -> None:
         assert clock.sleeps == [1.0, 2.0] and c.breaker.consecutive_failures == 3
 
 
-def test_generate_timeout_is_typed_and_not_retried(upstream: Stack) -> None:
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"stall_before_first_byte_ms": 3000})
+def test_generate_timeout_is_typed_and_not_retried(upstream: Upstream) -> None:
+    upstream.enqueue({"stall_before_first_byte_ms": 3000})
     clock = FakeClock()
     client = make_client(upstream, clock, timeouts=Timeouts(generate=0.5))
     with client, pytest.raises(APITimeoutError) as info:
-        client.generate(FAKE_MODEL, HELLO)
+        client.generate(upstream.model, HELLO)
     assert not info.value.retryable and clock.sleeps == [] and upstream.upstream_calls() == 1
 
 
 # -- the circuit breaker ---------------------------------------------------------------------
 
 
-def test_breaker_opens_after_five_failures_then_probes(upstream: Stack) -> None:
+def test_breaker_opens_after_five_failures_then_probes(upstream: Upstream) -> None:
     clock = FakeClock()
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 5})
+    upstream.enqueue({"status": 500, "count": 5})
     with make_client(upstream, clock, retry=NO_RETRIES) as client:
         for _ in range(5):
             with pytest.raises(ProviderError):
-                client.generate(FAKE_MODEL, HELLO)
+                client.generate(upstream.model, HELLO)
         assert client.breaker.state == "open" and upstream.upstream_calls() == 5
 
         with pytest.raises(CircuitOpenError) as info:
-            client.generate(FAKE_MODEL, HELLO)
+            client.generate(upstream.model, HELLO)
         assert info.value.retry_after == 30 and upstream.upstream_calls() == 5  # nothing sent
         clock.now += 29.9
         with pytest.raises(CircuitOpenError):
@@ -336,31 +375,31 @@ def test_breaker_opens_after_five_failures_then_probes(upstream: Stack) -> None:
         # cool-down over: one probe; it fails → open for another 30 s
         clock.now += 0.1
         assert client.breaker.state == "half_open"
-        upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500})
+        upstream.enqueue({"status": 500})
         with pytest.raises(ProviderError):
-            client.generate(FAKE_MODEL, HELLO)
+            client.generate(upstream.model, HELLO)
         assert client.breaker.state == "open" and upstream.upstream_calls() == 6
         with pytest.raises(CircuitOpenError):
-            client.generate(FAKE_MODEL, HELLO)
+            client.generate(upstream.model, HELLO)
 
         # next probe succeeds → closed
         clock.now += 30
-        assert client.generate(FAKE_MODEL, HELLO).provider == "fake"
+        assert client.generate(upstream.model, HELLO).provider == upstream.provider
         assert client.breaker.state == "closed" and client.breaker.consecutive_failures == 0
         assert client.generate("mock-1", HELLO).content == MOCK_ANSWER
 
 
-def test_breaker_opening_stops_retries_and_is_configurable(upstream: Stack) -> None:
+def test_breaker_opening_stops_retries_and_is_configurable(upstream: Upstream) -> None:
     clock = FakeClock()
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"status": 500, "count": 3})
+    upstream.enqueue({"status": 500, "count": 3})
     breaker = CircuitBreaker(failure_threshold=2, cooldown=5, clock=clock)
     with make_client(upstream, clock, breaker=breaker) as client:
         with pytest.raises(ProviderError):  # the real error, not a wait and then CircuitOpenError
-            client.generate(FAKE_MODEL, HELLO)
+            client.generate(upstream.model, HELLO)
         assert clock.sleeps == [1.0] and upstream.upstream_calls() == 2
         assert client.breaker.state == "open"
         with pytest.raises(CircuitOpenError) as info:
-            client.generate(FAKE_MODEL, HELLO)
+            client.generate(upstream.model, HELLO)
         assert info.value.retry_after == 5 and upstream.upstream_calls() == 2
         clock.now += 5
         assert client.breaker.state == "half_open"
@@ -375,12 +414,12 @@ def test_four_xx_answers_do_not_trip_the_breaker(stack: Stack) -> None:
         assert client.breaker.state == "closed"
 
 
-def test_a_stream_that_goes_quiet_times_out(upstream: Stack) -> None:
+def test_a_stream_that_goes_quiet_times_out(upstream: Upstream) -> None:
     # The stream timeout is the longest silence: 2 s of stall after two chunks ends a 0.5 s stream.
-    upstream.fake.enqueue(FAKE_ENDPOINT, {"stall_after_chunks": 2, "stall_ms": 2000})
+    upstream.enqueue({"stall_after_chunks": 2, "stall_ms": 2000})
     clock = FakeClock()
     client = make_client(upstream, clock, timeouts=Timeouts(stream=0.5))
     got: list[object] = []
     with client, pytest.raises(StreamError, match="timed out") as info:
-        got.extend(client.stream(FAKE_MODEL, HELLO))
+        got.extend(client.stream(upstream.model, HELLO))
     assert got and info.value.request_id and clock.sleeps == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -119,6 +119,8 @@ class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     request_log: bool = True
+    # Records waiting for the batched SQLite writer; when full the oldest is dropped (and counted).
+    request_log_buffer: Annotated[int, msgspec.Meta(ge=16, le=16_777_216)] = 65_536
 
 
 class TelemetryConfig(_Strict):

@@ -184,7 +184,7 @@ class HttpProvider(Provider):
         if self.on_headers is not None:
             self.on_headers(target, resp.headers)
         payload = await resp.read()
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:  # 3xx too: redirects are never followed (credentials)
             raise self.wire.classify(resp.status, resp.headers, payload)
         try:
             return self.wire.parse(payload)
@@ -205,7 +205,7 @@ class HttpProvider(Provider):
         )
         if self.on_headers is not None:
             self.on_headers(target, resp.headers)
-        if resp.status >= 400:
+        if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
             raise self.wire.classify(resp.status, resp.headers, await resp.read())
         parser = SseParser()
         decoder = self.wire.decoder()

@@ -16,7 +16,7 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import errors, formats, inference, info
+from ensemble.server import admin, errors, formats, inference, info
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -36,6 +36,7 @@ class App:
             inference.ROUTES
             + formats.ROUTES
             + info.ROUTES
+            + admin.ROUTES
             + telemetry_routes.ROUTES
             + batch_routes.ROUTES
             + anthropic_batch_routes.ROUTES

@@ -17,6 +17,7 @@ from granian._granian import RSGIProtocolError as ProtocolError
 from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
+from ensemble.logs import redact
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
 Headers = list[tuple[str, str]]
@@ -136,12 +137,12 @@ class Request:
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()
-        elif _REQUEST_ID.fullmatch(supplied):
+        elif _REQUEST_ID.fullmatch(supplied) and redact(supplied) == supplied:
             self.request_id = supplied
         else:
             self.request_id = new_request_id()
             raise InvalidRequest(
-                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : -",
+                "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
             )
 
@@ -163,6 +164,13 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+        try:
+            return await self._body(limit)
+        except (ProtocolClosed, ProtocolError) as e:
+            # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
+            raise ClientDisconnected("the client closed the connection before sending the whole body") from e
+
+    async def _body(self, limit: int) -> bytes:
         length = self.header("content-length")
         if length is not None:
             try:

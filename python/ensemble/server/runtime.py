@@ -9,22 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import aiosqlite
 
-from ensemble import __version__
+from ensemble import __version__, logs
 from ensemble._native import KeyTable
 from ensemble.auth import Authenticator
 from ensemble.batch.service import BatchService
 from ensemble.config.schema import Config
 from ensemble.gateway import Gateway
 from ensemble.providers import build_provider
-from ensemble.providers.base import Provider
+from ensemble.providers.base import Endpoint, Provider
 from ensemble.ratelimit import Admission
 from ensemble.storage import database
+from ensemble.storage.credentials import CredentialCache
+from ensemble.storage.crypto import Cipher, CryptoError
 from ensemble.storage.keys import KeyRecord, load_changed
 from ensemble.storage.scaleout import Scaleout
 from ensemble.telemetry import runtime as telemetry_setup
@@ -49,6 +52,9 @@ class Runtime:
             connect_timeout=config.provider_timeouts.connect, read_timeout=config.provider_timeouts.default
         )
         self.providers: list[Provider] = []
+        self.endpoints: dict[str, Endpoint] = {}
+        self._config_keys: dict[str, str] = {}  # endpoint id -> api_key from config ("" = use stored)
+        self.credentials = CredentialCache(None)
         self.admission = Admission(
             window_s=config.rate_limit.window_size,
             default_rpm=config.rate_limit.default_rpm,
@@ -80,13 +86,19 @@ class Runtime:
                     pc.type,
                 )
                 continue
+            self.providers.append(provider)
+        await self._start_credentials()
+        for provider in self.providers:
             for e in provider.endpoints:
                 if not e.has_credential:
                     log.warning(
-                        "endpoint %s of provider %s has no API key: reported unavailable", e.id, pc.name
+                        "endpoint %s of provider %s has no API key: reported unavailable", e.id, provider.name
                     )
-            self.providers.append(provider)
-        self.request_log = RequestLog(self.db, keep_rows=self.config.logging.request_log)
+        self.request_log = RequestLog(
+            self.db,
+            keep_rows=self.config.logging.request_log,
+            capacity=self.config.logging.request_log_buffer,
+        )
         self.request_log.start()
         await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
@@ -94,6 +106,9 @@ class Runtime:
         self.batches = await BatchService.open(self)
         self.batches.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(self._poll_credentials(), name="credential-sync")
+        )
 
     async def shutdown(self) -> None:
         self.accepting = False
@@ -171,6 +186,48 @@ class Runtime:
                 await self.sync_keys()
             except Exception:
                 log.exception("key table sync failed; retrying")
+
+    # -- provider credentials (config first, else the encrypted store) ---------------------------
+
+    async def _start_credentials(self) -> None:
+        logs.register_secret(os.environ.get("ENSEMBLE_ADMIN_KEY", ""))
+        try:
+            cipher = Cipher.from_environment()
+        except CryptoError as problem:
+            log.error("stored provider credentials are disabled: %s", problem)
+            cipher = None
+        self.credentials = CredentialCache(cipher)
+        for provider in self.providers:
+            for e in provider.endpoints:
+                self.endpoints[e.id] = e
+                self._config_keys[e.id] = e.api_key
+                logs.register_secret(e.api_key)
+        await self.sync_credentials()
+
+    async def sync_credentials(self) -> None:
+        assert self.db is not None
+        if not await self.credentials.sync(self.db):
+            return
+        for endpoint_id, endpoint in self.endpoints.items():
+            if self._config_keys.get(endpoint_id):
+                continue  # a key in the config wins over a stored one
+            value = self.credentials.values.get(endpoint_id, "")
+            logs.register_secret(value)
+            endpoint.api_key = value
+
+    def credential_source(self, endpoint_id: str) -> str:
+        """Which credential an endpoint's requests carry: config | stored | none."""
+        if self._config_keys.get(endpoint_id):
+            return "config"
+        return "stored" if endpoint_id in self.credentials.values else "none"
+
+    async def _poll_credentials(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_POLL_INTERVAL)
+            try:
+                await self.sync_credentials()
+            except Exception:
+                log.exception("credential sync failed; retrying")
 
     # -- views ----------------------------------------------------------------------------------
 

@@ -147,3 +147,53 @@ async def load_changed(
         out.append((bytes(row[0]), _record(tuple(row[1:10]))))
         newest = max(newest, int(row[10]))
     return out, newest
+
+
+def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRecord | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return _record(row) if row else None
+
+
+def page_keys(conn: sqlite3.Connection, limit: int, offset: int) -> tuple[list[KeyRecord], int]:
+    """One page of keys, oldest first, and the total count."""
+    (total,) = conn.execute("SELECT count(*) FROM api_keys").fetchone()
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id LIMIT ? OFFSET ?", (limit, offset)
+    ).fetchall()
+    return [_record(r) for r in rows], int(total)
+
+
+def update_config(
+    conn: sqlite3.Connection,
+    key_id: str,
+    *,
+    name: str | None = None,
+    customer_id: str | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    models: list[str] | None = None,
+) -> KeyRecord | None:
+    """Change the given fields of a key (None leaves one as is); returns the new record."""
+    changes: dict[str, object] = {}
+    if name is not None:
+        changes["name"] = name
+    if customer_id is not None:
+        changes["customer_id"] = customer_id
+    if rpm is not None:
+        changes["rate_limit_rpm"] = rpm
+    if tpm is not None:
+        changes["rate_limit_tpm"] = tpm
+    if models is not None:
+        changes["allowed_models"] = msgspec.json.encode(models).decode()
+    changes["updated_at"] = int(time.time() * 1000)
+    assignments = ", ".join(f"{column} = ?" for column in changes)  # column names are fixed above
+    cur = conn.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*changes.values(), key_id))
+    if cur.rowcount == 0:
+        return None
+    return get_key(conn, key_id)
+
+
+def get_key_and_digest(conn: sqlite3.Connection, key_id: str) -> tuple[bytes, KeyRecord] | None:
+    """The record with its digest: what a key change published to other instances carries."""
+    row = conn.execute(f"SELECT digest, {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    return (bytes(row[0]), _record(tuple(row[1:]))) if row else None

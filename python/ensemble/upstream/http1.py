@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -128,7 +129,10 @@ class _Response:
             if self._done:
                 return None
             if self._error is not None:
-                raise self._error
+                # A copy: raising the stored instance would chain its traceback (and through it the
+                # request's frames and RSGI transport) to this response, a cycle only the GC breaks;
+                # Granian ends a client's stream only when its transport is freed.
+                raise copy.copy(self._error)
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(self._waiter, self._timeout())

@@ -18,6 +18,8 @@ from collections.abc import Callable
 import aiosqlite
 import msgspec
 
+from ensemble.logs import redact
+
 log = logging.getLogger("ensemble.usage")
 
 DEFAULT_CAPACITY = 65_536
@@ -102,8 +104,33 @@ class RequestLog:
     def __len__(self) -> int:
         return len(self._buffer)
 
+    def stats(self) -> dict[str, object]:
+        """What /admin/status shows: how full the buffer is and what was lost, if anything."""
+        return {
+            "buffered": len(self._buffer),
+            "capacity": self._capacity,
+            "dropped": self.dropped,
+            "written": self.written,
+            "batch_size": self._batch_size,
+            "flush_interval_ms": round(self._flush_interval * 1000),
+            "when_full": "drop_oldest",
+        }
+
     def record(self, rec: LogRecord) -> None:
         """Non-blocking: enqueue, dropping the oldest unwritten record if the buffer is full."""
+        if rec.status == "error":
+            # A served model's name is config; an unknown one is client input, and a key pasted into
+            # "model" must not be stored. Upstream messages may echo a credential back.
+            rec.model = redact(rec.model)
+            rec.error = redact(rec.error)
+            log.log(
+                logging.INFO if rec.http_status >= 500 else logging.DEBUG,  # 4xx storms stay quiet
+                "request %s failed with HTTP %d: %s",
+                rec.request_id,
+                rec.http_status,
+                rec.error,
+                extra={"request_id": rec.request_id, "key_id": rec.key_id, "model": rec.model},
+            )
         if len(self._buffer) >= self._capacity:
             self._buffer.popleft()
             self.dropped += 1
