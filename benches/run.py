@@ -333,6 +333,17 @@ def main() -> None:
     results: list[Result] = []
     try:
         fake.wait_http(upstream + "/_fake/health")
+        # The fake announces a provider-like rate limit in its headers, which Ensemble obeys: lift
+        # it, and stop recording requests, so a long run measures the proxy and nothing else.
+        httpx.put(
+            upstream + "/_fake/config",
+            json={
+                "endpoint": "default",
+                "ratelimit_requests": 10**9,
+                "ratelimit_tokens": 10**12,
+                "record": False,
+            },
+        ).raise_for_status()
         path = PATH
         for fmt in ("json", "sse"):
             for c in concurrencies:

@@ -27,40 +27,8 @@ from ensemble.config import load_config
 from ensemble.server.app import App
 
 BIN = Path(sys.executable).parent
-
-
-class Headers(dict[str, str]):
-    pass
-
-
-class Scope:
-    def __init__(self, path: str, headers: dict[str, str]) -> None:
-        self.proto = "http"
-        self.method = "POST"
-        self.path = path
-        self.query_string = ""
-        self.headers = Headers(headers)
-
-
-class Transport:
-    async def send_bytes(self, data: bytes) -> None:
-        pass
-
-
-class Proto:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.status = 0
-
-    async def __call__(self) -> bytes:
-        return self.body
-
-    def response_bytes(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status = status
-
-    def response_stream(self, status: int, headers: list[tuple[str, str]]) -> Transport:
-        self.status = status
-        return Transport()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from rsgi_fakes import Proto, Scope  # noqa: E402
 
 
 def setup(tmp: Path) -> tuple[App, str]:

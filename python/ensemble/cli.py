@@ -6,7 +6,9 @@ import argparse
 import base64
 import binascii
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -158,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if before != after:
         print(f"database {config.database.path}: schema migrated {before} -> {after}", file=sys.stderr)
     _first_key(config)
+    metrics_dir = _metrics_dir(config)
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     os.environ[OVERRIDES_ENV] = orjson.dumps(overrides).decode()
     s = config.server
@@ -186,8 +189,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=config.logging.level,  # type: ignore[arg-type]
         log_access=False,
     )
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir(config: Config) -> str | None:
+    """Several workers: prometheus-client's multiprocess mode in a fresh directory for this run, so
+    counts aggregate across workers and never include a previous run's (set before workers start)."""
+    if config.server.workers <= 1 or not config.telemetry.prometheus:
+        return None
+    path = tempfile.mkdtemp(prefix="ensemble-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

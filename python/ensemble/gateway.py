@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
@@ -72,6 +73,7 @@ class CallContext:
     reservation: Reservation | None = None
     rate_limit: RateLimitInfo | None = None
     recorded: bool = False
+    model: str = ""  # the model the client asked for, once parsed (telemetry labels)
     route: RouteDecision | None = None
     # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
     endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
@@ -132,6 +134,7 @@ class Gateway:
 
     def prepare(self, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
         """Everything that can refuse a request before any upstream call: returns the route plan."""
+        ctx.model = request.model
         model = next(iter(self.router.models().get(request.model) or ()), None)
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
@@ -318,6 +321,7 @@ class Gateway:
                 result = await target.provider.complete(request, target, opts)
             except ProviderError as e:
                 ctx.upstream_s += time.perf_counter() - t0
+                _count_upstream_error(target, e)
                 self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
                     raise
@@ -424,6 +428,9 @@ class Gateway:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
         self._reconcile_endpoint(ctx, usage)
+        metrics = telemetry.metrics
+        if metrics is not None:
+            metrics.finished(ctx, model, usage, cost_micro, time.perf_counter() - ctx.started)
         if self.request_log is None:
             return
         target = ctx.target
@@ -479,6 +486,7 @@ class Gateway:
             except ProviderError as e:
                 target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0
+                _count_upstream_error(target, e)
                 await _close(iterator)
                 self._attempt_failed(ctx, e, fo)
                 if not e.retryable:
@@ -498,6 +506,12 @@ class Gateway:
 
 
 CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)
+
+
+def _count_upstream_error(target: Target, error: ProviderError) -> None:
+    metrics = telemetry.metrics
+    if metrics is not None:
+        metrics.upstream_error(target.provider.name, target.endpoint.id, error)
 
 
 async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
@@ -582,6 +596,8 @@ class LiveStream:
         if self.assembler.usage.input_tokens == 0:
             self.assembler.usage.input_tokens = estimate_prompt_tokens(self.request)
         usage = self.assembler.usage
+        if isinstance(error, ProviderError):
+            _count_upstream_error(self.target, error)
         cost = self.target.price.cost(usage)
         self.gateway.record(
             ctx,

@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from ensemble.storage import database
 from support.processes import BIN, ROOT
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -58,7 +59,7 @@ def test_production_refuses_to_start_without_secrets(tmp_path: Path) -> None:
 
 def test_keys_create_list_revoke_and_migrate(tmp_path: Path) -> None:
     env = {"ENSEMBLE_DATABASE": str(tmp_path / "k.db")}
-    assert "schema version 0 -> 1" in run("migrate", env=env).stdout
+    assert f"schema version 0 -> {database.SCHEMA_VERSION}" in run("migrate", env=env).stdout
     assert "schema is current" in run("migrate", env=env).stdout
     created = run("keys", "create", "--name", "ci", "--rpm", "5", "--models", "a,b", env=env)
     key = created.stdout.strip()

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian.rsgi import Scope
 
-from ensemble import logs
+from ensemble import logs, telemetry
+from ensemble.batch import anthropic_routes as anthropic_batch_routes
+from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
-from ensemble.errors import EnsembleError
+from ensemble.errors import EnsembleError, RateLimited
 from ensemble.server import admin, errors, formats, inference, info, websocket
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
+from ensemble.telemetry import routes as telemetry_routes
 
 log = logging.getLogger("ensemble.server")
 
@@ -28,7 +32,15 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.runtime = Runtime(config)
-        self.routes = RouteTable(inference.ROUTES + formats.ROUTES + info.ROUTES + admin.ROUTES)
+        self.routes = RouteTable(
+            inference.ROUTES
+            + formats.ROUTES
+            + info.ROUTES
+            + admin.ROUTES
+            + telemetry_routes.ROUTES
+            + batch_routes.ROUTES
+            + anthropic_batch_routes.ROUTES
+        )
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -46,31 +58,62 @@ class App:
         await self.handle(scope, proto)
 
     async def handle(self, scope: Scope, proto: HTTPProtocol) -> None:
+        tracing = telemetry.tracing
+        if tracing is None:  # the common case: no tracer code at all on the request path
+            await self._handle(scope, proto)
+            return
+        with tracing.request_span(scope) as span:
+            outcome = await self._handle(scope, proto)
+            tracing.annotate(span, scope.method, *outcome)
+
+    async def _handle(self, scope: Scope, proto: HTTPProtocol) -> tuple[str, int, str, str, str]:
+        """Serve one exchange; returns (route, status, request id, model, provider) for telemetry."""
         family = self.routes.family_for(scope.path)
         req: Request | None = None
+        route_path = "unmatched"
+        status = 0
         try:
             req = Request(scope, proto)
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params
+            route_path = route.path
             await route.handler(self.runtime, req)
+            status = req.status
         except EnsembleError as e:
-            self._fail(req, proto, e, family)
+            status = self._fail(req, proto, e, family)
         except Exception:
             rid = req.request_id if req else "-"
             log.exception("unhandled error in %s %s (request %s)", scope.method, scope.path[:200], rid)
-            self._fail(
+            status = self._fail(
                 req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family
             )
+        call = req.call if req is not None else None
+        model = provider = ""
+        if call is not None:
+            model = call.model
+            if call.target is not None:
+                provider = call.target.provider.name
+        metrics = telemetry.metrics
+        if metrics is not None:
+            started = req.started if req is not None else 0.0
+            metrics.http(
+                route_path, model, provider, status, time.perf_counter() - started if started else 0.0
+            )
+        return route_path, status, req.request_id if req is not None else "", model, provider
 
     @staticmethod
-    def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> None:
+    def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> int:
         if req is not None and req.responded:
-            return  # a stream already started; its pump reported the error in-band
+            return req.status  # a stream already started; its pump reported the error in-band
+        metrics = telemetry.metrics
+        if metrics is not None and isinstance(error, RateLimited):
+            metrics.rate_limited.labels(error.code).inc()
         request_id = req.request_id if req is not None else new_request_id()
         status, headers, body = errors.render(error, family, request_id)
         headers = [("content-type", "application/json"), ("x-request-id", request_id), *headers]
         proto.response_bytes(status, headers, body)
+        return status
 
 
 def create_app() -> App:

@@ -126,6 +126,7 @@ class StreamSink:
 
 class Request:
     __slots__ = (
+        "call",
         "family",
         "params",
         "proto",
@@ -144,6 +145,7 @@ class Request:
         self.params: dict[str, str] = {}
         self.responded = False
         self.status = 0
+        self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()

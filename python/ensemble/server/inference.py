@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Protocol
 
+from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
@@ -129,7 +130,7 @@ async def run_generate(
     rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
 ) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
-    ctx = CallContext(req.request_id, key, started=req.started)
+    ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     # Under `cancel` a client that leaves a whole-answer request also stops the upstream call; under
     # `complete` the answer is finished and stored as usual.
@@ -137,6 +138,8 @@ async def run_generate(
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
+        if rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e):
+            raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
         rt.gateway.record(ctx, request.model, e.status, error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
@@ -156,6 +159,19 @@ async def run_generate(
 
 
 async def pump(
+    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch
+) -> None:
+    metrics = telemetry.metrics
+    if metrics is None:
+        return await _pump(rt, req, stream, fmt, watch)
+    metrics.open_streams.inc()
+    try:
+        await _pump(rt, req, stream, fmt, watch)
+    finally:
+        metrics.open_streams.dec()
+
+
+async def _pump(
     rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch
 ) -> None:
     ctx = stream.ctx
@@ -242,7 +258,7 @@ async def run_stream(
     Failures before the first content delta are ordinary HTTP errors. Under `on_client_disconnect:
     cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
     assert rt.gateway is not None
-    ctx = CallContext(req.request_id, key, started=req.started)
+    ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = DisconnectWatch(req.proto, cancel_on_gone=rt.config.server.on_client_disconnect == "cancel")
     stream: LiveStream | None = None

@@ -19,6 +19,7 @@ import aiosqlite
 from ensemble import __version__, logs
 from ensemble._native import KeyTable
 from ensemble.auth import Authenticator
+from ensemble.batch.service import BatchService
 from ensemble.config.schema import Config
 from ensemble.gateway import Gateway
 from ensemble.providers import build_provider
@@ -31,6 +32,7 @@ from ensemble.storage.keys import KeyRecord, load_changed
 from ensemble.storage.scaleout import Scaleout
 from ensemble.streaming.inflight import InFlightIndex
 from ensemble.streaming.lag import LoopLagMonitor
+from ensemble.telemetry import runtime as telemetry_setup
 from ensemble.upstream import create_client
 from ensemble.usage.request_log import RequestLog
 
@@ -61,6 +63,7 @@ class Runtime:
             default_tpm=config.rate_limit.default_tpm,
         )
         self.gateway: Gateway | None = None
+        self.batches: BatchService | None = None
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.inflight = InFlightIndex()
@@ -107,6 +110,9 @@ class Runtime:
         self.gateway.on_recorded = self.inflight.discard
         if self.lag.report_every:
             self.lag.start()
+        telemetry_setup.start(self)
+        self.batches = await BatchService.open(self)
+        self.batches.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._poll_keys(), name="key-sync"))
         self._tasks.append(
             asyncio.get_running_loop().create_task(self._poll_credentials(), name="credential-sync")
@@ -129,6 +135,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.batches is not None:
+            await self.batches.close()
         await self.scaleout.stop()
         if self.request_log is not None:
             await self.request_log.close()
@@ -138,6 +146,7 @@ class Runtime:
                 self.request_log.dropped,
             )
         await self.upstream.close()
+        await telemetry_setup.stop(self)
         if self.db is not None:
             await self.db.close()
 

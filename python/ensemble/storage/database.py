@@ -88,6 +88,56 @@ MIGRATIONS: list[str] = [
         updated_at   TEXT NOT NULL
     );
     """,
+    # 2: batches (SPEC §4) — the native and Anthropic batch APIs and the rate-limit fallback.
+    """
+    CREATE TABLE batches (
+        id                   TEXT PRIMARY KEY,
+        key_id               TEXT NOT NULL,          -- only this key sees the batch
+        origin               TEXT NOT NULL,          -- native | anthropic | fallback
+        status               TEXT NOT NULL,          -- in_progress | canceling | ended
+        request_count        INTEGER NOT NULL,
+        created_at           TEXT NOT NULL,
+        created_ms           INTEGER NOT NULL,
+        ready_ms             INTEGER NOT NULL,       -- items start after this (fallback collection window)
+        expires_ms           INTEGER NOT NULL,       -- items still queued then are `expired`
+        ended_at             TEXT,
+        cancel_initiated_at  TEXT
+    );
+    CREATE INDEX batches_key ON batches(key_id, created_ms);
+    CREATE TABLE batch_items (
+        batch_id        TEXT NOT NULL,
+        idx             INTEGER NOT NULL,
+        custom_id       TEXT NOT NULL,
+        request_id      TEXT NOT NULL,               -- the id its request-log / usage record carries
+        model           TEXT NOT NULL,
+        request         BLOB NOT NULL,               -- canonical InferenceRequest JSON
+        route           TEXT NOT NULL,               -- gateway | provider_batch (decided at submission)
+        state           TEXT NOT NULL,               -- queued|running|submitted|succeeded|errored|canceled|expired
+        not_before_ms   INTEGER NOT NULL DEFAULT 0,  -- back-off after an upstream 429
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        lease_owner     TEXT,                        -- the worker running it; the lease lets others
+        lease_until_ms  INTEGER NOT NULL DEFAULT 0,  -- take over when that worker died
+        upstream_batch  TEXT,                        -- the provider's batch id (provider_batch items)
+        result          BLOB,                        -- JSON {type, response | error} once finished
+        finished_at     TEXT,
+        PRIMARY KEY (batch_id, idx)
+    );
+    CREATE INDEX batch_items_work ON batch_items(state, route, not_before_ms);
+    CREATE INDEX batch_items_upstream ON batch_items(upstream_batch);
+    CREATE TABLE upstream_batches (
+        id                TEXT PRIMARY KEY,          -- the provider's batch id
+        batch_id          TEXT NOT NULL,
+        provider          TEXT NOT NULL,
+        endpoint_id       TEXT NOT NULL,
+        status            TEXT NOT NULL,             -- in_progress | collected
+        next_poll_ms      INTEGER NOT NULL,
+        lease_owner       TEXT,
+        lease_until_ms    INTEGER NOT NULL DEFAULT 0,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        created_at        TEXT NOT NULL
+    );
+    CREATE INDEX upstream_batches_poll ON upstream_batches(status, next_poll_ms);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
