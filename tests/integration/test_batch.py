@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ import pytest
 
 from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.stop()
 
 
 def ask(text: str) -> list[dict[str, Any]]:
