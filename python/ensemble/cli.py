@@ -294,24 +294,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        print(
-            orjson.dumps(
-                [
-                    {
-                        "key_id": r.key_id,
-                        "prefix": r.prefix,
-                        "name": r.name,
-                        "customer_id": r.customer_id,
-                        "status": r.status,
-                        "rate_limit_rpm": r.rate_limit_rpm,
-                        "rate_limit_tpm": r.rate_limit_tpm,
-                        "allowed_models": list(r.allowed_models),
-                        "created_at": r.created_at,
-                    }
-                    for r in records
-                ]
-            ).decode()
-        )
+        print(orjson.dumps([r.as_json() for r in records]).decode())
         return 0
     print(f"{'KEY ID':<22} {'PREFIX':<13} {'STATUS':<9} {'RPM':>6} {'TPM':>9}  {'NAME':<20} MODELS")
     for r in records:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from support.ensemble import Ensemble
+from support.fake import FakeUpstream
 
 
 @pytest.fixture(scope="module")
@@ -14,3 +15,11 @@ def mock_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]
     server = Ensemble(Path(tmp_path_factory.mktemp("ensemble")))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    """One fake upstream server per test module (a module that needs another kind defines its own)."""
+    upstream = FakeUpstream()
+    yield upstream
+    upstream.stop()

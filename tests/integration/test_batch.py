@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,16 @@ from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.stop()
-
-
 def ask(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
+
+
+def submit(c: httpx.Client, model: str, prefix: str, n: int) -> str:
+    """A native batch of n one-message items with custom_ids {prefix}0, {prefix}1, …; its id."""
+    items = [{"custom_id": f"{prefix}{i}", "model": model, "messages": ask(f"{prefix}{i}")} for i in range(n)]
+    r = c.post("/api/v1/batch", json={"requests": items})
+    assert r.status_code == 200, r.text
+    return str(r.json()["batch_id"])
 
 
 def wait_ended(c: httpx.Client, batch_id: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -155,16 +155,7 @@ def test_batch_survives_a_restart_in_the_middle(tmp_path: Path, fake: FakeUpstre
     key = server.key
     n = 6
     with server.client() as c:
-        r = c.post(
-            "/api/v1/batch",
-            json={
-                "requests": [
-                    {"custom_id": f"q{i}", "model": "gpt-4o", "messages": ask(f"q{i}")} for i in range(n)
-                ]
-            },
-        )
-        assert r.status_code == 200, r.text
-        batch_id = r.json()["batch_id"]
+        batch_id = submit(c, "gpt-4o", "q", n)
         time.sleep(1.0)  # the first items are done or running
         mid = c.get(f"/api/v1/batch/{batch_id}").json()
         assert mid["status"] != "ended"
@@ -310,16 +301,7 @@ def test_two_workers_share_a_batch_and_run_each_item_once(tmp_path: Path) -> Non
     n = 12
     try:
         with server.client() as c:
-            r = c.post(
-                "/api/v1/batch",
-                json={
-                    "requests": [
-                        {"custom_id": f"w{i}", "model": "mock-1", "messages": ask(f"w{i}")} for i in range(n)
-                    ]
-                },
-            )
-            assert r.status_code == 200, r.text
-            batch_id = r.json()["batch_id"]
+            batch_id = submit(c, "mock-1", "w", n)
             ended = wait_ended(c, batch_id, timeout=30)
             assert ended["request_counts"]["succeeded"] == n
             assert sorted(results(c, batch_id)) == sorted(f"w{i}" for i in range(n))
@@ -344,15 +326,7 @@ def test_batch_calls_are_bounded_so_interactive_requests_go_first(tmp_path: Path
     server = Ensemble(tmp_path, providers=providers)
     try:
         with server.client() as c:
-            r = c.post(
-                "/api/v1/batch",
-                json={
-                    "requests": [
-                        {"custom_id": f"b{i}", "model": "gpt-4o", "messages": ask(f"b{i}")} for i in range(6)
-                    ]
-                },
-            )
-            batch_id = r.json()["batch_id"]
+            batch_id = submit(c, "gpt-4o", "b", 6)
             time.sleep(0.5)  # the batch is running
             t0 = time.monotonic()
             interactive = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("me first")})

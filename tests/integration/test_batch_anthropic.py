@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ def anthropic_provider(base_url: str) -> dict[str, Any]:
         "endpoints": [{"id": "anthropic-primary", "api_key": "sk-ant-test-upstream-0000"}],
         "models": [{"name": MODEL, "max_output_tokens": 8192, "pricing": {"input": 2.0, "output": 4.0}}],
     }
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.stop()
 
 
 def params(text: str) -> dict[str, Any]:

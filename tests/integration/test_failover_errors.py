@@ -20,13 +20,6 @@ LANES: list[tuple[str, int | None]] = [("failing", None), ("resets", None), ("ne
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    f = FakeUpstream()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
     providers = []
     for name, threshold in LANES:

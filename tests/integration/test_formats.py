@@ -80,13 +80,6 @@ def _openai_compatible(fake: FakeUpstream) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
     ens = Ensemble(
         Path(tmp_path_factory.mktemp("formats")),

@@ -38,13 +38,6 @@ def provider(
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    f = FakeUpstream()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
     def ep(eid: str, **kw: Any) -> dict[str, Any]:
         return {"id": eid, "base_url": fake.endpoint_url(eid), **kw}

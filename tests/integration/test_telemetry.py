@@ -6,13 +6,11 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,13 +39,6 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 def total(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream()
-    yield upstream
-    upstream.stop()
 
 
 def test_metrics_count_known_traffic_exactly(tmp_path: Path, fake: FakeUpstream) -> None:

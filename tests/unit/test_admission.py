@@ -6,21 +6,7 @@ import pytest
 
 from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.ratelimit import Admission, slot_count
-from ensemble.storage.keys import KeyRecord
-
-
-def key(rpm: int = 0, tpm: int = 0) -> KeyRecord:
-    return KeyRecord(
-        key_id="key_t",
-        prefix="ens_x",
-        name="t",
-        customer_id="",
-        status="active",
-        rate_limit_rpm=rpm,
-        rate_limit_tpm=tpm,
-        allowed_models=(),
-        created_at="",
-    )
+from support.records import key_record as key
 
 
 @pytest.mark.parametrize(("window", "slots"), [(60_000, 60), (1000, 50), (1001, 13), (7, 7), (1, 1)])

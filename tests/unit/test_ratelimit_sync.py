@@ -16,6 +16,7 @@ from ensemble.ratelimit.lease import Lease, Leases
 from ensemble.ratelimit.sync import RateLimitSync
 from ensemble.storage.keys import KeyRecord
 from ensemble.storage.redis import RedisHealth, connect
+from support.records import key_record as key
 from support.shared import RedisServer
 
 
@@ -24,20 +25,6 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
-
-
-def key(rpm: int = 0, tpm: int = 0, key_id: str = "key_test") -> KeyRecord:
-    return KeyRecord(
-        key_id=key_id,
-        prefix="ens_x",
-        name="t",
-        customer_id="",
-        status="active",
-        rate_limit_rpm=rpm,
-        rate_limit_tpm=tpm,
-        allowed_models=(),
-        created_at="",
-    )
 
 
 class Instance:

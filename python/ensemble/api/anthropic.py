@@ -17,6 +17,7 @@ import orjson
 
 from ensemble.api.common import convert, decode_object
 from ensemble.errors import EnsembleError, InvalidRequest
+from ensemble.providers.anthropic import PASSTHROUGH
 from ensemble.types import (
     ContentBlock,
     DocumentContent,
@@ -53,23 +54,9 @@ STOP_OUT: dict[FinishReason, str] = {
     "error": "end_turn",
 }
 
-# Carried to the provider in provider_config (the Anthropic adapter forwards them).
-_EXTRAS = (
-    "thinking",
-    "top_k",
-    "metadata",
-    "service_tier",
-    "container",
-    "mcp_servers",
-    "context_management",
-    "cache_control",
-    "output_config",
-    "inference_geo",
-    "speed",
-    "diagnostics",
-    "user_profile_id",
-    "workspace_id",
-)
+# Carried to the provider in provider_config: exactly the keys the Anthropic adapter forwards
+# (sorted, so provider_config is built in a stable order).
+_EXTRAS = tuple(sorted(PASSTHROUGH))
 _KNOWN = {
     "model",
     "messages",

@@ -15,7 +15,7 @@ import orjson
 
 from ensemble.api import anthropic
 from ensemble.api.common import decode_object
-from ensemble.batch.routes import owned, parse_items, service
+from ensemble.batch.routes import cancel_owned, owned, parse_items, service
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import InvalidRequest
 from ensemble.server.http import Request
@@ -161,12 +161,7 @@ async def results(rt: Runtime, req: Request) -> None:
 
 
 async def cancel(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
-    row = await owned(rt, req, key)
-    await service(rt).store.cancel(row.id, key.key_id)
-    updated = await service(rt).store.get(row.id, key.key_id)
-    assert updated is not None
-    req.send(200, orjson.dumps(batch_object(updated)))
+    req.send(200, orjson.dumps(batch_object(await cancel_owned(rt, req))))
 
 
 ROUTES = [

@@ -157,13 +157,18 @@ async def results(rt: Runtime, req: Request) -> None:
     )
 
 
-async def cancel(rt: Runtime, req: Request) -> None:
+async def cancel_owned(rt: Runtime, req: Request) -> BatchRow:
+    """Cancel the caller's batch named in the path (both batch APIs' cancel route); its row after."""
     key = authenticate(rt, req)
     row = await owned(rt, req, key)
     await service(rt).store.cancel(row.id, key.key_id)
     updated = await service(rt).store.get(row.id, key.key_id)
     assert updated is not None
-    req.send(200, orjson.dumps(native_view(updated)))
+    return updated
+
+
+async def cancel(rt: Runtime, req: Request) -> None:
+    req.send(200, orjson.dumps(native_view(await cancel_owned(rt, req))))
 
 
 ROUTES = [

@@ -21,6 +21,8 @@ from .wire import (
     HeaderView,
     Reply,
     StreamReply,
+    bearer_token,
+    error_reply,
     json_reply,
     sse,
 )
@@ -285,16 +287,10 @@ class AnthropicProvider:
         key = headers.get("x-api-key")
         if isinstance(key, str):
             return key
-        auth = headers.get("authorization")
-        if isinstance(auth, str) and auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        return None
+        return bearer_token(headers)
 
     def error(self, status: int, message: str | None = None, retry_after: float | None = None) -> Reply:
-        headers: Headers = []
-        if retry_after is not None:
-            headers.append(("retry-after", f"{retry_after:g}"))
-        return json_reply(status, error_body(status, message), headers)
+        return error_reply(status, error_body(status, message), retry_after)
 
     def precheck(self, ctx: Ctx) -> Reply | None:
         want = ctx.config.require_api_key

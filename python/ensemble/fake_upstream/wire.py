@@ -148,6 +148,19 @@ def json_reply(status: int, obj: Any, headers: Headers | None = None, **kw: Any)
     return Reply(status, orjson.dumps(obj), [JSON_CT, *(headers or [])], **kw)
 
 
+def error_reply(status: int, body: Any, retry_after: float | None = None) -> Reply:
+    """A JSON error, with `retry-after` when the scenario names one (OpenAI and Anthropic send it)."""
+    headers: Headers = [] if retry_after is None else [("retry-after", f"{retry_after:g}")]
+    return json_reply(status, body, headers)
+
+
+def bearer_token(headers: HeaderView) -> str | None:
+    auth = headers.get("authorization")
+    if isinstance(auth, str) and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
 def sse(data: Any, event: str | None = None) -> Event:
     payload = b"data: " + orjson.dumps(data)
     if event is None:

@@ -26,9 +26,8 @@ from ensemble.providers.base import (
     Target,
     WireFormat,
     reasoning_budget,
-    retry_after_seconds,
-    retryable_status,
 )
+from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -418,25 +417,11 @@ class AnthropicWire(WireFormat):
         return AnthropicDecoder()
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        message = f"provider returned HTTP {status}"
-        code = f"upstream_{status}"
-        try:
-            err = orjson.loads(body).get("error") or {}
-            if isinstance(err, dict):
-                message = str(err.get("message") or message)
-                code = str(err.get("type") or code)
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        return ProviderError(
-            message,
-            code=code,
-            upstream_status=status,
-            # 529 overloaded_error is Anthropic's "try elsewhere"; retryable_status covers it (>= 500).
-            retryable=retryable_status(status),
-            retry_after_s=retry_after_seconds(headers),
-            body=body,
-            headers=dict(headers),
-        )
+        # 529 overloaded_error is Anthropic's "try elsewhere"; retryable_status covers it (>= 500).
+        err = error_object(body)
+        if not isinstance(err, dict):
+            return upstream_error(status, headers, body)
+        return upstream_error(status, headers, body, message=err.get("message"), code=err.get("type"))
 
 
 class AnthropicProvider(HttpProvider):

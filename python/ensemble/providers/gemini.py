@@ -32,6 +32,7 @@ from ensemble.providers.base import (
     retry_after_seconds,
     retryable_status,
 )
+from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -445,29 +446,22 @@ class GeminiWire(WireFormat):
         return GeminiDecoder()
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        message = f"provider returned HTTP {status}"
-        code = f"upstream_{status}"
+        err = error_object(body)
+        if not isinstance(err, dict):
+            return upstream_error(status, headers, body)
         retry_after = retry_after_seconds(headers)
-        try:
-            err = orjson.loads(body).get("error") or {}
-            if isinstance(err, dict):
-                message = str(err.get("message") or message)
-                code = str(err.get("status") or code)
-                for detail in err.get("details") or ():
-                    delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-                    if isinstance(delay, str) and delay.endswith("s") and retry_after is None:
-                        with contextlib.suppress(ValueError):
-                            retry_after = float(delay[:-1])
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        return ProviderError(
-            message,
-            code=code,
-            upstream_status=status,
-            retryable=retryable_status(status),
+        for detail in err.get("details") or ():
+            delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+            if isinstance(delay, str) and delay.endswith("s") and retry_after is None:
+                with contextlib.suppress(ValueError):
+                    retry_after = float(delay[:-1])
+        return upstream_error(
+            status,
+            headers,
+            body,
+            message=err.get("message"),
+            code=err.get("status"),
             retry_after_s=retry_after,
-            body=body,
-            headers=dict(headers),
         )
 
 

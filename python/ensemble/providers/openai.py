@@ -16,9 +16,8 @@ from ensemble.providers.base import (
     StreamDecoder,
     Target,
     WireFormat,
-    retry_after_seconds,
-    retryable_status,
 )
+from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
     DocumentContent,
@@ -374,26 +373,13 @@ class OpenAIWire(WireFormat):
         return OpenAIDecoder(self.report_cost)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        message = f"provider returned HTTP {status}"
-        code = None
-        try:
-            err = orjson.loads(body).get("error") or {}
-            if isinstance(err, dict):
-                message = str(err.get("message") or message)
-                code = err.get("code") or err.get("type")
-            elif isinstance(err, str):
-                message = err
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
-        return ProviderError(
-            message,
-            code=str(code) if code else f"upstream_{status}",
-            upstream_status=status,
-            retryable=retryable_status(status),
-            retry_after_s=retry_after_seconds(headers),
-            body=body,
-            headers=dict(headers),
-        )
+        err = error_object(body)
+        if isinstance(err, str):
+            return upstream_error(status, headers, body, message=err)
+        if not isinstance(err, dict):
+            return upstream_error(status, headers, body)
+        code = err.get("code") or err.get("type")
+        return upstream_error(status, headers, body, message=err.get("message"), code=code)
 
 
 class OpenAIProvider(HttpProvider):

@@ -182,20 +182,6 @@ async def share_key(rt: Runtime, key_id: str) -> list[tuple[str, str]]:
     return [("warning", '199 ensemble "saved; not yet shared with other instances (Redis unreachable)"')]
 
 
-def key_json(r: KeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": r.key_id,
-        "prefix": r.prefix,
-        "name": r.name,
-        "customer_id": r.customer_id,
-        "status": r.status,
-        "rate_limit_rpm": r.rate_limit_rpm,
-        "rate_limit_tpm": r.rate_limit_tpm,
-        "allowed_models": list(r.allowed_models),
-        "created_at": r.created_at,
-    }
-
-
 async def in_db(rt: Runtime, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a synchronous storage function (shared with the CLI) on its own connection, off the loop."""
 
@@ -244,12 +230,12 @@ async def list_keys(rt: Runtime, req: Request) -> None:
     require_admin(req)
     limit, offset = page(query(req, ("limit", "offset")))
     records, total = await in_db(rt, keys.page_keys, limit, offset)
-    send(req, {"keys": [key_json(r) for r in records], "total": total})
+    send(req, {"keys": [r.as_json() for r in records], "total": total})
 
 
 async def get_key_config(rt: Runtime, req: Request) -> None:
     require_admin(req)
-    send(req, key_json(await existing_key(rt, path_id(req, "key_id"))))
+    send(req, (await existing_key(rt, path_id(req, "key_id"))).as_json())
 
 
 async def put_key_config(rt: Runtime, req: Request) -> None:
@@ -272,7 +258,7 @@ async def put_key_config(rt: Runtime, req: Request) -> None:
     )
     if record is None:
         raise NotFound(f"no API key with id {key_id!r}", code="key_not_found")
-    send(req, key_json(record), headers=await share_key(rt, key_id))
+    send(req, record.as_json(), headers=await share_key(rt, key_id))
 
 
 async def set_key_status(rt: Runtime, req: Request) -> None:
@@ -288,7 +274,7 @@ async def set_key_status(rt: Runtime, req: Request) -> None:
         )
     await in_db(rt, keys.set_status, key_id, body.status)
     warning = await share_key(rt, key_id)
-    send(req, key_json(await existing_key(rt, key_id)), headers=warning)
+    send(req, (await existing_key(rt, key_id)).as_json(), headers=warning)
 
 
 async def revoke_key(rt: Runtime, req: Request) -> None:
@@ -298,7 +284,7 @@ async def revoke_key(rt: Runtime, req: Request) -> None:
     await in_db(rt, keys.set_status, key_id, "revoked")
     warning = await share_key(rt, key_id)
     log.info("admin revoked API key %s", key_id)
-    send(req, key_json(await existing_key(rt, key_id)), headers=warning)
+    send(req, (await existing_key(rt, key_id)).as_json(), headers=warning)
 
 
 # -- usage -----------------------------------------------------------------------------------------

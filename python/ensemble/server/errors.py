@@ -6,7 +6,7 @@ import math
 
 import orjson
 
-from ensemble.api import native, openai
+from ensemble.api import anthropic, gemini, native, openai
 from ensemble.errors import EnsembleError, MethodNotAllowed, Overloaded, ProviderError, RateLimited
 from ensemble.server.http import Family, Headers
 
@@ -30,31 +30,9 @@ def render(error: EnsembleError, family: Family, request_id: str) -> tuple[int, 
     if family == "openai":
         return status, headers, openai.error_body(error, status)
     if family == "anthropic":
-        kind = {
-            400: "invalid_request_error",
-            401: "authentication_error",
-            403: "permission_error",
-            404: "not_found_error",
-            413: "request_too_large",
-            429: "rate_limit_error",
-            503: "overloaded_error",
-        }.get(status, "api_error")
+        kind = anthropic.error_type(status)
         body = {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
         return status, headers, orjson.dumps(body)
     if family == "gemini":
-        state = {
-            400: "INVALID_ARGUMENT",
-            401: "UNAUTHENTICATED",
-            403: "PERMISSION_DENIED",
-            404: "NOT_FOUND",
-            413: "INVALID_ARGUMENT",
-            429: "RESOURCE_EXHAUSTED",
-            503: "UNAVAILABLE",
-            504: "DEADLINE_EXCEEDED",
-        }.get(status, "INTERNAL")
-        return (
-            status,
-            headers,
-            orjson.dumps({"error": {"code": status, "message": error.message, "status": state}}),
-        )
+        return status, headers, gemini.error_payload(error, status)
     return status, headers, orjson.dumps(native.error_payload(error, request_id))

@@ -8,7 +8,7 @@ import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 import msgspec
@@ -32,6 +32,20 @@ class KeyRecord(msgspec.Struct, frozen=True):
 
     def allows(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
+
+    def as_json(self) -> dict[str, Any]:
+        """The key record as the admin API and `ensemble keys list --json` show it (SPEC §8)."""
+        return {
+            "key_id": self.key_id,
+            "prefix": self.prefix,
+            "name": self.name,
+            "customer_id": self.customer_id,
+            "status": self.status,
+            "rate_limit_rpm": self.rate_limit_rpm,
+            "rate_limit_tpm": self.rate_limit_tpm,
+            "allowed_models": list(self.allowed_models),
+            "created_at": self.created_at,
+        }
 
 
 def generate_key() -> str:

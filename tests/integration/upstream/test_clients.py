@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -20,13 +20,6 @@ STREAM_BODY = orjson.dumps(
     {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
 )
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    server = FakeUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["http1", "aiohttp"])
