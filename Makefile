@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 BUILT      := $(VENV)/.ensemble-built
 
-.PHONY: dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
+.PHONY: bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
 
 $(BIN)/maturin:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ fmt: $(BUILT)
 bench: $(BUILT)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
+
+# Memory soak: RSS of one worker over BENCH_RSS_REQUESTS (default 1M) JSON requests.
+bench-rss: $(BUILT)
+	@command -v wrk >/dev/null || { echo "make bench-rss needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python benches/run.py --rss-requests $${BENCH_RSS_REQUESTS:-1000000}
 
 fuzz:
 	rust/fuzz/run.sh $${FUZZ_SECONDS:-60}

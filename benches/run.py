@@ -307,6 +307,13 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,64", help="connection counts (default 1,64)")
     ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker only")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument(
+        "--rss-requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the memory soak: N JSON requests (c64) through 1 worker, RSS sampled as it goes",
+    )
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -314,36 +321,12 @@ def main() -> None:
     worker_counts = [1] if args.quick else [int(w) for w in args.workers.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
-    up_port = free_port()
-    upstream = f"http://127.0.0.1:{up_port}"
-    fake = Proc(
-        [
-            *taskset("1"),
-            sys.executable,
-            "-m",
-            "ensemble.fake_upstream",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(up_port),
-            "--chunks",
-            "20",
-        ]
-    )
+    if args.rss_requests:
+        rss_soak(args.rss_requests)
+        return
+    fake, upstream = start_fake()
     results: list[Result] = []
     try:
-        fake.wait_http(upstream + "/_fake/health")
-        # The fake announces a provider-like rate limit in its headers, which Ensemble obeys: lift
-        # it, and stop recording requests, so a long run measures the proxy and nothing else.
-        httpx.put(
-            upstream + "/_fake/config",
-            json={
-                "endpoint": "default",
-                "ratelimit_requests": 10**9,
-                "ratelimit_tokens": 10**12,
-                "record": False,
-            },
-        ).raise_for_status()
         path = PATH
         for fmt in ("json", "sse"):
             for c in concurrencies:
@@ -365,6 +348,65 @@ def main() -> None:
     finally:
         fake.stop()
     print_table(results, markdown=args.markdown)
+
+
+def start_fake() -> tuple[Proc, str]:
+    port = free_port()
+    upstream = f"http://127.0.0.1:{port}"
+    fake = Proc(
+        [
+            *taskset("1"),
+            sys.executable,
+            "-m",
+            "ensemble.fake_upstream",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--chunks",
+            "20",
+        ]
+    )
+    fake.wait_http(upstream + "/_fake/health")
+    # The fake announces a provider-like rate limit in its headers, which Ensemble obeys: lift it,
+    # and stop recording requests, so a long run measures the proxy and nothing else.
+    httpx.put(
+        upstream + "/_fake/config",
+        json={
+            "endpoint": "default",
+            "ratelimit_requests": 10**9,
+            "ratelimit_tokens": 10**12,
+            "record": False,
+        },
+    ).raise_for_status()
+    return fake, upstream
+
+
+def rss_soak(total: int) -> None:
+    """RSS of one worker while `total` requests go through: it must level off, not grow."""
+    fake, upstream = start_fake()
+    samples: list[tuple[int, float]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ens, url, key = start_ensemble(upstream, 1, Path(tmp))
+            try:
+                done = 0
+                while done < total:
+                    *_, errors, n = wrk(url + PATH, body(False), key, 64, 10)
+                    if errors:
+                        raise RuntimeError(f"{errors} errors during the soak")
+                    done += n
+                    samples.append((done, ens.rss_mb()))
+                    print(f"{done:>10,} requests  RSS {samples[-1][1]:6.1f} MB", flush=True)
+            finally:
+                ens.stop()
+    finally:
+        fake.stop()
+    half = next(rss for n, rss in samples if n >= total / 2)
+    print(
+        f"RSS at half: {half:.1f} MB, at end: {samples[-1][1]:.1f} MB, "
+        f"growth over the last half: {samples[-1][1] - half:+.1f} MB, peak {max(r for _, r in samples):.1f} MB"
+    )
 
 
 def print_table(results: list[Result], markdown: bool) -> None:
