@@ -133,8 +133,13 @@ async def run_generate(
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     # Under `cancel` a client that leaves a whole-answer request also stops the upstream call; under
-    # `complete` the answer is finished and stored as usual.
-    watch = DisconnectWatch(req.proto, cancel_on_gone=rt.config.server.on_client_disconnect == "cancel")
+    # `complete` the answer is finished and stored whatever the client does, so nothing needs
+    # watching (a watch costs a task and a Granian call per request).
+    watch = (
+        DisconnectWatch(req.proto, cancel_on_gone=True)
+        if rt.config.server.on_client_disconnect == "cancel"
+        else None
+    )
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
@@ -145,14 +150,15 @@ async def run_generate(
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
     except asyncio.CancelledError:
-        if not watch.take_cancel():
+        if watch is None or not watch.take_cancel():
             raise
         gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
         rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
         req.responded = True  # nothing can be sent to a gone client
         raise gone from None
     finally:
-        watch.detach()
+        if watch is not None:
+            watch.detach()
         if not ctx.recorded:
             rt.inflight.discard(ctx.request_id)
     return ctx, response
