@@ -7,6 +7,7 @@ with the server loop and the network taken away.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -24,9 +25,19 @@ class Scope:
         self.headers = Headers(headers)
 
 
+class _Done:
+    """What Granian's `send_bytes` returns: an awaitable that is already finished."""
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+
+_DONE = _Done()
+
+
 class Transport:
-    async def send_bytes(self, data: bytes) -> None:
-        pass
+    def send_bytes(self, data: bytes) -> _Done:
+        return _DONE
 
 
 class Proto:

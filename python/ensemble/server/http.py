@@ -56,58 +56,50 @@ class ClientDisconnected(EnsembleError):
 class StreamSink:
     """The body of a streamed response.
 
-    `send` queues a frame; one flush task writes everything queued so far with a single
-    `send_bytes`. Frames produced from one upstream read (several tokens) are queued in the same
-    loop turn, so they leave together one turn later — no added latency, far fewer writes. A slow
-    client cannot make this buffer grow without bound: past `HIGH_WATER` bytes `send` waits for
-    the write in progress. A failed write means the client is gone: the next `send` (or `close`)
-    raises ClientDisconnected.
+    `send` queues a frame and everything queued in one loop turn leaves in a single `send_bytes`
+    at the end of that turn (a `call_soon`, no task): the role frame, the first tokens and the
+    finish usually go out as one write. Granian's `send_bytes` queues the bytes for its writer and
+    returns an already-finished awaitable (granian 2.8: it never waits for the socket), so it is
+    called without awaiting. What a stalled reader can pin is therefore held inside Granian,
+    bounded by one answer (README, Backpressure). A failed write means the client is gone: the
+    next `send` (or `close`) raises ClientDisconnected.
     """
 
-    HIGH_WATER = 256 * 1024
-
-    __slots__ = ("_error", "_flusher", "_pending", "_size", "_transport", "bytes_sent")
+    __slots__ = ("_error", "_loop", "_pending", "_scheduled", "_transport", "bytes_sent")
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] = []
-        self._size = 0
-        self._flusher: asyncio.Task[None] | None = None
+        self._scheduled = False
         self._error: BaseException | None = None
         self.bytes_sent = 0
 
     async def send(self, data: bytes) -> None:
-        if self._error is not None:
+        if self._error is not None or self._transport is None:
             raise ClientDisconnected("the client closed the connection") from self._error
         self._pending.append(data)
-        self._size += len(data)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        elif self._size > self.HIGH_WATER:
-            await asyncio.shield(self._flusher)
-            if self._error is not None:
-                raise ClientDisconnected("the client closed the connection") from self._error
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
-    async def _flush(self) -> None:
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        if not pending or self._transport is None:
+            return
+        self._pending = []
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
         try:
-            while self._pending and self._transport is not None:
-                data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-                self._pending = []
-                self._size = 0
-                await self._transport.send_bytes(data)
-                self.bytes_sent += len(data)
+            self._transport.send_bytes(data)
         except (ProtocolClosed, ProtocolError, ConnectionError, RuntimeError) as e:
             self._error = e
-            self._pending = []
-        finally:
-            self._flusher = None
+            return
+        self.bytes_sent += len(data)
 
     async def close(self) -> None:
-        """Wait until everything queued is written (the response ends when the handler returns)."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
-        if self._pending and self._error is None:
-            await self._flush()
+        """Hand over what is queued (the response ends when the handler returns)."""
+        self._flush()
         if self._error is not None:
             raise ClientDisconnected("the client closed the connection") from self._error
 
@@ -115,12 +107,7 @@ class StreamSink:
         """Let go of Granian's transport: a streamed body ends when the transport is released, and
         an exception traceback that still references the pump's frame (e.g. after a cancelled
         upstream read) must not keep the client waiting for an end that never comes."""
-        if self._flusher is None:
-            self._transport = None
-        else:
-            self._flusher.add_done_callback(self._drop_transport)
-
-    def _drop_transport(self, _: object) -> None:
+        self._flush()
         self._transport = None
 
 
