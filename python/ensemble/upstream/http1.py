@@ -134,9 +134,13 @@ class _Response:
                 # request's frames and RSGI transport) to this response, a cycle only the GC breaks;
                 # Granian ends a client's stream only when its transport is freed.
                 raise copy.copy(self._error)
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            timeout = self._timeout()
             try:
-                await asyncio.wait_for(self._waiter, self._timeout())
+                if timeout is None:  # a stream: the caller's watchdog bounds the wait
+                    await waiter
+                else:
+                    await asyncio.wait_for(waiter, timeout)
             except TimeoutError:
                 self._conn.abort()
                 raise UpstreamTimeout(
