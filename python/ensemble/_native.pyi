@@ -17,6 +17,7 @@ __all__ = [
     "__version__",
     "build_profile",
     "constant_time_eq",
+    "monotonic_ms",
     "prefix_fingerprint",
     "prompt_keys",
     "sha256_digest",
@@ -152,6 +153,9 @@ class AffinityTable:
     @property
     def evictions(self) -> int: ...
     def __len__(self) -> int: ...
+
+def monotonic_ms() -> int:
+    """Milliseconds of the monotonic clock (``CLOCK_MONOTONIC`` on Unix)."""
 
 def sha256_digest(data: str) -> bytes: ...
 def constant_time_eq(a: bytes, b: bytes) -> bool: ...

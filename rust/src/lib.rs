@@ -561,6 +561,12 @@ mod bindings {
         keys::constant_time_eq(a, b)
     }
 
+    /// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC` on Unix).
+    #[pyfunction]
+    fn monotonic_ms() -> u64 {
+        ratelimit::monotonic_ms()
+    }
+
     /// Cumulative CRC32C over the parts: the fingerprint of each leading prefix.
     #[pyfunction]
     fn prefix_fingerprint(parts: Vec<PyBackedBytes>) -> Vec<u32> {
@@ -589,6 +595,7 @@ mod bindings {
         m.add_class::<PyPromptKeys>()?;
         m.add_class::<PyAffinityTable>()?;
         m.add_function(wrap_pyfunction!(prompt_keys, m)?)?;
+        m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
         Ok(())
     }
 }

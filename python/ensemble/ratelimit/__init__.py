@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ensemble._native import RateLimiter
+from ensemble._native import RateLimiter, monotonic_ms
 from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.ratelimit.lease import Leases
 from ensemble.ratelimit.upstream import UpstreamView, parse_headers
@@ -27,8 +27,18 @@ from ensemble.types import RateLimitInfo
 __all__ = ["Admission", "EndpointLimits", "Reservation", "UpstreamView", "now_ms", "parse_headers"]
 
 
-def now_ms() -> int:
+def _python_now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+# The admission clock is read several times per request. Where Python's monotonic clock is
+# CLOCK_MONOTONIC (Linux), the native reading of that same clock is one C call instead of a
+# Python function; cool-downs compare it with time.monotonic(), so elsewhere Python's is kept.
+now_ms: Callable[[], int] = (
+    monotonic_ms
+    if time.get_clock_info("monotonic").implementation == "clock_gettime(CLOCK_MONOTONIC)"
+    else _python_now_ms
+)
 
 
 def slot_count(window_ms: int, wanted: int = 60) -> int:
