@@ -20,14 +20,12 @@ integers (the router's index of endpoint ids).
 from __future__ import annotations
 
 from ensemble._native import AffinityTable, PromptKeys, prompt_keys
-from ensemble.types import InferenceRequest
 
 __all__ = [
     "CHARS_PER_TOKEN",
     "MIN_CACHEABLE_TOKENS",
     "AffinityTable",
     "PromptKeys",
-    "fingerprint",
     "prompt_keys",
 ]
 
@@ -35,8 +33,3 @@ __all__ = [
 # native table uses the same numbers (affinity::MIN_CACHEABLE_TOKENS, CHARS_PER_TOKEN).
 MIN_CACHEABLE_TOKENS = 1024
 CHARS_PER_TOKEN = 4
-
-
-def fingerprint(request: InferenceRequest, model_tag: int) -> PromptKeys:
-    """The affinity keys of `request` on the model tagged `model_tag`."""
-    return prompt_keys(model_tag, request.session_id, request.messages)
