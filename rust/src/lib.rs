@@ -4,6 +4,7 @@
 //! only with the `python` feature, so `cargo test` runs without a Python interpreter.
 
 pub mod affinity;
+pub mod clock;
 pub mod keys;
 pub mod rank;
 pub mod ratelimit;
@@ -54,7 +55,7 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 
 #[cfg(feature = "python")]
 mod bindings {
-    use super::{affinity, digest_from_slice, keys, rank, ratelimit, sse, NativeError};
+    use super::{affinity, clock, digest_from_slice, keys, rank, ratelimit, sse, NativeError};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -564,7 +565,7 @@ mod bindings {
     /// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC` on Unix).
     #[pyfunction]
     fn monotonic_ms() -> u64 {
-        ratelimit::monotonic_ms()
+        clock::monotonic_ms()
     }
 
     /// Cumulative CRC32C over the parts: the fingerprint of each leading prefix.
