@@ -166,6 +166,9 @@ class Router:
         # The model's tag in its prompt fingerprints, for the models that use affinity at all.
         self._affinity_tags = {m: tags[m] for m, gs in self._groups.items() if any(g.affinity for g in gs)}
         self.affinity = AffinityTable(self.cache.max_cache_entries)
+        # The decision for a hit worth nothing (a prompt below the providers' cache minimum, e.g.
+        # a short chat with a session id), per endpoint: common, so shared rather than rebuilt.
+        self._worthless = [RouteDecision("least_used", 0.0, 0.0, eid) for eid in self._endpoint_ids]
         self._high = self.cache.high_value_threshold
         self._low = self.cache.low_value_threshold
         self._span = max(self._high - self._low, 1e-12)
@@ -313,12 +316,13 @@ class Router:
         if pos < 0:  # remembered endpoint is not serving now (cooling down, no credential)
             self.unstuck_busy += 1
             return None
-        endpoint_id = self._endpoint_ids[index]
-        cand = ranked[pos]
-        value = tokens * cand.saving_per_token if tokens >= MIN_CACHEABLE_TOKENS else 0.0
+        value = tokens * ranked[pos].saving_per_token if tokens >= MIN_CACHEABLE_TOKENS else 0.0
         if value < self._low:
             self.unstuck_low_value += 1
-            return RouteDecision("least_used", value, 0.0, endpoint_id)
+            if not value:
+                return self._worthless[index]
+            return RouteDecision("least_used", value, 0.0, self._endpoint_ids[index])
+        endpoint_id = self._endpoint_ids[index]
         if value >= self._high:
             reason = "affinity_high_value"
         else:
