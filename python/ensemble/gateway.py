@@ -479,13 +479,10 @@ class Gateway:
             held: list[StreamDelta] = []
             target.endpoint.in_flight += 1
             try:
-                while True:
+                while not any(isinstance(delta, CONTENT_DELTAS) for delta in held):
                     try:
-                        delta = await iterator.__anext__()
+                        held += await iterator.__anext__()
                     except StopAsyncIteration:
-                        break
-                    held.append(delta)
-                    if isinstance(delta, CONTENT_DELTAS):
                         break
             except ProviderError as e:
                 target.endpoint.in_flight -= 1
@@ -518,7 +515,7 @@ def _count_upstream_error(target: Target, error: ProviderError) -> None:
         metrics.upstream_error(target.provider.name, target.endpoint.id, error)
 
 
-async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
+async def _close(iterator: AsyncIterator[list[StreamDelta]]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         try:
@@ -528,9 +525,10 @@ async def _close(iterator: AsyncIterator[StreamDelta]) -> None:
 
 
 class LiveStream:
-    """An answer being streamed: `next()` (or `deltas()`) for deltas, then `response()` for the whole.
+    """An answer being streamed: `next_batch()` (or `next()`, `deltas()`) for deltas, then
+    `response()` for the whole.
 
-    `next()` keeps no per-call generator, so the consumer can change hands mid-answer (the request
+    Reading keeps no per-call generator, so the consumer can change hands mid-answer (the request
     handler, then a background task finishing it for a gone client) without losing or repeating a
     delta."""
 
@@ -539,7 +537,7 @@ class LiveStream:
         gateway: Gateway,
         request: InferenceRequest,
         ctx: CallContext,
-        iterator: AsyncIterator[StreamDelta],
+        iterator: AsyncIterator[list[StreamDelta]],
         held: list[StreamDelta],
         t0: float,
     ) -> None:
@@ -548,7 +546,8 @@ class LiveStream:
         self.ctx = ctx
         self.assembler = Assembler()
         self._iterator = iterator
-        self._held = held
+        self._held = held  # read from the upstream before the first content, not yet handed out
+        self._ready: list[StreamDelta] = []  # handed out by `next_batch`, not yet by `next`
         self._t0 = t0
         self._ended = False
         self.done = False
@@ -564,13 +563,18 @@ class LiveStream:
             self.target.endpoint.in_flight -= 1
             self.ctx.upstream_s += time.perf_counter() - self._t0
 
-    async def next(self) -> StreamDelta | None:
-        """The next delta, or None at the end of the answer. Errors end the stream too."""
-        if self._held:
-            delta = self._held.pop(0)
+    async def next_batch(self) -> list[StreamDelta] | None:
+        """The deltas that arrived together (at least one), or None at the end of the answer.
+        Errors end the stream too."""
+        if self._ready:  # the rest of a batch `next()` was handing out one by one
+            batch, self._ready = self._ready, []
+            return batch
+        batch = self._held
+        if batch:
+            self._held = []
         else:
             try:
-                delta = await self._iterator.__anext__()
+                batch = await self._iterator.__anext__()
             except StopAsyncIteration:
                 self.done = True
                 self._end()
@@ -578,8 +582,19 @@ class LiveStream:
             except BaseException:
                 self._end()
                 raise
-        self.assembler.feed(delta)
-        return delta
+        feed = self.assembler.feed
+        for delta in batch:
+            feed(delta)
+        return batch
+
+    async def next(self) -> StreamDelta | None:
+        """The next delta, or None at the end of the answer."""
+        if not self._ready:
+            batch = await self.next_batch()
+            if batch is None:
+                return None
+            self._ready = batch
+        return self._ready.pop(0)
 
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         while (delta := await self.next()) is not None:

@@ -208,3 +208,41 @@ async def test_relay_flushes_before_raising_the_stream_error() -> None:
     with pytest.raises(ProviderError):
         await relay.run(send)
     assert sent == [TextDelta(0, "ab")]
+
+
+async def test_live_stream_hands_out_each_delta_once_whether_read_one_by_one_or_in_batches() -> None:
+    """The pump reads batches, a background completer reads one by one: switching between them
+    mid-answer must neither lose nor repeat a delta, and the assembler sees each exactly once."""
+    from types import SimpleNamespace
+
+    from ensemble.gateway import LiveStream
+
+    def text(t: str) -> TextDelta:
+        return TextDelta(index=0, text=t)
+
+    async def upstream() -> AsyncIterator[list[StreamDelta]]:
+        for batch in (["a", "b"], ["c"], ["d", "e"]):
+            yield [text(t) for t in batch]
+
+    endpoint = SimpleNamespace(in_flight=1)
+    ctx = SimpleNamespace(target=SimpleNamespace(endpoint=endpoint), upstream_s=0.0)
+    stream = LiveStream(None, None, ctx, upstream().__aiter__(), [text("x")], 0.0)  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def take(d: StreamDelta | None) -> None:
+        assert isinstance(d, TextDelta)
+        seen.append(d.text)
+
+    take(await stream.next())
+    batch = await stream.next_batch()
+    assert batch is not None and [d.text for d in batch if isinstance(d, TextDelta)] == ["a", "b"]
+    seen += ["a", "b"]
+    take(await stream.next())
+    take(await stream.next())
+    rest = await stream.next_batch()
+    assert rest is not None and len(rest) == 1
+    take(rest[0])
+    assert await stream.next_batch() is None and await stream.next() is None
+    assert seen == ["x", "a", "b", "c", "d", "e"]
+    assert stream.assembler.result().blocks[0].text == "xabcde"  # type: ignore[union-attr]
+    assert stream.done and endpoint.in_flight == 0

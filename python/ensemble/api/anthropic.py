@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.common import convert, decode_object
+from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.anthropic import PASSTHROUGH
 from ensemble.types import (
@@ -93,7 +93,7 @@ def _source(raw: Any, where: str) -> MediaSource | str:
 
 
 def _cache_control(raw: dict[str, Any], where: str) -> dict[str, Any] | None:
-    return convert(raw.get("cache_control"), dict[str, Any] | None, f"{where}.cache_control")  # type: ignore[arg-type]
+    return optional(raw.get("cache_control"), dict[str, Any], f"{where}.cache_control")
 
 
 def _block(raw: dict[str, Any], where: str) -> ContentBlock:
@@ -114,7 +114,7 @@ def _block(raw: dict[str, Any], where: str) -> ContentBlock:
     if kind == "thinking":
         return ThinkingContent(
             thinking=convert(raw.get("thinking"), str, f"{where}.thinking"),
-            signature=convert(raw.get("signature"), str | None, f"{where}.signature"),  # type: ignore[arg-type]
+            signature=optional(raw.get("signature"), str, f"{where}.signature"),
         )
     if kind == "redacted_thinking":
         return RedactedThinkingContent(data=convert(raw.get("data"), str, f"{where}.data"))
@@ -140,7 +140,7 @@ def _tool_result(raw: dict[str, Any], where: str) -> Message:
         role="tool",
         content=blocks,
         tool_call_id=convert(raw.get("tool_use_id"), str, f"{where}.tool_use_id"),
-        is_error=convert(raw.get("is_error"), bool | None, f"{where}.is_error"),  # type: ignore[arg-type]
+        is_error=optional(raw.get("is_error"), bool, f"{where}.is_error"),
     )
 
 
@@ -268,10 +268,10 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     return InferenceRequest(
         model=convert(data["model"], str, "model"),
         messages=messages,
-        max_tokens=convert(data.get("max_tokens"), int | None, "max_tokens"),  # type: ignore[arg-type]
-        temperature=convert(data.get("temperature"), float | None, "temperature"),  # type: ignore[arg-type]
-        top_p=convert(data.get("top_p"), float | None, "top_p"),  # type: ignore[arg-type]
-        stop_sequences=convert(data.get("stop_sequences"), list[str] | None, "stop_sequences"),  # type: ignore[arg-type]
+        max_tokens=optional(data.get("max_tokens"), int, "max_tokens"),
+        temperature=optional(data.get("temperature"), float, "temperature"),
+        top_p=optional(data.get("top_p"), float, "top_p"),
+        stop_sequences=optional(data.get("stop_sequences"), list[str], "stop_sequences"),
         tools=_tools(data.get("tools")),
         tool_choice=_tool_choice(data.get("tool_choice")),
         stream=convert(data.get("stream") or False, bool, "stream"),

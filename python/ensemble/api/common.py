@@ -58,3 +58,9 @@ def convert(data: Any, typ: type[T], prefix: str = "") -> T:
         return msgspec.convert(data, typ)
     except msgspec.ValidationError as e:
         raise field_error(e, prefix) from None
+
+
+def optional(data: Any, typ: type[T], prefix: str = "") -> T | None:
+    """`convert` to `typ`, passing None through. Cheaper than converting to `typ | None`: msgspec
+    builds its decoder for a union on every call (about 1 µs each, several per request)."""
+    return None if data is None else convert(data, typ, prefix)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.common import convert, decode_object
+from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
 from ensemble.types import (
@@ -272,10 +272,10 @@ def parse_request(body: bytes, model: str, *, stream: bool) -> InferenceRequest:
     return InferenceRequest(
         model=model,
         messages=messages,
-        max_tokens=convert(_get(gen, "maxOutputTokens"), int | None, "generationConfig.maxOutputTokens"),  # type: ignore[arg-type]
-        temperature=convert(gen.get("temperature"), float | None, "generationConfig.temperature"),  # type: ignore[arg-type]
-        top_p=convert(_get(gen, "topP"), float | None, "generationConfig.topP"),  # type: ignore[arg-type]
-        stop_sequences=convert(stop, list[str] | None, "generationConfig.stopSequences"),  # type: ignore[arg-type]
+        max_tokens=optional(_get(gen, "maxOutputTokens"), int, "generationConfig.maxOutputTokens"),
+        temperature=optional(gen.get("temperature"), float, "generationConfig.temperature"),
+        top_p=optional(_get(gen, "topP"), float, "generationConfig.topP"),
+        stop_sequences=optional(stop, list[str], "generationConfig.stopSequences"),
         tools=_tools(data.get("tools")),
         tool_choice=_tool_choice(_get(data, "toolConfig")),
         stream=stream,

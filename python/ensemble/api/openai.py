@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.common import convert, decode_object
+from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.types import (
     AudioContent,
@@ -195,10 +195,10 @@ def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
     request = InferenceRequest(
         model=convert(data["model"], str, "model"),
         messages=[_message(m, i) for i, m in enumerate(messages)],
-        max_tokens=convert(max_tokens, int | None, "max_tokens"),  # type: ignore[arg-type]
-        temperature=convert(data.get("temperature"), float | None, "temperature"),  # type: ignore[arg-type]
-        top_p=convert(data.get("top_p"), float | None, "top_p"),  # type: ignore[arg-type]
-        stop_sequences=[stop] if isinstance(stop, str) else convert(stop, list[str] | None, "stop"),  # type: ignore[arg-type]
+        max_tokens=optional(max_tokens, int, "max_tokens"),
+        temperature=optional(data.get("temperature"), float, "temperature"),
+        top_p=optional(data.get("top_p"), float, "top_p"),
+        stop_sequences=[stop] if isinstance(stop, str) else optional(stop, list[str], "stop"),
         tools=tools,
         tool_choice=tool_choice,
         stream=convert(data.get("stream", False) or False, bool, "stream"),

@@ -101,7 +101,10 @@ class Provider(ABC):
     @abstractmethod
     def stream(
         self, request: InferenceRequest, target: Target, opts: CallOptions
-    ) -> AsyncIterator[StreamDelta]: ...
+    ) -> AsyncIterator[list[StreamDelta]]:
+        """The answer as batches of deltas: everything decoded from one network read comes together
+        (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
+        per read rather than once per token. Nothing is held back to fill a batch."""
 
     def health(self) -> str:
         """healthy | degraded | unavailable, from credentials and cool-downs."""
@@ -201,7 +204,7 @@ class HttpProvider(Provider):
 
     async def stream(
         self, request: InferenceRequest, target: Target, opts: CallOptions
-    ) -> AsyncIterator[StreamDelta]:
+    ) -> AsyncIterator[list[StreamDelta]]:
         url, headers, body = self.wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
         # call (overall_timeout); the client's own read timers are off so there is one source of truth.
@@ -236,9 +239,10 @@ class HttpProvider(Provider):
                     raise ProviderError(
                         f"malformed stream from the provider: {e}", code="bad_upstream_stream"
                     ) from e
+                batch: list[StreamDelta] = []
                 for event, data, _id, _retry in events:
                     try:
-                        deltas = decoder.decode(event, data)
+                        batch += decoder.decode(event, data)
                     except ProviderError:
                         raise
                     except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -246,8 +250,8 @@ class HttpProvider(Provider):
                             f"malformed stream event from the provider ({type(e).__name__})",
                             code="bad_upstream_stream",
                         ) from e
-                    for delta in deltas:
-                        yield delta
+                if batch:
+                    yield batch
             parser.close()
             finished = True
         except asyncio.CancelledError:

@@ -111,14 +111,20 @@ class MockProvider(Provider):
 
     async def stream(
         self, request: InferenceRequest, target: Target, opts: CallOptions
-    ) -> AsyncIterator[StreamDelta]:
+    ) -> AsyncIterator[list[StreamDelta]]:
         if self.options.latency:
             await asyncio.sleep(self.options.latency)
         gap = self.options.chunk_gap
+        batch: list[StreamDelta] = []
         for i, delta in enumerate(self._plan(request)):
             if gap and i and isinstance(delta, TextDelta | ToolCallArgs):
+                if batch:
+                    yield batch
+                    batch = []
                 await asyncio.sleep(gap)
-            yield delta
+            batch.append(delta)
+        if batch:
+            yield batch
 
 
 def _split(words: list[str], parts: int) -> list[str]:

