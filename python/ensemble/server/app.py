@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -45,6 +46,11 @@ class App:
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.runtime.startup())
+        # Everything built so far (modules, config, tables) lives as long as the worker: keep the
+        # cyclic collector from re-scanning it. Without this each full collection walked the whole
+        # heap (~18 ms, measured under load: the largest source of p99 latency).
+        gc.collect()
+        gc.freeze()
         log.info("worker %d ready", os.getpid())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
