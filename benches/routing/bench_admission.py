@@ -7,7 +7,9 @@ One "request" = what the gateway does before and after the upstream call: per-ke
 endpoint, ordering), per-endpoint admission (`admit_endpoint`), `Router.remember`, and the two
 reconciles at the end. The request has a 2,000-character system prompt and three messages; the
 pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
-those microseconds take at that rate.
+those microseconds take at that rate; the profile share is their fraction of the CPU a whole JSON
+request costs one worker (PIPELINE_CPU_US, measured by `make bench`: the JSON row's CPU µs/request
+at concurrency 64 on one worker, README "Performance").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ensemble.types import InferenceRequest, Message
 
 N = 50_000
 RATE = 5_000  # requests per second
+PIPELINE_CPU_US = 192.0  # CPU µs per JSON request through the whole gateway (make bench, 1 worker)
 
 
 def build(strategy: str, affinity: bool) -> tuple[Router, Admission]:
@@ -102,11 +105,12 @@ def main() -> None:
         ("full path, round_robin", lambda: run("round_robin", False, True)),
         ("plan + endpoint admit only, session_affinity", lambda: run("session_affinity", True, False)),
     ]
-    print(f"{'':<46}{'us/request':>11}{'core share at 5k req/s':>25}")
+    print(f"{'':<46}{'us/request':>11}{'core share at 5k req/s':>25}{'profile share':>15}")
     for name, fn in rows:
         fn()  # warm up
         us = min(fn() for _ in range(3))
-        print(f"{name:<46}{us:>11.2f}{100 * us * RATE / 1e6:>24.1f}%")
+        print(f"{name:<46}{us:>11.2f}{100 * us * RATE / 1e6:>24.1f}%{100 * us / PIPELINE_CPU_US:>14.1f}%")
+    print(f"profile share: of the {PIPELINE_CPU_US:.0f} CPU µs a JSON request costs the gateway (make bench)")
 
 
 if __name__ == "__main__":

@@ -4,17 +4,22 @@ PyO3 classes are constructed by ``__new__`` (there is no ``__init__``), so the c
 stubbed as ``__new__``; calling ``SseParser(...)`` etc. is typed the same either way.
 """
 
-from typing import Self, final
+from collections.abc import Sequence
+from typing import Protocol, Self, final
 
 __all__ = [
+    "AffinityTable",
     "KeyTable",
+    "PromptKeys",
     "RateLimiter",
     "SseError",
     "SseParser",
     "__version__",
     "build_profile",
     "constant_time_eq",
+    "monotonic_ms",
     "prefix_fingerprint",
+    "prompt_keys",
     "sha256_digest",
 ]
 
@@ -64,6 +69,23 @@ class RateLimiter:
     def snapshot(self, scope: str, now_ms: int) -> tuple[int, int, int, int, int]:
         """``(limit_requests, remaining_requests, limit_tokens, remaining_tokens, reset_ms)``."""
     def usage(self, scope: str, now_ms: int) -> tuple[int, int]: ...
+    def load(self, scopes: list[str], now_ms: int) -> tuple[list[float], list[int]]:
+        """``([utilisation per scope], [requests per scope])``: utilisation is the fullest of RPM/TPM
+        against the scope's configured limits, -1.0 when it has none."""
+    def rank(
+        self,
+        scopes: list[str],
+        floors: list[float],
+        weights: list[int],
+        in_flight: list[int],
+        shift: int,
+        now_ms: int,
+    ) -> tuple[list[int], list[float]]:
+        """A router's pool ranked, least utilised first: ``(order, utilisations in that order)``.
+
+        ``floors`` (the provider's own used fraction, -1 for none), ``weights`` and ``in_flight``
+        have one entry per scope or are empty; the pool is rotated by ``shift`` before a stable sort.
+        """
     def drain_deltas(self) -> list[tuple[str, int, int]]: ...
     def block_until(self, scope: str, until_ms: int) -> None:
         """Refuse admissions to ``scope`` until ``until_ms`` (upstream 429 / no upstream capacity left)."""
@@ -81,6 +103,59 @@ class KeyTable:
     def lookup(self, api_key: str) -> object | None: ...
     def lookup_digest(self, digest: bytes) -> object | None: ...
     def __len__(self) -> int: ...
+
+class _Message(Protocol):
+    """What ``prompt_keys`` reads of a message (``ensemble.types.Message``)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> object: ...
+    def text(self) -> str: ...
+
+@final
+class PromptKeys:
+    """The affinity keys of one request (fingerprints are ``model_tag << 32 | crc32c``)."""
+
+    @property
+    def full(self) -> int: ...
+    @property
+    def full_tokens(self) -> int: ...
+    @property
+    def previous(self) -> int | None: ...
+    @property
+    def previous_tokens(self) -> int: ...
+    @property
+    def lead(self) -> int | None: ...
+    @property
+    def lead_tokens(self) -> int: ...
+    @property
+    def session(self) -> str | None: ...
+
+def prompt_keys(model_tag: int, session_id: str | None, messages: Sequence[_Message]) -> PromptKeys:
+    """Fingerprints of the whole prompt, the previous turn and the leading system prompt; an empty
+    session id is no session. String ``content`` is hashed in place, other content via ``text()``."""
+
+@final
+class AffinityTable:
+    """Prompt-prefix / session -> (endpoint number, cached tokens); LRU bounded, entries expire."""
+
+    def __new__(cls, max_entries: int) -> Self: ...
+    def lookup(self, keys: PromptKeys, now_ms: int) -> tuple[int, int] | None:
+        """``(endpoint, estimated cached prompt tokens)`` of the best live entry, or None."""
+    def remember(self, keys: PromptKeys, endpoint: int, now_ms: int, ttl_ms: int) -> None: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    def __len__(self) -> int: ...
+
+def monotonic_ms() -> int:
+    """Milliseconds of the monotonic clock (``CLOCK_MONOTONIC`` on Unix)."""
 
 def sha256_digest(data: str) -> bytes: ...
 def constant_time_eq(a: bytes, b: bytes) -> bool: ...

@@ -434,6 +434,7 @@ class Gateway:
         if self.request_log is None:
             return
         target = ctx.target
+        route = ctx.route
         self.request_log.record(
             LogRecord(
                 request_id=ctx.request_id,
@@ -453,6 +454,9 @@ class Gateway:
                 error=error[:500],
                 created_at=now_iso(),
                 response_body=msgspec.json.encode(response) if response is not None else None,
+                route_reason=route.reason if route is not None else "",
+                cache_value_usd=route.cache_value if route is not None else 0.0,
+                cost_penalty_usd=route.cost_penalty if route is not None else 0.0,
             )
         )
 

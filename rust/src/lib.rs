@@ -1,9 +1,12 @@
-//! Hot path of the Ensemble gateway: SSE framing, rate counters, API-key table.
+//! Hot path of the Ensemble gateway: SSE framing, rate counters, API-key table, cache affinity.
 //!
 //! The core modules are plain Rust; the PyO3 binding layer below (the only PyO3 code) is compiled
 //! only with the `python` feature, so `cargo test` runs without a Python interpreter.
 
+pub mod affinity;
+pub mod clock;
 pub mod keys;
+pub mod rank;
 pub mod ratelimit;
 pub mod sse;
 
@@ -52,7 +55,7 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 
 #[cfg(feature = "python")]
 mod bindings {
-    use super::{digest_from_slice, keys, ratelimit, sse, NativeError};
+    use super::{affinity, clock, digest_from_slice, keys, rank, ratelimit, sse, NativeError};
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -295,6 +298,33 @@ mod bindings {
             self.inner.usage(scope, now_ms)
         }
 
+        /// `([utilisation per scope], [requests per scope])` at `now_ms`: utilisation is the fullest
+        /// of RPM/TPM against the scope's configured limits, -1.0 when it has none.
+        fn load(&self, scopes: Vec<PyBackedStr>, now_ms: u64) -> (Vec<f64>, Vec<u64>) {
+            self.inner.load(&scopes, now_ms).into_iter().unzip()
+        }
+
+        /// The pool of `scopes` ranked for a router: `(order, utilisations in that order)`; see
+        /// `rust/src/rank.rs`. `floors`, `weights` and `in_flight` have one entry per scope or are
+        /// empty (no floor, weight 1, nothing in flight).
+        fn rank(
+            &self,
+            scopes: Vec<PyBackedStr>,
+            floors: Vec<f64>,
+            weights: Vec<u64>,
+            in_flight: Vec<u64>,
+            shift: usize,
+            now_ms: u64,
+        ) -> (Vec<usize>, Vec<f64>) {
+            rank::rank(
+                &self.inner.load(&scopes, now_ms),
+                &floors,
+                &weights,
+                &in_flight,
+                shift,
+            )
+        }
+
         /// `(scope, requests, tokens)` net local changes since the last drain.
         fn drain_deltas(&self) -> Vec<(String, i64, i64)> {
             self.inner.drain_deltas()
@@ -374,6 +404,152 @@ mod bindings {
         }
     }
 
+    /// The affinity keys of one request; see `rust/src/affinity.rs`.
+    #[pyclass(module = "ensemble._native", name = "PromptKeys", frozen)]
+    struct PyPromptKeys {
+        inner: affinity::PromptKeys,
+    }
+
+    #[pymethods]
+    impl PyPromptKeys {
+        #[getter]
+        fn full(&self) -> u64 {
+            self.inner.full
+        }
+
+        #[getter]
+        fn full_tokens(&self) -> u64 {
+            self.inner.full_tokens
+        }
+
+        #[getter]
+        fn previous(&self) -> Option<u64> {
+            self.inner.previous
+        }
+
+        #[getter]
+        fn previous_tokens(&self) -> u64 {
+            self.inner.previous_tokens
+        }
+
+        #[getter]
+        fn lead(&self) -> Option<u64> {
+            self.inner.lead
+        }
+
+        #[getter]
+        fn lead_tokens(&self) -> u64 {
+            self.inner.lead_tokens
+        }
+
+        #[getter]
+        fn session(&self) -> Option<&str> {
+            match &self.inner.session {
+                Some(affinity::Key::Session(_, s)) => Some(s),
+                _ => None,
+            }
+        }
+    }
+
+    /// Feed one Python string to `f` as UTF-8 (lossily for lone surrogates, which cannot be
+    /// encoded: such a prompt still gets a fingerprint instead of an error).
+    fn with_text<R>(s: &Bound<'_, PyString>, f: impl FnOnce(&str) -> R) -> R {
+        match s.to_str() {
+            Ok(text) => f(text),
+            Err(_) => f(&s.to_string_lossy()),
+        }
+    }
+
+    /// The affinity keys of a prompt: `messages` (any iterable) are objects with a `role` string and either a
+    /// string `content` or a `text()` method (ensemble.types.Message). The texts are hashed where
+    /// they are, with no joined copy.
+    #[pyfunction]
+    #[pyo3(signature = (model_tag, session_id, messages))]
+    fn prompt_keys(
+        model_tag: u32,
+        session_id: Option<&str>,
+        messages: &Bound<'_, PyAny>,
+    ) -> PyResult<PyPromptKeys> {
+        let py = messages.py();
+        let (role_attr, content_attr, text_attr) = (
+            pyo3::intern!(py, "role"),
+            pyo3::intern!(py, "content"),
+            pyo3::intern!(py, "text"),
+        );
+        let mut hasher = affinity::PromptHasher::with_capacity(messages.len().unwrap_or(0));
+        for m in messages.try_iter()? {
+            let m = m?;
+            let role = m.getattr(role_attr)?;
+            let role = role.cast::<PyString>()?;
+            let content = m.getattr(content_attr)?;
+            let text = match content.cast_into::<PyString>() {
+                Ok(s) => s,
+                Err(_) => m.call_method0(text_attr)?.cast_into::<PyString>()?,
+            };
+            with_text(role, |r| with_text(&text, |t| hasher.push(r, t)));
+        }
+        Ok(PyPromptKeys {
+            inner: hasher.finish(model_tag, session_id),
+        })
+    }
+
+    /// Prompt-prefix / session → endpoint, LRU + TTL; see `rust/src/affinity.rs`. Endpoints are
+    /// small integers chosen by the caller.
+    #[pyclass(module = "ensemble._native", name = "AffinityTable")]
+    struct PyAffinityTable {
+        inner: affinity::AffinityTable,
+    }
+
+    #[pymethods]
+    impl PyAffinityTable {
+        #[new]
+        fn new(max_entries: usize) -> Self {
+            PyAffinityTable {
+                inner: affinity::AffinityTable::new(max_entries),
+            }
+        }
+
+        /// `(endpoint, estimated cached prompt tokens)` of the best live entry, or None.
+        fn lookup(&mut self, keys: PyRef<'_, PyPromptKeys>, now_ms: u64) -> Option<(u32, u64)> {
+            self.inner.lookup(&keys.inner, now_ms)
+        }
+
+        /// The request succeeded on `endpoint`: remember its keys for `ttl_ms`.
+        fn remember(
+            &mut self,
+            keys: PyRef<'_, PyPromptKeys>,
+            endpoint: u32,
+            now_ms: u64,
+            ttl_ms: u64,
+        ) {
+            self.inner.remember(&keys.inner, endpoint, now_ms, ttl_ms);
+        }
+
+        #[getter]
+        fn max_entries(&self) -> usize {
+            self.inner.max_entries()
+        }
+
+        #[getter]
+        fn hits(&self) -> u64 {
+            self.inner.hits
+        }
+
+        #[getter]
+        fn misses(&self) -> u64 {
+            self.inner.misses
+        }
+
+        #[getter]
+        fn evictions(&self) -> u64 {
+            self.inner.evictions
+        }
+
+        fn __len__(&self) -> usize {
+            self.inner.len()
+        }
+    }
+
     /// SHA-256 of the UTF-8 encoding of `data`.
     #[pyfunction]
     fn sha256_digest<'py>(py: Python<'py>, data: &str) -> Bound<'py, PyBytes> {
@@ -384,6 +560,12 @@ mod bindings {
     #[pyfunction]
     fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         keys::constant_time_eq(a, b)
+    }
+
+    /// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC` on Unix).
+    #[pyfunction]
+    fn monotonic_ms() -> u64 {
+        clock::monotonic_ms()
     }
 
     /// Cumulative CRC32C over the parts: the fingerprint of each leading prefix.
@@ -411,6 +593,10 @@ mod bindings {
         m.add_function(wrap_pyfunction!(sha256_digest, m)?)?;
         m.add_function(wrap_pyfunction!(constant_time_eq, m)?)?;
         m.add_function(wrap_pyfunction!(prefix_fingerprint, m)?)?;
+        m.add_class::<PyPromptKeys>()?;
+        m.add_class::<PyAffinityTable>()?;
+        m.add_function(wrap_pyfunction!(prompt_keys, m)?)?;
+        m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
         Ok(())
     }
 }

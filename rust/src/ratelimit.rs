@@ -510,6 +510,32 @@ impl RateLimiter {
             .map_or((0, 0), |s| s.usage(self.geometry, now_ms))
     }
 
+    /// Per scope, how full it is at `now_ms` and the requests counted in its window (global view
+    /// included): `(utilisation, requests)`, where utilisation is the fullest of requests / rpm and
+    /// tokens / tpm against the scope's configured limits, or -1.0 when it has none (rpm = tpm = 0)
+    /// or is unknown. One call for a whole pool, so a router ranks its endpoints in one crossing.
+    pub fn load<S: AsRef<str>>(&self, scopes: &[S], now_ms: u64) -> Vec<(f64, u64)> {
+        scopes
+            .iter()
+            .map(|name| {
+                let name = name.as_ref();
+                let shard = lock(&self.shards[shard_of(name)]);
+                let Some(s) = shard.scopes.get(name) else {
+                    return (-1.0, 0);
+                };
+                let (r, t) = s.usage(self.geometry, now_ms);
+                let mut util = -1.0f64;
+                if s.rpm != 0 {
+                    util = r as f64 / s.rpm as f64;
+                }
+                if s.tpm != 0 {
+                    util = util.max(t as f64 / s.tpm as f64);
+                }
+                (util, r)
+            })
+            .collect()
+    }
+
     /// Net local usage changes `(scope, requests, tokens)` since the last drain, and reset them.
     /// Scopes with no change are omitted. Values can be negative after releases/reconciles.
     pub fn drain_deltas(&self) -> Vec<(String, i64, i64)> {
@@ -793,6 +819,19 @@ mod tests {
             r.admit(&["k"], 0, 4_500),
             Admission::Refused { .. }
         ));
+    }
+
+    #[test]
+    fn load_is_the_fullest_limit_per_scope() {
+        let r = rl();
+        r.configure("rpm", 4, 0);
+        r.configure("tpm", 100, 1000);
+        r.configure("free", 0, 0);
+        r.admit(&["rpm", "tpm", "free"], 300, 0);
+        let load = r.load(&["rpm", "tpm", "free", "unknown"], 10);
+        assert_eq!(load, vec![(0.25, 1), (0.3, 1), (-1.0, 1), (-1.0, 0)]);
+        // Out of the window: empty again.
+        assert_eq!(r.load(&["rpm"], 120_000), vec![(0.0, 0)]);
     }
 
     #[test]

@@ -399,6 +399,12 @@ def test_usage_and_logs_shapes_and_filters(gw: Gateway) -> None:
     assert entry["model"] == "mock-1" and entry["provider"] == "mock" and entry["endpoint_id"] == "mock-local"
     assert {"request_id", "key_id", "model", "provider", "endpoint_id", "status", "http_status",
             "input_tokens", "output_tokens", "cost", "latency_ms", "created_at"} <= set(entry)  # fmt: skip
+    # The routing decision: one mock endpoint, a short prompt (no cache value).
+    assert (entry["route_reason"], entry["cache_value_usd"], entry["cost_penalty_usd"]) == (
+        "least_used",
+        0,
+        0,
+    )
     created_at = [e["created_at"] for e in logs["logs"]]
     assert created_at == sorted(created_at, reverse=True)  # newest first
 

@@ -313,8 +313,12 @@ def test_two_workers_share_a_batch_and_run_each_item_once(tmp_path: Path) -> Non
         (f"{batch_id}-%",),
     ).fetchall()
     (requests,) = conn.execute("SELECT SUM(requests) FROM usage_daily").fetchone()
+    routes = conn.execute(
+        "SELECT DISTINCT route_reason FROM request_log WHERE request_id LIKE ?", (f"{batch_id}-%",)
+    ).fetchall()
     conn.close()
     assert len(rows) == n and all(count == 1 for _, count in rows)  # each item ran and was recorded once
+    assert routes == [("least_used",)]  # through the gateway's router (one mock endpoint)
     assert requests == n
 
 

@@ -5,6 +5,7 @@ and Ensemble's own `/v1/messages/batches` routes driven by the official `anthrop
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,13 @@ def test_sdk_submit_poll_results_with_the_batch_discount(tmp_path: Path, fake: F
                     c.get(f"/api/v1/retrieve/{r['id']}").json()["cost_micro_dollars"]
                     == r["cost_micro_dollars"]
                 )
+        # The request log (flushed by those retrieves) says how the items were routed.
+        ids = [line["result"]["response"]["id"] for line in lines]
+        with sqlite3.connect(tmp_path / "data" / "ensemble.db") as db:
+            routes = db.execute(
+                f"SELECT route_reason FROM request_log WHERE request_id IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        assert routes == [("provider_batch",)] * 2
 
         other = server.create_key("other")
         server.wait_for_key(other)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -85,3 +86,27 @@ def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -
         assert key_file.stat().st_mode & 0o777 == 0o600
     finally:
         server.stop()
+
+
+def test_migrate_upgrades_an_existing_request_log(tmp_path: Path) -> None:
+    """A database written by the previous schema (version 2, before the routing-decision columns)
+    keeps its rows and gains the columns with their defaults."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        for version, script in enumerate(database.MIGRATIONS[:2], start=1):
+            db.executescript(script)
+            db.execute(f"PRAGMA user_version={version}")
+        db.execute(
+            "INSERT INTO request_log (request_id, key_id, model, status, http_status, created_at) "
+            "VALUES ('req_old', 'key_1', 'm', 'success', 200, '2026-01-01T00:00:00.000Z')"
+        )
+    out = run("migrate", env={"ENSEMBLE_DATABASE": str(path)})
+    assert out.returncode == 0, out.stderr
+    assert f"schema version 2 -> {database.SCHEMA_VERSION}" in out.stdout
+    with sqlite3.connect(path) as db:
+        row = db.execute(
+            "SELECT request_id, route_reason, cache_value_usd, cost_penalty_usd FROM request_log"
+        ).fetchall()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    assert row == [("req_old", "", 0.0, 0.0)]
+    assert version == database.SCHEMA_VERSION

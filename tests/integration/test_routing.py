@@ -4,6 +4,7 @@ so its own counters, cool-downs and affinity entries) so the tests do not distur
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -76,6 +77,8 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         # Cache affinity: three endpoints of one pool.
         provider("aff", [ep("aff-1"), ep("aff-2"), ep("aff-3")], ["aff-model"]),
         provider("cheap", [ep("cheap-1"), ep("cheap-2"), ep("cheap-3")], ["aff-low"]),
+        # The routing decision in the request log: affinity, then failover away from it.
+        provider("logged", [ep("log-1"), ep("log-2")], ["log-model"]),
     ]
     server = Ensemble(
         Path(tmp_path_factory.mktemp("routing")),
@@ -342,3 +345,50 @@ def test_stream_reports_route_reason(gateway: Ensemble) -> None:
         assert s.status_code == 200
         assert s.headers["x-ensemble-route-reason"] in ("least_used", "affinity", "affinity_high_value")
         s.read()
+
+
+# -- the routing decision in the request log ---------------------------------------------------
+
+
+def logged_routes(gateway: Ensemble, request_ids: list[str]) -> dict[str, tuple[str, str, float, float]]:
+    """(endpoint_id, route_reason, cache_value_usd, cost_penalty_usd) per request, once the
+    server's batched writer has flushed them to SQLite."""
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(gateway.dir / "data" / "ensemble.db") as db:
+            rows = db.execute(
+                "SELECT request_id, endpoint_id, route_reason, cache_value_usd, cost_penalty_usd "
+                f"FROM request_log WHERE request_id IN ({','.join('?' * len(request_ids))})",
+                request_ids,
+            ).fetchall()
+        if len(rows) == len(request_ids) or time.monotonic() > deadline:
+            return {r[0]: tuple(r[1:]) for r in rows}
+        time.sleep(0.1)
+
+
+def test_route_decision_is_logged_with_the_request(gateway: Ensemble, fake: FakeUpstream) -> None:
+    system = long_system("logged")
+    tokens = len(f"s{system}\0uq\0".encode()) // 4  # the gateway's estimate of the cached prefix
+    value = tokens * (3.00 - 0.30) / 1_000_000
+    with gateway.client() as c:
+        c.headers["x-session-id"] = "logged-session"
+        ids, endpoints, reasons = [], [], []
+        for i in range(3):
+            if i == 2:  # the affinity endpoint is rate limited: fail over, losing the cache hit
+                fake.enqueue(endpoints[0], {"status": 429, "retry_after": 30})
+            r = c.post("/api/v1/generate", json=chat("log-model", "q", system=system))
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["x-request-id"])
+            endpoints.append(r.headers["x-ensemble-endpoint"])
+            reasons.append(r.headers["x-ensemble-route-reason"])
+    assert reasons == ["least_used", "affinity_high_value", "failover"]
+    first, other = endpoints[0], ({"log-1", "log-2"} - {endpoints[0]}).pop()
+    assert endpoints == [first, first, other]
+    rows = logged_routes(gateway, ids)
+    assert rows[ids[0]] == (first, "least_used", 0.0, 0.0)  # nothing remembered yet
+    endpoint, reason, cache_value, penalty = rows[ids[1]]
+    assert (endpoint, reason, penalty) == (first, "affinity_high_value", 0.0)
+    assert cache_value == pytest.approx(value)
+    endpoint, reason, cache_value, penalty = rows[ids[2]]
+    assert (endpoint, reason) == (other, "failover")
+    assert cache_value == pytest.approx(value) and penalty == pytest.approx(value)

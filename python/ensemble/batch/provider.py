@@ -24,6 +24,7 @@ from ensemble.batch.store import BatchStore, ClaimedItem, now_ms
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext
 from ensemble.providers.base import Endpoint, HttpProvider, Provider, Target
+from ensemble.router import RouteDecision
 from ensemble.types import InferenceRequest, Usage
 from ensemble.usage.pricing import Price
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from ensemble.server.runtime import Runtime
 
 log = logging.getLogger("ensemble.batch")
+PROVIDER_BATCH = RouteDecision("provider_batch")
 
 BATCH_DISCOUNT = Decimal("0.5")  # Anthropic bills Message Batches at half the standard price
 MAX_PER_UPSTREAM_BATCH = 10_000
@@ -303,6 +305,7 @@ class ProviderBatches:
             return
         ctx = CallContext(item.request_id, key)
         ctx.target = target
+        ctx.route = PROVIDER_BATCH  # sent in the provider's own batch, not through the router
         ctx.model = request.model
         response = gateway.finish(request, ctx, parsed)  # prices (discounted), records usage once
         from ensemble.api import native

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ensemble._native import RateLimiter
+from ensemble._native import RateLimiter, monotonic_ms
 from ensemble.errors import InvalidRequest, RateLimited
 from ensemble.ratelimit.lease import Leases
 from ensemble.ratelimit.upstream import UpstreamView, parse_headers
@@ -27,8 +27,18 @@ from ensemble.types import RateLimitInfo
 __all__ = ["Admission", "EndpointLimits", "Reservation", "UpstreamView", "now_ms", "parse_headers"]
 
 
-def now_ms() -> int:
+def _python_now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
+
+
+# The admission clock is read several times per request. Where Python's monotonic clock is
+# CLOCK_MONOTONIC (Linux), the native reading of that same clock is one C call instead of a
+# Python function; cool-downs compare it with time.monotonic(), so elsewhere Python's is kept.
+now_ms: Callable[[], int] = (
+    monotonic_ms
+    if time.get_clock_info("monotonic").implementation == "clock_gettime(CLOCK_MONOTONIC)"
+    else _python_now_ms
+)
 
 
 def slot_count(window_ms: int, wanted: int = 60) -> int:
@@ -75,11 +85,15 @@ class Admission:
         self.default_rpm = default_rpm
         self.default_tpm = default_tpm
         self._configured: dict[str, tuple[int, int]] = {}
+        self._keys: dict[str, tuple[int, int, list[str]]] = {}
         self._endpoints: dict[tuple[str, str], EndpointLimits] = {}
         # Scale-out (Redis): quota leased from the shared window gates limited key scopes (see
         # lease.py); `on_endpoint` lets the sync pull the shared view of each endpoint scope.
         self.leases: Leases | None = None
         self.on_endpoint: Callable[[str], None] | None = None
+        # The latest `reset_at_ms` of any endpoint's upstream view (views are only set by
+        # `observe`): before it, routers must fold the provider's own numbers into utilisation.
+        self.views_until = 0
 
     # -- per key ---------------------------------------------------------------------------------
 
@@ -98,11 +112,16 @@ class Admission:
             self._configured[scope] = limits
 
     def admit_key(self, key: KeyRecord, tokens: int) -> Reservation:
-        scope = self.key_scope(key.key_id)
-        limits = (key.rate_limit_rpm or self.default_rpm, key.rate_limit_tpm or self.default_tpm)
-        if limits != self._configured.get(scope):
+        rpm = key.rate_limit_rpm or self.default_rpm
+        tpm = key.rate_limit_tpm or self.default_tpm
+        # Per key id: the limits last seen and the scope list (shared by its reservations, which
+        # only read it), so a request builds neither the scope name nor the list.
+        known = self._keys.get(key.key_id)
+        if known is None or known[0] != rpm or known[1] != tpm:
             self.configure_key(key)
-        tpm = limits[1]
+            known = self._keys[key.key_id] = (rpm, tpm, [self.key_scope(key.key_id)])
+        scopes = known[2]
+        scope = scopes[0]
         if tpm and tokens > tpm:
             # Waiting would never help: say what to change instead of answering 429 forever.
             raise InvalidRequest(
@@ -112,7 +131,6 @@ class Admission:
                 code="exceeds_token_limit",
             )
         at = self.clock()
-        scopes = [scope]
         lease_wait = self.leases.take(scope, tokens) if self.leases is not None else None
         if lease_wait is not None:
             ok, retry_after_ms = False, int(lease_wait * 1000)
@@ -183,7 +201,8 @@ class Admission:
         ok, retry_after_ms, _ = self.limiter.admit(lim.scopes, tokens, now)
         if not ok:
             return max(retry_after_ms, 1)
-        view.consume(tokens)
+        if view.remaining_requests is not None or view.remaining_tokens is not None:
+            view.consume(tokens)  # (without a provider statement there is nothing to spend from)
         return 0
 
     def reconcile_endpoint(self, lim: EndpointLimits, reserved: int, actual: int, at_ms: int) -> None:
@@ -234,4 +253,7 @@ class Admission:
 
     def observe(self, lim: EndpointLimits, headers: Mapping[str, str], now: int) -> None:
         """Take in the provider's rate-limit headers from any response of this endpoint."""
-        parse_headers(headers, lim.upstream, now, time.time())
+        view = lim.upstream
+        parse_headers(headers, view, now, time.time())
+        if view.reset_at_ms > self.views_until:
+            self.views_until = view.reset_at_ms

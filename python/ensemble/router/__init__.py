@@ -24,12 +24,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ensemble.config.schema import CacheConfig
 from ensemble.errors import NotFound, Overloaded
 from ensemble.providers.base import Provider, Target
 from ensemble.ratelimit import Admission, EndpointLimits, now_ms
-from ensemble.router.affinity import MIN_CACHEABLE_TOKENS, AffinityTable, PromptKeys, fingerprint
+from ensemble.router.affinity import MIN_CACHEABLE_TOKENS, AffinityTable, PromptKeys, prompt_keys
 from ensemble.types import InferenceRequest
 
 __all__ = ["Candidate", "RouteDecision", "RoutePlan", "Router"]
@@ -38,12 +39,14 @@ __all__ = ["Candidate", "RouteDecision", "RoutePlan", "Router"]
 class Candidate:
     """One (provider, endpoint, model): the Target handed to the adapter plus its capacity state."""
 
-    __slots__ = ("limits", "saving_per_token", "target", "ttl_ms", "weight")
+    __slots__ = ("endpoint", "index", "limits", "saving_per_token", "target", "ttl_ms", "weight")
 
-    def __init__(self, target: Target, limits: EndpointLimits, ttl_ms: int) -> None:
+    def __init__(self, target: Target, limits: EndpointLimits, ttl_ms: int, index: int = 0) -> None:
         self.target = target
+        self.endpoint = target.endpoint  # hoisted: read for every candidate of every request
         self.limits = limits
         self.ttl_ms = ttl_ms
+        self.index = index  # the endpoint's number in the affinity table (`Router._endpoint_ids`)
         self.weight = max(target.endpoint.weight, 1)
         pricing = target.model.pricing
         # Dollars saved per prompt token read from the cache instead of sent fresh.
@@ -53,13 +56,29 @@ class Candidate:
 class _Group:
     """The endpoints of one provider serving one model."""
 
-    __slots__ = ("affinity", "candidates", "cycle", "provider", "rotation", "strategy")
+    __slots__ = (
+        "affinity",
+        "candidates",
+        "cycle",
+        "provider",
+        "rotation",
+        "scopes",
+        "strategy",
+        "unlimited",
+        "weights",
+    )
 
     def __init__(self, provider: Provider, candidates: list[Candidate], affinity: bool) -> None:
         self.provider = provider
         self.candidates = candidates
         self.strategy = provider.config.strategy
         self.affinity = affinity and self.strategy == "session_affinity"
+        # What the native ranking needs when every candidate is ready, built once: the limiter
+        # scopes, the weights (empty: all 1), and whether any endpoint has no configured limit
+        # (then requests in flight count towards relative load).
+        self.scopes = [c.limits.scope for c in candidates]
+        self.weights = [c.weight for c in candidates] if any(c.weight != 1 for c in candidates) else []
+        self.unlimited = any(not (c.limits.rpm or c.limits.tpm) for c in candidates)
         # Weighted round robin: an endpoint of weight w appears w times, interleaved.
         order: list[int] = []
         remaining = [c.weight for c in candidates]
@@ -72,11 +91,13 @@ class _Group:
         self.rotation = itertools.count()
 
 
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    """Why a request went where it went: logged and returned in `x-ensemble-route-reason`."""
+class RouteDecision(NamedTuple):
+    """Why a request went where it went: logged with the request (request_log.route_reason,
+    cache_value_usd, cost_penalty_usd) and returned in `x-ensemble-route-reason`. A tuple: built
+    on every affinity decision, and immutable so the ones without numbers are shared."""
 
-    reason: str  # affinity_high_value | affinity | least_used | round_robin | failover
+    # affinity_high_value | affinity | least_used | round_robin | failover | cooling_down | provider_batch
+    reason: str
     cache_value: float = 0.0  # estimated USD a cache hit saves on the affinity endpoint
     cost_penalty: float = 0.0  # estimated USD of that saving given up by going elsewhere
     affinity_endpoint: str = ""
@@ -92,10 +113,12 @@ class RoutePlan:
 
 
 _NO_WAIT = 1 << 62
-# Decisions without numbers are shared (RouteDecision is immutable).
+# Decisions without numbers are shared.
 _LEAST_USED = RouteDecision("least_used")
 _ROUND_ROBIN = RouteDecision("round_robin")
 _COOLING = RouteDecision("cooling_down")
+_ONE = [0.0]
+_NONE: list[Any] = []  # an empty list passed to the native ranking (never mutated)
 
 
 class Router:
@@ -116,24 +139,36 @@ class Router:
                 self._by_model.setdefault(name, []).append(p)
         ttls = {k: int(v * 1000) for k, v in self.cache.ttls.items()}
         self._groups: dict[str, list[_Group]] = {}
-        self._tags: dict[str, int] = {}
+        # The affinity table stores endpoints by number: `_endpoint_ids[n]` is endpoint n.
+        self._endpoint_ids: list[str] = []
+        numbers: dict[str, int] = {}
+        tags: dict[str, int] = {}
         for model, serving in self._by_model.items():
-            self._tags[model] = len(self._tags)
+            tags[model] = len(tags)
             groups = []
             for p in serving:
                 ttl = ttls.get(p.type, ttls.get(p.name, 300_000))
-                cands = [
-                    Candidate(
-                        Target(provider=p, endpoint=e, model=p.models[model], price=p.prices[model]),
-                        self.admission.endpoint(e.id, model, e.rpm_limit, e.tpm_limit),
-                        ttl,
+                cands = []
+                for e in p.endpoints:
+                    if e.id not in numbers:
+                        numbers[e.id] = len(self._endpoint_ids)
+                        self._endpoint_ids.append(e.id)
+                    cands.append(
+                        Candidate(
+                            Target(provider=p, endpoint=e, model=p.models[model], price=p.prices[model]),
+                            self.admission.endpoint(e.id, model, e.rpm_limit, e.tpm_limit),
+                            ttl,
+                            numbers[e.id],
+                        )
                     )
-                    for e in p.endpoints
-                ]
                 groups.append(_Group(p, cands, self.cache.enable_session_affinity))
             self._groups[model] = groups
-        self._affinity_models = {m: any(g.affinity for g in gs) for m, gs in self._groups.items()}
+        # The model's tag in its prompt fingerprints, for the models that use affinity at all.
+        self._affinity_tags = {m: tags[m] for m, gs in self._groups.items() if any(g.affinity for g in gs)}
         self.affinity = AffinityTable(self.cache.max_cache_entries)
+        # The decision for a hit worth nothing (a prompt below the providers' cache minimum, e.g.
+        # a short chat with a session id), per endpoint: common, so shared rather than rebuilt.
+        self._worthless = [RouteDecision("least_used", 0.0, 0.0, eid) for eid in self._endpoint_ids]
         self._high = self.cache.high_value_threshold
         self._low = self.cache.low_value_threshold
         self._span = max(self._high - self._low, 1e-12)
@@ -165,6 +200,9 @@ class Router:
         return [c.target for c in self.plan(model, None).candidates]
 
     def plan(self, model: str, request: InferenceRequest | None) -> RoutePlan:
+        # Runs for every request: the common case (all endpoints ready, one provider) takes the
+        # fewest Python steps; the fingerprints, the affinity table and the endpoint counters are
+        # native, one call each.
         groups = self._groups.get(model)
         if not groups:
             raise NotFound(
@@ -174,36 +212,40 @@ class Router:
         now = self.clock()
         now_s = now / 1000
         keys: PromptKeys | None = None
-        hit: tuple[str, int] | None = None
-        if request is not None and self._affinity_models.get(model, False):
-            keys = fingerprint(request, self._tags[model])
-            hit = self.affinity.lookup(keys, now)
+        hit: tuple[int, int] | None = None
+        if request is not None:
+            tag = self._affinity_tags.get(model)
+            if tag is not None:
+                keys = prompt_keys(tag, request.session_id, request.messages)
+                hit = self.affinity.lookup(keys, now)
         ordered: list[Candidate] = []
         wait = _NO_WAIT
         failing_wait = _NO_WAIT
         usable_any = False
         decision: RouteDecision | None = None
         for group in groups:
-            ready: list[Candidate] = []
-            for c in group.candidates:
-                e = c.target.endpoint
-                if not e.has_credential:
-                    continue
-                usable_any = True
-                if e.cooldown_until > now_s:
-                    left = int((e.cooldown_until - now_s) * 1000) + 1
-                    if e.cooling_for_limit:
-                        wait = min(wait, left)
-                    else:
-                        failing_wait = min(failing_wait, left)
-                    continue
-                ready.append(c)
+            cands = group.candidates
+            ready = [c for c in cands if c.endpoint.cooldown_until <= now_s and c.endpoint.has_credential]
             n = len(ready)
+            if n < len(cands):
+                # Some left out: note whether any could serve at all, and when the cooling ones end.
+                for c in cands:
+                    e = c.endpoint
+                    if not e.has_credential:
+                        continue
+                    usable_any = True
+                    if e.cooldown_until > now_s:
+                        left = int((e.cooldown_until - now_s) * 1000) + 1
+                        if e.cooling_for_limit:
+                            wait = min(wait, left)
+                        else:
+                            failing_wait = min(failing_wait, left)
             if not n:
                 continue
+            usable_any = True
             if group.strategy == "round_robin":
                 start = next(group.rotation)
-                first = group.candidates[group.cycle[start % len(group.cycle)]]
+                first = cands[group.cycle[start % len(group.cycle)]]
                 if first not in ready:
                     first = ready[start % n]
                 ordered.append(first)
@@ -212,20 +254,12 @@ class Router:
                     decision = _ROUND_ROBIN
                 continue
             if n == 1:
-                ranked, ranked_utils = ready, [0.0]
+                ranked, utils = ready, _ONE
             else:
-                utils = self._utilisations(ready, now)
-                # Rotate before the (stable) sort so equal utilisation spreads over the pool
-                # instead of always picking the first endpoint.
-                shift = next(group.rotation) % n
-                if shift:
-                    ready = ready[shift:] + ready[:shift]
-                    utils = utils[shift:] + utils[:shift]
-                order = sorted(range(n), key=utils.__getitem__)
+                order, utils = self._rank(group, ready, n == len(cands), now)
                 ranked = [ready[i] for i in order]
-                ranked_utils = [utils[i] for i in order]
             if hit is not None and decision is None and group.affinity:
-                decision = self._apply_affinity(ranked, ranked_utils, hit)
+                decision = self._apply_affinity(ranked, utils, hit)
             ordered.extend(ranked)
             if decision is None:
                 decision = _LEAST_USED
@@ -242,58 +276,67 @@ class Router:
             keys,
         )
 
-    def _utilisations(self, ready: list[Candidate], now: int) -> list[float]:
+    def _rank(
+        self, group: _Group, ready: list[Candidate], all_ready: bool, now: int
+    ) -> tuple[list[int], list[float]]:
+        """Order of the ready candidates (at least two), least utilised first, and their
+        utilisations in that order (native `RateLimiter.rank`, see rust/src/rank.rs).
+
+        Utilisation is the fullest of RPM/TPM against the endpoint's limits and the provider's own
+        rate-limit headers, divided by `weight`; an endpoint with no known limit gets its weighted
+        share of the pool's recent requests (in the window, plus those in flight). The pool is
+        rotated before the (stable) sort so equal utilisation spreads over the pool instead of
+        always picking the first endpoint."""
         adm = self.admission
-        utils = [adm.utilisation(c.limits, now) for c in ready]
-        if len(ready) == 1:
-            return utils
-        unlimited = False
-        for i, c in enumerate(ready):
-            if utils[i] < 0:
-                unlimited = True
-            else:
-                utils[i] /= c.weight
-        if unlimited:
-            # No known limit: relative load, the endpoint's weighted share of the pool's recent
-            # requests (in the window, plus those in flight).
-            counts = [
-                (adm.requests_in_window(c.limits, now) + c.target.endpoint.in_flight) / c.weight
+        shift = next(group.rotation)
+        if all_ready:
+            scopes, weights = group.scopes, group.weights
+        else:
+            scopes = [c.limits.scope for c in ready]
+            weights = [c.weight for c in ready] if group.weights else _NONE
+        floors = _NONE
+        if now < adm.views_until:  # some provider stated its limits recently
+            floors = [
+                c.limits.upstream.used_fraction() if c.limits.upstream.reset_at_ms > now else -1.0
                 for c in ready
             ]
-            total = sum(counts) or 1.0
-            utils = [u if u >= 0 else counts[i] / total for i, u in enumerate(utils)]
-        return utils
+        in_flight = [c.endpoint.in_flight for c in ready] if group.unlimited else _NONE
+        return adm.limiter.rank(scopes, floors, weights, in_flight, shift, now)
 
     def _apply_affinity(
-        self, ranked: list[Candidate], utils: list[float], hit: tuple[str, int]
+        self, ranked: list[Candidate], utils: list[float], hit: tuple[int, int]
     ) -> RouteDecision | None:
-        endpoint_id, tokens = hit
-        pos = next((i for i, c in enumerate(ranked) if c.target.endpoint.id == endpoint_id), -1)
+        """Move the affinity endpoint first when the hit is worth it (`utils` follows `ranked`)."""
+        index, tokens = hit
+        pos = -1
+        for i, c in enumerate(ranked):
+            if c.index == index:
+                pos = i
+                break
         if pos < 0:  # remembered endpoint is not serving now (cooling down, no credential)
             self.unstuck_busy += 1
             return None
-        cand = ranked[pos]
-        value = tokens * cand.saving_per_token if tokens >= MIN_CACHEABLE_TOKENS else 0.0
+        value = tokens * ranked[pos].saving_per_token if tokens >= MIN_CACHEABLE_TOKENS else 0.0
         if value < self._low:
             self.unstuck_low_value += 1
-            return RouteDecision("least_used", cache_value=value, affinity_endpoint=endpoint_id)
+            if not value:
+                return self._worthless[index]
+            return RouteDecision("least_used", value, 0.0, self._endpoint_ids[index])
+        endpoint_id = self._endpoint_ids[index]
         if value >= self._high:
             reason = "affinity_high_value"
         else:
             allowance = self.cache.stickiness_factor * (value - self._low) / self._span
             if utils[pos] - utils[0] > allowance:
                 self.unstuck_busy += 1
-                return RouteDecision(
-                    "least_used", cache_value=value, cost_penalty=value, affinity_endpoint=endpoint_id
-                )
+                return RouteDecision("least_used", value, value, endpoint_id)
             reason = "affinity"
         if pos:
             ranked.insert(0, ranked.pop(pos))
-            utils.insert(0, utils.pop(pos))
         self.stuck += 1
-        return RouteDecision(reason, cache_value=value, affinity_endpoint=endpoint_id)
+        return RouteDecision(reason, value, 0.0, endpoint_id)
 
     def remember(self, plan: RoutePlan, chosen: Candidate) -> None:
         """The request succeeded on `chosen`: its prompt is now in that endpoint's cache."""
         if plan.keys is not None:
-            self.affinity.remember(plan.keys, chosen.target.endpoint.id, self.clock(), chosen.ttl_ms)
+            self.affinity.remember(plan.keys, chosen.index, self.clock(), chosen.ttl_ms)

@@ -463,7 +463,8 @@ async def request_logs(rt: Runtime, req: Request) -> None:
     async with rt.db.execute(
         "SELECT request_id, key_id, model, provider, endpoint_id, status, http_status, input_tokens, "
         "output_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens, cost_micro_dollars, "
-        f"latency_ms, error, created_at FROM request_log{clause} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
+        "latency_ms, error, created_at, route_reason, cache_value_usd, cost_penalty_usd "
+        f"FROM request_log{clause} ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ) as cur:
         rows = await cur.fetchall()
@@ -486,6 +487,10 @@ async def request_logs(rt: Runtime, req: Request) -> None:
             "latency_ms": r[13],
             "error": logs.redact(str(r[14])) or None,
             "created_at": r[15],
+            # The routing decision: why this endpoint, and the estimated cache dollars involved.
+            "route_reason": r[16],
+            "cache_value_usd": r[17],
+            "cost_penalty_usd": r[18],
         }
         for r in rows
     ]

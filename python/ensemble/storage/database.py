@@ -138,6 +138,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX upstream_batches_poll ON upstream_batches(status, next_poll_ms);
     """,
+    # 3: the routing decision of each logged request (SPEC §6): why it went to its endpoint, what
+    # a cache hit there was estimated to save, and how much of that was given up by going elsewhere.
+    """
+    ALTER TABLE request_log ADD COLUMN route_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,13 +43,17 @@ class LogRecord(msgspec.Struct):
     error: str
     created_at: str  # ISO-8601 UTC
     response_body: bytes | None = None  # the InferenceResponse JSON, kept for /api/v1/retrieve
+    # The routing decision (router.RouteDecision); '' when the request never reached routing.
+    route_reason: str = ""
+    cache_value_usd: float = 0.0
+    cost_penalty_usd: float = 0.0
 
 
 _INSERT_LOG = """
 INSERT INTO request_log (request_id, key_id, model, provider, endpoint_id, status, http_status,
     input_tokens, output_tokens, cached_tokens, cache_creation_tokens, reasoning_tokens,
-    cost_micro_dollars, latency_ms, error, created_at)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    cost_micro_dollars, latency_ms, error, created_at, route_reason, cache_value_usd, cost_penalty_usd)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 """
 
 _STORE_RESPONSE = """
@@ -189,6 +193,9 @@ class RequestLog:
                 r.latency_ms,
                 r.error,
                 r.created_at,
+                r.route_reason,
+                r.cache_value_usd,
+                r.cost_penalty_usd,
             )
             for r in batch
         ]
