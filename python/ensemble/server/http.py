@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -58,17 +59,34 @@ class StreamSink:
 
     `send` queues a frame and everything queued in one loop turn leaves in a single `send_bytes`
     at the end of that turn (a `call_soon`, no task): the role frame, the first tokens and the
-    finish usually go out as one write. Granian's `send_bytes` queues the bytes for its writer and
-    returns an already-finished awaitable (granian 2.8: it never waits for the socket), so it is
-    called without awaiting. What a stalled reader can pin is therefore held inside Granian,
-    bounded by one answer (README, Backpressure). A failed write means the client is gone: the
-    next `send` (or `close`) raises ClientDisconnected.
+    finish usually go out as one write. Granian's response is started only at that first write,
+    so the status line, the headers and the first frames leave together (each call into Granian
+    wakes its I/O thread, which shares the worker's core). Granian's `send_bytes` queues the bytes
+    for its writer and returns an already-finished awaitable (granian 2.8: it never waits for the
+    socket), so it is called without awaiting. What a stalled reader can pin is therefore held
+    inside Granian, bounded by one answer (README, Backpressure). A failed write means the client
+    is gone: the next `send` (or `close`) raises ClientDisconnected.
     """
 
-    __slots__ = ("_error", "_loop", "_pending", "_scheduled", "_transport", "bytes_sent")
+    __slots__ = (
+        "_error",
+        "_headers",
+        "_loop",
+        "_pending",
+        "_proto",
+        "_released",
+        "_scheduled",
+        "_status",
+        "_transport",
+        "bytes_sent",
+    )
 
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
+    def __init__(self, proto: HTTPProtocol, status: int, headers: Headers) -> None:
+        self._proto: HTTPProtocol | None = proto
+        self._status = status
+        self._headers = headers
+        self._transport: Any = None
+        self._released = False
         self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] = []
         self._scheduled = False
@@ -76,22 +94,29 @@ class StreamSink:
         self.bytes_sent = 0
 
     async def send(self, data: bytes) -> None:
-        if self._error is not None or self._transport is None:
+        if self._error is not None or self._released:
             raise ClientDisconnected("the client closed the connection") from self._error
         self._pending.append(data)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _start(self) -> Any:
+        proto, self._proto = self._proto, None
+        assert proto is not None
+        self._transport = proto.response_stream(self._status, self._headers)
+        return self._transport
+
     def _flush(self) -> None:
         self._scheduled = False
         pending = self._pending
-        if not pending or self._transport is None:
+        if not pending or self._released or self._error is not None:
             return
         self._pending = []
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         try:
-            self._transport.send_bytes(data)
+            transport = self._transport if self._transport is not None else self._start()
+            transport.send_bytes(data)
         except (ProtocolClosed, ProtocolError, ConnectionError, RuntimeError) as e:
             self._error = e
             return
@@ -108,7 +133,12 @@ class StreamSink:
         an exception traceback that still references the pump's frame (e.g. after a cancelled
         upstream read) must not keep the client waiting for an end that never comes."""
         self._flush()
+        if self._transport is None and self._proto is not None and self._error is None:
+            with contextlib.suppress(ProtocolClosed, ProtocolError, ConnectionError, RuntimeError):
+                self._start()  # nothing was ever sent: still answer with the status and headers
+        self._released = True
         self._transport = None
+        self._proto = None
 
 
 class Request:
@@ -208,4 +238,4 @@ class Request:
         self.responded = True
         self.status = status
         extra = [("cache-control", "no-cache"), ("x-accel-buffering", "no"), *headers]
-        return StreamSink(self.proto.response_stream(status, self._headers(content_type, extra)))
+        return StreamSink(self.proto, status, self._headers(content_type, extra))
