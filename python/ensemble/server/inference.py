@@ -42,12 +42,10 @@ class NativeEvents:
 
     def __init__(self) -> None:
         self._blocks = native.BlockEvents()
+        self.render = self._blocks.render  # called per token: no extra frame in between
 
     def start(self) -> bytes:
         return b""
-
-    def render(self, delta: StreamDelta) -> bytes | None:
-        return self._blocks.render(delta)
 
     def finish(self, response: InferenceResponse) -> bytes:
         return native.sse_done(response)
@@ -79,12 +77,10 @@ class OpenAIChunks:
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
         self._writer = openai.ChunkWriter(request_id, model, include_usage)
+        self.render = self._writer.render  # called per token: no extra frame in between
 
     def start(self) -> bytes:
         return self._writer.start()
-
-    def render(self, delta: StreamDelta) -> bytes | None:
-        return self._writer.render(delta)
 
     def finish(self, response: InferenceResponse) -> bytes:
         return self._writer.finish(response)
