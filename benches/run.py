@@ -132,6 +132,7 @@ class Result:
     errors: int
     rss_mb: float | None = None
     cpu_us: float | None = None  # the proxy's own CPU time per request: robust on a busy machine
+    completed: int = 0  # requests wrk saw answered
 
 
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -204,7 +205,7 @@ def measure(
             cpu = proc.cpu_seconds()
             rps, p50, p99, err, n = wrk(url + PATH, body(fmt == "sse"), key, c, duration)
             cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
-            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us))
+            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n))
     return out
 
 
@@ -341,10 +342,12 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
                 try:
-                    wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: connection pools, first calls
-                    results += measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
+                    *_, warm = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
+                    measured = measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
+                    results += measured
                 finally:
                     ens.stop()
+                check_request_log(Path(tmp), warm + sum(r.completed for r in measured))
     finally:
         fake.stop()
     print_table(results, markdown=args.markdown)
@@ -400,6 +403,7 @@ def rss_soak(total: int) -> None:
                     print(f"{done:>10,} requests  RSS {samples[-1][1]:6.1f} MB", flush=True)
             finally:
                 ens.stop()
+            check_request_log(Path(tmp), done)
     finally:
         fake.stop()
     half = next(rss for n, rss in samples if n >= total / 2)
@@ -407,6 +411,18 @@ def rss_soak(total: int) -> None:
         f"RSS at half: {half:.1f} MB, at end: {samples[-1][1]:.1f} MB, "
         f"growth over the last half: {samples[-1][1] - half:+.1f} MB, peak {max(r for _, r in samples):.1f} MB"
     )
+
+
+def check_request_log(workdir: Path, completed: int) -> None:
+    """Every answered request left its row (the log drops the oldest records when its writer falls
+    behind: a fast run that lost rows would be measuring less work)."""
+    import sqlite3
+
+    with sqlite3.connect(workdir / "data" / "bench.db") as db:
+        (rows,) = db.execute("SELECT count(*) FROM request_log").fetchone()
+    print(f"request log: {rows:,} rows for {completed:,} requests wrk saw answered", flush=True)
+    if rows < completed:
+        raise RuntimeError(f"the request log lost {completed - rows:,} rows")
 
 
 def print_table(results: list[Result], markdown: bool) -> None:

@@ -23,6 +23,7 @@ from ensemble.logs import redact
 log = logging.getLogger("ensemble.usage")
 
 DEFAULT_CAPACITY = 65_536
+MAX_TRANSACTION_ROWS = 4096
 
 
 class LogRecord(msgspec.Struct):
@@ -166,9 +167,13 @@ class RequestLog:
 
     async def _flush(self) -> None:
         while self._buffer:
-            # Small transactions: the writer thread shares the worker's core, and one big write
-            # (400 rows: ~4 ms) stalled the requests that overlapped it; 64 rows take ~0.5 ms.
-            batch = [self._buffer.popleft() for _ in range(min(len(self._buffer), self._batch_size))]
+            # Everything buffered goes in one transaction (up to MAX_TRANSACTION_ROWS): each costs
+            # a handful of round trips to the writer thread, which under load waits for the GIL, so
+            # a backlog must be written in big transactions to keep up. The writer wakes at
+            # `batch_size` rows, which keeps transactions small when the load is light: a big one
+            # (400 rows, ~4 ms) delays the requests that overlap it on the worker's core.
+            take = min(len(self._buffer), MAX_TRANSACTION_ROWS)
+            batch = [self._buffer.popleft() for _ in range(take)]
             try:
                 await self._write(batch)
             except BaseException:
