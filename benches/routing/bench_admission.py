@@ -27,7 +27,7 @@ from ensemble.types import InferenceRequest, Message
 
 N = 50_000
 RATE = 5_000  # requests per second
-PIPELINE_CPU_US = 192.0  # CPU µs per JSON request through the whole gateway (make bench, 1 worker)
+PIPELINE_CPU_US = 172.0  # CPU µs per JSON request through the whole gateway (make bench, 1 worker, README)
 
 
 def build(strategy: str, affinity: bool) -> tuple[Router, Admission]:
