@@ -8,6 +8,7 @@ input-tokens}-{limit,remaining,reset}` with resets as RFC 3339 timestamps. `retr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -47,6 +48,7 @@ class UpstreamView:
         return min(max(used, 0.0), 1.0)
 
 
+@functools.lru_cache(maxsize=512)  # every response repeats a few values ("1m0s", "20ms")
 def parse_duration_ms(value: str) -> float | None:
     """`1h2m3.5s`, `6m0s`, `20ms`, or plain seconds (`0.5`) → milliseconds."""
     value = value.strip()
