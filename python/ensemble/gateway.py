@@ -479,10 +479,13 @@ class Gateway:
             held: list[StreamDelta] = []
             target.endpoint.in_flight += 1
             try:
-                while not any(isinstance(delta, CONTENT_DELTAS) for delta in held):
+                while True:
                     try:
-                        held += await iterator.__anext__()
+                        batch = await iterator.__anext__()
                     except StopAsyncIteration:
+                        break
+                    held += batch
+                    if any(isinstance(delta, CONTENT_DELTAS) for delta in batch):
                         break
             except ProviderError as e:
                 target.endpoint.in_flight -= 1

@@ -272,15 +272,7 @@ class OpenAIDecoder(StreamDecoder):
                 continue
             delta = choice.delta
             if delta is not None:
-                reasoning = delta.reasoning_content or delta.reasoning
-                if reasoning:
-                    if self._thinking is None:
-                        self._thinking = self._alloc()
-                    out.append(ThinkingDelta(index=self._thinking, thinking=reasoning))
-                if delta.content:
-                    if self._text is None:
-                        self._text = self._alloc()
-                    out.append(TextDelta(index=self._text, text=delta.content))
+                self._content(out, delta.reasoning_content or delta.reasoning, delta.content)
                 for call in delta.tool_calls or ():
                     fn = call.function or _NO_FUNCTION
                     self._tool_call(out, call.index, call.id, fn.name, fn.arguments)
@@ -289,6 +281,16 @@ class OpenAIDecoder(StreamDecoder):
         if chunk.usage:
             out.append(self._usage(chunk.usage))
         return out
+
+    def _content(self, out: list[StreamDelta], reasoning: Any, content: Any) -> None:
+        if reasoning:
+            if self._thinking is None:
+                self._thinking = self._alloc()
+            out.append(ThinkingDelta(index=self._thinking, thinking=reasoning))
+        if content:
+            if self._text is None:
+                self._text = self._alloc()
+            out.append(TextDelta(index=self._text, text=content))
 
     def _tool_call(self, out: list[StreamDelta], slot: Any, call_id: Any, name: Any, arguments: Any) -> None:
         if slot not in self._tools:
@@ -321,16 +323,7 @@ class OpenAIDecoder(StreamDecoder):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                if self._thinking is None:
-                    self._thinking = self._alloc()
-                out.append(ThinkingDelta(index=self._thinking, thinking=reasoning))
-            content = delta.get("content")
-            if content:
-                if self._text is None:
-                    self._text = self._alloc()
-                out.append(TextDelta(index=self._text, text=content))
+            self._content(out, delta.get("reasoning_content") or delta.get("reasoning"), delta.get("content"))
             for call in delta.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 self._tool_call(

@@ -74,7 +74,6 @@ class StreamSink:
         "_loop",
         "_pending",
         "_proto",
-        "_released",
         "_scheduled",
         "_status",
         "_transport",
@@ -86,15 +85,19 @@ class StreamSink:
         self._status = status
         self._headers = headers
         self._transport: Any = None
-        self._released = False
         self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] = []
         self._scheduled = False
         self._error: BaseException | None = None
         self.bytes_sent = 0
 
+    @property
+    def _open(self) -> bool:
+        """Not failed and not released: a response to start (`_proto`) or one started (`_transport`)."""
+        return self._error is None and (self._proto is not None or self._transport is not None)
+
     async def send(self, data: bytes) -> None:
-        if self._error is not None or self._released:
+        if not self._open:
             raise ClientDisconnected("the client closed the connection") from self._error
         self._pending.append(data)
         if not self._scheduled:
@@ -110,7 +113,7 @@ class StreamSink:
     def _flush(self) -> None:
         self._scheduled = False
         pending = self._pending
-        if not pending or self._released or self._error is not None:
+        if not pending or not self._open:
             return
         self._pending = []
         data = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -136,7 +139,6 @@ class StreamSink:
         if self._transport is None and self._proto is not None and self._error is None:
             with contextlib.suppress(ProtocolClosed, ProtocolError, ConnectionError, RuntimeError):
                 self._start()  # nothing was ever sent: still answer with the status and headers
-        self._released = True
         self._transport = None
         self._proto = None
 

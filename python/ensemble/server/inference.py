@@ -122,20 +122,23 @@ def apply_session_header(request: InferenceRequest, req: Request) -> None:
         request.session_id = req.header("x-session-id")
 
 
+def watch_disconnect(rt: Runtime, req: Request) -> DisconnectWatch | None:
+    """Under `on_client_disconnect: cancel` a client that leaves stops the upstream call, even while
+    it is silent (a stall, a slow first token): the handler task is cancelled. Under `complete` the
+    answer is finished and stored whatever the client does, and a stream's first failed write tells
+    the pump to stop writing, so nothing is watched (a watch costs a task and a Granian call)."""
+    if rt.config.server.on_client_disconnect != "cancel":
+        return None
+    return DisconnectWatch(req.proto)
+
+
 async def run_generate(
     rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
 ) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
-    # Under `cancel` a client that leaves a whole-answer request also stops the upstream call; under
-    # `complete` the answer is finished and stored whatever the client does, so nothing needs
-    # watching (a watch costs a task and a Granian call per request).
-    watch = (
-        DisconnectWatch(req.proto, cancel_on_gone=True)
-        if rt.config.server.on_client_disconnect == "cancel"
-        else None
-    )
+    watch = watch_disconnect(rt, req)
     try:
         response = await rt.gateway.generate(request, ctx)
     except EnsembleError as e:
@@ -189,16 +192,11 @@ async def _pump(
         window = rt.config.server.coalescence_window
         if window > 0:
             relay = CoalescedRelay(stream, window)
-            await relay.run(lambda delta: _send(sink, fmt, delta, watch))
+            await relay.run(lambda delta: _send(sink, fmt, [delta], watch))
         else:
             # No window: what arrived together is rendered and handed to the client at once.
-            render = fmt.render
             while (batch := await stream.next_batch()) is not None:
-                frames = [frame for delta in batch if (frame := render(delta))]
-                if frames:
-                    if watch is not None and watch.gone:
-                        raise ClientDisconnected("the client closed the connection")
-                    await sink.send(frames[0] if len(frames) == 1 else b"".join(frames))
+                await _send(sink, fmt, batch, watch)
         response = stream.response()
         tail = fmt.finish(response)
         if tail:
@@ -245,13 +243,15 @@ async def _pump(
 
 
 async def _send(
-    sink: StreamSink, fmt: StreamFormat, delta: StreamDelta, watch: DisconnectWatch | None
+    sink: StreamSink, fmt: StreamFormat, deltas: list[StreamDelta], watch: DisconnectWatch | None
 ) -> None:
-    frame = fmt.render(delta)
-    if frame:
+    """Render `deltas` and hand what they render to the client as one write."""
+    render = fmt.render
+    frames = [frame for delta in deltas if (frame := render(delta))]
+    if frames:
         if watch is not None and watch.gone:
             raise ClientDisconnected("the client closed the connection")
-        await sink.send(frame)
+        await sink.send(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
@@ -270,15 +270,7 @@ async def run_stream(
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
-    # Under `cancel` a disconnect must stop the upstream call even while it is silent (a stall, a
-    # slow first token). Under `complete` the answer is finished and stored whatever the client
-    # does, and the first failed write tells the pump to stop writing: no watch (it costs a task
-    # and a Granian call per stream).
-    watch = (
-        DisconnectWatch(req.proto, cancel_on_gone=True)
-        if rt.config.server.on_client_disconnect == "cancel"
-        else None
-    )
+    watch = watch_disconnect(rt, req)
     stream: LiveStream | None = None
     try:
         try:

@@ -3,9 +3,10 @@
 Granian's RSGI `proto.client_disconnect()` resolves as soon as the peer closes the connection, both
 before the response started and while it streams (verified against granian 2.8: it fired within the
 client's close, and a later `send_bytes` raises RSGIProtocolClosed). A send only fails once we have
-something to send, which during a stall may be never; so every stream route keeps this watch.
+something to send, which during a stall may be never; so under `on_client_disconnect: cancel`
+every inference request keeps this watch (`server.inference.watch_disconnect`).
 
-Under `on_client_disconnect: cancel` the handler task is cancelled on disconnect: whatever it awaits
+On disconnect the handler task is cancelled: whatever it awaits
 (the upstream's headers, its next chunk) is interrupted and the upstream response is closed by the
 provider's `finally`. The handler uses `take_cancel()` to tell that cancellation from a shutdown.
 """
@@ -13,17 +14,14 @@ provider's `finally`. The handler uses `take_cancel()` to tell that cancellation
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 
 class DisconnectWatch:
-    __slots__ = ("_cancel_on_gone", "_cancelled", "_closed", "_task", "_waiter", "gone", "gone_at")
+    __slots__ = ("_cancelled", "_closed", "_task", "_waiter", "gone")
 
-    def __init__(self, proto: Any, cancel_on_gone: bool) -> None:
+    def __init__(self, proto: Any) -> None:
         self.gone = False
-        self.gone_at: float | None = None
-        self._cancel_on_gone = cancel_on_gone
         self._cancelled = False
         self._closed = False
         self._task = asyncio.current_task()
@@ -34,8 +32,7 @@ class DisconnectWatch:
         if fut.cancelled() or self._closed:
             return
         self.gone = True
-        self.gone_at = time.monotonic()
-        if self._cancel_on_gone and self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done():
             self._cancelled = True
             self._task.cancel()
 
