@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 BUILT      := $(VENV)/.ensemble-built
 
-.PHONY: bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
+.PHONY: soak bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
 
 $(BIN)/maturin:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,7 @@ test-clients-go: $(BUILT)
 lint-clients: $(TS_DEPS)
 	cd clients/typescript && npx --no-install tsc -p tsconfig.test.json --noEmit
 	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
+	cd benches/soak/rig && test -z "$$(gofmt -l .)" && go vet ./...
 
 lint: $(BUILT) lint-clients
 	$(BIN)/ruff check python tests benches
@@ -67,6 +68,10 @@ fmt: $(BUILT)
 	$(BIN)/ruff format python tests benches
 	$(BIN)/ruff check --fix python tests benches
 	cd rust && cargo fmt
+
+# Soak: 10,000 slow streams through one worker (needs Go for the load rig). Options: SOAK_ARGS="--http 4000 --ws 1000"
+soak: $(BUILT)
+	$(BIN)/python benches/soak/soak.py $(SOAK_ARGS)
 
 # Load test (needs wrk; pins processes with taskset). Options: BENCH_ARGS="--duration 10 --workers 1,2 --quick"
 bench: $(BUILT)
