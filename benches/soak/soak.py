@@ -19,6 +19,10 @@ root. A gateway worker holds one upstream socket per stream plus one client sock
 so 10,000 HTTP streams would need ~20,050 descriptors; multiplexing part of the load (100 streams
 per WebSocket) keeps one worker at 10,000 concurrent upstream streams within the limit.
 
+`--compare` first runs the same HTTP streams through the bare pass-through of `make bench` (Granian
+RSGI + aiohttp, one worker, no logic: `benches/baseline/passthrough.py`) and prints both columns, so
+the gateway's cost reads against the cheapest Python proxy on the same machine, same run.
+
 Not a timed test: it prints a table and exits non-zero on any error. Bounded in time (~1 min with
 the defaults, `--timeout` at most).
 """
@@ -46,6 +50,7 @@ import yaml
 
 BIN = Path(sys.executable).parent
 RIG = Path(__file__).resolve().parent / "rig"
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "soak-model"
 
 
@@ -79,6 +84,13 @@ def rss_mb(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores since boot (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def descendants(pid: int) -> list[int]:
@@ -124,6 +136,205 @@ def write_config(work: Path, gw_port: int, fake_addr: str, connect_timeout: str)
     return ["--config", str(work / "ensemble.yaml")]
 
 
+PASSTHROUGH_SCRIPT = """
+import sys
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
+from granian.server import Server
+Server("benches.baseline.passthrough:app", address="127.0.0.1", port=int(sys.argv[1]),
+       interface=Interfaces.RSGI, workers=1, loop=Loops.uvloop, log_level=LogLevels.warning,
+       backlog=2048, backpressure=50000).serve()
+"""
+
+
+class Target:
+    """What the clients stream through: a running server and the worker process to watch."""
+
+    def __init__(
+        self, name: str, proc: subprocess.Popen[bytes], port: int, log: Path, client_args: list[str]
+    ):
+        self.name, self.proc, self.port, self.log, self.client_args = name, proc, port, log, client_args
+        wait_port(port)
+        time.sleep(1.0)
+        kids = [p for p in descendants(proc.pid) if Path(f"/proc/{p}/cmdline").read_bytes()]
+        self.worker = max(kids or [proc.pid], key=rss_mb)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_ensemble(work: Path, fake_addr: str, args: argparse.Namespace) -> Target:
+    port = free_port()
+    cfg = write_config(work, port, fake_addr, args.connect_timeout)
+    env = {**os.environ, "ENSEMBLE_ENVIRONMENT": "development", "ENSEMBLE_LOOP_LAG_REPORT": "2"}
+    key = subprocess.run(
+        [str(BIN / "ensemble"), "keys", "create", "--name", "soak", *cfg],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    log = work / "gateway.log"
+    proc = subprocess.Popen(
+        [str(BIN / "ensemble"), "serve", *cfg],
+        env=env,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    return Target("Ensemble", proc, port, log, ["-key", key])
+
+
+def start_passthrough(work: Path, fake_addr: str) -> Target:
+    port = free_port()
+    log = work / "passthrough.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PASSTHROUGH_SCRIPT, str(port)],
+        env={**os.environ, "PASSTHROUGH_UPSTREAM": f"http://{fake_addr}", "PYTHONPATH": str(ROOT)},
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    return Target(
+        "bare pass-through",
+        proc,
+        port,
+        log,
+        ["-key", "sk-soak", "-path", "/soak/chat/completions", "-openai"],
+    )
+
+
+def measure(
+    target: Target, rig: Path, fake_pid: int, args: argparse.Namespace, http: int, ws: int
+) -> dict[str, Any]:
+    """Open `http` + `ws` streams through `target`, follow them to the end, return the figures."""
+    total = http + ws
+    baseline = rss_mb(target.worker)
+    cpu0, fake_cpu0 = cpu_seconds(target.worker), cpu_seconds(fake_pid)
+    busy0, all0 = machine_busy()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(
+        f"{target.name}: worker pid {target.worker}, baseline RSS {baseline:.1f} MB; {total:,} streams "
+        f"({http:,} SSE + {ws:,} WebSocket), {args.chunks} tokens x {args.gap_ms:g} ms "
+        f"(~{total * 1000 / args.gap_ms:,.0f} events/s when all are open)",
+        flush=True,
+    )
+    clients = subprocess.Popen(
+        [
+            *(str(rig), "clients", "-addr", f"127.0.0.1:{target.port}", "-model", MODEL),
+            *("-http", str(http), "-ws", str(ws), "-rate", str(args.rate), "-timeout", f"{args.timeout}s"),
+            *target.client_args,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    status: dict[str, Any] = {"open": 0, "done": 0, "errors": 0}
+    final: dict[str, Any] = {}
+
+    def read_status() -> None:
+        assert clients.stdout is not None
+        for line in clients.stdout:
+            msg = orjson.loads(line)
+            status.update(msg)
+            if msg["final"]:
+                final.update(msg)
+
+    reader = threading.Thread(target=read_status, daemon=True)
+    reader.start()
+    t0 = time.monotonic()
+    peak_open, peak_rss, rss_at_peak = 0, baseline, baseline
+    ramp_s: float | None = None
+    try:
+        while clients.poll() is None and time.monotonic() - t0 < args.timeout + 10:
+            time.sleep(0.5)
+            now_open, rss = int(status["open"]), rss_mb(target.worker)
+            peak_rss = max(peak_rss, rss)
+            if now_open > peak_open:
+                peak_open, rss_at_peak = now_open, rss
+            if ramp_s is None and now_open >= total:
+                ramp_s = time.monotonic() - t0
+            print(
+                f"  t={time.monotonic() - t0:5.1f}s open={now_open:6d} done={status['done']:6d} "
+                f"errors={status['errors']} rss={rss:7.1f} MB",
+                flush=True,
+            )
+    finally:
+        if clients.poll() is None:
+            clients.kill()
+        clients.wait()
+    reader.join(5)
+    elapsed = time.monotonic() - t0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the clients: the only child reaped here
+    busy1, all1 = machine_busy()
+    done = int(status["done"])
+    return {
+        "total": total,
+        "peak_open": peak_open,
+        "ramp_s": ramp_s,
+        "done": done,
+        "errors": int(status["errors"]),
+        "timed_out": not final or bool(final.get("timed_out")),
+        "rss": (baseline, rss_at_peak, peak_rss),
+        "per_stream_kb": (rss_at_peak - baseline) * 1024 / peak_open if peak_open else 0.0,
+        "lags": [
+            tuple(float(x) for x in m.groups())
+            for m in re.finditer(
+                r"loop lag p50=([\d.]+)ms p99=([\d.]+)ms max=([\d.]+)ms", target.log.read_text()
+            )
+        ],
+        "duration_ms": final.get("duration_ms") or {},
+        "max_gap_ms": final.get("max_gap_ms") or {},
+        "cpu": cpu_seconds(target.worker) - cpu0,
+        "fake_cpu": cpu_seconds(fake_pid) - fake_cpu0,
+        "clients_cpu": children.ru_utime + children.ru_stime - children0.ru_utime - children0.ru_stime,
+        "machine_busy": (busy1 - busy0) / max(all1 - all0, 1),
+        "elapsed": elapsed,
+        # tokens + the role, finish and usage chunks of each answer
+        "events": done * (args.chunks + 3),
+    }
+
+
+def rows(r: dict[str, Any], args: argparse.Namespace) -> dict[str, str]:
+    out = {
+        "concurrent streams (peak open)": f"{r['peak_open']:,} of {r['total']:,}",
+        "time until all were open": f"{r['ramp_s']:.1f} s" if r["ramp_s"] else "never all at once",
+        "streams completed": f"{r['done']:,}",
+        "errors": f"{r['errors']}{' (timed out)' if r['timed_out'] else ''}",
+        "worker RSS baseline / at peak / max": "{:.0f} / {:.0f} / {:.0f} MB".format(*r["rss"]),
+        "memory per open stream": f"{r['per_stream_kb']:.1f} KB",
+    }
+    lags = r["lags"]
+    if lags:
+        out["event-loop lag p50 (median of 2 s windows)"] = (
+            f"{sorted(w[0] for w in lags)[len(lags) // 2]:.1f} ms"
+        )
+        out["event-loop lag p99 (worst 2 s window)"] = f"{max(w[1] for w in lags):.1f} ms"
+        out["event-loop lag max"] = f"{max(w[2] for w in lags):.1f} ms"
+    dur, gaps = r["duration_ms"], r["max_gap_ms"]
+    if dur:
+        nominal_s = args.chunks * args.gap_ms / 1000
+        out[f"stream duration p50 / p99 / max (nominal {nominal_s:g} s)"] = (
+            f"{dur['p50'] / 1000:.2f} / {dur['p99'] / 1000:.2f} / {dur['max'] / 1000:.2f} s"
+        )
+        out[f"longest wait between reads per stream, p50 / p99 / max (nominal {args.gap_ms:g} ms)"] = (
+            f"{gaps['p50']:.0f} / {gaps['p99']:.0f} / {gaps['max']:.0f} ms"
+        )
+    out["worker CPU"] = f"{r['cpu']:.1f} s ({100 * r['cpu'] / r['elapsed']:.0f}% of one core)"
+    if r["events"]:
+        out["worker CPU per upstream event (all threads, opening included)"] = (
+            f"{r['cpu'] / r['events'] * 1e6:.1f} µs"
+        )
+    out["rig upstream CPU"] = f"{r['fake_cpu']:.1f} s ({100 * r['fake_cpu'] / r['elapsed']:.0f}% of one core)"
+    out["rig clients CPU"] = (
+        f"{r['clients_cpu']:.1f} s ({100 * r['clients_cpu'] / r['elapsed']:.0f}% of one core)"
+    )
+    out["machine busy (both cores, whole run)"] = f"{100 * r['machine_busy']:.0f}%"
+    out["wall time"] = f"{r['elapsed']:.1f} s"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -140,13 +351,25 @@ def main() -> int:
         "--rate", type=float, default=500.0, help="new streams per second while ramping (default 500)"
     )
     ap.add_argument("--connect-timeout", default="30s", help="provider_timeouts.connect for the gateway")
-    ap.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    ap.add_argument(
+        "--timeout", type=float, default=300.0, help="give up after this many seconds (per target)"
+    )
     ap.add_argument("--show-lag", action="store_true", help="print each 2 s window's lag and GC line")
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="first run the same streams through the bare pass-through (HTTP only: needs --ws 0)",
+    )
     args = ap.parse_args()
+    if args.compare and args.ws:
+        ap.error(
+            "--compare runs HTTP streams only (the bare pass-through has no WebSocket route): add --ws 0"
+        )
     raise_nofile()
-    total = args.http + args.ws
     work = Path(tempfile.mkdtemp(prefix="ensemble-soak-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    fake: subprocess.Popen[bytes] | None = None
+    results: dict[str, dict[str, Any]] = {}
+    gw: Target | None = None
     try:
         rig = build_rig(work)
         fake = subprocess.Popen(
@@ -154,154 +377,46 @@ def main() -> int:
             stdout=subprocess.PIPE,
             stderr=open(work / "fake.log", "wb"),  # noqa: SIM115
         )
-        procs.append(fake)
         assert fake.stdout is not None
         fake_addr = fake.stdout.readline().decode().split()[-1]
-        gw_port = free_port()
-        cfg = write_config(work, gw_port, fake_addr, args.connect_timeout)
-        env = {**os.environ, "ENSEMBLE_ENVIRONMENT": "development", "ENSEMBLE_LOOP_LAG_REPORT": "2"}
-        key = subprocess.run(
-            [str(BIN / "ensemble"), "keys", "create", "--name", "soak", *cfg],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        gw_log = work / "gateway.log"
-        gw = subprocess.Popen(
-            [str(BIN / "ensemble"), "serve", *cfg],
-            env=env,
-            stdout=open(gw_log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(gw)
-        wait_port(gw_port)
-        time.sleep(1.0)
-        workers = [p for p in descendants(gw.pid) if "ensemble" in Path(f"/proc/{p}/cmdline").read_text()]
-        worker = max(workers or [gw.pid], key=rss_mb)
-        baseline = rss_mb(worker)
-        cpu0, fake_cpu0 = cpu_seconds(worker), cpu_seconds(fake.pid)
-        nominal_s = args.chunks * args.gap_ms / 1000
-        print(
-            f"gateway worker pid {worker}: baseline RSS {baseline:.1f} MB; {total} streams "
-            f"({args.http} SSE + {args.ws} WebSocket), {args.chunks} tokens x {args.gap_ms:g} ms "
-            f"(~{total * 1000 / args.gap_ms:,.0f} events/s when all are open)",
-            flush=True,
-        )
+        if args.compare:
+            base = start_passthrough(work, fake_addr)
+            try:
+                results[base.name] = measure(base, rig, fake.pid, args, args.http, 0)
+            finally:
+                base.stop()
+        gw = start_ensemble(work, fake_addr, args)
+        results[gw.name] = measure(gw, rig, fake.pid, args, args.http, args.ws)
+        gw.stop()
+    finally:
+        if gw is not None:
+            gw.stop()
+        if fake is not None:
+            fake.send_signal(signal.SIGTERM)
+            fake.wait(10)
 
-        clients = subprocess.Popen(
-            [
-                str(rig),
-                "clients",
-                "-addr",
-                f"127.0.0.1:{gw_port}",
-                "-key",
-                key,
-                "-model",
-                MODEL,
-                "-http",
-                str(args.http),
-                "-ws",
-                str(args.ws),
-                "-rate",
-                str(args.rate),
-                "-timeout",
-                f"{args.timeout}s",
-            ],
-            stdout=subprocess.PIPE,
-        )
-        procs.append(clients)
-        t0 = time.monotonic()
-        status: dict[str, Any] = {"open": 0, "done": 0, "errors": 0}
-        final: dict[str, Any] = {}
-
-        def read_status() -> None:
-            assert clients.stdout is not None
-            for line in clients.stdout:
-                msg = orjson.loads(line)
-                status.update(msg)
-                if msg["final"]:
-                    final.update(msg)
-
-        reader = threading.Thread(target=read_status, daemon=True)
-        reader.start()
-        peak_open, peak_rss, rss_at_peak = 0, baseline, baseline
-        ramp_s: float | None = None
-        while clients.poll() is None and time.monotonic() - t0 < args.timeout + 10:
-            time.sleep(0.5)
-            now_open, rss = int(status["open"]), rss_mb(worker)
-            peak_rss = max(peak_rss, rss)
-            if now_open > peak_open:
-                peak_open, rss_at_peak = now_open, rss
-            if ramp_s is None and now_open >= total:
-                ramp_s = time.monotonic() - t0
-            print(
-                f"  t={time.monotonic() - t0:5.1f}s open={now_open:6d} done={status['done']:6d} "
-                f"errors={status['errors']} rss={rss:7.1f} MB",
-                flush=True,
-            )
-        reader.join(5)
-        elapsed = time.monotonic() - t0
-        gw_cpu, fake_cpu = cpu_seconds(worker) - cpu0, cpu_seconds(fake.pid) - fake_cpu0
-        timed_out = not final or bool(final.get("timed_out"))
-        lags = [
-            tuple(float(x) for x in m.groups())
-            for m in re.finditer(r"loop lag p50=([\d.]+)ms p99=([\d.]+)ms max=([\d.]+)ms", gw_log.read_text())
-        ]
-        done, errors = int(status["done"]), int(status["errors"])
-        per_stream_kb = (rss_at_peak - baseline) * 1024 / peak_open if peak_open else 0.0
-        dur, gaps = final.get("duration_ms", {}), final.get("max_gap_ms", {})
-        print()
-        print("| metric | value |")
-        print("|---|---|")
-        print(f"| concurrent streams (peak open) | {peak_open:,} of {total:,} |")
-        print(f"| time until all were open | {ramp_s:.1f} s |" if ramp_s else "| all open at once | no |")
-        print(f"| streams completed | {done:,} |")
-        print(f"| errors | {errors}{' (timed out)' if timed_out else ''} |")
-        print(
-            f"| gateway worker RSS baseline / at peak / max | {baseline:.0f} / {rss_at_peak:.0f} / {peak_rss:.0f} MB |"
-        )
-        print(f"| memory per open stream | {per_stream_kb:.1f} KB |")
-        if lags:
-            print(
-                f"| event-loop lag p50 (median of 2 s windows) | {sorted(w[0] for w in lags)[len(lags) // 2]:.1f} ms |"
-            )
-            print(f"| event-loop lag p99 (worst 2 s window) | {max(w[1] for w in lags):.1f} ms |")
-            print(f"| event-loop lag max | {max(w[2] for w in lags):.1f} ms |")
-        if dur:
-            print(
-                f"| stream duration p50 / p99 / max (nominal {nominal_s:g} s) | "
-                f"{dur['p50'] / 1000:.2f} / {dur['p99'] / 1000:.2f} / {dur['max'] / 1000:.2f} s |"
-            )
-            print(
-                f"| longest wait between reads, per stream: p50 / p99 / max (nominal {args.gap_ms:g} ms) | "
-                f"{gaps['p50']:.0f} / {gaps['p99']:.0f} / {gaps['max']:.0f} ms |"
-            )
-        print(f"| gateway worker CPU | {gw_cpu:.1f} s ({100 * gw_cpu / elapsed:.0f}% of one core) |")
-        print(f"| rig upstream CPU | {fake_cpu:.1f} s ({100 * fake_cpu / elapsed:.0f}% of one core) |")
-        print(f"| wall time | {elapsed:.1f} s |")
-        if args.show_lag:
-            print("\nper 2 s window (gateway log):")
-            for line in gw_log.read_text().splitlines():
-                if "loop lag" in line:
-                    print("  " + orjson.loads(line)["msg"])
-        if errors or timed_out:
-            for name in ("gateway.log", "fake.log"):
+    tables = {name: rows(r, args) for name, r in results.items()}
+    names = list(tables)
+    print()
+    print("| metric | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for metric in tables[names[-1]]:
+        print(f"| {metric} | " + " | ".join(tables[n].get(metric, "—") for n in names) + " |")
+    failed = [n for n, r in results.items() if r["errors"] or r["timed_out"] or r["done"] != r["total"]]
+    if args.show_lag:
+        print("\nEnsemble, per 2 s window (gateway log):")
+        for line in (work / "gateway.log").read_text().splitlines():
+            if "loop lag" in line:
+                print("  " + orjson.loads(line)["msg"])
+    if failed:
+        for name in ("gateway.log", "passthrough.log", "fake.log"):
+            if (work / name).exists():
                 lines = [
                     x for x in (work / name).read_text(errors="replace").splitlines() if "loop lag" not in x
                 ]
                 print(f"\n--- last lines of {name} ---", *lines[-15:], sep="\n")
-        return 0 if errors == 0 and not timed_out and done == total else 1
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ async def relay_frames(
 
     sent: list[StreamDelta] = []
 
-    async def send(delta: StreamDelta) -> None:
+    def send(delta: StreamDelta) -> None:
         sent.append(delta)
 
     relay = CoalescedRelay(FakeStream(scripted(items)), window)  # type: ignore[arg-type]
@@ -201,7 +201,7 @@ async def test_relay_flushes_before_raising_the_stream_error() -> None:
 
     sent: list[StreamDelta] = []
 
-    async def send(delta: StreamDelta) -> None:
+    def send(delta: StreamDelta) -> None:
         sent.append(delta)
 
     relay = CoalescedRelay(FakeStream(scripted(items)), 0.05)  # type: ignore[arg-type]

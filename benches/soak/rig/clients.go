@@ -49,15 +49,21 @@ func runClients(args []string) {
 	nWS := fs.Int("ws", 2000, "streams multiplexed 100 per WebSocket")
 	rate := fs.Float64("rate", 500, "new streams per second")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after")
+	path := fs.String("path", "/api/v1/stream", "HTTP streams: the route (an OpenAI route for a bare pass-through)")
+	openai := fs.Bool("openai", false, "HTTP streams: send an OpenAI chat request and expect `data: [DONE]`")
 	_ = fs.Parse(args)
 
 	st := &stats{}
 	total := *nHTTP + *nWS
-	body, _ := json.Marshal(map[string]any{
-		"model": *model, "messages": []map[string]string{{"role": "user", "content": "soak"}},
-	})
-	request := []byte(fmt.Sprintf("POST /api/v1/stream HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", *addr, *key, len(body), body))
+	req := map[string]any{"model": *model, "messages": []map[string]string{{"role": "user", "content": "soak"}}}
+	end := eventDone
+	if *openai {
+		req["stream"] = true
+		end = openaiDone
+	}
+	body, _ := json.Marshal(req)
+	request := []byte(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", *path, *addr, *key, len(body), body))
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
@@ -90,7 +96,7 @@ func runClients(args []string) {
 		go func(i int) {
 			defer wg.Done()
 			time.Sleep(time.Until(startAt(i)))
-			httpStream(ctx, *addr, request, st)
+			httpStream(ctx, *addr, request, end, st)
 		}(i)
 	}
 	finished := make(chan struct{})
@@ -135,11 +141,13 @@ func percentiles(xs []float64) map[string]float64 {
 
 var (
 	eventDone  = []byte("event: done")
+	openaiDone = []byte("data: [DONE]")
 	eventError = []byte("event: error")
 	lastChunk  = []byte("0\r\n\r\n")
 )
 
-func httpStream(ctx context.Context, addr string, request []byte, st *stats) {
+// httpStream reads one streamed answer to its end: the `end` marker, then the last chunk of the body.
+func httpStream(ctx context.Context, addr string, request, end []byte, st *stats) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -177,7 +185,7 @@ func httpStream(ctx context.Context, addr string, request []byte, st *stats) {
 				st.fail("http error event: %s", tail[max(0, len(tail)-300):])
 				return
 			}
-			sawDone = sawDone || bytes.Contains(tail, eventDone)
+			sawDone = sawDone || bytes.Contains(tail, end)
 			if sawDone && bytes.HasSuffix(tail, lastChunk) {
 				st.finish(first, maxGap)
 				return

@@ -54,24 +54,60 @@ class ClientDisconnected(EnsembleError):
     code = "client_disconnected"
 
 
+class _FlushQueue:
+    """Sinks with frames queued in this loop turn, handed to Granian by one callback at its end:
+    with thousands of open streams many sinks fill in the same turn, and one callback for all of
+    them costs less than one per sink."""
+
+    __slots__ = ("_loop", "_sinks")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._sinks: list[StreamSink] = []
+
+    def add(self, sink: StreamSink) -> None:
+        if not self._sinks:
+            self._loop.call_soon(self._run)
+        self._sinks.append(sink)
+
+    def _run(self) -> None:
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.flush()
+
+
+_flush_queues: dict[asyncio.AbstractEventLoop, _FlushQueue] = {}
+
+
+def _flush_queue() -> _FlushQueue:
+    loop = asyncio.get_running_loop()
+    queue = _flush_queues.get(loop)
+    if queue is None:
+        if len(_flush_queues) > 8:  # loops that ended (tests run many): forget the closed ones
+            for old in [old for old in _flush_queues if old.is_closed()]:
+                del _flush_queues[old]
+        queue = _flush_queues[loop] = _FlushQueue(loop)
+    return queue
+
+
 class StreamSink:
     """The body of a streamed response.
 
-    `send` queues a frame and everything queued in one loop turn leaves in a single `send_bytes`
-    at the end of that turn (a `call_soon`, no task): the role frame, the first tokens and the
+    `write` queues a frame and everything queued in one loop turn leaves in a single `send_bytes`
+    at the end of that turn (a `call_soon` shared by all sinks, no task): the role frame, the first tokens and the
     finish usually go out as one write. Granian's response is started only at that first write,
     so the status line, the headers and the first frames leave together (each call into Granian
     wakes its I/O thread, which shares the worker's core). Granian's `send_bytes` queues the bytes
     for its writer and returns an already-finished awaitable (granian 2.8: it never waits for the
     socket), so it is called without awaiting. What a stalled reader can pin is therefore held
     inside Granian, bounded by one answer (README, Backpressure). A failed write means the client
-    is gone: the next `send` (or `close`) raises ClientDisconnected.
+    is gone: the next `write` (or `close`) raises ClientDisconnected.
     """
 
     __slots__ = (
         "_error",
+        "_flushes",
         "_headers",
-        "_loop",
         "_pending",
         "_proto",
         "_scheduled",
@@ -85,7 +121,7 @@ class StreamSink:
         self._status = status
         self._headers = headers
         self._transport: Any = None
-        self._loop = asyncio.get_running_loop()
+        self._flushes = _flush_queue()
         self._pending: list[bytes] = []
         self._scheduled = False
         self._error: BaseException | None = None
@@ -96,13 +132,13 @@ class StreamSink:
         """Not failed and not released: a response to start (`_proto`) or one started (`_transport`)."""
         return self._error is None and (self._proto is not None or self._transport is not None)
 
-    async def send(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         if not self._open:
             raise ClientDisconnected("the client closed the connection") from self._error
         self._pending.append(data)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._flush)
+            self._flushes.add(self)
 
     def _start(self) -> Any:
         proto, self._proto = self._proto, None
@@ -110,7 +146,7 @@ class StreamSink:
         self._transport = proto.response_stream(self._status, self._headers)
         return self._transport
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self._scheduled = False
         pending = self._pending
         if not pending or not self._open:
@@ -127,7 +163,7 @@ class StreamSink:
 
     async def close(self) -> None:
         """Hand over what is queued (the response ends when the handler returns)."""
-        self._flush()
+        self.flush()
         if self._error is not None:
             raise ClientDisconnected("the client closed the connection") from self._error
 
@@ -135,7 +171,7 @@ class StreamSink:
         """Let go of Granian's transport: a streamed body ends when the transport is released, and
         an exception traceback that still references the pump's frame (e.g. after a cancelled
         upstream read) must not keep the client waiting for an end that never comes."""
-        self._flush()
+        self.flush()
         if self._transport is None and self._proto is not None and self._error is None:
             with contextlib.suppress(ProtocolClosed, ProtocolError, ConnectionError, RuntimeError):
                 self._start()  # nothing was ever sent: still answer with the status and headers

@@ -188,7 +188,7 @@ async def _pump(
     try:
         head = fmt.start()
         if head:
-            await sink.send(head)
+            sink.write(head)
         window = rt.config.server.coalescence_window
         if window > 0:
             relay = CoalescedRelay(stream, window)
@@ -196,11 +196,11 @@ async def _pump(
         else:
             # No window: what arrived together is rendered and handed to the client at once.
             while (batch := await stream.next_batch()) is not None:
-                await _send(sink, fmt, batch, watch)
+                _send(sink, fmt, batch, watch)
         response = stream.response()
         tail = fmt.finish(response)
         if tail:
-            await sink.send(tail)
+            sink.write(tail)
         await sink.close()
     except ClientDisconnected:
         if ctx.recorded:
@@ -224,7 +224,7 @@ async def _pump(
         try:
             tail = fmt.error(e, ctx.request_id)
             if tail:
-                await sink.send(tail)
+                sink.write(tail)
             await sink.close()
         except ClientDisconnected:
             pass
@@ -234,7 +234,7 @@ async def _pump(
         error = ProviderError("internal error while streaming", code="internal_error")
         stream.fail(error)
         with contextlib.suppress(ClientDisconnected):
-            await sink.send(fmt.error(error, ctx.request_id))
+            sink.write(fmt.error(error, ctx.request_id))
             await sink.close()
     finally:
         if relay is not None:
@@ -242,7 +242,7 @@ async def _pump(
         sink.release()
 
 
-async def _send(
+def _send(
     sink: StreamSink, fmt: StreamFormat, deltas: list[StreamDelta], watch: DisconnectWatch | None
 ) -> None:
     """Render `deltas` and hand what they render to the client as one write."""
@@ -251,7 +251,7 @@ async def _send(
     if frames:
         if watch is not None and watch.gone:
             raise ClientDisconnected("the client closed the connection")
-        await sink.send(frames[0] if len(frames) == 1 else b"".join(frames))
+        sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
 async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:

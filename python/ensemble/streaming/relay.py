@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import LiveStream
@@ -45,7 +45,7 @@ class CoalescedRelay:
             log.exception("upstream reader of a coalesced stream failed")
             await self.queue.put(ProviderError("internal error while streaming", code="internal_error"))
 
-    async def run(self, send: Callable[[StreamDelta], Awaitable[None]]) -> None:
+    async def run(self, send: Callable[[StreamDelta], None]) -> None:
         """Relay until the end of the answer; raises the stream's error after flushing what came first."""
         loop = asyncio.get_running_loop()
         co = Coalescer()
@@ -59,18 +59,18 @@ class CoalescedRelay:
                         item = await self.queue.get()
                 except TimeoutError:
                     for delta in co.flush():
-                        await send(delta)
+                        send(delta)
                     deadline = None
                     continue
             if item is None or isinstance(item, EnsembleError):
                 for delta in co.flush():
-                    await send(delta)
+                    send(delta)
                 if item is not None:
                     raise item
                 return
             out = co.push(item)
             for delta in out:
-                await send(delta)
+                send(delta)
             if not co.pending:
                 deadline = None
             elif deadline is None or out:
