@@ -23,6 +23,7 @@ class ServerConfig(_Strict):
     coalescence_window: Duration = Duration(0)
     drain_timeout: Duration = Duration(30)
     on_client_disconnect: Literal["complete", "cancel"] = "complete"
+    busy_poll: Duration = Duration(0.001)
 
 
 class DatabaseConfig(_Strict):

@@ -18,6 +18,7 @@ from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
 from ensemble.server import admin, errors, formats, inference, info, websocket
+from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -33,6 +34,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.runtime = Runtime(config)
+        self.busy_poll = BusyPoll(float(config.server.busy_poll))
         self.routes = RouteTable(
             inference.ROUTES
             + formats.ROUTES
@@ -66,7 +68,12 @@ class App:
         if scope.proto != "http":
             await websocket.handle(self.runtime, scope, proto)
             return
-        await self.handle(scope, proto)
+        busy = self.busy_poll
+        busy.enter()
+        try:
+            await self.handle(scope, proto)
+        finally:
+            busy.exit()
 
     async def handle(self, scope: Scope, proto: HTTPProtocol) -> None:
         tracing = telemetry.tracing
