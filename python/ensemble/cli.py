@@ -224,7 +224,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(
         f"  server: {s.host}:{s.port}, {s.workers} worker(s), max request {s.max_request_bytes} bytes, "
-        f"drain {format_duration(s.drain_timeout)}, on disconnect: {s.on_client_disconnect}"
+        f"drain {format_duration(s.drain_timeout)}, on disconnect: {s.on_client_disconnect}, "
+        f"busy poll {format_duration(s.busy_poll) if s.busy_poll else 'off'}"
     )
     print(f"  database: {config.database.path}")
     print(

@@ -27,6 +27,7 @@ def test_bad_config_reports_every_problem(name: str) -> None:
 def test_shipped_config_is_valid_without_any_environment() -> None:
     config = load_config("config/ensemble.yaml", env={})
     assert config.server.port == 5180
+    assert config.server.busy_poll == 0.001
     assert {p.name for p in config.providers} == {
         "anthropic",
         "openai",
