@@ -246,3 +246,27 @@ async def test_live_stream_hands_out_each_delta_once_whether_read_one_by_one_or_
     assert seen == ["x", "a", "b", "c", "d", "e"]
     assert stream.assembler.result().blocks[0].text == "xabcde"  # type: ignore[union-attr]
     assert stream.done and endpoint.in_flight == 0
+
+
+def test_assembler_joins_long_answers_into_runs_without_changing_them() -> None:
+    """Thousands of tokens: the text, thinking and tool arguments come out exactly as streamed, and
+    the assembler holds a few joined runs instead of one string object per token."""
+    from ensemble.assembly import Assembler
+    from ensemble.types import TextBlock, ThinkingBlock, ToolCallBlock
+
+    words = [f"w{i} " for i in range(3000)]
+    args = ['{"q": "', *(f"{i}," for i in range(500)), '"}']
+    assembler = Assembler()
+    assembler.feed(ToolCallStart(2, "call_1", "search"))
+    for i, word in enumerate(words):
+        assembler.feed(ThinkingDelta(0, word[::-1]))
+        assembler.feed(TextDelta(1, word))
+        if i < len(args):
+            assembler.feed(ToolCallArgs(2, args[i]))
+    assembler.feed(Finish("stop"))
+    thinking, text, tool = assembler.blocks()
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking == "".join(w[::-1] for w in words)
+    assert isinstance(text, TextBlock) and text.text == "".join(words)
+    assert isinstance(tool, ToolCallBlock) and tool.tool_call.raw_arguments == "".join(args)
+    assert tool.tool_call.arguments == {"q": "".join(args[1:-1])}
+    assert all(len(b.parts) < 3000 // 64 + 64 for b in assembler._blocks.values())
