@@ -93,15 +93,15 @@ def _flush_queue() -> _FlushQueue:
 class StreamSink:
     """The body of a streamed response.
 
-    `write` queues a frame and everything queued in one loop turn leaves in a single `send_bytes`
-    at the end of that turn (a `call_soon` shared by all sinks, no task): the role frame, the first tokens and the
-    finish usually go out as one write. Granian's response is started only at that first write,
-    so the status line, the headers and the first frames leave together (each call into Granian
-    wakes its I/O thread, which shares the worker's core). Granian's `send_bytes` queues the bytes
-    for its writer and returns an already-finished awaitable (granian 2.8: it never waits for the
-    socket), so it is called without awaiting. What a stalled reader can pin is therefore held
-    inside Granian, bounded by one answer (README, Backpressure). A failed write means the client
-    is gone: the next `write` (or `close`) raises ClientDisconnected.
+    `write` queues a frame and everything queued in one loop turn leaves in a single `send_bytes` at
+    the end of that turn (one `call_soon` shared by all sinks, no task): the role frame, the first
+    tokens and the finish usually go out as one write. Granian's response is started only at that
+    first write, so the status line, the headers and the first frames leave together (each call into
+    Granian wakes its I/O thread, which shares the worker's core). Granian's `send_bytes` queues the
+    bytes for its writer and returns an already-finished awaitable (granian 2.8: it never waits for
+    the socket), so it is called without awaiting. What a stalled reader can pin is therefore held
+    inside Granian, bounded by one answer (README, Backpressure). A failed write means the client is
+    gone: the next `write` (or `close`) raises ClientDisconnected.
     """
 
     __slots__ = (
