@@ -139,17 +139,6 @@ def write_config(work: Path, gw_port: int, fake_addr: str, connect_timeout: str)
     return ["--config", str(work / "ensemble.yaml")]
 
 
-PASSTHROUGH_SCRIPT = """
-import sys
-from granian.constants import Interfaces, Loops
-from granian.log import LogLevels
-from granian.server import Server
-Server("benches.baseline.passthrough:app", address="127.0.0.1", port=int(sys.argv[1]),
-       interface=Interfaces.RSGI, workers=1, loop=Loops.uvloop, log_level=LogLevels.warning,
-       backlog=2048, backpressure=50000).serve()
-"""
-
-
 class Target:
     """What the clients stream through: a running server and the worker process to watch."""
 
@@ -196,7 +185,12 @@ def start_passthrough(work: Path, fake_addr: str) -> Target:
     port = free_port()
     log = work / "passthrough.log"
     proc = subprocess.Popen(
-        [sys.executable, "-c", PASSTHROUGH_SCRIPT, str(port)],
+        [
+            *(str(BIN / "granian"), "--interface", "rsgi", "--loop", "uvloop", "--workers", "1"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+            # as `ensemble serve`: Granian's default admits only backlog/workers requests at once
+            *("--backlog", "2048", "--backpressure", "50000", "benches.baseline.passthrough:app"),
+        ],
         env={**os.environ, "PASSTHROUGH_UPSTREAM": f"http://{fake_addr}", "PYTHONPATH": str(ROOT)},
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
@@ -370,16 +364,45 @@ def main() -> int:
         )
     raise_nofile()
     work = Path(tempfile.mkdtemp(prefix="ensemble-soak-"))
-    fake: subprocess.Popen[bytes] | None = None
-    results: dict[str, dict[str, Any]] = {}
-    gw: Target | None = None
     try:
-        rig = build_rig(work)
-        fake = subprocess.Popen(
-            [str(rig), "fake", "-chunks", str(args.chunks), "-gap", f"{args.gap_ms}ms"],
-            stdout=subprocess.PIPE,
-            stderr=open(work / "fake.log", "wb"),  # noqa: SIM115
-        )
+        results = run_targets(work, args)
+        tables = {name: rows(r, args) for name, r in results.items()}
+        names = list(tables)
+        print()
+        print("| metric | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for metric in tables[names[-1]]:
+            print(f"| {metric} | " + " | ".join(tables[n].get(metric, "—") for n in names) + " |")
+        failed = [n for n, r in results.items() if r["errors"] or r["timed_out"] or r["done"] != r["total"]]
+        if args.show_lag:
+            print("\nEnsemble, per 2 s window (gateway log):")
+            for line in (work / "gateway.log").read_text().splitlines():
+                if "loop lag" in line:
+                    print("  " + orjson.loads(line)["msg"])
+        if failed:
+            for name in ("gateway.log", "passthrough.log", "fake.log"):
+                if (work / name).exists():
+                    lines = [
+                        x
+                        for x in (work / name).read_text(errors="replace").splitlines()
+                        if "loop lag" not in x
+                    ]
+                    print(f"\n--- last lines of {name} ---", *lines[-15:], sep="\n")
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_targets(work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The rig's upstream, then (with --compare) the bare pass-through, then Ensemble, one at a time."""
+    results: dict[str, dict[str, Any]] = {}
+    rig = build_rig(work)
+    fake = subprocess.Popen(
+        [str(rig), "fake", "-chunks", str(args.chunks), "-gap", f"{args.gap_ms}ms"],
+        stdout=subprocess.PIPE,
+        stderr=open(work / "fake.log", "wb"),  # noqa: SIM115
+    )
+    try:
         assert fake.stdout is not None
         fake_addr = fake.stdout.readline().decode().split()[-1]
         if args.compare:
@@ -389,37 +412,14 @@ def main() -> int:
             finally:
                 base.stop()
         gw = start_ensemble(work, fake_addr, args)
-        results[gw.name] = measure(gw, rig, fake.pid, args, args.http, args.ws)
-        gw.stop()
-    finally:
-        if gw is not None:
+        try:
+            results[gw.name] = measure(gw, rig, fake.pid, args, args.http, args.ws)
+        finally:
             gw.stop()
-        if fake is not None:
-            fake.send_signal(signal.SIGTERM)
-            fake.wait(10)
-
-    tables = {name: rows(r, args) for name, r in results.items()}
-    names = list(tables)
-    print()
-    print("| metric | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for metric in tables[names[-1]]:
-        print(f"| {metric} | " + " | ".join(tables[n].get(metric, "—") for n in names) + " |")
-    failed = [n for n, r in results.items() if r["errors"] or r["timed_out"] or r["done"] != r["total"]]
-    if args.show_lag:
-        print("\nEnsemble, per 2 s window (gateway log):")
-        for line in (work / "gateway.log").read_text().splitlines():
-            if "loop lag" in line:
-                print("  " + orjson.loads(line)["msg"])
-    if failed:
-        for name in ("gateway.log", "passthrough.log", "fake.log"):
-            if (work / name).exists():
-                lines = [
-                    x for x in (work / name).read_text(errors="replace").splitlines() if "loop lag" not in x
-                ]
-                print(f"\n--- last lines of {name} ---", *lines[-15:], sep="\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    finally:
+        fake.send_signal(signal.SIGTERM)
+        fake.wait(10)
+    return results
 
 
 if __name__ == "__main__":

@@ -73,7 +73,6 @@ func runClients(args []string) {
 	// WebSocket streams start first: a request on a WebSocket is a message its socket's reader takes
 	// one per event-loop turn, so on a saturated gateway late ones would trickle in (~14/s for 20
 	// sockets at 1.4 s of lag) and the first streams would end before the last began.
-	wsIndex := 0
 	sockets := make([]chan string, (*nWS+99)/100)
 	for i := range sockets {
 		n := min(100, *nWS-i*100)
@@ -85,13 +84,11 @@ func runClients(args []string) {
 		}(sockets[i], n)
 	}
 	for i := 0; i < total; i++ {
-		isWS := i < *nWS
-		if isWS {
-			go func(i, w int) {
+		if i < *nWS {
+			go func(i int) {
 				time.Sleep(time.Until(startAt(i)))
-				sockets[w/100] <- fmt.Sprintf("soak-%d", i)
-			}(i, wsIndex)
-			wsIndex++
+				sockets[i/100] <- fmt.Sprintf("soak-%d", i)
+			}(i)
 			continue
 		}
 		wg.Add(1)
