@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -59,15 +60,14 @@ class _FlushQueue:
     with thousands of open streams many sinks fill in the same turn, and one callback for all of
     them costs less than one per sink."""
 
-    __slots__ = ("_loop", "_sinks")
+    __slots__ = ("_sinks",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._sinks: list[StreamSink] = []
+    def __init__(self) -> None:
+        self._sinks: list[StreamSink] = []  # no reference to the loop: it keys a weak mapping
 
     def add(self, sink: StreamSink) -> None:
         if not self._sinks:
-            self._loop.call_soon(self._run)
+            asyncio.get_running_loop().call_soon(self._run)
         self._sinks.append(sink)
 
     def _run(self) -> None:
@@ -76,17 +76,14 @@ class _FlushQueue:
             sink.flush()
 
 
-_flush_queues: dict[asyncio.AbstractEventLoop, _FlushQueue] = {}
+_flush_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FlushQueue] = weakref.WeakKeyDictionary()
 
 
 def _flush_queue() -> _FlushQueue:
     loop = asyncio.get_running_loop()
     queue = _flush_queues.get(loop)
     if queue is None:
-        if len(_flush_queues) > 8:  # loops that ended (tests run many): forget the closed ones
-            for old in [old for old in _flush_queues if old.is_closed()]:
-                del _flush_queues[old]
-        queue = _flush_queues[loop] = _FlushQueue(loop)
+        queue = _flush_queues[loop] = _FlushQueue()
     return queue
 
 
