@@ -9,7 +9,7 @@ reconciles at the end. The request has a 2,000-character system prompt and three
 pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
 those microseconds take at that rate; the profile share is their fraction of the CPU a whole JSON
 request costs one worker (PIPELINE_CPU_US, measured by `make bench`: the JSON row's CPU µs/request
-at concurrency 64 on one worker, README "Performance").
+at concurrency 64 on one worker, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from ensemble.types import InferenceRequest, Message
 
 N = 50_000
 RATE = 5_000  # requests per second
-PIPELINE_CPU_US = 172.0  # CPU µs per JSON request through the whole gateway (make bench, 1 worker, README)
+PIPELINE_CPU_US = (
+    172.0  # CPU µs per JSON request through the whole gateway (make bench, 1 worker, docs/performance.md)
+)
 
 
 def build(strategy: str, affinity: bool) -> tuple[Router, Admission]:

@@ -1,4 +1,4 @@
-"""Client authentication: find the caller's key record from whichever header its SDK uses (SPEC §3)."""
+"""Client authentication: find the caller's key record from whichever header its SDK uses (see docs/security.md)."""
 
 from __future__ import annotations
 

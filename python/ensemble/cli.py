@@ -1,4 +1,4 @@
-"""The `ensemble` command line (SPEC §1): serve, migrate, config check, keys, version."""
+"""The `ensemble` command line (see docs/cli.md): serve, migrate, config check, keys, version."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _valid_encryption_key(value: str) -> bool:
 
 
 def prepare_environment(config: Config) -> None:
-    """Production refuses to start without its secrets; development makes what it needs (SPEC §1)."""
+    """Production refuses to start without its secrets; development makes what it needs (see docs/cli.md)."""
     env = environment()
     enc = os.environ.get("ENSEMBLE_ENCRYPTION_KEY", "")
     if env == "production":

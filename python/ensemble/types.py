@@ -3,7 +3,7 @@
 InferenceRequest  — what the client asked for, whatever format it spoke.
 StreamDelta       — one increment of an answer (text, thinking, a tool-call fragment, usage, finish).
 ProviderResult    — a whole answer from one provider call: blocks, usage, finish reason.
-InferenceResponse — the native response shape (SPEC §4), priced and timed.
+InferenceResponse — the native response shape (see the README's routes), priced and timed.
 """
 
 from __future__ import annotations

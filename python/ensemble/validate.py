@@ -1,4 +1,4 @@
-"""Parameter validation (SPEC §6): ranges with the field named, then the config's drop rules."""
+"""Parameter validation (see docs/routing.md): ranges with the field named, then the config's drop rules."""
 
 from __future__ import annotations
 

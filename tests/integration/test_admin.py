@@ -1,4 +1,4 @@
-"""The admin API (SPEC §8) against a real two-worker `ensemble serve` and the fake upstream.
+"""The admin API (see docs/admin-api.md) against a real two-worker `ensemble serve` and the fake upstream.
 
 Two workers, so every change made through one worker must reach the other through the database
 within about a second (requests open a fresh connection each, so they land on either worker).
@@ -23,7 +23,7 @@ from support.processes import BIN, free_port
 
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 HELLO = [{"role": "user", "content": "Hello there, admin"}]
-PROPAGATION_S = 2.0  # SPEC: within one second; allow scheduling slack on a busy machine
+PROPAGATION_S = 2.0  # docs/admin-api.md: within one second; allow scheduling slack on a busy machine
 
 ROUTES: list[tuple[str, str]] = [
     ("POST", "/admin/keys"),

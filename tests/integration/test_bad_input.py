@@ -1,4 +1,4 @@
-"""Every client mistake gets the SPEC's 4xx with a message naming the problem — never a 500."""
+"""Every client mistake gets its 4xx with a message naming the problem — never a 500."""
 
 from __future__ import annotations
 

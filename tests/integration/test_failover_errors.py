@@ -1,4 +1,4 @@
-"""The gateway's protection against a failing upstream (SPEC §6), end to end: a real `ensemble
+"""The gateway's protection against a failing upstream (see docs/routing.md), end to end: a real `ensemble
 serve` in front of single-endpoint providers on the fake upstream. Each test has its own provider,
 endpoint and model, so no test inherits another's failure count or cool-down."""
 

@@ -1,4 +1,4 @@
-"""Routing and rate limits (SPEC §6) end to end: a real `ensemble serve` in front of several virtual
+"""Routing and rate limits (see docs/routing.md) end to end: a real `ensemble serve` in front of several virtual
 endpoints of the fake upstream. One gateway for the module; each scenario has its own model (and
 so its own counters, cool-downs and affinity entries) so the tests do not disturb each other."""
 

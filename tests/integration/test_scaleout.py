@@ -1,4 +1,4 @@
-"""Three Ensemble instances sharing one real redis-server and moto's S3 server (SPEC §7).
+"""Three Ensemble instances sharing one real redis-server and moto's S3 server (see docs/scale-out.md).
 
 Each instance has its own directory and SQLite file: keys travel only through Redis, responses
 only through S3. The Redis-outage test runs last because it kills the shared server.

@@ -1,6 +1,6 @@
 """Fresh upstream lanes for the client test suites (Python, TypeScript, Go).
 
-The gateway keeps per-endpoint state (SPEC §6): consecutive failures, and a cool-down after a
+The gateway keeps per-endpoint state (see docs/routing.md): consecutive failures, and a cool-down after a
 429/529 or after `cooldown_after_failures` failures in a row. A client test that makes its upstream
 fail must therefore not share an endpoint with another test, or it inherits that test's failure
 count or cool-down. Each lane is its own OpenAI-format provider on the fake upstream with one

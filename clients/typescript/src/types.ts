@@ -1,4 +1,4 @@
-/** Shapes of the native API (SPEC §4). Requests are snake_case, as the gateway speaks them. */
+/** Shapes of the native API (see the README's routes). Requests are snake_case, as the gateway speaks them. */
 
 export type Role = "system" | "user" | "assistant" | "tool";
 

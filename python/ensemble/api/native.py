@@ -1,4 +1,4 @@
-"""The native API (SPEC §4): snake_case (or camelCase) requests, InferenceResponse, block/done/error SSE."""
+"""The native API (see the README's routes): snake_case (or camelCase) requests, InferenceResponse, block/done/error SSE."""
 
 from __future__ import annotations
 

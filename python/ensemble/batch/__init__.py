@@ -1,1 +1,1 @@
-"""Batches: the native and Anthropic batch APIs and the rate-limit fallback (SPEC §4)."""
+"""Batches: the native and Anthropic batch APIs and the rate-limit fallback (see the README's routes)."""

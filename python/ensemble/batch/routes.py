@@ -1,4 +1,4 @@
-"""Batch routes: the native `/api/v1/batch…` API (SPEC §4).
+"""Batch routes: the native `/api/v1/batch…` API (see the README's routes).
 
 Only the key that created a batch sees it: another key gets the same 404 as for an id that never
 existed.

@@ -1,4 +1,4 @@
-"""Response shapes of the native API (SPEC §4), decoded leniently: fields the gateway adds later are
+"""Response shapes of the native API (see the README's routes), decoded leniently: fields the gateway adds later are
 ignored, fields it omits take their defaults."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ DEFAULT_BASE_URLS = {
     "mock": "",
 }
 
-# Environment variables that override config keys (SPEC §1).
+# Environment variables that override config keys (see docs/cli.md).
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "REDIS_ADDRESS": ("redis", "address"),
     "REDIS_PASSWORD": ("redis", "password"),

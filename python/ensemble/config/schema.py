@@ -1,4 +1,4 @@
-"""The configuration's shape (SPEC §2) as msgspec structs; unknown keys are errors."""
+"""The configuration's shape (see docs/configuration.md) as msgspec structs; unknown keys are errors."""
 
 from __future__ import annotations
 

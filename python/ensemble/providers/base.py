@@ -90,7 +90,7 @@ class Provider(ABC):
         self.endpoints = [Endpoint.from_config(e, config) for e in config.endpoints]
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
-        # Set by the gateway: sees every upstream response's headers (rate-limit state, SPEC §6).
+        # Set by the gateway: sees every upstream response's headers (rate-limit state, docs/routing.md).
         self.on_headers: Callable[[Target, Mapping[str, str]], None] | None = None
 
     @abstractmethod

@@ -1,4 +1,4 @@
-"""Rate-limit admission on the native counters (SPEC §6): per key first, then per (endpoint, model).
+"""Rate-limit admission on the native counters (see docs/routing.md): per key first, then per (endpoint, model).
 
 Both levels reserve at admission (1 request + estimated tokens) and are reconciled with the real
 usage when the response ends. Endpoint capacity has two sources: our own sliding-window counters
@@ -64,7 +64,7 @@ class EndpointLimits:
         self.model = model
         self.rpm = rpm
         self.tpm = tpm
-        # SPEC §7 names the shared counter `{namespace}:ratelimit:{endpoint_id}:{model}`; the Redis
+        # docs/scale-out.md names the shared counter `{namespace}:ratelimit:{endpoint_id}:{model}`; the Redis
         # sync adds the prefix, so the local scope is the tail of that name.
         self.scope = f"ep:{endpoint_id}:{model}"
         self.scopes = [self.scope]  # hoisted: admit/reconcile take a list

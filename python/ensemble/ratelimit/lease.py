@@ -1,4 +1,4 @@
-"""Quota leased from Redis: how N instances share one limit without overshooting it (SPEC §7).
+"""Quota leased from Redis: how N instances share one limit without overshooting it (see docs/scale-out.md).
 
 Counting locally and syncing every `sync_interval` lets N instances admit up to N x a limit between
 syncs. Instead, while Redis is reachable, each instance admits a limited scope only from a *lease*:

@@ -1,4 +1,4 @@
-"""Rate-limit sync through Redis: push local usage, lease quota, pull the shared view (SPEC §7).
+"""Rate-limit sync through Redis: push local usage, lease quota, pull the shared view (see docs/scale-out.md).
 
 One background task per worker. Every `rate_limit.sync_interval` (and at once when a lease runs
 low) it sends, for each scope that changed or whose lease needs renewing, one call of `SETTLE` —

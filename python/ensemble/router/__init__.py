@@ -1,4 +1,4 @@
-"""Choosing where a request goes (SPEC §6): candidate endpoints for a model, in the order to try them.
+"""Choosing where a request goes (see docs/routing.md): candidate endpoints for a model, in the order to try them.
 
 For each provider serving the model (lower `priority` first) the endpoints of its pool are ordered:
 

@@ -1,4 +1,4 @@
-"""Which endpoint most likely holds a prompt prefix in its provider's cache (SPEC §6 step 1).
+"""Which endpoint most likely holds a prompt prefix in its provider's cache (docs/routing.md, step 1).
 
 Keys: the client's session id, and CRC fingerprints (CRC32C, cumulative over the system prompt and
 the messages, tagged with the model) of the prompt prefix. After a request succeeds on an endpoint

@@ -1,4 +1,4 @@
-"""The admin API (SPEC §8): keys, customers, usage, request logs, provider credentials, status.
+"""The admin API (see docs/admin-api.md): keys, customers, usage, request logs, provider credentials, status.
 
 Every route needs `Authorization: Bearer $ENSEMBLE_ADMIN_KEY`, compared in constant time (digests of
 both sides, so not even the length leaks); with the variable unset the whole API answers 503. Errors

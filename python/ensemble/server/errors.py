@@ -1,4 +1,4 @@
-"""Rendering an EnsembleError in the shape of the route family that failed (SPEC §4, §5)."""
+"""Rendering an EnsembleError in the shape of the route family that failed (see the README's routes, docs/formats.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ensemble.server.http import Family, Headers
 
 
 def effective_status(error: EnsembleError) -> int:
-    """Other 4xx from a provider are returned as is (SPEC §6); credentials problems of ours are not the
+    """Other 4xx from a provider are returned as is (see docs/routing.md); credentials problems of ours are not the
     client's, so a provider's 401/403 stays a 502."""
     upstream = error.upstream_status if isinstance(error, ProviderError) else None
     if upstream is not None and 400 <= upstream < 500 and upstream not in (401, 403, 407, 408, 429):

@@ -1,4 +1,4 @@
-"""Provider-format routes (SPEC §5): Anthropic `/v1/messages` (+ `count_tokens`) and Gemini
+"""Provider-format routes (see docs/formats.md): Anthropic `/v1/messages` (+ `count_tokens`) and Gemini
 `:generateContent` / `:streamGenerateContent`. Same pipeline as every inference route (see
 server/inference.py); only parsing and rendering differ."""
 

@@ -97,7 +97,7 @@ class StreamSink:
     Granian wakes its I/O thread, which shares the worker's core). Granian's `send_bytes` queues the
     bytes for its writer and returns an already-finished awaitable (granian 2.8: it never waits for
     the socket), so it is called without awaiting. What a stalled reader can pin is therefore held
-    inside Granian, bounded by one answer (README, Backpressure). A failed write means the client is
+    inside Granian, bounded by one answer (docs/streaming.md, Backpressure). A failed write means the client is
     gone: the next `write` (or `close`) raises ClientDisconnected.
     """
 

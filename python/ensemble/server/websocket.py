@@ -1,4 +1,4 @@
-"""`GET /api/v1/ws`: many native requests multiplexed on one WebSocket (SPEC §4).
+"""`GET /api/v1/ws`: many native requests multiplexed on one WebSocket (see the README's routes).
 
     client: {"type": "auth", "api_key": "ens_…"}          server: {"type": "ready"}
     client: {"type": "request", "request_id": "r1", …native request fields…}

@@ -88,7 +88,7 @@ MIGRATIONS: list[str] = [
         updated_at   TEXT NOT NULL
     );
     """,
-    # 2: batches (SPEC §4) — the native and Anthropic batch APIs and the rate-limit fallback.
+    # 2: batches (see the README's routes) — the native and Anthropic batch APIs and the rate-limit fallback.
     """
     CREATE TABLE batches (
         id                   TEXT PRIMARY KEY,
@@ -138,7 +138,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX upstream_batches_poll ON upstream_batches(status, next_poll_ms);
     """,
-    # 3: the routing decision of each logged request (SPEC §6): why it went to its endpoint, what
+    # 3: the routing decision of each logged request (see docs/routing.md): why it went to its endpoint, what
     # a cache hit there was estimated to save, and how much of that was given up by going elsewhere.
     """
     ALTER TABLE request_log ADD COLUMN route_reason TEXT NOT NULL DEFAULT '';

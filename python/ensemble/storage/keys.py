@@ -34,7 +34,7 @@ class KeyRecord(msgspec.Struct, frozen=True):
         return not self.allowed_models or model in self.allowed_models
 
     def as_json(self) -> dict[str, Any]:
-        """The key record as the admin API and `ensemble keys list --json` show it (SPEC §8)."""
+        """The key record as the admin API and `ensemble keys list --json` show it (see docs/admin-api.md)."""
         return {
             "key_id": self.key_id,
             "prefix": self.prefix,

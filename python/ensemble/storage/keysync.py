@@ -1,11 +1,11 @@
-"""API-key sync between instances through Redis (SPEC §7).
+"""API-key sync between instances through Redis (see docs/scale-out.md).
 
 Instances do not share SQLite, so with Redis configured the key records travel through it:
 
 * `{ns}:keys` — a hash, SHA-256 digest (hex) → the JSON key record. It is the source of truth for
   every instance: a restarted (or newly added) instance loads the whole table from it.
 * `{ns}:keys:changed` — a pub/sub channel; every create/update/disable/revoke publishes the new
-  record there, and every instance applies it at once (well within the one second SPEC §7 allows).
+  record there, and every instance applies it at once (well within the one second docs/scale-out.md promises).
 
 Writers (the CLI, the admin API) call `publish()` / `publish_sync()`: HSET and PUBLISH in one
 MULTI, so a subscriber never sees a change the hash does not hold. A subscriber that lost its

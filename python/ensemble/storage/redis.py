@@ -1,4 +1,4 @@
-"""Connecting to the shared Redis/Valkey of a scaled-out deployment (SPEC §7).
+"""Connecting to the shared Redis/Valkey of a scaled-out deployment (see docs/scale-out.md).
 
 `redis.address` is `host:port`, `redis://…` or `rediss://…` (TLS). The namespace that prefixes
 every key is `redis.namespace` (the loader puts `REDIS_NAMESPACE` there), else

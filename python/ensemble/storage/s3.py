@@ -1,4 +1,4 @@
-"""Completed responses in S3, so any instance can answer status/retrieve (SPEC §7).
+"""Completed responses in S3, so any instance can answer status/retrieve (see docs/scale-out.md).
 
 With `persistence.s3.bucket` set, every completed response is written as
 `{prefix}{YYYY}/{MM}/{DD}/{request_id}.json` (the date is the request's UTC creation day). The body

@@ -1,4 +1,4 @@
-"""The shared state of a scaled-out deployment, as one worker sees it (SPEC §7).
+"""The shared state of a scaled-out deployment, as one worker sees it (see docs/scale-out.md).
 
 `Scaleout` owns the Redis client and the S3 store when they are configured, starts and stops
 their background tasks, and is the status object /admin/status reads (`view()`). Without

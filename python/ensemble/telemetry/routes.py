@@ -1,4 +1,4 @@
-"""`GET /metrics`: Prometheus text exposition, behind the admin key (SPEC §8)."""
+"""`GET /metrics`: Prometheus text exposition, behind the admin key (see docs/admin-api.md)."""
 
 from __future__ import annotations
 
