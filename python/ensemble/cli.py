@@ -18,8 +18,8 @@ import orjson
 from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
+from ensemble.ready_notice import ReadyNotice, invocation, local_url, wait_until_accepted
 from ensemble.storage import database, keys
-from ensemble.storage.redis import display_address
 
 DEFAULT_CONFIG = "config/ensemble.yaml"
 EXIT_CONFIG = 1
@@ -109,29 +109,6 @@ def _migrate(config: Config) -> tuple[int, int]:
         conn.close()
 
 
-def _first_key(config: Config) -> None:
-    """Development only: a database without any usable client key gets one, printed once."""
-    if environment() != "development":
-        return
-    conn = database.connect_sync(config.database.path)
-    try:
-        if keys.count_usable_keys(conn):
-            return
-        key, record = keys.create_key(conn, name="development")
-    finally:
-        conn.close()
-    host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
-    print(
-        "\nCreated a first client API key (shown only this once):\n\n"
-        f"  {key}\n\nTry it:\n\n"
-        f"  curl -s http://{host}:{config.server.port}/api/v1/generate \\\n"
-        f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"model": "mock-1", "messages": [{"role": "user", "content": "Hello!"}]}\'\n',
-        flush=True,
-    )
-    del record
-
-
 STREAMS_PER_WORKER = 50_000
 
 
@@ -159,7 +136,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     before, after = _migrate(config)
     if before != after:
         print(f"database {config.database.path}: schema migrated {before} -> {after}", file=sys.stderr)
-    _first_key(config)
+    notice = (
+        ReadyNotice(config, invocation(args.config, DEFAULT_CONFIG))
+        if environment() == "development"
+        else None
+    )
     metrics_dir = _metrics_dir(config)
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     os.environ[OVERRIDES_ENV] = orjson.dumps(overrides).decode()
@@ -189,9 +170,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=config.logging.level,  # type: ignore[arg-type]
         log_access=False,
     )
+    if notice is not None:
+        notice.start()
     try:
         server.serve()
     finally:
+        if notice is not None:
+            notice.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
@@ -219,6 +204,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from ensemble.storage.redis import display_address  # imports the Redis client: only here
+
     config = _load(args.config)
     s = config.server
     print(f"{args.config}: OK")
@@ -279,11 +266,15 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         )
     finally:
         conn.close()
+    published = _publish_key(config, keys.digest(key), record)
+    # A server of this config running here loads the key within a second: return once it has, so
+    # that `export ENSEMBLE_KEY=$(ensemble keys create …)` followed by a request works as pasted.
+    wait_until_accepted(local_url(config), key)
     print(key)
     print(
         f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr
     )
-    return 0 if _publish_key(config, keys.digest(key), record) else 1
+    return 0 if published else 1
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -374,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     serve = with_config(sub.add_parser("serve", help="run the gateway (migrates the database first)"))
-    serve.add_argument("--host", help="address to listen on (default: server.host, 0.0.0.0)")
+    serve.add_argument(
+        "--host",
+        help="address to listen on (default: server.host; if empty, 127.0.0.1 in development, else 0.0.0.0)",
+    )
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 5180)")
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.set_defaults(func=cmd_serve)

@@ -7,8 +7,14 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from ensemble.ready_notice import RULE
 from ensemble.storage import database
 from support.processes import BIN, ROOT
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
 
@@ -80,8 +86,8 @@ def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -
 
     server = Ensemble(tmp_path, key=False)
     try:
-        out = server.process.output()
-        assert "Created a first client API key" in out and "curl -s http://127.0.0.1:" in out
+        out = wait_until(lambda: RULE in server.process.output() and server.process.output(), what="notice")
+        assert "A first client API key was created" in out and f"curl -s {server.url}/api/v1/generate" in out
         key_file = tmp_path / "data" / "encryption.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
     finally:
