@@ -8,6 +8,8 @@ import pytest
 
 from support.ensemble import Ensemble
 
+pytestmark = pytest.mark.integration
+
 HELLO = [{"role": "user", "content": "Hello there, gateway"}]
 
 

@@ -110,7 +110,9 @@ async def test_real_timer_rearms_and_fires() -> None:
     wd = StallWatchdog(stall_timeout=0.05, overall_timeout=0.3)
     wd.arm()
     try:
-        for _ in range(4):  # activity every 30 ms keeps the 50 ms stall timer from firing
+        for _ in range(
+            4
+        ):  # activity every 30 ms keeps the 50 ms stall timer from firing (real time, on purpose)
             wd.begin_read()
             await asyncio.sleep(0.03)
             wd.end_read()
