@@ -94,6 +94,19 @@ def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -
         server.stop()
 
 
+def test_keys_create_returns_once_the_running_server_accepts_the_key(tmp_path: Path) -> None:
+    """So that `export ENSEMBLE_KEY=$(ensemble keys create …)` then a request works as pasted."""
+    from support.ensemble import Ensemble
+
+    server = Ensemble(tmp_path)
+    try:
+        key = server.create_key("pasted")
+        with server.client(key) as c:
+            assert c.get("/api/v1/models").status_code == 200  # at once: no 401 while the server polls
+    finally:
+        server.stop()
+
+
 def test_migrate_upgrades_an_existing_request_log(tmp_path: Path) -> None:
     """A database written by the previous schema (version 2, before the routing-decision columns)
     keeps its rows and gains the columns with their defaults."""
