@@ -18,7 +18,7 @@ import orjson
 from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
-from ensemble.ready_notice import ReadyNotice, invocation, local_url, wait_until_accepted
+from ensemble.ready_notice import ReadyNotice, key_create_command, local_url, wait_until_accepted
 from ensemble.storage import database, keys
 
 DEFAULT_CONFIG = "config/ensemble.yaml"
@@ -137,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if before != after:
         print(f"database {config.database.path}: schema migrated {before} -> {after}", file=sys.stderr)
     notice = (
-        ReadyNotice(config, invocation(args.config, DEFAULT_CONFIG))
+        ReadyNotice(config, key_create_command(args.config, DEFAULT_CONFIG))
         if environment() == "development"
         else None
     )

@@ -9,12 +9,17 @@ before the notice could show it, it is revoked, so that the next start makes and
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import os
 import shlex
 import shutil
+import signal
 import sys
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ensemble.config import Config
 from ensemble.storage import database, keys
@@ -24,9 +29,9 @@ POLL_S = 0.1
 KEY_ACCEPTED_WITHIN_S = 3.0  # servers load new keys from the database within a second
 
 
-def invocation(config_path: str, default_config: str) -> str:
-    """`ensemble` as this shell can run it again: bare when it is on PATH, else the script's path
-    (`.venv/bin/ensemble` after `make run`), with `--config` when it is not the default."""
+def key_create_command(config_path: str, default_config: str) -> str:
+    """`ensemble keys create` as this shell can run it: `ensemble` bare when it is on PATH, else the
+    script's path (`.venv/bin/ensemble` after `make run`); `--config` when it is not the default."""
     script = Path(sys.argv[0])
     if script.name != "ensemble":  # python -m ensemble
         command = f"{shlex.quote(sys.executable)} -m ensemble"
@@ -37,7 +42,8 @@ def invocation(config_path: str, default_config: str) -> str:
             command = str(script.resolve().relative_to(Path.cwd().resolve()))
         except ValueError:
             command = str(script.resolve())
-    return command if config_path == default_config else f"{command} --config {shlex.quote(config_path)}"
+    config = "" if config_path == default_config else f" --config {shlex.quote(config_path)}"
+    return f"{command} keys create{config} --name my-app"
 
 
 def connect_host(host: str) -> str:
@@ -55,24 +61,28 @@ def local_url(config: Config) -> str:
 
 
 def _status(url: str, key: str | None = None) -> int | None:
-    import httpx  # only when there is a server to ask: the CLI starts faster without it
-
-    headers = {"authorization": f"Bearer {key}"} if key else {}
+    """The status of GET `url`, or None when nothing answers there. (The standard library's client:
+    plain HTTP on this machine needs no more, and it costs the CLI nothing to import.)"""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
     try:
-        return httpx.get(url, headers=headers, timeout=2).status_code
-    except httpx.HTTPError:
-        return None  # nothing answers there
+        conn.request("GET", parts.path, headers={"authorization": f"Bearer {key}"} if key else {})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
 
-def wait_until_accepted(base: str, key: str, stopped: threading.Event | None = None) -> bool:
+def wait_until_accepted(base: str, key: str, server_alive: Callable[[], bool] = lambda: True) -> bool:
     """Wait until the server at `base` accepts `key` (it loads new keys within a second), so that a
     key works once it is shown. False at once when no server answers there, or after
-    KEY_ACCEPTED_WITHIN_S, or when `stopped` is set."""
-    stopped = stopped or threading.Event()
+    KEY_ACCEPTED_WITHIN_S, or once `server_alive` says it is gone."""
     deadline = time.monotonic() + KEY_ACCEPTED_WITHIN_S
     while (status := _status(base + "/api/v1/models", key)) == 401:
-        if time.monotonic() > deadline or stopped.wait(POLL_S):
+        if time.monotonic() > deadline or not server_alive():
             return False
+        time.sleep(POLL_S)
     return status is not None
 
 
@@ -84,14 +94,13 @@ def _curl(base: str) -> str:
     )
 
 
-def render(config: Config, base: str, key: str | None, command: str) -> str:
+def render(config: Config, base: str, key: str | None, create: str) -> str:
     host = config.server.host
     listening = (
         "only this machine can connect"
         if host.startswith("127.") or host in ("localhost", "::1")
         else f"listening on {host}, other machines can connect"
     )
-    create = f"{command} keys create --name my-app"
     if key is not None:
         body = (
             "A first client API key was created; it is shown only this once. Try it:\n\n"
@@ -107,44 +116,61 @@ def render(config: Config, base: str, key: str | None, command: str) -> str:
 
 
 class ReadyNotice:
-    """Waits in a thread for the server, then prints the notice (see the module docstring)."""
+    """Waits in a child process for the server, then prints the notice (see the module docstring).
 
-    def __init__(self, config: Config, command: str) -> None:
+    A process, not a thread: Granian forks its workers from this process right after start(), and a
+    thread caught mid-import or mid-request at that moment leaves its locks held in every worker,
+    which then hangs on its first import of the same module."""
+
+    def __init__(self, config: Config, create_command: str) -> None:
         self.config = config
-        self.command = command
+        self.create_command = create_command
         self.base = local_url(config)
         self.key, self._key_id = self._first_key()
-        self._stopped = threading.Event()
-        self._lock = threading.Lock()  # stop() and printing exclude each other: shown is exact
-        self._shown = False
-        self._thread = threading.Thread(target=self._run, name="ready-notice", daemon=True)
+        self._child = 0
 
     def start(self) -> None:
-        self._thread.start()
+        parent = os.getpid()
+        child = os.fork()
+        if child:
+            self._child = child
+            return
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it quietly, with the server
+            code = 0 if self._wait_and_print(lambda: os.getppid() == parent) else 1
+        finally:
+            os._exit(code)  # never return into the server's code, nor run its exit handlers
 
     def stop(self) -> None:
         """The server has exited: stop waiting; a first key nobody saw is revoked."""
-        with self._lock:
-            self._stopped.set()
-            if self._shown or self._key_id is None:
-                return
+        if not self._child:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._child, signal.SIGTERM)
+        try:
+            _, status = os.waitpid(self._child, 0)
+        except ChildProcessError:
+            status = 0  # reaped elsewhere: do not revoke what may have been shown
+        if (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0) or self._key_id is None:
+            return
         conn = database.connect_sync(self.config.database.path)
         try:
             keys.set_status(conn, self._key_id, "revoked")
         finally:
             conn.close()
 
-    def _run(self) -> None:
+    def _wait_and_print(self, server_alive: Callable[[], bool]) -> bool:
         while _status(self.base + "/health") != 200:
-            if self._stopped.wait(POLL_S):
-                return
+            if not server_alive():
+                return False
+            time.sleep(POLL_S)
         if self.key is not None:
-            wait_until_accepted(self.base, self.key, self._stopped)
-        with self._lock:
-            if self._stopped.is_set():
-                return
-            print(render(self.config, self.base, self.key, self.command), flush=True)
-            self._shown = True
+            wait_until_accepted(self.base, self.key, server_alive)
+        # A SIGTERM now would cut the notice short and revoke a key already half shown.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        print(render(self.config, self.base, self.key, self.create_command), flush=True)
+        return True
 
     def _first_key(self) -> tuple[str | None, str | None]:
         """A database without any usable client key gets one: (key, key id); else (None, None)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -86,8 +87,15 @@ def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -
 
     server = Ensemble(tmp_path, key=False)
     try:
-        out = wait_until(lambda: RULE in server.process.output() and server.process.output(), what="notice")
+        out = wait_until(
+            lambda: server.process.output().count(RULE) == 2 and server.process.output(), what="notice"
+        )
         assert "A first client API key was created" in out and f"curl -s {server.url}/api/v1/generate" in out
+        # Its command for more keys names this (non-default) config, where `keys create` takes it.
+        (more,) = re.findall(r"^More keys: (.+)$", out, re.M)
+        assert f"keys create --config {server.config_path} --name my-app" in more
+        made = subprocess.run(more, shell=True, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert made.returncode == 0 and made.stdout.startswith("ens_"), made.stderr
         key_file = tmp_path / "data" / "encryption.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
     finally:
