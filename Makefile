@@ -38,7 +38,7 @@ run: $(BUILT)
 test: check-test test-rust test-python test-clients
 
 check-test:
-	$(CHECK) python rust node go redis
+	$(CHECK) python rust node go redis curl
 
 # The unit layer only: every test not marked `integration` (those start subprocesses: servers,
 # redis-server, moto, the CLI). Pass more to pytest with PYTEST_ARGS="-k config -x".
@@ -50,7 +50,7 @@ test-rust:
 	cd rust && cargo test -q
 
 test-python: $(BUILT)
-	$(CHECK) redis
+	$(CHECK) redis curl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The TypeScript and Go clients' suites, each against its own real gateway + fake upstream
