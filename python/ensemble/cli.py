@@ -18,6 +18,7 @@ import orjson
 from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
+from ensemble.providers import registry
 from ensemble.storage import database, keys
 from ensemble.storage.redis import display_address
 
@@ -234,7 +235,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     print(f"  providers ({len(config.providers)}):")
     for p in sorted(config.providers, key=lambda p: (p.priority, p.name)):
-        usable = sum(1 for e in p.endpoints if e.api_key or p.type == "mock")
+        needs_key = registry.kind(p.type).needs_credential(p)
+        usable = sum(1 for e in p.endpoints if e.api_key or not needs_key)
         print(
             f"    {p.name} [{p.type}] priority {p.priority}, {p.strategy}: {len(p.models)} model(s), "
             f"{usable}/{len(p.endpoints)} endpoint(s) with a credential"

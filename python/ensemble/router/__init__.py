@@ -147,7 +147,7 @@ class Router:
             tags[model] = len(tags)
             groups = []
             for p in serving:
-                ttl = ttls.get(p.type, ttls.get(p.name, 300_000))
+                ttl = ttls.get(p.type, ttls.get(p.name, int(p.cache_ttl * 1000)))
                 cands = []
                 for e in p.endpoints:
                     if e.id not in numbers:

@@ -82,16 +82,7 @@ class Runtime:
         self.db = await database.connect(self.config.database.path)
         await self.sync_keys()
         await self.upstream.start()
-        for pc in self.config.providers:
-            provider = build_provider(pc, self.upstream)
-            if provider is None:
-                log.warning(
-                    "provider %s: no adapter for type %r in this build; its models are not served",
-                    pc.name,
-                    pc.type,
-                )
-                continue
-            self.providers.append(provider)
+        self.providers = [build_provider(pc, self.upstream) for pc in self.config.providers]
         await self._start_credentials()
         for provider in self.providers:
             for e in provider.endpoints:
