@@ -118,13 +118,26 @@ class Gateway:
         admission: Admission,
         request_log: RequestLog | None,
     ) -> None:
+        self.admission = admission
+        self.request_log = request_log
+        # Called with the request id once its record is written (the in-flight index forgets it).
+        self.on_recorded: Callable[[str], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
+        self._configure(config, providers, None)
+
+    def reconfigure(self, config: Config, providers: list[Provider]) -> None:
+        """Serve a reloaded config from the next request on (docs/configuration.md). Requests in
+        flight finish with the providers, prices and rules they started with. Counters carry
+        over: the router inherits the affinity table, endpoint state lives in the Endpoint
+        objects the caller reuses, rate-limit windows in Admission."""
+        self._configure(config, providers, self.router)
+
+    def _configure(self, config: Config, providers: list[Provider], previous: Router | None) -> None:
         self.config = config
         self.providers = providers
-        self.admission = admission
-        self.router = Router(providers, config.cache, admission, admission.clock)
         for p in providers:
             p.on_headers = self._observe_headers
-        self.request_log = request_log
+        self.router = Router(providers, config.cache, self.admission, self.admission.clock, previous=previous)
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
             key=lambda kv: -len(kv[0]),
@@ -132,9 +145,6 @@ class Gateway:
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
         self.drop_rules = DropRules(config.parameter_validation)
-        # Called with the request id once its record is written (the in-flight index forgets it).
-        self.on_recorded: Callable[[str], None] | None = None
-        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -152,8 +162,9 @@ class Gateway:
         return plan
 
     def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
-        lim = self.admission.endpoint(target.endpoint.id, target.model.name)
-        self.admission.observe(lim, headers, self.admission.clock())
+        lim = self.admission.find(target.endpoint.id, target.model.name)
+        if lim is not None:  # None: a reload removed the endpoint while this call was in flight
+            self.admission.observe(lim, headers, self.admission.clock())
 
     def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
         """Per-endpoint admission for one attempt; on success the attempt is the context's target."""

@@ -58,6 +58,19 @@ class Endpoint:
             cooldown_after_failures=provider.cooldown_after_failures,
         )
 
+    def take_over(self, fresh: Endpoint) -> Endpoint:
+        """This endpoint as `fresh` (its reloaded config) sets it up, with its live state kept:
+        requests in flight, consecutive failures and cool-down. Returns self."""
+        self.provider = fresh.provider
+        self.base_url = fresh.base_url
+        self.api_key = fresh.api_key
+        self.rpm_limit = fresh.rpm_limit
+        self.tpm_limit = fresh.tpm_limit
+        self.weight = fresh.weight
+        self.needs_key = fresh.needs_key
+        self.cooldown_after_failures = fresh.cooldown_after_failures
+        return self
+
     @property
     def has_credential(self) -> bool:
         return bool(self.api_key) or not self.needs_key
