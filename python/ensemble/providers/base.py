@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ensemble._native import SseParser
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
@@ -22,8 +22,10 @@ from ensemble.errors import ProviderError
 from ensemble.providers.registry import DEFAULT_CACHE_TTL
 from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
-from ensemble.upstream import UpstreamClient, UpstreamResponse
 from ensemble.usage.pricing import Price
+
+if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
+    from ensemble.upstream import UpstreamClient, UpstreamResponse
 
 
 @dataclass(eq=False)
