@@ -9,8 +9,7 @@ import contextlib
 import json
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -70,16 +69,6 @@ def log_lines(server: Ensemble) -> list[dict[str, Any]]:
     return out
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def reloads(server: Ensemble) -> list[dict[str, Any]]:
     return [e for e in log_lines(server) if "config reloaded from" in e["msg"]]
 
@@ -92,7 +81,7 @@ def reload_and_wait(server: Ensemble, workers: int = 1, cli: bool = True) -> Non
         assert out.returncode == 0 and "sent SIGHUP to ensemble serve" in out.stdout, out
     else:
         os.kill(int((server.dir / "data" / "ensemble.pid").read_text()), signal.SIGHUP)
-    wait_for(lambda: len(reloads(server)) >= before + workers, what=f"{workers} worker(s) to reload")
+    server.process.wait_until(lambda: len(reloads(server)) >= before + workers)
 
 
 def cost(input_tokens: int, output_tokens: int, input_price: float, output_price: float) -> Decimal:
@@ -215,14 +204,11 @@ def test_a_broken_config_is_refused_with_every_problem_logged(server: Ensemble) 
         os.kill(
             int((server.dir / "data" / "ensemble.pid").read_text()), signal.SIGHUP
         )  # the server checks too
-        refused = wait_for(
-            lambda: [e for e in log_lines(server)[before:] if e["level"] == "error"], what="the refusal"
-        )
-        wait_for(
-            lambda: len([e for e in log_lines(server)[before:] if e["level"] == "error"]) >= 3, what="3 lines"
+        server.process.wait_until(  # the refusal and its two problems
+            lambda: len([e for e in log_lines(server)[before:] if e["level"] == "error"]) >= 3
         )
         text = "\n".join(e["msg"] for e in log_lines(server)[before:])
-        assert "config reload refused: 2 problem(s)" in text, refused
+        assert "config reload refused: 2 problem(s)" in text, text
         assert (
             "providers/mock.yaml: strategy: must be one of: session_affinity, round_robin, least_used (got 'random')"
             in text
