@@ -129,7 +129,7 @@ export function LogsPage() {
                   <code>{entry.key_id}</code>
                 </td>
                 <td>{entry.model}</td>
-                <td class="wrap">
+                <td>
                   {entry.provider || <span class="quiet">–</span>}
                   {entry.endpoint_id && <div class="quiet">{entry.endpoint_id}</div>}
                 </td>
