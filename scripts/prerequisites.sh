@@ -81,6 +81,9 @@ for tool in "$@"; do
     redis)
       need "redis-server (Redis)" "7.0" "apt-get install redis-server" redis-server redis-server --version
       ;;
+    chromium)  # the dashboard's browser tests drive Debian's Chromium
+      works "Chromium (\`chromium\`)" "apt-get install chromium" chromium --version
+      ;;
     curl)  # the Quick start's curl line is run by the tests
       works "curl" "apt-get install curl" curl --version
       ;;

@@ -138,6 +138,7 @@ class ReadyNotice:
         code = 1
         try:
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it quietly, with the server
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is for the server, not for this
             code = 0 if self._wait_and_print(lambda: os.getppid() == parent) else 1
         finally:
             os._exit(code)  # never return into the server's code, nor run its exit handlers

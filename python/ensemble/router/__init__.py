@@ -128,7 +128,10 @@ class Router:
         cache: CacheConfig | None = None,
         admission: Admission | None = None,
         clock: Callable[[], int] = now_ms,
+        previous: Router | None = None,
     ) -> None:
+        """`previous`: the router this one replaces (a config reload). Endpoints and models keep
+        their numbers in the affinity table, which carries over with its counters."""
         self.cache = cache or CacheConfig()
         self.admission = admission or Admission(window_s=60, default_rpm=0, default_tpm=0, clock=clock)
         self.clock = clock
@@ -140,14 +143,14 @@ class Router:
         ttls = {k: int(v * 1000) for k, v in self.cache.ttls.items()}
         self._groups: dict[str, list[_Group]] = {}
         # The affinity table stores endpoints by number: `_endpoint_ids[n]` is endpoint n.
-        self._endpoint_ids: list[str] = []
-        numbers: dict[str, int] = {}
-        tags: dict[str, int] = {}
+        self._endpoint_ids: list[str] = list(previous._endpoint_ids) if previous is not None else []
+        numbers: dict[str, int] = {e: n for n, e in enumerate(self._endpoint_ids)}
+        tags = dict(previous._tags) if previous is not None else {}
         for model, serving in self._by_model.items():
-            tags[model] = len(tags)
+            tags.setdefault(model, len(tags))
             groups = []
             for p in serving:
-                ttl = ttls.get(p.type, ttls.get(p.name, 300_000))
+                ttl = ttls.get(p.type, ttls.get(p.name, int(p.cache_ttl * 1000)))
                 cands = []
                 for e in p.endpoints:
                     if e.id not in numbers:
@@ -163,9 +166,13 @@ class Router:
                     )
                 groups.append(_Group(p, cands, self.cache.enable_session_affinity))
             self._groups[model] = groups
-        # The model's tag in its prompt fingerprints, for the models that use affinity at all.
+        self._tags: dict[str, int] = tags  # every model's tag in its prompt fingerprints
+        # The tags of the models that use affinity at all.
         self._affinity_tags = {m: tags[m] for m, gs in self._groups.items() if any(g.affinity for g in gs)}
-        self.affinity = AffinityTable(self.cache.max_cache_entries)
+        table: AffinityTable | None = previous.affinity if previous is not None else None
+        if table is None or table.max_entries != self.cache.max_cache_entries:
+            table = AffinityTable(self.cache.max_cache_entries)
+        self.affinity: AffinityTable = table
         # The decision for a hit worth nothing (a prompt below the providers' cache minimum, e.g.
         # a short chat with a session id), per endpoint: common, so shared rather than rebuilt.
         self._worthless = [RouteDecision("least_used", 0.0, 0.0, eid) for eid in self._endpoint_ids]
@@ -175,6 +182,9 @@ class Router:
         self.stuck = 0  # requests sent to their affinity endpoint
         self.unstuck_low_value = 0  # affinity ignored: the hit was worth too little
         self.unstuck_busy = 0  # affinity endpoint skipped: busy, cooling down or not serving
+        if previous is not None:
+            self.stuck, self.unstuck_low_value = previous.stuck, previous.unstuck_low_value
+            self.unstuck_busy = previous.unstuck_busy
 
     def models(self) -> dict[str, list[Provider]]:
         return self._by_model
