@@ -23,6 +23,9 @@ COPY --chown=ensemble config/ config/
 RUN mkdir -p /app/data && chown ensemble /app/data
 USER ensemble
 ENV ENSEMBLE_ENVIRONMENT=production
+# Listen on every interface of the container whatever ENSEMBLE_ENVIRONMENT says (development alone
+# would pick 127.0.0.1, unreachable through a published port).
+ENV ENSEMBLE_HOST=0.0.0.0
 EXPOSE 5180
 VOLUME ["/app/data"]
 HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:5180/health').status == 200 else 1)"

@@ -1,5 +1,6 @@
-# Ensemble — the vocabulary: make run | test | lint | dev | fuzz | bench | ui
+# Ensemble — the vocabulary: make run | test | test-quick | lint | dev | fuzz | bench | ui
 # Everything installs into .venv (override with VENV=...); nothing global but apt packages in .ci/run.
+# Each target first checks the tools it needs (scripts/prerequisites.sh) and names what is missing.
 
 VENV       ?= .venv
 PYTHON     ?= python3
@@ -8,30 +9,48 @@ CONFIG     ?= config/ensemble.yaml
 PYTEST_ARGS ?=
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 BUILT      := $(VENV)/.ensemble-built
+# The maturin the dev extra pins (pyproject.toml is the one place dev tool versions are written).
+MATURIN    := $(shell sed -n 's/^ *"\(maturin==[0-9.]*\)",*$$/\1/p' pyproject.toml)
+CHECK       = @PYTHON=$(PYTHON) scripts/prerequisites.sh "make $(or $(MAKECMDGOALS),$@)"
 
-.PHONY: ui ui-check ui-screenshots soak bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
+.PHONY: ui ui-check ui-screenshots soak bench-rss dev run test test-quick test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean check-test check-lint
 
 $(BIN)/maturin:
+	$(CHECK) python rust
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "maturin>=1.7,<2"
+	$(BIN)/pip install -q "$(MATURIN)"
 
 # Builds the Rust extension (release) and installs Ensemble editable with its dev dependencies.
+# PIP_QUIET: maturin installs the dependencies with pip, which would list every package it fetched.
 $(BUILT): $(BIN)/maturin $(NATIVE_SRC)
-	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --extras dev -q
-	touch $@
+	$(CHECK) rust
+	@echo "Building the Rust extension and installing into $(VENV) (a few minutes the first time)..."
+	@VIRTUAL_ENV=$(abspath $(VENV)) PIP_QUIET=1 $(BIN)/maturin develop --release --extras dev -q
+	@touch $@
 
 dev: $(BUILT)
 
 run: $(BUILT)
 	$(BIN)/ensemble serve --config $(CONFIG)
 
-test: test-rust test-python test-clients
+# check-test first: a missing Go or Node is named at once, not after the Rust and Python suites.
+test: check-test test-rust test-python test-clients
+
+check-test:
+	$(CHECK) python rust node go redis curl chromium
+
+# The unit layer only: every test not marked `integration` (those start subprocesses: servers,
+# redis-server, moto, the CLI). Pass more to pytest with PYTEST_ARGS="-k config -x".
+test-quick: $(BUILT)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 test-rust:
+	$(CHECK) rust
 	cd rust && cargo test -q
 
 test-python: $(BUILT)
+	$(CHECK) redis curl chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The TypeScript and Go clients' suites, each against its own real gateway + fake upstream
@@ -42,15 +61,18 @@ test-clients: test-clients-ts test-clients-go
 TS_DEPS := clients/typescript/node_modules/.package-lock.json
 
 $(TS_DEPS): clients/typescript/package-lock.json
+	$(CHECK) node
 	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error
 
 test-clients-ts: $(BUILT) $(TS_DEPS)
 	$(BIN)/python clients/with_gateway.py -- sh -c 'cd clients/typescript && npm test --silent'
 
 test-clients-go: $(BUILT)
+	$(CHECK) go
 	$(BIN)/python clients/with_gateway.py -- sh -c 'cd clients/go && go test -count=1 ./...'
 
 lint-clients: $(TS_DEPS)
+	$(CHECK) node go-all
 	cd clients/typescript && npx --no-install tsc -p tsconfig.test.json --noEmit
 	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
 	cd benches/soak/rig && test -z "$$(gofmt -l .)" && go vet ./...
@@ -62,6 +84,7 @@ UI_DEPS := ui/node_modules/.package-lock.json
 UI_BUILD := python/ensemble/ui
 
 $(UI_DEPS): ui/package-lock.json
+	$(CHECK) node
 	cd ui && npm ci --no-audit --no-fund --loglevel=error
 
 ui: $(UI_DEPS)
@@ -80,7 +103,7 @@ ui-check: $(UI_DEPS)
 ui-screenshots: $(BUILT)
 	$(BIN)/python ui/screenshots.py docs/ui
 
-lint: $(BUILT) lint-clients ui-check
+lint: check-lint $(BUILT) lint-clients ui-check
 	$(BIN)/ruff check python tests benches ui
 	$(BIN)/ruff format --check python tests benches ui
 	$(BIN)/mypy
@@ -89,6 +112,9 @@ lint: $(BUILT) lint-clients ui-check
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo clippy -q --features python -- -D warnings
 
+check-lint:
+	$(CHECK) python rust rust-lint node go-all
+
 fmt: $(BUILT)
 	$(BIN)/ruff format python tests benches ui
 	$(BIN)/ruff check --fix python tests benches ui
@@ -96,6 +122,7 @@ fmt: $(BUILT)
 
 # Soak: 10,000 slow streams through one worker (needs Go for the load rig). Options: SOAK_ARGS="--http 4000 --ws 1000"
 soak: $(BUILT)
+	$(CHECK) go-all
 	$(BIN)/python benches/soak/soak.py $(SOAK_ARGS)
 
 # Load test (needs wrk; pins processes with taskset). Options: BENCH_ARGS="--duration 10 --workers 1,2 --quick"

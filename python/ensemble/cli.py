@@ -19,8 +19,8 @@ from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
 from ensemble.providers import registry
+from ensemble.ready_notice import ReadyNotice, key_create_command, local_url, wait_until_accepted
 from ensemble.storage import database, keys
-from ensemble.storage.redis import display_address
 
 DEFAULT_CONFIG = "config/ensemble.yaml"
 EXIT_CONFIG = 1
@@ -110,29 +110,6 @@ def _migrate(config: Config) -> tuple[int, int]:
         conn.close()
 
 
-def _first_key(config: Config) -> None:
-    """Development only: a database without any usable client key gets one, printed once."""
-    if environment() != "development":
-        return
-    conn = database.connect_sync(config.database.path)
-    try:
-        if keys.count_usable_keys(conn):
-            return
-        key, record = keys.create_key(conn, name="development")
-    finally:
-        conn.close()
-    host = "localhost" if config.server.host in ("0.0.0.0", "::") else config.server.host
-    print(
-        "\nCreated a first client API key (shown only this once):\n\n"
-        f"  {key}\n\nTry it:\n\n"
-        f"  curl -s http://{host}:{config.server.port}/api/v1/generate \\\n"
-        f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"model": "mock-1", "messages": [{"role": "user", "content": "Hello!"}]}\'\n',
-        flush=True,
-    )
-    del record
-
-
 STREAMS_PER_WORKER = 50_000
 
 
@@ -162,7 +139,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     before, after = _migrate(config)
     if before != after:
         print(f"database {config.database.path}: schema migrated {before} -> {after}", file=sys.stderr)
-    _first_key(config)
+    notice = (
+        ReadyNotice(config, key_create_command(args.config, DEFAULT_CONFIG))
+        if environment() == "development"
+        else None
+    )
     metrics_dir = _metrics_dir(config)
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     os.environ[OVERRIDES_ENV] = orjson.dumps(overrides).decode()
@@ -198,9 +179,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server.on_startup(lambda: reload.forward_sighup(served_config, str(args.config)))
     pid_path = pidfile.path_for(config)
     pidfile.write(pid_path)
+    if notice is not None:
+        notice.start()
     try:
         server.serve()
     finally:
+        if notice is not None:
+            notice.stop()
         pidfile.remove(pid_path)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -251,6 +236,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from ensemble.storage.redis import display_address  # imports the Redis client: only here
+
     config = _load(args.config)
     s = config.server
     print(f"{args.config}: OK")
@@ -312,11 +299,17 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         )
     finally:
         conn.close()
+    published = _publish_key(config, keys.digest(key), record)
+    if not config.redis.address:
+        # A server of this config running here loads the key from the database within a second:
+        # return once it has, so that `export ENSEMBLE_KEY=$(ensemble keys create …)` followed by a
+        # request works as pasted. (Through Redis every instance learns it at once.)
+        wait_until_accepted(local_url(config), key)
     print(key)
     print(
         f"key id {record.key_id} ({record.name}); store the key now: it is not shown again", file=sys.stderr
     )
-    return 0 if _publish_key(config, keys.digest(key), record) else 1
+    return 0 if published else 1
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -407,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     serve = with_config(sub.add_parser("serve", help="run the gateway (migrates the database first)"))
-    serve.add_argument("--host", help="address to listen on (default: server.host, 0.0.0.0)")
+    serve.add_argument(
+        "--host",
+        help="address to listen on (default: server.host; if empty, 127.0.0.1 in development, else 0.0.0.0)",
+    )
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 5180)")
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.set_defaults(func=cmd_serve)

@@ -27,6 +27,8 @@ from ensemble.client import (
 from support.client_lanes import lane_models
 from support.processes import free_port
 
+pytestmark = pytest.mark.integration
+
 HELLO = "Hello there, gateway"
 MOCK_ANSWER = "This is a mock answer from Ensemble. You said: Hello there, gateway"
 WEATHER = {

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from client.stack import Stack
 from support.processes import ROOT
+
+pytestmark = pytest.mark.integration
 
 README = ROOT / "python" / "ensemble" / "client" / "README.md"
 

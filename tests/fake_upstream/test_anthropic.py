@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import anthropic
 import httpx
 import pytest
 
+from support.waiting import wait_until
+
 from .conftest import Fake, track
+
+pytestmark = pytest.mark.integration
 
 TOOL = {
     "name": "get_weather",
@@ -218,7 +220,7 @@ def test_batches(fake: Fake) -> None:
     )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 2 and batch.results_url is None
-    time.sleep(0.35)
+    wait_until(lambda: c.messages.batches.retrieve(batch.id).processing_status == "ended", what="batch ends")
     done = c.messages.batches.retrieve(batch.id)
     assert done.processing_status == "ended" and done.ended_at is not None
     assert done.request_counts.succeeded == 1 and done.request_counts.errored == 1

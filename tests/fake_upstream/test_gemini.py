@@ -12,6 +12,8 @@ from google.genai import errors, types
 
 from .conftest import Fake, track
 
+pytestmark = pytest.mark.integration
+
 PROMPT = "Hello Gemini, how is the weather today?"
 WEATHER = types.FunctionDeclaration(
     name="get_weather",

@@ -12,6 +12,8 @@ import pytest
 
 from .conftest import Fake, track
 
+pytestmark = pytest.mark.integration
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {

@@ -10,6 +10,8 @@ import pytest
 
 from .conftest import Fake, start_fake, track
 
+pytestmark = pytest.mark.integration
+
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
 
 

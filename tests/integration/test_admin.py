@@ -21,6 +21,8 @@ from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
 from support.processes import BIN, free_port
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 HELLO = [{"role": "user", "content": "Hello there, admin"}]
 PROPAGATION_S = 2.0  # docs/admin-api.md: within one second; allow scheduling slack on a busy machine

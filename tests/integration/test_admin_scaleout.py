@@ -15,6 +15,8 @@ import pytest
 from support.ensemble import Ensemble
 from support.shared import RedisServer
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 HELLO = {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}
 

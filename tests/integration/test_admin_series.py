@@ -16,6 +16,8 @@ import pytest
 
 from support.dashboard import DashboardStack
 
+pytestmark = pytest.mark.integration
+
 PATH = "/admin/usage/series"
 # History on two days in March 2025: (created_at, key, model, provider, http status, input, output, cost µ$)
 HISTORY = [

@@ -10,6 +10,8 @@ import pytest
 
 from support.ensemble import Ensemble
 
+pytestmark = pytest.mark.integration
+
 GOOD = {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}
 
 

@@ -14,6 +14,9 @@ import pytest
 
 from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def ask(text: str) -> list[dict[str, Any]]:
@@ -156,7 +159,10 @@ def test_batch_survives_a_restart_in_the_middle(tmp_path: Path, fake: FakeUpstre
     n = 6
     with server.client() as c:
         batch_id = submit(c, "gpt-4o", "q", n)
-        time.sleep(1.0)  # the first items are done or running
+        wait_until(
+            lambda: c.get(f"/api/v1/batch/{batch_id}").json()["request_counts"]["succeeded"] > 0,
+            what="the first items are done",
+        )
         mid = c.get(f"/api/v1/batch/{batch_id}").json()
         assert mid["status"] != "ended"
     assert server.stop() == 0
@@ -248,7 +254,9 @@ def test_fallback_after_a_429_waits_for_the_upstream_reset(tmp_path: Path, fake:
             while c.get(f"/api/v1/batch/{body['batch_id']}").json()["status"] == "submitted":
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-            time.sleep(1.0)  # the upstream's retry-after (1 s) is over, its window (about a minute) is not
+            # The behaviour under test: nothing is retried once the upstream's retry-after (1 s) is
+            # over, since its window (about a minute) is not: so a fixed wait past it.
+            time.sleep(1.0)
             assert c.get(body["status_url"]).json()["status"] == "pending"
             batch = c.get(f"/api/v1/batch/{body['batch_id']}").json()
             assert batch["request_counts"]["processing"] == 1 and batch["status"] == "in_progress"
@@ -271,7 +279,7 @@ def test_fallback_only_for_clients_that_accept_an_async_answer(tmp_path: Path, f
             assert r.headers["retry-after"] == "2"
             # the OpenAI-format route never answers 202 (its SDKs could not handle it)
             fake.enqueue("limited-off", {"status": 529, "retry_after": 2})
-            time.sleep(2.1)
+            wait_until(lambda: server.provider_health("openai") == "healthy", what="the cool-down is over")
             r = c.post(
                 "/v1/chat/completions",
                 json={"model": "gpt-4o", "messages": ask("x")},
@@ -331,7 +339,7 @@ def test_batch_calls_are_bounded_so_interactive_requests_go_first(tmp_path: Path
     try:
         with server.client() as c:
             batch_id = submit(c, "gpt-4o", "b", 6)
-            time.sleep(0.5)  # the batch is running
+            wait_until(lambda: fake.requests("busy"), what="the batch is running")
             t0 = time.monotonic()
             interactive = c.post("/api/v1/generate", json={"model": "gpt-4o", "messages": ask("me first")})
             waited = time.monotonic() - t0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,9 @@ import pytest
 
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 MODEL = "claude-sonnet-4-6"
 
@@ -41,14 +43,8 @@ def upstream_calls(
     return [r for r in fake.requests(endpoint) if r["method"] == method and r["path"].endswith(suffix)]
 
 
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate: Any, what: str) -> Any:
+    return wait_until(predicate, timeout=20, what=what)  # provider batches take seconds, not ms
 
 
 def test_sdk_submit_poll_results_with_the_batch_discount(tmp_path: Path, fake: FakeUpstream) -> None:

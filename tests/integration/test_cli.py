@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from ensemble.ready_notice import RULE
 from ensemble.storage import database
 from support.processes import BIN, ROOT
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
 
@@ -80,10 +87,30 @@ def test_development_mode_creates_first_key_and_encryption_key(tmp_path: Path) -
 
     server = Ensemble(tmp_path, key=False)
     try:
-        out = server.process.output()
-        assert "Created a first client API key" in out and "curl -s http://127.0.0.1:" in out
+        out = wait_until(
+            lambda: server.process.output().count(RULE) == 2 and server.process.output(), what="notice"
+        )
+        assert "A first client API key was created" in out and f"curl -s {server.url}/api/v1/generate" in out
+        # Its command for more keys names this (non-default) config, where `keys create` takes it.
+        (more,) = re.findall(r"^More keys: (.+)$", out, re.M)
+        assert f"keys create --config {server.config_path} --name my-app" in more
+        made = subprocess.run(more, shell=True, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert made.returncode == 0 and made.stdout.startswith("ens_"), made.stderr
         key_file = tmp_path / "data" / "encryption.key"
         assert key_file.stat().st_mode & 0o777 == 0o600
+    finally:
+        server.stop()
+
+
+def test_keys_create_returns_once_the_running_server_accepts_the_key(tmp_path: Path) -> None:
+    """So that `export ENSEMBLE_KEY=$(ensemble keys create …)` then a request works as pasted."""
+    from support.ensemble import Ensemble
+
+    server = Ensemble(tmp_path)
+    try:
+        key = server.create_key("pasted")
+        with server.client(key) as c:
+            assert c.get("/api/v1/models").status_code == 200  # at once: no 401 while the server polls
     finally:
         server.stop()
 

@@ -10,8 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from support.ensemble import MOCK_PROVIDER, Ensemble
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 BODY = {"model": "mock-1", "messages": [{"role": "user", "content": "under load"}]}
 
@@ -49,7 +53,7 @@ def test_sigterm_under_load_loses_no_accepted_request(tmp_path: Path) -> None:
     threads = [threading.Thread(target=load, args=(p,)) for p in ["/api/v1/generate", "/api/v1/stream"] * 4]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    wait_until(lambda: len(answered) > 10, timeout=30, what="the load is flowing")
     in_flight_before = len(answered)
     server.process.signal(signal.SIGTERM)
     assert server.process.proc.wait(30) == 0
@@ -75,7 +79,8 @@ def test_sigkill_loses_at_most_the_unflushed_window(tmp_path: Path) -> None:
             r = c.post("/api/v1/generate", json=BODY)
             assert r.status_code == 200
             ids.append(r.headers["x-request-id"])
-    time.sleep(0.6)  # three flush intervals (200 ms) after the last answer
+    # The bound under test, so a fixed wait: three flush intervals (200 ms) after the last answer.
+    time.sleep(0.6)
     server.process.signal(signal.SIGKILL)
     server.process.proc.wait(10)
     counts, usage = rows(server)

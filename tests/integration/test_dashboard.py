@@ -19,6 +19,8 @@ from support.browser import Browser, Problems, chromium
 from support.dashboard import ADMIN_KEY, DashboardStack, Seeded
 from support.ensemble import Ensemble
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass
 class Tab:

@@ -15,6 +15,8 @@ import pytest
 from support.ensemble import Ensemble, openai_provider
 from support.fake import FakeUpstream
 
+pytestmark = pytest.mark.integration
+
 # (provider / endpoint / model name, cooldown_after_failures; None = the default, 3)
 LANES: list[tuple[str, int | None]] = [("failing", None), ("resets", None), ("never", 0)]
 
@@ -72,7 +74,8 @@ def test_repeated_failures_give_503_all_endpoints_failing_then_recover(
         assert retry_after == 2
         assert len(fake.requests("failing")) == 3
 
-        # Once the cool-down has passed the endpoint is tried again, and it answers.
+        # Once the cool-down has passed the endpoint is tried again, and it answers (the wait is the
+        # behaviour under test).
         time.sleep(max(retry_after - (time.monotonic() - cooled_at), 0) + 0.1)
         r = generate(c, "failing-model")
         assert r.status_code == 200, r.text

@@ -8,7 +8,6 @@ raw HTTP for Gemini's format.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,9 @@ import pytest
 
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 UPSTREAM_KEY = "sk-test-upstream-key-000000"
 # model → (provider type, fake endpoint, the fake's own name in its answers)
@@ -699,7 +701,7 @@ def test_mid_stream_errors_in_each_format(server: Ensemble, fake: FakeUpstream) 
         claude(server).messages.create(
             model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
         )
-    time.sleep(0.1)
+    wait_until(lambda: server.provider_health("anthropic") == "healthy", what="ep-anthropic cooled down")
 
 
 def test_gemini_format_thinking_to_claude(server: Ensemble, fake: FakeUpstream) -> None:

@@ -21,6 +21,8 @@ import pytest
 from ensemble.server import admin, inference, info
 from support.ensemble import MOCK_PROVIDER, Ensemble
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 MAX_BODY = 256 * 1024
 ROUTES = [(r.method, r.path) for r in inference.ROUTES + info.ROUTES + admin.ROUTES]

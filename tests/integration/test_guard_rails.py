@@ -14,6 +14,8 @@ import pytest
 
 from support.ensemble import Ensemble, openai_provider
 
+pytestmark = pytest.mark.integration
+
 SECRET = "sk-redirect-" + secrets.token_hex(16)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from support.ensemble import MOCK_PROVIDER, Ensemble
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def test_sigterm_finishes_in_flight_requests_and_flushes_the_log(tmp_path: Path) -> None:
@@ -22,14 +25,24 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_the_log(tmp_path: Path)
         results[path] = httpx.post(
             server.url + path,
             json={"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]},
-            headers={"authorization": f"Bearer {server.key}"},
+            headers={
+                "authorization": f"Bearer {server.key}",
+                "x-request-id": f"req-life{path.replace('/', '-')}",
+            },
             timeout=30,
         )
+
+    def in_flight(path: str) -> bool:
+        with server.client() as c:
+            r = c.get(f"/api/v1/status/req-life{path.replace('/', '-')}")
+        return r.status_code == 200 and r.json()["status"] in ("pending", "streaming")
 
     threads = [threading.Thread(target=call, args=(p,)) for p in ("/api/v1/generate", "/api/v1/stream")]
     for t in threads:
         t.start()
-    time.sleep(0.5)  # both requests are now in flight
+    wait_until(
+        lambda: all(in_flight(p) for p in ("/api/v1/generate", "/api/v1/stream")), what="both in flight"
+    )
     server.process.signal(signal.SIGTERM)
     assert server.process.proc.wait(30) == 0
     for t in threads:

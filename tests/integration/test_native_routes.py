@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import orjson
 import pytest
 
+from ensemble.storage import database, keys
 from support.ensemble import Ensemble
+
+pytestmark = pytest.mark.integration
 
 HELLO = [{"role": "user", "content": "Hello there, gateway"}]
 
@@ -149,7 +154,8 @@ def test_status_and_retrieve_are_per_key(mock_gateway: Ensemble) -> None:
         stored = c.get(f"/api/v1/retrieve/{made['id']}").json()
     assert status["status"] == "completed" and status["model"] == "mock-1"
     assert stored == made
-    other = mock_gateway.create_key("other")
+    with contextlib.closing(database.connect_sync(str(mock_gateway.dir / "data" / "ensemble.db"))) as db:
+        other, _ = keys.create_key(db, name="other")  # written behind the server's back: it polls
     assert mock_gateway.wait_for_key(other) < 1.5
     with mock_gateway.client(other) as c:
         assert c.get(f"/api/v1/retrieve/{made['id']}").status_code == 404

@@ -7,6 +7,8 @@ import pytest
 
 from support.ensemble import Ensemble
 
+pytestmark = pytest.mark.integration
+
 
 def client(server: Ensemble, key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key=key or server.key, max_retries=0)

@@ -16,6 +16,8 @@ from support.ensemble import Ensemble
 from support.fake import FakeUpstream
 from support.processes import ROOT
 
+pytestmark = pytest.mark.integration
+
 PLUGINS = ROOT / "tests" / "fixtures" / "plugins"
 PRICING = {"input": 2.0, "output": 6.0}
 HELLO = [{"role": "user", "content": "Hello there, compatible world"}]

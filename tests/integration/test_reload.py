@@ -21,6 +21,8 @@ import yaml
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
 
+pytestmark = pytest.mark.integration
+
 HELLO = [{"role": "user", "content": "Hello there, reloading world"}]
 UPSTREAM_KEY = "sk-test-upstream-key-000000"
 

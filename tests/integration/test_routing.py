@@ -16,6 +16,9 @@ import pytest
 from support.ensemble import MOCK_PROVIDER, Ensemble
 from support.fake import FakeUpstream
 from support.processes import free_port
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
 
 WINDOW_S = 6  # rate-limit window: short, so a test can wait out a Retry-After
 UPSTREAM_KEY = "sk-test-upstream-key-000000"
@@ -128,7 +131,8 @@ def test_key_rpm_gives_exactly_n_then_429_with_retry_after(gateway: Ensemble) ->
         assert 1 <= retry_after <= WINDOW_S
         assert r.headers["x-ratelimit-limit-requests"] == "3"
         assert r.headers["x-ratelimit-remaining-requests"] == "0"
-        # Still refused just before, admitted once Retry-After has passed.
+        # Still refused just before, admitted once Retry-After has passed (the waits are the
+        # behaviour under test: time passing is what frees the window).
         time.sleep(max(retry_after - 1.5, 0))
         if time.monotonic() - started < WINDOW_S - 1:
             assert c.post("/api/v1/generate", json=chat("mock-1")).status_code == 429
@@ -199,8 +203,8 @@ def test_other_4xx_is_passed_through_without_failover(gateway: Ensemble, fake: F
     fake.enqueue("bad-500", {"status": 400, "message": "bad things"})
     before = endpoints_hit(fake, "good-500")
     with gateway.client() as c:
-        # bad-500 is still cooling down from the repeated-failures test; wait it out (2 s).
-        time.sleep(2.1)
+        # bad-500 may still be cooling down from the repeated-failures test (2 s): wait it out.
+        wait_until(lambda: gateway.provider_health("bad-500") == "healthy", what="bad-500 cooled down")
         r = c.post("/api/v1/generate", json=chat("fo-500"))
     assert r.status_code == 400, r.text  # the provider's status, returned as is
     assert "bad things" in r.json()["error"]["message"]
@@ -227,6 +231,7 @@ def test_all_endpoints_at_their_rpm_limit_gives_429(gateway: Ensemble, fake: Fak
         assert 1 <= retry_after <= WINDOW_S
         # Nothing was sent upstream for the refused request.
         assert endpoints_hit(fake, "tiny-1") + endpoints_hit(fake, "tiny-2") == 2
+        # The behaviour under test: admitted once the advertised Retry-After has passed.
         time.sleep(max(retry_after - (time.monotonic() - start), 0) + 0.3)
         assert c.post("/api/v1/generate", json=chat("tiny-model")).status_code == 200
 

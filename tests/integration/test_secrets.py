@@ -21,6 +21,8 @@ import pytest
 from support.ensemble import Ensemble, openai_provider
 from support.fake import FakeUpstream
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "adm_" + secrets.token_urlsafe(24)
 STORED = "planted" + secrets.token_hex(20)  # deliberately shaped like no known provider key
 CONFIGURED = "sk-cfg" + secrets.token_hex(20)

@@ -11,11 +11,14 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
+
+pytestmark = pytest.mark.integration
 
 ADMIN = "admin-secret-for-metrics"
 HELLO = [{"role": "user", "content": "count me in please"}]

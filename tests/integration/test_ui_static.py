@@ -13,6 +13,8 @@ import pytest
 
 from support.ensemble import Ensemble
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "adm_static-test-admin-key-000000000"
 UI_BUILD = Path(__file__).resolve().parents[2] / "python" / "ensemble" / "ui"
 

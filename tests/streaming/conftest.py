@@ -105,17 +105,6 @@ def fake_record(fake: FakeUpstream, endpoint: str, index: int = -1) -> dict[str,
     return records[index]
 
 
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
-
-
 def make_server(tmp: Path, providers: list[dict[str, Any]], **server: Any) -> Ensemble:
     return Ensemble(
         tmp,

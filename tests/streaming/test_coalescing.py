@@ -16,6 +16,8 @@ from support.fake import FakeUpstream
 
 from .conftest import HELLO, make_server, solo_providers, sse_events
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def servers(

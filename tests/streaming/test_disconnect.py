@@ -15,9 +15,12 @@ import pytest
 
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
+from support.waiting import wait_until
 
-from .conftest import HELLO, fake_record, log_row, make_server, solo_providers, wait_for
+from .conftest import HELLO, fake_record, log_row, make_server, solo_providers
 from .rawhttp import RawRequest
+
+pytestmark = pytest.mark.integration
 
 CANCEL_WITHIN = 0.100  # seconds
 
@@ -61,7 +64,7 @@ def upstream_closed_after(fake: FakeUpstream, endpoint: str, closed_at: float) -
         rec = fake_record(fake, endpoint)
         return rec if rec["disconnected_at"] else None
 
-    rec = wait_for(closed, timeout=5)
+    rec = wait_until(closed, timeout=5)
     return float(rec["disconnected_at"]) - closed_at
 
 
@@ -86,12 +89,12 @@ def test_cancel_closes_upstream_within_100ms(
     rid = f"req-cancel-{route}-{when}"
     req = start(cancel_server, route, f"s-c-{route}-{when}", rid)
     if when == "first":
-        wait_for(lambda: fake.requests(endpoint))  # the upstream call is open, silent
-        time.sleep(0.2)
+        wait_until(lambda: fake.requests(endpoint))  # the upstream call is open, silent
+        time.sleep(0.2)  # the behaviour under test: a client that waits a while for a first byte
     else:
         req.read_until(ROUTES[route][2])
         if when == "silent":
-            time.sleep(0.3)  # the upstream has gone quiet
+            time.sleep(0.3)  # the behaviour under test: the client stays while the upstream is quiet
     closed_at = req.close()
     delay = upstream_closed_after(fake, endpoint, closed_at)
     print(f"cancel {route}/{when}: upstream closed {delay * 1000:.1f} ms after the client")
@@ -111,8 +114,8 @@ def test_cancel_on_whole_answer_route(cancel_server: Ensemble, fake: FakeUpstrea
         {"model": "s-c-whole", "messages": HELLO},
         "rq-w",
     )
-    wait_for(lambda: fake.requests("solo-c-whole"))
-    time.sleep(0.2)
+    wait_until(lambda: fake.requests("solo-c-whole"))
+    time.sleep(0.2)  # the behaviour under test: a client that waits a while for the answer, then leaves
     closed_at = req.close()
     assert upstream_closed_after(fake, "solo-c-whole", closed_at) < CANCEL_WITHIN
     assert log_row(cancel_server, "rq-w")["http_status"] == 499
@@ -125,7 +128,7 @@ def retrieve(server: Ensemble, rid: str) -> dict[str, Any]:
             x = c.get(f"/api/v1/retrieve/{rid}")
             return x if x.status_code == 200 else None
 
-        r = wait_for(stored, timeout=20)
+        r = wait_until(stored, timeout=20)
         status = c.get(f"/api/v1/status/{rid}").json()
     assert status["status"] == "completed"
     body: dict[str, Any] = r.json()
@@ -156,7 +159,7 @@ def test_complete_finishes_and_stores_the_answer(
     rid = f"req-complete-{when}"
     req = start(complete_server, "native", f"s-k-{when}", rid)
     if when == "first":
-        time.sleep(0.1)
+        wait_until(lambda: fake.requests(endpoint))  # the upstream call is open, nothing streamed yet
     else:
         req.read_until(b"event: block")
     req.close()
@@ -173,7 +176,7 @@ def test_status_reports_pending_then_streaming(complete_server: Ensemble, fake: 
     fake.enqueue("solo-k-status", {"stall_before_first_byte_ms": 400})
     req = start(complete_server, "native", "s-k-status", "req-status-1")
     with complete_server.client() as c:
-        wait_for(lambda: fake.requests("solo-k-status"))
+        wait_until(lambda: fake.requests("solo-k-status"))
         assert c.get("/api/v1/status/req-status-1").json()["status"] == "pending"
         req.read_until(b"event: done")
         req.close()
@@ -189,7 +192,7 @@ def test_status_reports_pending_then_streaming(complete_server: Ensemble, fake: 
             x = c.get("/api/v1/status/req-status-2").json()
             return x if x["status"] == "completed" else None
 
-        done = wait_for(completed)
+        done = wait_until(completed)
         assert done["completed_at"]
         # Another key sees nothing, in flight or not.
         other = complete_server.create_key("other")

@@ -18,6 +18,8 @@ from support.fake import FakeUpstream
 
 from .conftest import HELLO, fake_record, log_row, make_server, scenario_providers, solo_providers, sse_events
 
+pytestmark = pytest.mark.integration
+
 SCENARIOS = ["firststall", "c529", "errfirst", "reference"]
 SOLO = ["midstall", "firststall", "reset", "malformed", "errevt", "overall", "c529", "plain"]
 

@@ -17,8 +17,11 @@ from websockets.asyncio.client import ClientConnection
 
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
+from support.waiting import wait_until
 
-from .conftest import HELLO, fake_record, log_row, make_server, solo_providers, wait_for
+from .conftest import HELLO, fake_record, log_row, make_server, solo_providers
+
+pytestmark = pytest.mark.integration
 
 NAMES = ["many", "cancel", "mid", "gone"]
 
@@ -118,7 +121,7 @@ async def test_cancel_one_request_closes_its_upstream(server: Ensemble, fake: Fa
     await ws.close()
     assert got["c1"][-1]["type"] == "error" and got["c1"][-1]["error"]["code"] == "cancelled"
     assert got["k1"][-1]["type"] == "done"  # the other request on the socket is unaffected
-    rec = wait_for(lambda: fake_record(fake, "solo-w-cancel")["disconnected_at"])
+    rec = wait_until(lambda: fake_record(fake, "solo-w-cancel")["disconnected_at"])
     assert rec - sent_at < 0.1
     row = log_row(server, "c1")
     assert row["http_status"] == 499 and row["output_tokens"] > 0
@@ -147,6 +150,6 @@ async def test_socket_close_cancels_running_requests(server: Ensemble, fake: Fak
     assert orjson.loads(await ws.recv())["type"] == "block"
     await ws.close()
     closed_at = time.time()
-    rec = wait_for(lambda: fake_record(fake, "solo-w-gone")["disconnected_at"])
+    rec = wait_until(lambda: fake_record(fake, "solo-w-gone")["disconnected_at"])
     assert rec - closed_at < 0.1
     assert log_row(server, "g1")["http_status"] == 499

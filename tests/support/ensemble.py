@@ -116,6 +116,10 @@ class Ensemble:
             time.sleep(0.05)
         raise AssertionError(f"key not accepted within {timeout}s")
 
+    def provider_health(self, provider: str) -> str:
+        """healthy | degraded (every endpoint cooling down) | unavailable, from `GET /health`."""
+        return str(httpx.get(f"{self.url}/health", timeout=5).json()["providers"][provider])
+
     def client(self, key: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=kw.pop("timeout", 30), **kw)

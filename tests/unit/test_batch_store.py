@@ -52,7 +52,7 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(tm
         now = now_ms()
         await store.create("b1", "k", "native", items(1), ready_ms=now, expires_ms=now + 60_000)
         (first,) = await store.claim("dead-worker", "gateway", 10, lease_ms=1)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the behaviour under test: the 1 ms lease runs out
         (again,) = await store.claim("live-worker", "gateway", 10, lease_ms=60_000)
         assert again.idx == first.idx
         assert not await store.finish(first, "dead-worker", "succeeded", b'{"type":"succeeded"}')

@@ -1,5 +1,7 @@
 """server/busy_poll.py: the loop keeps turning while a request is in flight and one arrived within the
-window, and stops by itself; and stream sinks share one flush callback per loop turn."""
+window, and stops by itself; and stream sinks share one flush callback per loop turn.
+
+The sleeps here are the behaviour under test: time passing inside and beyond the spin window."""
 
 from __future__ import annotations
 

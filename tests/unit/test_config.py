@@ -62,6 +62,35 @@ def test_env_expansion_defaults_and_overrides() -> None:
     assert provider.base_url == "https://api.openai.com"
 
 
+@pytest.mark.parametrize(
+    ("env", "host", "log_format"),
+    [
+        ({}, "127.0.0.1", "text"),  # development is the default environment
+        ({"ENSEMBLE_ENVIRONMENT": "development"}, "127.0.0.1", "text"),
+        ({"ENSEMBLE_ENVIRONMENT": "staging"}, "0.0.0.0", "json"),
+        ({"ENSEMBLE_ENVIRONMENT": "production"}, "0.0.0.0", "json"),
+        ({"ENSEMBLE_HOST": "0.0.0.0"}, "0.0.0.0", "text"),  # the shipped file reads ENSEMBLE_HOST
+        ({"ENSEMBLE_ENVIRONMENT": "production", "ENSEMBLE_HOST": "10.1.2.3"}, "10.1.2.3", "json"),
+    ],
+)
+def test_shipped_config_listens_and_logs_by_environment(
+    env: dict[str, str], host: str, log_format: str
+) -> None:
+    config = load_config("config/ensemble.yaml", env=env)
+    assert (config.server.host, config.logging.format) == (host, log_format)
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+def test_an_explicit_host_and_log_format_win_over_the_environment(tmp_path: Path, environment: str) -> None:
+    (tmp_path / "ensemble.yaml").write_text("server: {host: 192.0.2.7}\nlogging: {format: json}\n")
+    config = load_config(tmp_path / "ensemble.yaml", env={"ENSEMBLE_ENVIRONMENT": environment})
+    assert (config.server.host, config.logging.format) == ("192.0.2.7", "json")
+    (tmp_path / "ensemble.yaml").write_text("logging: {format: text}\n")  # host unset: by environment
+    config = load_config(tmp_path / "ensemble.yaml", env={"ENSEMBLE_ENVIRONMENT": environment})
+    assert config.server.host == ("127.0.0.1" if environment == "development" else "0.0.0.0")
+    assert config.logging.format == "text"
+
+
 def test_missing_file_is_reported() -> None:
     with pytest.raises(ConfigError) as e:
         load_config("/nonexistent/ensemble.yaml", env={})

@@ -19,6 +19,8 @@ from ensemble.storage.redis import RedisHealth, connect
 from support.records import key_record as key
 from support.shared import RedisServer
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
@@ -100,7 +102,7 @@ async def test_a_crashed_instances_lease_returns_to_the_pool(client: redis.async
         while alive.admit(k):
             got += 1
     assert got == 8 - held  # the crashed instance's quota is still charged
-    await asyncio.sleep(0.6)  # its grant expires in Redis
+    await asyncio.sleep(0.6)  # the behaviour under test: its grant (ttl 0.5 s) expires in Redis
     for _ in range(5):
         await alive.settle()
         while alive.admit(k):

@@ -13,6 +13,8 @@ from ensemble.usage.request_log import LogRecord
 from support.processes import free_port
 from support.shared import S3_ENV, MotoS3
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

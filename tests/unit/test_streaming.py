@@ -107,12 +107,14 @@ async def test_poll_interrupts_a_pending_read_with_a_timeout() -> None:
 
 
 async def test_real_timer_rearms_and_fires() -> None:
-    wd = StallWatchdog(stall_timeout=0.05, overall_timeout=0.3)
+    # Real time, on purpose: activity every 50 ms keeps the 500 ms stall timer from firing. (The
+    # margin is wide because a loaded machine can hold the loop back for a few hundred ms.)
+    wd = StallWatchdog(stall_timeout=0.5, overall_timeout=10)
     wd.arm()
     try:
-        for _ in range(4):  # activity every 30 ms keeps the 50 ms stall timer from firing
+        for _ in range(4):
             wd.begin_read()
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.05)
             wd.end_read()
         assert wd.check() is None
         wd.begin_read()

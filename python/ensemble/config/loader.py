@@ -125,7 +125,7 @@ class _Collector:
 
     def _leaf(self, value: Any, typ: Any, path: str) -> None:
         if typing.get_origin(typ) is typing.Literal and value not in typing.get_args(typ):
-            allowed = ", ".join(str(a) for a in typing.get_args(typ))
+            allowed = ", ".join(str(a) if a != "" else '"" (the default)' for a in typing.get_args(typ))
             self.add(path, f"must be one of: {allowed} (got {value!r})")
             return
         try:
@@ -220,10 +220,23 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     config = msgspec.convert(raw, Config, strict=False, dec_hook=_dec_hook)
     config.providers = providers
     config.source = str(main)
+    by_environment(config, env.get("ENSEMBLE_ENVIRONMENT") or "development")
     _check_semantics(config, str(main), files, collector)
     if collector.problems:
         raise ConfigError(collector.problems)
     return config
+
+
+def by_environment(config: Config, environment: str) -> None:
+    """Defaults that depend on ENSEMBLE_ENVIRONMENT, for the keys a config leaves empty (a value in
+    the file, from ${ENSEMBLE_HOST} or `--host` wins). Development listens on loopback only, since a
+    gateway started to try it out hands out a working client key unasked, and logs readable text;
+    staging and production listen on every interface (containers, load balancers) and log JSON."""
+    development = environment == "development"
+    if not config.server.host:
+        config.server.host = "127.0.0.1" if development else "0.0.0.0"
+    if not config.logging.format:
+        config.logging.format = "text" if development else "json"
 
 
 def _join(prefix: str, key: str) -> str:

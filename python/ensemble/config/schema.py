@@ -14,7 +14,8 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ServerConfig(_Strict):
-    host: str = "0.0.0.0"
+    # "": by ENSEMBLE_ENVIRONMENT when the config is loaded (see `by_environment` in loader.py).
+    host: str = ""
     port: int = 5180
     workers: int = 1
     max_request_bytes: int = 10 * 1024 * 1024
@@ -110,7 +111,7 @@ class BatchConfig(_Strict):
 
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    format: Literal["json", "text", ""] = ""  # "": by ENSEMBLE_ENVIRONMENT, like server.host
     request_log: bool = True
     # Records waiting for the batched SQLite writer; when full the oldest is dropped (and counted).
     request_log_buffer: Annotated[int, msgspec.Meta(ge=16, le=16_777_216)] = 65_536

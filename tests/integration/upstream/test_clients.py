@@ -15,6 +15,8 @@ from ensemble.upstream.http1 import Http1Client
 from support.fake import FakeUpstream
 from support.processes import free_port
 
+pytestmark = pytest.mark.integration
+
 BODY = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
 STREAM_BODY = orjson.dumps(
     {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
