@@ -1,4 +1,4 @@
-# Ensemble — the vocabulary: make run | test | lint | dev | fuzz | bench
+# Ensemble — the vocabulary: make run | test | lint | dev | fuzz | bench | ui
 # Everything installs into .venv (override with VENV=...); nothing global but apt packages in .ci/run.
 
 VENV       ?= .venv
@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 BUILT      := $(VENV)/.ensemble-built
 
-.PHONY: soak bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
+.PHONY: ui ui-check ui-screenshots soak bench-rss dev run test test-rust test-python test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean
 
 $(BIN)/maturin:
 	$(PYTHON) -m venv $(VENV)
@@ -55,9 +55,34 @@ lint-clients: $(TS_DEPS)
 	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
 	cd benches/soak/rig && test -z "$$(gofmt -l .)" && go vet ./...
 
-lint: $(BUILT) lint-clients
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+# The admin dashboard (ui/, Preact + Vite) is built into python/ensemble/ui/ and committed, so the
+# gateway and its wheel need no Node. `make ui` rebuilds it; `make lint` checks the committed build
+# is what the sources give (ui-check) and type-checks them.
+UI_DEPS := ui/node_modules/.package-lock.json
+UI_BUILD := python/ensemble/ui
+
+$(UI_DEPS): ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+
+ui: $(UI_DEPS)
+	cd ui && npx --no-install vite build --logLevel warn
+
+ui-check: $(UI_DEPS)
+	cd ui && npx --no-install tsc --noEmit
+	rm -rf "$(abspath ui/.build-check)"
+	cd ui && npx --no-install vite build --logLevel warn --outDir "$(abspath ui/.build-check)" --emptyOutDir
+	diff -r "$(abspath ui/.build-check)" $(UI_BUILD) >/dev/null || { \
+	  diff -rq "$(abspath ui/.build-check)" $(UI_BUILD); rm -rf "$(abspath ui/.build-check)"; \
+	  echo "$(UI_BUILD) is not the build of ui/: run make ui and commit the result"; exit 1; }
+	rm -rf "$(abspath ui/.build-check)"
+
+# Screenshots of every dashboard page into docs/ui/ (a real gateway with traffic, headless Chromium).
+ui-screenshots: $(BUILT)
+	$(BIN)/python ui/screenshots.py docs/ui
+
+lint: $(BUILT) lint-clients ui-check
+	$(BIN)/ruff check python tests benches ui
+	$(BIN)/ruff format --check python tests benches ui
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest ensemble._native
 	cd rust && cargo fmt --check
@@ -65,8 +90,8 @@ lint: $(BUILT) lint-clients
 	cd rust && cargo clippy -q --features python -- -D warnings
 
 fmt: $(BUILT)
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches ui
+	$(BIN)/ruff check --fix python tests benches ui
 	cd rust && cargo fmt
 
 # Soak: 10,000 slow streams through one worker (needs Go for the load rig). Options: SOAK_ARGS="--http 4000 --ws 1000"
@@ -87,5 +112,5 @@ fuzz:
 	rust/fuzz/run.sh $${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf clients/typescript/node_modules clients/typescript/dist clients/typescript/build-test
+	rm -rf clients/typescript/node_modules clients/typescript/dist clients/typescript/build-test ui/node_modules
 	rm -rf $(VENV) rust/target python/ensemble/_native*.so .pytest_cache .mypy_cache .ruff_cache

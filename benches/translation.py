@@ -26,7 +26,7 @@ from ensemble.config.schema import EndpointConfig, ModelConfig, Pricing, Provide
 from ensemble.providers.anthropic import AnthropicWire
 from ensemble.providers.base import Endpoint, Target, WireFormat
 from ensemble.providers.gemini import GeminiWire
-from ensemble.providers.openai import OpenAIWire
+from ensemble.providers.openai import OPENAI, OpenAIWire
 from ensemble.types import InferenceResponse, Performance, ProviderResult, TextBlock, UsageOut
 from ensemble.usage.pricing import Price, format_cost, micro_dollars
 
@@ -37,7 +37,7 @@ ANSWERS = {
     "gemini": "gemini/thoughts_cached",
 }
 WIRES: dict[str, WireFormat] = {
-    "openai": OpenAIWire("openai"),
+    "openai": OpenAIWire(OPENAI),
     "anthropic": AnthropicWire(),
     "gemini": GeminiWire(),
 }

@@ -1,4 +1,4 @@
-"""The `ensemble` command line (see docs/cli.md): serve, migrate, config check, keys, version."""
+"""The `ensemble` command line (see docs/cli.md): serve, reload, migrate, config check, keys, version."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import orjson
 from ensemble import __version__
 from ensemble.config import Config, format_duration, load_config
 from ensemble.errors import ConfigError
+from ensemble.providers import registry
 from ensemble.storage import database, keys
 from ensemble.storage.redis import display_address
 
@@ -140,7 +141,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
 
-    from ensemble.server.app import CONFIG_ENV, OVERRIDES_ENV
+    from ensemble import logs
+    from ensemble.server import pidfile, reload
+    from ensemble.server.app import CONFIG_ENV, OVERRIDES_ENV, served_config
 
     config = _load(args.config)
     overrides: dict[str, object] = {}
@@ -189,11 +192,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=config.logging.level,  # type: ignore[arg-type]
         log_access=False,
     )
+    logs.configure(config.logging.level, config.logging.format)  # this process logs reloads
+    # SIGHUP reloads the config in every worker instead of Granian's respawn (see server/reload.py);
+    # installed once Granian has set up its own handlers, before the workers are forked.
+    server.on_startup(lambda: reload.forward_sighup(served_config, str(args.config)))
+    pid_path = pidfile.path_for(config)
+    pidfile.write(pid_path)
     try:
         server.serve()
     finally:
+        pidfile.remove(pid_path)
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the config, then tell the running server (found by its pid file) to reload it."""
+    import signal
+
+    from ensemble.server import pidfile
+
+    config = _load(args.config)
+    path = pidfile.path_for(config)
+    try:
+        pid = pidfile.running_server(path)
+    except LookupError as e:
+        _err(
+            f"{e} (is `ensemble serve --config {args.config}` running on this machine? The pid file "
+            "is in the directory of database.path; if that changed since the server started, it "
+            "needs a restart anyway)"
+        )
+        return 1
+    os.kill(pid, signal.SIGHUP)
+    print(f"sent SIGHUP to ensemble serve (pid {pid}); its workers reload {args.config} and log the outcome")
     return 0
 
 
@@ -234,7 +266,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     )
     print(f"  providers ({len(config.providers)}):")
     for p in sorted(config.providers, key=lambda p: (p.priority, p.name)):
-        usable = sum(1 for e in p.endpoints if e.api_key or p.type == "mock")
+        needs_key = registry.kind(p.type).needs_credential(p)
+        usable = sum(1 for e in p.endpoints if e.api_key or not needs_key)
         print(
             f"    {p.name} [{p.type}] priority {p.priority}, {p.strategy}: {len(p.models)} model(s), "
             f"{usable}/{len(p.endpoints)} endpoint(s) with a credential"
@@ -382,6 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("migrate", help="create or upgrade the SQLite schema")).set_defaults(
         func=cmd_migrate
     )
+
+    with_config(
+        sub.add_parser(
+            "reload",
+            help="check the config, then make the running server reload it (SIGHUP; no requests are dropped)",
+        )
+    ).set_defaults(func=cmd_reload)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

@@ -10,8 +10,9 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 
@@ -79,6 +80,11 @@ class CallContext:
     endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
 
 
+T = TypeVar("T")
+# One upstream attempt of the failover loop: (request, ctx, target, options, start time) -> answer.
+Attempt = Callable[[InferenceRequest, CallContext, Target, CallOptions, float], Awaitable[T]]
+
+
 class Failover:
     """What happened to each candidate of one request, for the error when all are exhausted."""
 
@@ -112,13 +118,26 @@ class Gateway:
         admission: Admission,
         request_log: RequestLog | None,
     ) -> None:
+        self.admission = admission
+        self.request_log = request_log
+        # Called with the request id once its record is written (the in-flight index forgets it).
+        self.on_recorded: Callable[[str], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
+        self._configure(config, providers, None)
+
+    def reconfigure(self, config: Config, providers: list[Provider]) -> None:
+        """Serve a reloaded config from the next request on (docs/configuration.md). Requests in
+        flight finish with the providers, prices and rules they started with. Counters carry
+        over: the router inherits the affinity table, endpoint state lives in the Endpoint
+        objects the caller reuses, rate-limit windows in Admission."""
+        self._configure(config, providers, self.router)
+
+    def _configure(self, config: Config, providers: list[Provider], previous: Router | None) -> None:
         self.config = config
         self.providers = providers
-        self.admission = admission
-        self.router = Router(providers, config.cache, admission, admission.clock)
         for p in providers:
             p.on_headers = self._observe_headers
-        self.request_log = request_log
+        self.router = Router(providers, config.cache, self.admission, self.admission.clock, previous=previous)
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
             key=lambda kv: -len(kv[0]),
@@ -126,9 +145,6 @@ class Gateway:
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
         self.drop_rules = DropRules(config.parameter_validation)
-        # Called with the request id once its record is written (the in-flight index forgets it).
-        self.on_recorded: Callable[[str], None] | None = None
-        self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -146,8 +162,9 @@ class Gateway:
         return plan
 
     def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
-        lim = self.admission.endpoint(target.endpoint.id, target.model.name)
-        self.admission.observe(lim, headers, self.admission.clock())
+        lim = self.admission.find(target.endpoint.id, target.model.name)
+        if lim is not None:  # None: a reload removed the endpoint while this call was in flight
+            self.admission.observe(lim, headers, self.admission.clock())
 
     def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
         """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
@@ -297,11 +314,24 @@ class Gateway:
             upstream_status=last.upstream_status,
         )
 
-    # -- whole answers ---------------------------------------------------------------------------
+    # -- the failover loop ------------------------------------------------------------------------
 
-    async def generate(self, request: InferenceRequest, ctx: CallContext) -> InferenceResponse:
+    async def _failover(
+        self, request: InferenceRequest, ctx: CallContext, streaming: bool, attempt: Attempt[T]
+    ) -> T:
+        """Try the route plan's candidates in order until one answers; the answer of the first
+        attempt that succeeds is returned (docs/routing.md, steps 2 to 5).
+
+        Each candidate is admitted (its RPM/TPM), counted in flight, then `attempt` calls it. A
+        retryable ProviderError (429, 529, 5xx, connect error, timeout: nothing reached the
+        client yet) gives the tokens back, may cool the endpoint down, and moves on to the next
+        candidate; any other error is the answer. When none is left: 429 with the soonest
+        Retry-After, 503 for an outage, or the last error (`_exhausted`).
+
+        The endpoint stays in flight after a successful attempt: the attempt releases it (a whole
+        answer at once, a stream when it ends)."""
         plan = self.prepare(request, ctx)
-        opts = self.call_options(request.model, streaming=False)
+        opts = self.call_options(request.model, streaming)
         fo = Failover(plan)
         for cand in plan.candidates:
             if not self._admit_endpoint(plan, cand, ctx, fo):
@@ -310,8 +340,9 @@ class Gateway:
             t0 = time.perf_counter()
             target.endpoint.in_flight += 1
             try:
-                result = await target.provider.complete(request, target, opts)
+                answer = await attempt(request, ctx, target, opts, t0)
             except ProviderError as e:
+                target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0
                 _count_upstream_error(target, e)
                 self._attempt_failed(ctx, e, fo)
@@ -319,13 +350,28 @@ class Gateway:
                     raise
                 log.warning("endpoint %s failed (%s); trying the next candidate", target.endpoint.id, e.code)
                 continue
-            finally:
+            except BaseException:
                 target.endpoint.in_flight -= 1
-            ctx.upstream_s += time.perf_counter() - t0
-            ctx.ttft_s = ctx.upstream_s
+                raise
             self._succeeded(plan, ctx)
-            return self.finish(request, ctx, result)
+            return answer
         raise self._exhausted(fo, ctx)
+
+    # -- whole answers ---------------------------------------------------------------------------
+
+    async def generate(self, request: InferenceRequest, ctx: CallContext) -> InferenceResponse:
+        result = await self._failover(request, ctx, False, self._whole_answer)
+        return self.finish(request, ctx, result)
+
+    @staticmethod
+    async def _whole_answer(
+        request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+    ) -> ProviderResult:
+        result = await target.provider.complete(request, target, opts)
+        target.endpoint.in_flight -= 1
+        ctx.upstream_s += time.perf_counter() - t0
+        ctx.ttft_s = ctx.upstream_s
+        return result
 
     def finish(
         self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
@@ -461,46 +507,27 @@ class Gateway:
 
         Deltas that render nothing (usage, a bare role chunk) are held back with it, so an upstream
         error event before any content still fails over to the next candidate."""
-        plan = self.prepare(request, ctx)
-        opts = self.call_options(request.model, streaming=True)
-        fo = Failover(plan)
-        for cand in plan.candidates:
-            if not self._admit_endpoint(plan, cand, ctx, fo):
-                continue
-            target = cand.target
-            t0 = time.perf_counter()
-            iterator = target.provider.stream(request, target, opts).__aiter__()
-            held: list[StreamDelta] = []
-            target.endpoint.in_flight += 1
-            try:
-                while True:
-                    try:
-                        batch = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    held += batch
-                    if any(isinstance(delta, CONTENT_DELTAS) for delta in batch):
-                        break
-            except ProviderError as e:
-                target.endpoint.in_flight -= 1
-                ctx.upstream_s += time.perf_counter() - t0
-                _count_upstream_error(target, e)
-                await _close(iterator)
-                self._attempt_failed(ctx, e, fo)
-                if not e.retryable:
-                    raise
-                log.warning(
-                    "endpoint %s failed before streaming (%s); trying the next", target.endpoint.id, e.code
-                )
-                continue
-            except BaseException:
-                target.endpoint.in_flight -= 1
-                await _close(iterator)
-                raise
-            ctx.ttft_s = time.perf_counter() - t0
-            self._succeeded(plan, ctx)
-            return LiveStream(self, request, ctx, iterator, held, t0)
-        raise self._exhausted(fo, ctx)
+        return await self._failover(request, ctx, True, self._first_content)
+
+    async def _first_content(
+        self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+    ) -> LiveStream:
+        iterator = target.provider.stream(request, target, opts).__aiter__()
+        held: list[StreamDelta] = []
+        try:
+            while True:
+                try:
+                    batch = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                held += batch
+                if any(isinstance(delta, CONTENT_DELTAS) for delta in batch):
+                    break
+        except BaseException:
+            await _close(iterator)
+            raise
+        ctx.ttft_s = time.perf_counter() - t0
+        return LiveStream(self, request, ctx, iterator, held, t0)
 
 
 CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)

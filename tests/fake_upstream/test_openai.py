@@ -7,6 +7,7 @@ import time
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from .conftest import Fake, track
@@ -188,6 +189,31 @@ def test_raw_framing_bytes(fake: Fake) -> None:
     fake.config(framing="cr", comments=False)
     raw = httpx.post(f"{fake.url}/v1/chat/completions", json=body).content
     assert b"\n" not in raw and raw.endswith(b"data: [DONE]\r\r")
+
+
+def test_ndjson_framing_and_usage_without_asking(fake: Fake) -> None:
+    """`framing: ndjson` sends each chunk's JSON on a line of its own (no SSE, no [DONE]);
+    `stream_usage_always` ends the stream with usage although the request did not ask for it."""
+    body = {"model": "m", "messages": MESSAGES, "stream": True}
+    sse_lines = [
+        line[6:] for line in httpx.post(f"{fake.url}/v1/chat/completions", json=body).content.split(b"\n\n")
+    ]
+    fake.config(framing="ndjson", stream_usage_always=True)
+    for paced in ({}, {"split_bytes": 5}):
+        fake.config(**paced)  # type: ignore[arg-type]
+        resp = httpx.post(f"{fake.url}/v1/chat/completions", json=body)
+        assert resp.headers["content-type"] == "application/x-ndjson"
+        lines = resp.content.split(b"\n")
+        assert lines[-1] == b"" and b"data:" not in resp.content and b"[DONE]" not in resp.content
+        chunks = [orjson.loads(line) for line in lines[:-1]]
+        assert len(chunks) == len([x for x in sse_lines if x and x != b"[DONE]"]) + 1  # + the usage chunk
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert text == "".join(
+            orjson.loads(x)["choices"][0]["delta"].get("content") or ""
+            for x in sse_lines
+            if x and x != b"[DONE]"
+        )
 
 
 def test_errors_and_headers(fake: Fake) -> None:

@@ -39,6 +39,19 @@ def test_shipped_config_is_valid_without_any_environment() -> None:
     assert all(not e.api_key for p in config.providers for e in p.endpoints)
 
 
+def test_the_provider_examples_are_valid_config(tmp_path: Path) -> None:
+    """config/examples/providers/*.yaml (OpenAI-compatible APIs) drop into providers/ as they are."""
+    examples = sorted(Path("config/examples/providers").glob("*.yaml"))
+    assert {p.stem for p in examples} >= {"mistral", "deepseek", "groq", "together"}
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "ensemble.yaml").write_text("{}\n")
+    for example in examples:
+        (tmp_path / "providers" / example.name).write_text(example.read_text())
+    config = load_config(tmp_path / "ensemble.yaml", env={})
+    assert sorted(p.name for p in config.providers) == sorted(p.stem for p in examples)
+    assert all(p.type == "openai_compatible" and p.base_url.startswith("https://") for p in config.providers)
+
+
 def test_env_expansion_defaults_and_overrides() -> None:
     env = {"TEST_HOST": "10.0.0.1", "TEST_OPENAI_KEY": "sk-from-env", "REDIS_ADDRESS": "redis:6379"}
     config = load_config(FIXTURES / "env_expansion" / "ensemble.yaml", env=env)

@@ -18,21 +18,24 @@ import pytest
 
 from ensemble._native import SseParser
 from ensemble.assembly import Assembler
-from ensemble.config.schema import Pricing
-from ensemble.providers.anthropic import AnthropicWire
+from ensemble.config.schema import Pricing, ProviderConfig
+from ensemble.providers import registry
 from ensemble.providers.base import WireFormat
-from ensemble.providers.gemini import GeminiWire
-from ensemble.providers.openai import OpenAIWire
 from ensemble.types import ProviderResult, ToolCallBlock
 from ensemble.usage.pricing import Price, format_cost, micro_dollars
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
+
+
+def _wire(provider_type: str) -> WireFormat:
+    """The wire format a provider of this type speaks (with the type's default options)."""
+    wire = registry.kind(provider_type).wire
+    assert wire is not None
+    return wire(ProviderConfig(name=provider_type, type=provider_type))
+
+
 WIRES: dict[str, WireFormat] = {
-    "openai": OpenAIWire("openai"),
-    "xai": OpenAIWire("xai"),
-    "openrouter": OpenAIWire("openrouter"),
-    "anthropic": AnthropicWire(),
-    "gemini": GeminiWire(),
+    t: _wire(t) for t in ("openai", "xai", "openrouter", "anthropic", "gemini", "openai_compatible")
 }
 CASES = sorted(
     (p.parent.name, p.name.removesuffix(".expected.json")) for p in FIXTURES.glob("*/*.expected.json")

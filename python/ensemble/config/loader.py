@@ -19,19 +19,14 @@ import msgspec
 import yaml
 
 from ensemble.config.durations import Duration, parse_duration
-from ensemble.config.schema import Config, EndpointConfig, MockOptions, ProviderConfig, StreamTimeouts
+from ensemble.config.schema import Config, EndpointConfig, ProviderConfig, StreamTimeouts
 from ensemble.errors import ConfigError
+from ensemble.providers import registry
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-    "xai": "https://api.x.ai",
-    "openrouter": "https://openrouter.ai/api",
-    "mock": "",
-}
+# Struct fields the loader fills in; a file cannot set them.
+_INTERNAL = frozenset({"source", "options"})
 
 # Environment variables that override config keys (see docs/cli.md).
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -119,8 +114,8 @@ class _Collector:
         for key, v in value.items():
             sub = f"{path}.{key}" if path else str(key)
             field = fields.get(key)
-            if field is None or key == "source":
-                known = ", ".join(k for k in fields if k != "source")
+            if field is None or key in _INTERNAL:
+                known = ", ".join(k for k in fields if k not in _INTERNAL)
                 self.add(sub, f"unknown key (expected one of: {known})")
                 continue
             self.check(v, field.type, sub)
@@ -211,10 +206,12 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     files: dict[str, str] = {}
     for file, prefix, data in provider_sources:
         pc = _Collector(file)
+        options = _type_options(data, prefix, pc)
         pc.check(data, ProviderConfig, prefix)
         collector.problems += pc.problems
         if not pc.problems:
             provider = msgspec.convert(data, ProviderConfig, strict=False, dec_hook=_dec_hook)
+            provider.options = options
             providers.append(provider)
             files.setdefault(provider.name, file)
     if collector.problems:
@@ -227,6 +224,40 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     if collector.problems:
         raise ConfigError(collector.problems)
     return config
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_options(data: Any, prefix: str, c: _Collector) -> Any:
+    """Check the provider's `type` against the registered types, and take the type's own options
+    (the block named after the type, e.g. `mock:`) out of the raw provider, validated against the
+    Struct that type registers. Returns the options (the type's defaults when the block is absent)."""
+    if not isinstance(data, dict):
+        return None
+    kinds = registry.kinds()
+    ptype = data.get("type")
+    kind = kinds.get(ptype) if isinstance(ptype, str) else None
+    if isinstance(ptype, str) and kind is None:
+        c.add(_join(prefix, "type"), registry.unknown_type(ptype))
+    options: Any = None
+    failed = False
+    for key in [k for k in data if isinstance(k, str) and k in kinds and kinds[k].options is not None]:
+        raw = data.pop(key)
+        if key != ptype:
+            c.add(_join(prefix, key), f"only providers of type {key!r} take {key} options")
+            continue
+        struct = kinds[key].options
+        assert struct is not None
+        before = len(c.problems)
+        c.check({} if raw is None else raw, struct, _join(prefix, key))
+        failed = len(c.problems) > before
+        if not failed:
+            options = msgspec.convert(raw or {}, struct, strict=False, dec_hook=_dec_hook)
+    if options is None and not failed and kind is not None and kind.options is not None:
+        options = kind.options()
+    return options
 
 
 _THRESHOLD_CHANGE = (
@@ -288,16 +319,22 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
             for key in ("input", "output", "cache_read", "cache_write"):
                 if getattr(m.pricing, key) < 0:
                     bad(file, f"models[{i}].pricing.{key}", "must not be negative")
+        kind = registry.kind(p.type)
         if not p.base_url:
-            p.base_url = DEFAULT_BASE_URLS[p.type]
-        if p.type != "mock":
-            _check_url(p.base_url, file, "base_url", bad)
-        if p.type == "mock" and p.mock is None:
-            p.mock = MockOptions()
-        if p.type != "mock" and p.mock is not None:
-            bad(file, "mock", "only providers of type 'mock' take mock options")
+            p.base_url = kind.default_base_url
+        if not kind.local:
+            if p.base_url:
+                _check_url(p.base_url, file, "base_url", bad)
+            else:
+                bad(
+                    file,
+                    "base_url",
+                    f"required for type {p.type!r}: the API's root URL without /v1 (e.g. https://api.mistral.ai)",
+                )
+        for path, problem in kind.check(p):
+            bad(file, path, problem)
         if not p.endpoints:
-            if p.type == "mock":
+            if kind.local:
                 p.endpoints = [EndpointConfig(id=f"{p.name}-local")]
             else:
                 bad(file, "endpoints", "a provider needs at least one endpoint")
@@ -305,7 +342,7 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
             if e.id in endpoint_ids:
                 bad(file, f"endpoints[{i}].id", f"endpoint id {e.id!r} is also used in {endpoint_ids[e.id]}")
             endpoint_ids[e.id] = file
-            if e.base_url and p.type != "mock":
+            if e.base_url and not kind.local:
                 _check_url(e.base_url, file, f"endpoints[{i}].base_url", bad)
             for key in ("rpm_limit", "tpm_limit"):
                 if getattr(e, key) < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -57,23 +57,15 @@ class RateLimitConfig(_Strict):
     default_tpm: int = 0
 
 
-def _default_ttls() -> dict[str, Duration]:
-    return {
-        "anthropic": Duration(300),
-        "openai": Duration(86400),
-        "gemini": Duration(3600),
-        "xai": Duration(600),
-        "openrouter": Duration(300),
-    }
-
-
 class CacheConfig(_Strict):
     enable_session_affinity: bool = True
     max_cache_entries: int = 100_000
     high_value_threshold: float = 0.25
     low_value_threshold: float = 0.05
     stickiness_factor: float = 0.8
-    ttls: dict[str, Duration] = msgspec.field(default_factory=_default_ttls)
+    # By provider type (or provider name); a type not listed keeps its own default (its module's
+    # registration: anthropic 5m, openai 24h, gemini 60m, xai 10m, others 5m).
+    ttls: dict[str, Duration] = msgspec.field(default_factory=dict)
 
 
 class StreamTimeouts(_Strict):
@@ -162,20 +154,9 @@ class EndpointConfig(_Strict):
     weight: int = 1
 
 
-class MockOptions(_Strict):
-    """How the built-in `mock` provider answers (no network)."""
-
-    latency: Duration = Duration(0)
-    chunks: int = 8
-    chunk_gap: Duration = Duration(0)
-
-
-ProviderType = Literal["anthropic", "openai", "gemini", "xai", "openrouter", "mock"]
-
-
 class ProviderConfig(_Strict):
     name: str
-    type: ProviderType
+    type: str  # a registered provider type (ensemble.providers.registry); the loader checks it
     base_url: str = ""
     priority: int = 1
     strategy: Literal["session_affinity", "round_robin", "least_used"] = "session_affinity"
@@ -184,7 +165,9 @@ class ProviderConfig(_Strict):
     cooldown_after_failures: int = 3
     endpoints: list[EndpointConfig] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
-    mock: MockOptions | None = None
+    # The type's own options, from the provider file's block named after the type (`mock:`,
+    # `openai_compatible:`), as the Struct the type registers; filled by the loader, not a YAML key.
+    options: Any = None
 
 
 class Config(_Strict):

@@ -32,7 +32,19 @@ import orjson
 
 from . import anthropic, gemini, openai
 from .behavior import Behavior, ControlError, EndpointConfig, FakeState, RequestRecord
-from .wire import JSON_CT, Ctx, Event, Framer, Provider, Reply, StreamReply, json_reply, split_bytes
+from .wire import (
+    JSON_CT,
+    NDJSON_CT,
+    SSE_CT,
+    Ctx,
+    Event,
+    Framer,
+    Provider,
+    Reply,
+    StreamReply,
+    json_reply,
+    split_bytes,
+)
 
 OPENAI: Provider = openai.PROVIDER
 ANTHROPIC: Provider = anthropic.PROVIDER
@@ -358,6 +370,8 @@ class FakeUpstream:
             rec.stream = True
             rec.status = status
         headers = reply.headers + provider.ratelimit_headers(ep, now, status)
+        if cfg.framing == "ndjson" and reply.sse:
+            headers = [NDJSON_CT if h == SSE_CT else h for h in headers]
         transport = proto.response_stream(status, headers)
         split = cfg.split_bytes
         gap = cfg.chunk_gap_ms / 1000

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-FRAMINGS = ("lf", "crlf", "cr", "mixed")
+FRAMINGS = ("lf", "crlf", "cr", "mixed", "ndjson")
 RECORD_LIMIT = 2_000  # recordings kept per endpoint (oldest dropped)
 
 
@@ -71,11 +71,16 @@ class EndpointConfig:
     cached_tokens: int = 0  # reported prompt-cache reads
     cache_creation_tokens: int = 0  # reported prompt-cache writes (Anthropic only)
     reasoning_tokens: int = 0  # reported reasoning/thinking tokens
-    framing: str | None = None  # lf | crlf | cr | mixed; None = the provider's own (Gemini crlf, else lf)
+    # lf | crlf | cr | mixed SSE line endings, or ndjson (each event's data on one line, no SSE);
+    # None = the provider's own (Gemini crlf, else lf)
+    framing: str | None = None
     split_bytes: int = 0  # >0: write each stream event in pieces of this many bytes
     comments: bool = False  # interleave ": keepalive" SSE comment lines between events
     require_api_key: str | None = None  # 401 in provider shape when the received key differs
     redacted_thinking: bool = False  # Anthropic: add a redacted_thinking block when thinking is on
+    # OpenAI streams: end with the usage chunk even without stream_options.include_usage (as
+    # Mistral and Together do, which refuse or ignore that option)
+    stream_usage_always: bool = False
     batch_delay_ms: float = 500.0  # Anthropic batches end this long after creation
     ratelimit_requests: int = 10_000  # limit reported in rate-limit headers (per minute)
     ratelimit_tokens: int = 2_000_000
@@ -104,7 +109,7 @@ class EndpointConfig:
                 parsed[key] = _as_int(key, value)
             elif key in ("ratelimit_remaining_requests", "ratelimit_remaining_tokens"):
                 parsed[key] = _as_opt_int(key, value)
-            elif key in ("comments", "redacted_thinking", "record", "prompt_cache"):
+            elif key in ("comments", "redacted_thinking", "record", "stream_usage_always", "prompt_cache"):
                 parsed[key] = _as_bool(key, value)
             elif key == "require_api_key":
                 parsed[key] = _as_opt_str(key, value)

@@ -211,7 +211,9 @@ class OpenAIProvider:
         tokens = plan.prompt_tokens + plan.output_tokens
         if req.get("stream") is True:
             opts = req.get("stream_options")
-            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+            include_usage = cfg.stream_usage_always or (
+                isinstance(opts, dict) and opts.get("include_usage") is True
+            )
             return StreamReply(
                 [SSE_CT],
                 self._events(model, plan, include_usage),

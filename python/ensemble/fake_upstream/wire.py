@@ -26,6 +26,7 @@ TS_MARK = "@@fake-ts@@"  # in JSON bodies: the quoted marker is replaced by the 
 
 JSON_CT = ("content-type", "application/json")
 SSE_CT = ("content-type", "text/event-stream; charset=utf-8")
+NDJSON_CT = ("content-type", "application/x-ndjson")
 
 
 class HeaderView(Protocol):
@@ -178,12 +179,15 @@ _TERMS: dict[str, tuple[bytes, ...]] = {
 
 class Framer:
     """Line terminators for SSE. ``mixed`` rotates LF/CRLF/CR but never puts LF right after a
-    lone CR (that pair would read as one CRLF terminator and swallow an event boundary)."""
+    lone CR (that pair would read as one CRLF terminator and swallow an event boundary).
+    ``ndjson`` is no SSE at all: each event's data on a line of its own (event names and the
+    ``[DONE]`` sentinel dropped, as newline-delimited JSON APIs do)."""
 
-    __slots__ = ("comments", "count", "i", "prev_cr", "terms")
+    __slots__ = ("comments", "count", "i", "ndjson", "prev_cr", "terms")
 
     def __init__(self, framing: str, comments: bool) -> None:
-        self.terms = _TERMS[framing]
+        self.ndjson = framing == "ndjson"
+        self.terms = _TERMS["lf" if self.ndjson else framing]
         self.i = 0
         self.prev_cr = False
         self.comments = comments
@@ -201,6 +205,9 @@ class Framer:
         return t
 
     def frame(self, lines: Event) -> bytes:
+        if self.ndjson:
+            data = [line[6:] for line in lines if line.startswith(b"data: ") and line != b"data: [DONE]"]
+            return b"".join(d + b"\n" for d in data)
         out: list[bytes] = []
         if self.comments:
             if self.count % 2 == 0:  # a comment-only block between events

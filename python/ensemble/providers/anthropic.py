@@ -17,16 +17,15 @@ from typing import Any
 import orjson
 
 from ensemble.assembly import parse_arguments
-from ensemble.config.schema import ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
     MIN_THINKING_BUDGET,
-    HttpProvider,
     StreamDecoder,
     Target,
     WireFormat,
     reasoning_budget,
 )
+from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
@@ -424,7 +423,11 @@ class AnthropicWire(WireFormat):
         return upstream_error(status, headers, body, message=err.get("message"), code=err.get("type"))
 
 
-class AnthropicProvider(HttpProvider):
-    def __init__(self, config: ProviderConfig, client: Any) -> None:
-        super().__init__(config, client)
-        self.wire = AnthropicWire()
+KIND = register(
+    ProviderKind(
+        type="anthropic",
+        wire=lambda _config: AnthropicWire(),
+        default_base_url="https://api.anthropic.com",
+        cache_ttl=300.0,  # prompt caching's default 5-minute lifetime, refreshed on each hit
+    )
+)

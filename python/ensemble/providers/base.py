@@ -2,8 +2,9 @@
 
 A provider turns an InferenceRequest into an answer: `complete` for a whole ProviderResult,
 `stream` for StreamDeltas as they arrive. HTTP providers only describe their wire format
-(`WireFormat`: build the request, parse a response, decode stream events, classify errors);
-`HttpProvider` does the sending, SSE framing (Rust) and error mapping for all of them.
+(`WireFormat`: build the request, parse a response, frame and decode the stream, classify errors);
+`HttpProvider` does the sending, stream framing (SSE in Rust unless the wire format says otherwise)
+and error mapping for all of them. Each type registers itself in `registry`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from ensemble._native import SseError, SseParser
+from ensemble._native import SseParser
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import ProviderError
+from ensemble.providers.registry import DEFAULT_CACHE_TTL
 from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
-from ensemble.upstream import UpstreamClient, UpstreamResponse
 from ensemble.usage.pricing import Price
+
+if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
+    from ensemble.upstream import UpstreamClient, UpstreamResponse
 
 
 @dataclass(eq=False)
@@ -42,7 +47,7 @@ class Endpoint:
     in_flight: int = 0
 
     @classmethod
-    def from_config(cls, cfg: EndpointConfig, provider: ProviderConfig) -> Endpoint:
+    def from_config(cls, cfg: EndpointConfig, provider: ProviderConfig, needs_key: bool = True) -> Endpoint:
         return cls(
             id=cfg.id,
             provider=provider.name,
@@ -51,9 +56,22 @@ class Endpoint:
             rpm_limit=cfg.rpm_limit,
             tpm_limit=cfg.tpm_limit,
             weight=cfg.weight,
-            needs_key=provider.type != "mock",
+            needs_key=needs_key,
             cooldown_after_failures=provider.cooldown_after_failures,
         )
+
+    def take_over(self, fresh: Endpoint) -> Endpoint:
+        """This endpoint as `fresh` (its reloaded config) sets it up, with its live state kept:
+        requests in flight, consecutive failures and cool-down. Returns self."""
+        self.provider = fresh.provider
+        self.base_url = fresh.base_url
+        self.api_key = fresh.api_key
+        self.rpm_limit = fresh.rpm_limit
+        self.tpm_limit = fresh.tpm_limit
+        self.weight = fresh.weight
+        self.needs_key = fresh.needs_key
+        self.cooldown_after_failures = fresh.cooldown_after_failures
+        return self
 
     @property
     def has_credential(self) -> bool:
@@ -83,11 +101,14 @@ class Target:
 
 
 class Provider(ABC):
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(
+        self, config: ProviderConfig, *, needs_key: bool = True, cache_ttl: float = DEFAULT_CACHE_TTL
+    ) -> None:
         self.config = config
         self.name = config.name
         self.type = config.type
-        self.endpoints = [Endpoint.from_config(e, config) for e in config.endpoints]
+        self.cache_ttl = cache_ttl  # seconds; the type's default, `cache.ttls` overrides (router)
+        self.endpoints = [Endpoint.from_config(e, config, needs_key) for e in config.endpoints]
         self.models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
         # Set by the gateway: sees every upstream response's headers (rate-limit state, docs/routing.md).
@@ -117,8 +138,23 @@ class Provider(ABC):
         return "healthy"
 
 
+# One event cut from a stream: (event type, data, last event id, retry ms), SSE's shape. Framings
+# other than SSE fill in what they have (an NDJSON line is ("", line, "", None)).
+FramedEvent = tuple[str, str, str, int | None]
+
+
+class StreamFraming(Protocol):
+    """How a stream's bytes become events. `feed` returns the events a chunk completes (an event may
+    span chunks) and raises ValueError on a malformed stream; `close` ends it. The native SseParser
+    is one, and the default."""
+
+    def feed(self, chunk: bytes) -> Sequence[FramedEvent]: ...
+
+    def close(self) -> None: ...
+
+
 class StreamDecoder(ABC):
-    """Turns one provider's SSE events into StreamDeltas; keeps whatever state the format needs."""
+    """Turns one provider's stream events into StreamDeltas; keeps whatever state the format needs."""
 
     @abstractmethod
     def decode(self, event: str, data: str) -> list[StreamDelta]: ...
@@ -138,6 +174,10 @@ class WireFormat(ABC):
 
     @abstractmethod
     def decoder(self) -> StreamDecoder: ...
+
+    def framing(self) -> StreamFraming:
+        """A fresh framer for one streamed answer: server-sent events, unless the API frames otherwise."""
+        return SseParser()
 
     @abstractmethod
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -176,11 +216,20 @@ def retryable_status(status: int) -> bool:
 
 
 class HttpProvider(Provider):
-    wire: WireFormat
+    """A provider reached over HTTP: its wire format says what to send and how to read the answer."""
 
-    def __init__(self, config: ProviderConfig, client: UpstreamClient) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: ProviderConfig,
+        client: UpstreamClient,
+        wire: WireFormat,
+        *,
+        needs_key: bool = True,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+    ) -> None:
+        super().__init__(config, needs_key=needs_key, cache_ttl=cache_ttl)
         self.client = client
+        self.wire = wire
 
     async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
         url, headers, body = self.wire.build(request, target, stream=False)
@@ -222,7 +271,7 @@ class HttpProvider(Provider):
                     raise self.wire.classify(resp.status, resp.headers, await resp.read())
             finally:
                 watchdog.end_read()
-            parser = SseParser()
+            parser = self.wire.framing()
             decoder = self.wire.decoder()
             chunks = resp.chunks().__aiter__()
             while True:
@@ -235,7 +284,7 @@ class HttpProvider(Provider):
                     watchdog.end_read()
                 try:
                     events = parser.feed(chunk)
-                except SseError as e:
+                except ValueError as e:  # SseError is one
                     raise ProviderError(
                         f"malformed stream from the provider: {e}", code="bad_upstream_stream"
                     ) from e

@@ -21,10 +21,8 @@ from typing import Any
 
 import orjson
 
-from ensemble.config.schema import ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
-    HttpProvider,
     StreamDecoder,
     Target,
     WireFormat,
@@ -32,6 +30,7 @@ from ensemble.providers.base import (
     retry_after_seconds,
     retryable_status,
 )
+from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
@@ -465,7 +464,11 @@ class GeminiWire(WireFormat):
         )
 
 
-class GeminiProvider(HttpProvider):
-    def __init__(self, config: ProviderConfig, client: Any) -> None:
-        super().__init__(config, client)
-        self.wire = GeminiWire()
+KIND = register(
+    ProviderKind(
+        type="gemini",
+        wire=lambda _config: GeminiWire(),
+        default_base_url="https://generativelanguage.googleapis.com",
+        cache_ttl=3600.0,  # implicit and explicit context caches default to one hour
+    )
+)

@@ -13,11 +13,14 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import orjson
 
 from ensemble.assembly import Assembler
-from ensemble.config.schema import MockOptions, ProviderConfig
+from ensemble.config.durations import Duration
+from ensemble.config.schema import ProviderConfig
 from ensemble.providers.base import CallOptions, Provider, Target
+from ensemble.providers.registry import ProviderKind, register
 from ensemble.types import (
     Finish,
     InferenceRequest,
@@ -53,10 +56,18 @@ def prompt_tokens(request: InferenceRequest) -> int:
     return max(1, chars // 4)
 
 
+class MockOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the mock answers: the provider file's `mock:` block."""
+
+    latency: Duration = Duration(0)
+    chunks: int = 8
+    chunk_gap: Duration = Duration(0)
+
+
 class MockProvider(Provider):
     def __init__(self, config: ProviderConfig) -> None:
-        super().__init__(config)
-        self.options = config.mock or MockOptions()
+        super().__init__(config, needs_key=False)
+        self.options = config.options if isinstance(config.options, MockOptions) else MockOptions()
 
     def _plan(self, request: InferenceRequest) -> list[StreamDelta]:
         deltas: list[StreamDelta] = []
@@ -140,3 +151,14 @@ def _split(words: list[str], parts: int) -> list[str]:
         out.append(piece if i == 0 else " " + piece)
         start = end
     return out
+
+
+KIND = register(
+    ProviderKind(
+        type="mock",
+        build=lambda config, _client: MockProvider(config),
+        local=True,
+        options=MockOptions,
+        needs_credential=lambda _config: False,
+    )
+)

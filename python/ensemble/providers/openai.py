@@ -1,8 +1,13 @@
-"""OpenAI Chat Completions wire format; also spoken by xAI and OpenRouter (`type: xai|openrouter`)."""
+"""OpenAI Chat Completions wire format (`type: openai`): `POST /v1/chat/completions`, JSON and SSE.
+
+Many APIs speak it with small differences (xai.py, openrouter.py, openai_compatible.py): those are
+an `OpenAIDialect` each, never a branch on the provider type here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -10,14 +15,9 @@ import msgspec
 import orjson
 
 from ensemble.assembly import parse_arguments
-from ensemble.config.schema import ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
-from ensemble.providers.base import (
-    HttpProvider,
-    StreamDecoder,
-    Target,
-    WireFormat,
-)
+from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
@@ -163,6 +163,7 @@ def request_to_wire(
     stream: bool,
     max_tokens_field: str,
     skip: frozenset[str] = FOREIGN_KEYS,
+    stream_usage: bool = True,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model_id,
@@ -195,7 +196,8 @@ def request_to_wire(
         )
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if stream_usage:
+            body["stream_options"] = {"include_usage": True}
     if request.provider_config:
         for key, value in request.provider_config.items():
             if not _foreign(key, skip):
@@ -217,7 +219,8 @@ def usage_from_wire(u: Mapping[str, Any]) -> Usage:
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        # DeepSeek names its cache reads `prompt_cache_hit_tokens` (counted inside prompt_tokens too).
+        cached_tokens=int(prompt_details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0),
         cache_creation_tokens=int(prompt_details.get("cache_write_tokens") or 0),
         reasoning_tokens=reasoning,
     )
@@ -376,17 +379,34 @@ class _WireChunk(msgspec.Struct):
 _CHUNK = msgspec.json.Decoder(_WireChunk)
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpenAIDialect:
+    """How one API speaking Chat Completions differs from OpenAI's own."""
+
+    # The request's max_tokens goes in this field. OpenAI deprecated max_tokens for
+    # max_completion_tokens (o-series models require it); most other APIs take max_tokens.
+    max_tokens_field: str = "max_tokens"
+    # Ask for the final usage chunk with stream_options.include_usage. Some APIs refuse the field
+    # (Mistral: 422) and report usage in their last chunk anyway.
+    stream_usage: bool = True
+    # provider_config keys never forwarded: other formats' keys, and parameters this API refuses
+    # (OpenAI and xAI refuse top_k; OpenRouter takes it and passes it on).
+    drop_keys: frozenset[str] = FOREIGN_KEYS | {"top_k"}
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
+    reports_cost: bool = False  # `usage.cost` is what the call really cost, in USD (OpenRouter)
+    path: str = "/v1/chat/completions"  # after the endpoint's base_url
+
+
 class OpenAIWire(WireFormat):
-    def __init__(self, provider_type: str) -> None:
-        # OpenAI deprecated max_tokens for max_completion_tokens (required by o-series models);
-        # xAI and OpenRouter take max_tokens.
-        self.max_tokens_field = "max_completion_tokens" if provider_type == "openai" else "max_tokens"
-        self.extra_headers: dict[str, str] = {}
-        self.report_cost = provider_type == "openrouter"
-        # OpenRouter takes top_k (and passes it on); OpenAI and xAI refuse it.
-        self.skip = FOREIGN_KEYS if provider_type == "openrouter" else FOREIGN_KEYS | {"top_k"}
-        if provider_type == "openrouter":
-            self.extra_headers = {"X-Title": "Ensemble"}
+    def __init__(self, dialect: OpenAIDialect) -> None:
+        self.dialect = dialect
+        # Hoisted: read on every request.
+        self.max_tokens_field = dialect.max_tokens_field
+        self.stream_usage = dialect.stream_usage
+        self.skip = dialect.drop_keys
+        self.extra_headers = dict(dialect.headers)
+        self.report_cost = dialect.reports_cost
+        self.path = dialect.path
 
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
@@ -397,14 +417,14 @@ class OpenAIWire(WireFormat):
             stream=stream,
             max_tokens_field=self.max_tokens_field,
             skip=self.skip,
+            stream_usage=self.stream_usage,
         )
-        headers = {
-            "Authorization": f"Bearer {target.endpoint.api_key}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            **self.extra_headers,
-        }
-        return f"{target.endpoint.base_url}/v1/chat/completions", headers, orjson.dumps(body)
+        key = target.endpoint.api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}  # keyless: local servers (vLLM, Ollama)
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "text/event-stream" if stream else "application/json"
+        headers.update(self.extra_headers)
+        return f"{target.endpoint.base_url}{self.path}", headers, orjson.dumps(body)
 
     def parse(self, body: bytes) -> ProviderResult:
         data = orjson.loads(body)
@@ -451,7 +471,13 @@ class OpenAIWire(WireFormat):
         return upstream_error(status, headers, body, message=err.get("message"), code=code)
 
 
-class OpenAIProvider(HttpProvider):
-    def __init__(self, config: ProviderConfig, client: Any) -> None:
-        super().__init__(config, client)
-        self.wire = OpenAIWire(config.type)
+OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens")
+
+KIND = register(
+    ProviderKind(
+        type="openai",
+        wire=lambda _config: OpenAIWire(OPENAI),
+        default_base_url="https://api.openai.com",
+        cache_ttl=86400.0,
+    )
+)

@@ -186,6 +186,22 @@ class Admission:
                 self.on_endpoint(lim.scope)
         return lim
 
+    def find(self, endpoint_id: str, model: str) -> EndpointLimits | None:
+        """The capacity state of `endpoint_id` serving `model`, if it is configured."""
+        return self._endpoints.get((endpoint_id, model))
+
+    def retain_endpoints(self, wanted: Mapping[tuple[str, str], tuple[int, int]]) -> None:
+        """A reloaded config: (endpoint, model) pairs that stay take their new RPM/TPM limits and
+        keep their counters; pairs no longer configured are forgotten (their counters run out with
+        the window). New pairs are created by `endpoint` as the router is built."""
+        for pair, lim in list(self._endpoints.items()):
+            limits = wanted.get(pair)
+            if limits is None:
+                del self._endpoints[pair]
+            elif limits != (lim.rpm, lim.tpm):
+                lim.rpm, lim.tpm = limits
+                self.limiter.configure(lim.scope, *limits)
+
     def endpoints(self) -> list[EndpointLimits]:
         return list(self._endpoints.values())
 

@@ -143,7 +143,10 @@ class Router:
         cache: CacheConfig | None = None,
         admission: Admission | None = None,
         clock: Callable[[], int] = now_ms,
+        previous: Router | None = None,
     ) -> None:
+        """`previous`: the router this one replaces (a config reload). Endpoints and models keep
+        their numbers in the affinity table, which carries over with its counters."""
         self.cache = cache or CacheConfig()
         self.admission = admission or Admission(window_s=60, default_rpm=0, default_tpm=0, clock=clock)
         self.clock = clock
@@ -155,21 +158,24 @@ class Router:
         ttls = {k: int(v * 1000) for k, v in self.cache.ttls.items()}
         self._groups: dict[str, list[_Group]] = {}
         # The affinity table stores endpoints by number: `_endpoint_ids[n]` is endpoint n.
-        self._endpoint_ids: list[str] = []
-        self._endpoints: list[Endpoint] = []
-        numbers: dict[str, int] = {}
-        tags: dict[str, int] = {}
+        self._endpoint_ids: list[str] = list(previous._endpoint_ids) if previous is not None else []
+        # The Endpoint of each number (None: no longer configured, after a reload).
+        self._endpoints: list[Endpoint | None] = [None] * len(self._endpoint_ids)
+        numbers: dict[str, int] = {e: n for n, e in enumerate(self._endpoint_ids)}
+        tags = dict(previous._tags) if previous is not None else {}
         for model, serving in self._by_model.items():
-            tags[model] = len(tags)
+            tags.setdefault(model, len(tags))
             groups = []
             for p in serving:
-                ttl = ttls.get(p.type, ttls.get(p.name, 300_000))
+                ttl = ttls.get(p.type, ttls.get(p.name, int(p.cache_ttl * 1000)))
                 cands = []
                 for e in p.endpoints:
                     if e.id not in numbers:
                         numbers[e.id] = len(self._endpoint_ids)
                         self._endpoint_ids.append(e.id)
                         self._endpoints.append(e)
+                    else:
+                        self._endpoints[numbers[e.id]] = e
                     cands.append(
                         Candidate(
                             Target(provider=p, endpoint=e, model=p.models[model], price=p.prices[model]),
@@ -180,9 +186,13 @@ class Router:
                     )
                 groups.append(_Group(p, cands, self.cache.enable_session_affinity))
             self._groups[model] = groups
-        # The model's tag in its prompt fingerprints, for the models that use affinity at all.
+        self._tags: dict[str, int] = tags  # every model's tag in its prompt fingerprints
+        # The tags of the models that use affinity at all.
         self._affinity_tags = {m: tags[m] for m, gs in self._groups.items() if any(g.affinity for g in gs)}
-        self.affinity = AffinityTable(self.cache.max_cache_entries)
+        table: AffinityTable | None = previous.affinity if previous is not None else None
+        if table is None or table.max_entries != self.cache.max_cache_entries:
+            table = AffinityTable(self.cache.max_cache_entries)
+        self.affinity: AffinityTable = table
         # The decision for a hit worth nothing (a prompt below the providers' cache minimum, e.g.
         # a short chat with a session id), per endpoint: common, so shared rather than rebuilt.
         self._worthless = [RouteDecision("least_used", 0.0, 0.0, eid) for eid in self._endpoint_ids]
@@ -194,8 +204,14 @@ class Router:
         self.unstuck_busy = 0  # no holder planned first: busy, cooling down or not serving
         self.moved = 0  # served elsewhere than the endpoint holding the most of the prompt
         self.moved_to_holder = 0  # ... by another endpoint holding part of it
+        if previous is not None:
+            self.stuck, self.unstuck_low_value = previous.stuck, previous.unstuck_low_value
+            self.unstuck_busy = previous.unstuck_busy
+            self.moved, self.moved_to_holder = previous.moved, previous.moved_to_holder
         # What the providers reported: cached prompt tokens per endpoint (is affinity working?).
-        self.cache_hits = CacheHits(self._endpoint_ids)
+        self.cache_hits: CacheHits = CacheHits(
+            self._endpoint_ids, previous.cache_hits if previous is not None else None
+        )
 
     def models(self) -> dict[str, list[Provider]]:
         return self._by_model
@@ -400,6 +416,8 @@ class Router:
 
     def _not_serving(self, index: int, now_s: float) -> str:
         e = self._endpoints[index]
+        if e is None:
+            return "it is no longer configured"
         if not e.has_credential:
             return "it has no credential"
         if e.cooldown_until > now_s:

@@ -21,9 +21,14 @@ __all__ = ["CacheHits"]
 class CacheHits:
     __slots__ = ("_by_endpoint",)
 
-    def __init__(self, endpoint_ids: Iterable[str]) -> None:
+    def __init__(self, endpoint_ids: Iterable[str], previous: CacheHits | None = None) -> None:
+        """`previous`: the counts before a config reload, kept for the endpoints still known."""
         # endpoint id -> [requests, prompt tokens, cached tokens, cache-write tokens]
         self._by_endpoint: dict[str, list[int]] = {eid: [0, 0, 0, 0] for eid in endpoint_ids}
+        if previous is not None:
+            for eid, row in previous._by_endpoint.items():
+                if eid in self._by_endpoint:
+                    self._by_endpoint[eid] = row
 
     def add(self, endpoint_id: str, usage: Usage) -> None:
         row = self._by_endpoint.get(endpoint_id)

@@ -6,9 +6,11 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import time
 from typing import Any
 
+import orjson
 from granian._granian import RSGIHTTPProtocol as HTTPProtocol
 from granian.rsgi import Scope
 
@@ -17,9 +19,10 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import admin, errors, formats, inference, info, websocket
+from ensemble.server import admin, admin_series, errors, formats, inference, info, ui, websocket
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
+from ensemble.server.reload import Reloader
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
 from ensemble.telemetry import routes as telemetry_routes
@@ -32,14 +35,16 @@ OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the com
 
 class App:
     def __init__(self, config: Config) -> None:
-        self.config = config
         self.runtime = Runtime(config)
+        self.reloader = Reloader(self.runtime, served_config)
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
         self.routes = RouteTable(
             inference.ROUTES
             + formats.ROUTES
             + info.ROUTES
             + admin.ROUTES
+            + admin_series.ROUTES
+            + ui.ROUTES
             + telemetry_routes.ROUTES
             + batch_routes.ROUTES
             + anthropic_batch_routes.ROUTES
@@ -47,7 +52,9 @@ class App:
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the worker is up has nothing to reload
         loop.run_until_complete(self.runtime.startup())
+        self.reloader.install(loop)
         # Everything built so far (modules, config, tables) lives as long as the worker: keep the
         # cyclic collector from re-scanning it. Without this each full collection walked the whole
         # heap (~18 ms, measured under load: the largest source of p99 latency).
@@ -134,13 +141,18 @@ class App:
         return status
 
 
-def create_app() -> App:
-    """Granian's factory target: each worker process loads the config `ensemble serve` validated."""
-    import orjson
-
+def served_config() -> Config:
+    """The config `ensemble serve` was started with (its file, read now, and the command line's
+    host/port/workers); ConfigError when the file has problems."""
     config = load_config(os.environ.get(CONFIG_ENV, "config/ensemble.yaml"))
     overrides = orjson.loads(os.environ.get(OVERRIDES_ENV) or "{}")
     for key, value in overrides.items():
         setattr(config.server, key, value)
+    return config
+
+
+def create_app() -> App:
+    """Granian's factory target: each worker process loads the config `ensemble serve` validated."""
+    config = served_config()
     logs.configure(config.logging.level, config.logging.format)
     return App(config)

@@ -82,16 +82,7 @@ class Runtime:
         self.db = await database.connect(self.config.database.path)
         await self.sync_keys()
         await self.upstream.start()
-        for pc in self.config.providers:
-            provider = build_provider(pc, self.upstream)
-            if provider is None:
-                log.warning(
-                    "provider %s: no adapter for type %r in this build; its models are not served",
-                    pc.name,
-                    pc.type,
-                )
-                continue
-            self.providers.append(provider)
+        self.providers = [build_provider(pc, self.upstream) for pc in self.config.providers]
         await self._start_credentials()
         for provider in self.providers:
             for e in provider.endpoints:
@@ -206,23 +197,55 @@ class Runtime:
             log.error("stored provider credentials are disabled: %s", problem)
             cipher = None
         self.credentials = CredentialCache(cipher)
-        for provider in self.providers:
-            for e in provider.endpoints:
-                self.endpoints[e.id] = e
-                self._config_keys[e.id] = e.api_key
-                logs.register_secret(e.api_key)
+        self._index_endpoints()
         await self.sync_credentials()
+
+    def _index_endpoints(self) -> None:
+        """Endpoints by id, and which of them have a key in the config."""
+        self.endpoints = {e.id: e for provider in self.providers for e in provider.endpoints}
+        self._config_keys = {endpoint_id: e.api_key for endpoint_id, e in self.endpoints.items()}
+        for key in self._config_keys.values():
+            logs.register_secret(key)
 
     async def sync_credentials(self) -> None:
         assert self.db is not None
-        if not await self.credentials.sync(self.db):
-            return
+        if await self.credentials.sync(self.db):
+            self._apply_stored_credentials()
+
+    def _apply_stored_credentials(self) -> None:
         for endpoint_id, endpoint in self.endpoints.items():
             if self._config_keys.get(endpoint_id):
                 continue  # a key in the config wins over a stored one
             value = self.credentials.values.get(endpoint_id, "")
             logs.register_secret(value)
             endpoint.api_key = value
+
+    # -- config reload ---------------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> None:
+        """Serve a reloaded config (validated, restart-only settings already put back; see
+        server/reload.py) from the next request on, keeping every counter: endpoints that still
+        exist keep their Endpoint object (requests in flight, failures, cool-down), rate-limit
+        windows stay in Admission, the affinity table moves to the new router. Synchronous, so
+        no request sees half of it; nothing running is changed until everything new is built."""
+        providers = [build_provider(pc, self.upstream) for pc in config.providers]
+        running = {e.id: e for provider in self.providers for e in provider.endpoints}
+        for provider in providers:
+            provider.endpoints = [
+                running[e.id].take_over(e) if e.id in running else e for e in provider.endpoints
+            ]
+        self.config = config
+        self.providers = providers
+        self._index_endpoints()
+        self._apply_stored_credentials()
+        self.admission.default_rpm = config.rate_limit.default_rpm
+        self.admission.default_tpm = config.rate_limit.default_tpm
+        self.admission.retain_endpoints(
+            {(e.id, m): (e.rpm_limit, e.tpm_limit) for p in providers for e in p.endpoints for m in p.models}
+        )
+        assert self.gateway is not None
+        self.gateway.reconfigure(config, providers)
+        telemetry_setup.providers_changed(self)
 
     def credential_source(self, endpoint_id: str) -> str:
         """Which credential an endpoint's requests carry: config | stored | none."""

@@ -23,13 +23,23 @@ def start(rt: Runtime) -> None:
     tracing = telemetry.tracing
     assert rt.gateway is not None
     if metrics is not None:
-        metrics.known_models = frozenset(rt.gateway.router.models())
         rt._tasks.append(asyncio.get_running_loop().create_task(_sample(rt), name="telemetry-sample"))
     if tracing is not None:
         tracing.wrap_gateway(rt.gateway)
+        log.info("tracing: exporting spans over OTLP/HTTP to %s", rt.config.telemetry.otlp_endpoint)
+    providers_changed(rt)
+
+
+def providers_changed(rt: Runtime) -> None:
+    """The runtime's providers were (re)built: at startup, and after a config reload."""
+    assert rt.gateway is not None
+    metrics = telemetry.metrics
+    if metrics is not None:
+        metrics.known_models = frozenset(rt.gateway.router.models())
+    tracing = telemetry.tracing
+    if tracing is not None:
         for provider in rt.providers:
             tracing.wrap_provider(provider)
-        log.info("tracing: exporting spans over OTLP/HTTP to %s", rt.config.telemetry.otlp_endpoint)
 
 
 async def _sample(rt: Runtime) -> None:
