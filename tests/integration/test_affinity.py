@@ -132,7 +132,8 @@ def admin(gateway: Ensemble, path: str) -> httpx.Response:
 
 
 def run_sessions(gateway: Ensemble, family: str) -> dict[str, list[Turn]]:
-    """SESSIONS sessions of TURNS turns each, interleaved turn by turn, as concurrent users would."""
+    """SESSIONS sessions of TURNS turns each, interleaved turn by turn, as concurrent users would;
+    the order changes every turn, so balancing alone (least used) would move each session."""
     claude = anthropic.Anthropic(base_url=gateway.url, api_key=gateway.key, max_retries=0)
     gpt = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key, max_retries=0)
     # Claude: a 6,000-token system prompt; gpt-4o-mini: 2,000 tokens.
@@ -144,8 +145,10 @@ def run_sessions(gateway: Ensemble, family: str) -> dict[str, list[Turn]]:
     }
     turns: dict[str, list[Turn]] = defaultdict(list)
     try:
+        names = list(conversations)
         for n in range(TURNS):
-            for session, messages in conversations.items():
+            for session in names[n % SESSIONS :] + names[: n % SESSIONS]:
+                messages = conversations[session]
                 messages.append({"role": "user", "content": f"Question {n} of {session}: what next?"})
                 if family == "claude":
                     turns[session].append(claude_turn(claude, session, systems[session], messages))
