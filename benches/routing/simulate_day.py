@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ensemble.config.schema import CacheConfig, EndpointConfig, ModelConfig, Pricing, ProviderConfig
+from ensemble.providers import registry
 from ensemble.providers.mock import MockProvider
 from ensemble.ratelimit import Admission
 from ensemble.router import Router
@@ -233,8 +234,9 @@ class ProviderCache:
 
 def build(scenario: Scenario, cache: CacheConfig, clock: Clock) -> tuple[Router, Admission]:
     affinity = cache.enable_session_affinity
-    providers = [
-        MockProvider(
+    providers = []
+    for n, pool in enumerate(scenario.pools):
+        provider = MockProvider(
             ProviderConfig(
                 name=f"{pool.provider}-{n}",
                 type=pool.provider,  # type: ignore[arg-type]
@@ -248,10 +250,11 @@ def build(scenario: Scenario, cache: CacheConfig, clock: Clock) -> tuple[Router,
                 models=[ModelConfig(name=m, max_output_tokens=8192, pricing=PRICES[m]) for m in pool.models],
             )
         )
-        for n, pool in enumerate(scenario.pools)
-    ]
+        # Answering locally, but remembered for as long as the real provider type would be.
+        provider.cache_ttl = registry.kind(pool.provider).cache_ttl
+        providers.append(provider)
     admission = Admission(window_s=60, default_rpm=0, default_tpm=0, clock=clock)
-    return Router(providers, cache, admission, clock), admission  # type: ignore[arg-type]
+    return Router(providers, cache, admission, clock), admission
 
 
 def rate_per_min(minute: int, scale: float) -> float:
