@@ -48,6 +48,7 @@ from pathlib import Path
 
 from ensemble.config.schema import CacheConfig, EndpointConfig, ModelConfig, Pricing, ProviderConfig
 from ensemble.providers import registry
+from ensemble.providers.base import Provider
 from ensemble.providers.mock import MockProvider
 from ensemble.ratelimit import Admission
 from ensemble.router import Router
@@ -234,12 +235,12 @@ class ProviderCache:
 
 def build(scenario: Scenario, cache: CacheConfig, clock: Clock) -> tuple[Router, Admission]:
     affinity = cache.enable_session_affinity
-    providers = []
+    providers: list[Provider] = []
     for n, pool in enumerate(scenario.pools):
         provider = MockProvider(
             ProviderConfig(
                 name=f"{pool.provider}-{n}",
-                type=pool.provider,  # type: ignore[arg-type]
+                type=pool.provider,
                 strategy="session_affinity" if affinity else "least_used",
                 endpoints=[
                     EndpointConfig(

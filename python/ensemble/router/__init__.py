@@ -373,10 +373,13 @@ class Router:
             return RouteDecision("least_used", usd, 0.0, self._endpoint_ids[home], value), -1, ""
         usd = worth.usd(home_tokens)
         home_id = self._endpoint_ids[home]
+        low, high = self._low, self._high
         chosen: list[int] = []  # positions in `ranked`, in the order they go first
+        in_place = True  # chosen == [0, 1, ...]: nothing to move
         lead_tokens = 0
         reason = ""
         why = ""
+        v, last = value, home_tokens  # holders often hold the same prefix: value it once
         for index, tokens in holders:
             pos = -1
             for i, c in enumerate(ranked):
@@ -386,11 +389,12 @@ class Router:
             if pos < 0:
                 why = why or self._not_serving(index, now_s)
                 continue
-            v = value if index == home else worth.fraction(tokens, prompt_tokens)
-            if v < self._low:
-                break  # holders come with fewer tokens from here on: worth even less
-            if v < self._high:
-                allowance = self.cache.stickiness_factor * (v - self._low) / self._span
+            if tokens != last:
+                v, last = worth.fraction(tokens, prompt_tokens), tokens
+                if v < low:
+                    break  # holders come with fewer tokens from here on: worth even less
+            if v < high:
+                allowance = self.cache.stickiness_factor * (v - low) / self._span
                 if utils[pos] - utils[0] > allowance:
                     why = why or (
                         f"busier than the least used endpoint (utilisation {utils[pos]:.2f} vs "
@@ -398,16 +402,16 @@ class Router:
                     )
                     continue
             if not chosen:
-                reason = "affinity_high_value" if v >= self._high else "affinity"
+                reason = "affinity_high_value" if v >= high else "affinity"
                 lead_tokens = tokens
+            in_place = in_place and pos == len(chosen)
             chosen.append(pos)
         if not chosen:
             self.unstuck_busy += 1
             return RouteDecision("least_used", usd, usd, home_id, value), home, why
-        if chosen != list(range(len(chosen))):
+        if not in_place:
             front = [ranked[p] for p in chosen]
-            rest = [c for i, c in enumerate(ranked) if i not in chosen]
-            ranked[:] = front + rest
+            ranked[:] = front + [c for i, c in enumerate(ranked) if i not in chosen]
         self.stuck += 1
         if ranked[0].index == home:
             return RouteDecision(reason, usd, 0.0, home_id, value), home, ""
