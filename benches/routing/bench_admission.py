@@ -5,8 +5,9 @@ Run: python benches/routing/bench_admission.py   (a few seconds; prints a table)
 One "request" = what the gateway does before and after the upstream call: per-key admission
 (`Admission.admit_key`), `Router.plan` (prompt fingerprint, affinity lookup, utilisation of each
 endpoint, ordering), per-endpoint admission (`admit_endpoint`), `Router.remember`, and the two
-reconciles at the end. The request has a 2,000-character system prompt and three messages; the
-pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
+reconciles at the end. The request has a 2,000-character system prompt and three messages (the
+"cacheable" row: 32,000 characters, so every affinity hit is worth sticking to and the holders are
+ordered); the pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
 those microseconds take at that rate; the profile share is their fraction of the CPU a whole JSON
 request costs one worker (PIPELINE_CPU_US, measured by `make bench`: the JSON row's CPU µs/request
 at concurrency 64 on one worker, docs/performance.md).
@@ -50,8 +51,8 @@ def build(strategy: str, affinity: bool) -> tuple[Router, Admission]:
     return router, admission
 
 
-def requests(n_distinct: int) -> list[InferenceRequest]:
-    system = "You are a helpful assistant. " * 70  # ~2,000 characters
+def requests(n_distinct: int, system_repeats: int = 70) -> list[InferenceRequest]:
+    system = "You are a helpful assistant. " * system_repeats  # 70: ~2,000 characters
     return [
         InferenceRequest(
             model="m",
@@ -68,7 +69,7 @@ def requests(n_distinct: int) -> list[InferenceRequest]:
     ]
 
 
-def run(strategy: str, affinity: bool, full: bool) -> float:
+def run(strategy: str, affinity: bool, full: bool, system_repeats: int = 70) -> float:
     router, admission = build(strategy, affinity)
     key = KeyRecord(
         key_id="k1",
@@ -81,7 +82,7 @@ def run(strategy: str, affinity: bool, full: bool) -> float:
         allowed_models=(),
         created_at="",
     )
-    reqs = requests(1000)
+    reqs = requests(1000, system_repeats)
     clock = admission.clock
     start = time.process_time()  # CPU time: less sensitive to other processes on a shared machine
     for i in range(N):
@@ -93,7 +94,7 @@ def run(strategy: str, affinity: bool, full: bool) -> float:
             if admission.admit_endpoint(cand.limits, 700, clock()) == 0:
                 break
         if full:
-            router.remember(plan, cand)
+            router.remember(plan, cand, "req_bench")
             admission.reconcile_endpoint(cand.limits, 700, 650, clock())
             admission.reconcile(res, 650)
     return (time.process_time() - start) / N * 1e6
@@ -103,6 +104,7 @@ def main() -> None:
     print(f"native build: {build_profile}; {N} requests per row")
     rows: list[tuple[str, Callable[[], float]]] = [
         ("full path, session_affinity", lambda: run("session_affinity", True, True)),
+        ("full path, session_affinity, cacheable", lambda: run("session_affinity", True, True, 1100)),
         ("full path, least_used", lambda: run("least_used", False, True)),
         ("full path, round_robin", lambda: run("round_robin", False, True)),
         ("plan + endpoint admit only, session_affinity", lambda: run("session_affinity", True, False)),

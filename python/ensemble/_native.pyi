@@ -138,11 +138,13 @@ def prompt_keys(model_tag: int, session_id: str | None, messages: Sequence[_Mess
 
 @final
 class AffinityTable:
-    """Prompt-prefix / session -> (endpoint number, cached tokens); LRU bounded, entries expire."""
+    """Prompt-prefix / session -> the endpoints holding it (endpoint number, cached tokens; up to
+    three, most recent first, each expiring on its own); LRU bounded."""
 
     def __new__(cls, max_entries: int) -> Self: ...
-    def lookup(self, keys: PromptKeys, now_ms: int) -> tuple[int, int] | None:
-        """``(endpoint, estimated cached prompt tokens)`` of the best live entry, or None."""
+    def lookup(self, keys: PromptKeys, now_ms: int) -> list[tuple[int, int]] | None:
+        """``[(endpoint, estimated cached prompt tokens), ...]`` of the endpoints holding a prefix
+        of this prompt, the most tokens first; None when no endpoint does."""
     def remember(self, keys: PromptKeys, endpoint: int, now_ms: int, ttl_ms: int) -> None: ...
     @property
     def max_entries(self) -> int: ...

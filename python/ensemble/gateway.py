@@ -179,15 +179,7 @@ class Gateway:
             return False
         ctx.target = cand.target
         ctx.endpoint_reservation = (cand.limits, tokens, now)
-        decision = plan.decision
-        if cand is not plan.candidates[0]:
-            lost = (
-                decision.cache_value
-                if decision.affinity_endpoint not in ("", cand.target.endpoint.id)
-                else 0.0
-            )
-            decision = RouteDecision("failover", decision.cache_value, lost, decision.affinity_endpoint)
-        ctx.route = decision
+        ctx.route = self.router.decision_for(plan, cand)
         fo.attempts += 1
         return True
 
@@ -210,7 +202,7 @@ class Gateway:
         target.endpoint.failures = 0
         for cand in plan.candidates:
             if cand.target is target:
-                self.router.remember(plan, cand)
+                self.router.remember(plan, cand, ctx.request_id)
                 break
         if log.isEnabledFor(logging.DEBUG) and ctx.route is not None:
             r = ctx.route
@@ -477,6 +469,8 @@ class Gateway:
         metrics = telemetry.metrics
         if metrics is not None:
             metrics.finished(ctx, model, usage, cost_micro, time.perf_counter() - ctx.started)
+        if ctx.target is not None:
+            self.router.cache_hits.add(ctx.target.endpoint.id, usage)
         if self.request_log is None:
             return
         target = ctx.target

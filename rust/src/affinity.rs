@@ -7,10 +7,13 @@
 //!   with the model, plus the client's session id. Every message contributes its role's first
 //!   character, its text and a `\0` separator, so `("ab", "c")` and `("a", "bc")` differ; the bytes
 //!   are fed to the CRC as they are, with nothing concatenated.
-//! * [`AffinityTable`]: key → (endpoint, cached tokens), each entry living for the provider's cache
-//!   TTL (refreshed when remembered again) in an LRU bounded by `max_entries`. A lookup does not
+//! * [`AffinityTable`]: key → the endpoints holding that prefix (up to [`MAX_HOLDERS`], most
+//!   recent first, each with its cached tokens and the provider's cache TTL, refreshed when
+//!   remembered again) in an LRU bounded by `max_entries`. A request that had to move leaves its
+//!   older copy as a fallback: when its endpoint cannot take the next turn, the router sends it to
+//!   the endpoint that holds the most of the prompt instead of a cold one. A lookup does not
 //!   refresh an entry's LRU position (providers refresh their cache on use, and `remember` runs
-//!   after every successful request, which does); an expired entry found by a lookup is dropped.
+//!   after every successful request, which does); expired holders found by a lookup are dropped.
 
 use std::collections::HashMap;
 
@@ -113,19 +116,113 @@ impl PromptHasher {
 
 const NIL: usize = usize::MAX;
 
+/// How many endpoints one key remembers. A prompt that had to leave its endpoint (busy, cooling
+/// down) is then in two caches: the older copy stays a fallback until its TTL ends.
+pub const MAX_HOLDERS: usize = 3;
+
+/// One endpoint's copy of a prompt prefix in its provider's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Holder {
+    endpoint: u32,
+    /// Estimated tokens of the prefix that endpoint holds (u32: no prompt is 4 G tokens).
+    tokens: u32,
+    expires_ms: u64,
+}
+
 #[derive(Debug)]
 struct Node {
     key: Key,
-    endpoint: u32,
-    expires_ms: u64,
-    tokens: u64,
+    /// Most recently remembered first; `len` of them are in use.
+    holders: [Holder; MAX_HOLDERS],
+    len: u8,
     /// Towards the oldest entry.
     prev: usize,
     /// Towards the newest entry.
     next: usize,
 }
 
-/// LRU + TTL map from affinity keys to (endpoint index, cached tokens).
+impl Node {
+    fn live(&self) -> &[Holder] {
+        &self.holders[..usize::from(self.len)]
+    }
+
+    /// Drop the holders whose cache copy has expired; true when none is left.
+    fn expire(&mut self, now_ms: u64) -> bool {
+        let mut kept = 0;
+        for i in 0..usize::from(self.len) {
+            if self.holders[i].expires_ms > now_ms {
+                self.holders[kept] = self.holders[i];
+                kept += 1;
+            }
+        }
+        self.len = kept as u8;
+        kept == 0
+    }
+
+    /// `holder` becomes the most recent; an older copy on the same endpoint is replaced and,
+    /// when full, the least recent other endpoint is forgotten.
+    fn promote(&mut self, holder: Holder) {
+        let len = usize::from(self.len);
+        let at = self.holders[..len]
+            .iter()
+            .position(|h| h.endpoint == holder.endpoint)
+            .unwrap_or(len.min(MAX_HOLDERS - 1));
+        self.holders.copy_within(0..at, 1);
+        self.holders[0] = holder;
+        if at == len && len < MAX_HOLDERS {
+            self.len += 1;
+        }
+    }
+}
+
+/// The endpoints that hold a request's prompt prefix, the most cached tokens first: what
+/// [`AffinityTable::lookup`] returns (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Holders {
+    items: [(u32, u64); MAX_HOLDERS],
+    len: usize,
+}
+
+impl Holders {
+    pub fn as_slice(&self) -> &[(u32, u64)] {
+        &self.items[..self.len]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn first(&self) -> Option<(u32, u64)> {
+        self.as_slice().first().copied()
+    }
+
+    /// Count `tokens` for `endpoint` (keeping its best figure), in order of tokens, then of arrival.
+    fn offer(&mut self, endpoint: u32, tokens: u64) {
+        let mut at = self.len;
+        if let Some(i) = self.as_slice().iter().position(|&(e, _)| e == endpoint) {
+            if self.items[i].1 >= tokens {
+                return;
+            }
+            // Take it out; it goes back in at its new rank below.
+            self.items.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+            at = self.len;
+        }
+        while at > 0 && self.items[at - 1].1 < tokens {
+            at -= 1;
+        }
+        if at >= MAX_HOLDERS {
+            return;
+        }
+        let end = self.len.min(MAX_HOLDERS - 1);
+        self.items.copy_within(at..end, at + 1);
+        self.items[at] = (endpoint, tokens);
+        self.len = (self.len + 1).min(MAX_HOLDERS);
+    }
+}
+
+/// LRU + TTL map from affinity keys to the endpoints holding that prefix (up to [`MAX_HOLDERS`],
+/// each with its cached tokens and its own expiry).
 ///
 /// Nodes live in a slab (`nodes`, with freed slots reused) linked oldest → newest, so inserts,
 /// refreshes, removals and evictions are O(1) with no allocation once the table is warm.
@@ -198,22 +295,23 @@ impl AffinityTable {
         self.free.push(i);
     }
 
-    /// The live entry under `key` as (endpoint, tokens); an expired one is dropped.
-    fn get(&mut self, key: &Key, now_ms: u64) -> Option<(u32, u64)> {
-        let &i = self.map.get(key)?;
-        let node = &self.nodes[i];
-        if node.expires_ms <= now_ms {
+    /// The live holders under `key`; expired ones are dropped (the entry too when none is left).
+    fn get(&mut self, key: &Key, now_ms: u64) -> &[Holder] {
+        let Some(&i) = self.map.get(key) else {
+            return &[];
+        };
+        if self.nodes[i].expire(now_ms) {
             self.remove_slot(i);
-            return None;
+            return &[];
         }
-        Some((node.endpoint, node.tokens))
+        self.nodes[i].live()
     }
 
-    /// (endpoint, estimated cached prompt tokens) of the best live entry for `keys`, if any:
-    /// the one promising the most tokens, each capped by the prompt it would be a prefix of.
-    pub fn lookup(&mut self, keys: &PromptKeys, now_ms: u64) -> Option<(u32, u64)> {
-        let mut best: Option<(u32, u64)> = None;
-        let mut best_tokens = 0;
+    /// The endpoints holding a prefix of this prompt, the most cached tokens first (ties: the
+    /// session's, then the previous turn's, then the system prompt's entry, each most recent
+    /// first), each endpoint's tokens capped by the prompt it would be a prefix of.
+    pub fn lookup(&mut self, keys: &PromptKeys, now_ms: u64) -> Holders {
+        let mut found = Holders::default();
         let previous = keys.previous.map(Key::Prefix);
         let lead = keys.lead.map(Key::Prefix);
         let candidates = [
@@ -223,37 +321,36 @@ impl AffinityTable {
         ];
         for (key, cap) in candidates {
             let Some(key) = key else { continue };
-            if let Some((endpoint, tokens)) = self.get(key, now_ms) {
-                let tokens = tokens.min(cap);
-                if tokens > best_tokens {
-                    best = Some((endpoint, tokens));
-                    best_tokens = tokens;
+            for h in self.get(key, now_ms) {
+                let tokens = u64::from(h.tokens).min(cap);
+                if tokens > 0 {
+                    found.offer(h.endpoint, tokens);
                 }
             }
         }
-        if best.is_some() {
-            self.hits += 1;
-        } else {
+        if found.is_empty() {
             self.misses += 1;
+        } else {
+            self.hits += 1;
         }
-        best
+        found
     }
 
-    fn put(&mut self, key: &Key, endpoint: u32, expires_ms: u64, tokens: u64) {
+    fn put(&mut self, key: &Key, holder: Holder, now_ms: u64) {
         if let Some(&i) = self.map.get(key) {
             let node = &mut self.nodes[i];
-            node.endpoint = endpoint;
-            node.expires_ms = expires_ms;
-            node.tokens = tokens;
+            node.expire(now_ms);
+            node.promote(holder);
             self.unlink(i);
             self.link_newest(i);
             return;
         }
+        let mut holders = [Holder::default(); MAX_HOLDERS];
+        holders[0] = holder;
         let node = Node {
             key: key.clone(),
-            endpoint,
-            expires_ms,
-            tokens,
+            holders,
+            len: 1,
             prev: NIL,
             next: NIL,
         };
@@ -275,19 +372,25 @@ impl AffinityTable {
         }
     }
 
-    /// The request succeeded on `endpoint`: its prompt is now in that endpoint's cache for `ttl_ms`.
+    /// The request succeeded on `endpoint`: its prompt is now in that endpoint's cache for
+    /// `ttl_ms`; other endpoints' copies stay until their own TTL ends.
     pub fn remember(&mut self, keys: &PromptKeys, endpoint: u32, now_ms: u64, ttl_ms: u64) {
-        let expires = now_ms.saturating_add(ttl_ms);
+        let expires_ms = now_ms.saturating_add(ttl_ms);
+        let holder = |tokens: u64| Holder {
+            endpoint,
+            tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+            expires_ms,
+        };
         let cacheable = keys.full_tokens >= MIN_CACHEABLE_TOKENS;
         if let Some(session) = &keys.session {
-            self.put(session, endpoint, expires, keys.full_tokens);
+            self.put(session, holder(keys.full_tokens), now_ms);
         }
         if cacheable {
-            self.put(&Key::Prefix(keys.full), endpoint, expires, keys.full_tokens);
+            self.put(&Key::Prefix(keys.full), holder(keys.full_tokens), now_ms);
         }
         if let Some(lead) = keys.lead {
             if keys.lead_tokens >= MIN_CACHEABLE_TOKENS {
-                self.put(&Key::Prefix(lead), endpoint, expires, keys.lead_tokens);
+                self.put(&Key::Prefix(lead), holder(keys.lead_tokens), now_ms);
             }
         }
     }
@@ -372,12 +475,12 @@ mod tests {
             ],
         );
         // Session entry: the first prompt's tokens, capped by this prompt's.
-        assert_eq!(t.lookup(&next, 10), Some((7, first.full_tokens)));
+        assert_eq!(t.lookup(&next, 10).as_slice(), [(7, first.full_tokens)]);
         // Another conversation on the same system prompt hits the lead only.
         let other = keys(0, None, &[("system", &sys), ("user", "zz")]);
-        assert_eq!(t.lookup(&other, 10), Some((7, first.lead_tokens)));
+        assert_eq!(t.lookup(&other, 10).first(), Some((7, first.lead_tokens)));
         let unrelated = keys(0, None, &[("user", "zz")]);
-        assert_eq!(t.lookup(&unrelated, 10), None);
+        assert!(t.lookup(&unrelated, 10).is_empty());
         assert_eq!((t.hits, t.misses), (2, 1));
     }
 
@@ -390,7 +493,7 @@ mod tests {
         t.remember(&with_session, 1, 0, 1000);
         assert_eq!(t.len(), 1);
         // A session hit worth 0 tokens is no hit.
-        assert_eq!(t.lookup(&with_session, 1), None);
+        assert!(t.lookup(&with_session, 1).is_empty());
     }
 
     #[test]
@@ -398,10 +501,16 @@ mod tests {
         let mut t = AffinityTable::new(100);
         let k = keys(0, Some("s"), &[("user", &big('x', 2000))]);
         t.remember(&k, 1, 0, 1000);
-        assert_eq!(t.lookup(&k, 999).map(|h| h.0), Some(1));
-        t.remember(&k, 2, 500, 1000); // moved and refreshed
-        assert_eq!(t.lookup(&k, 1499).map(|h| h.0), Some(2));
-        assert_eq!(t.lookup(&k, 1500), None);
+        assert_eq!(t.lookup(&k, 999).first().map(|h| h.0), Some(1));
+        t.remember(&k, 2, 500, 1000); // moved: endpoint 1 keeps its copy until 1000
+        let both = t.lookup(&k, 999);
+        assert_eq!(
+            both.as_slice().iter().map(|h| h.0).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert_eq!(t.lookup(&k, 1000).as_slice().len(), 1); // endpoint 1's copy expired
+        assert_eq!(t.lookup(&k, 1499).first().map(|h| h.0), Some(2));
+        assert!(t.lookup(&k, 1500).is_empty());
         // The expired session entry found by the lookup is dropped; the whole-prompt entry (not
         // looked up: this prompt is not the previous turn of itself) waits for LRU eviction.
         assert_eq!(t.len(), 1);
@@ -419,7 +528,7 @@ mod tests {
         t.remember(&c, 3, 2, 10_000); // evicts b
         assert_eq!(t.len(), 2);
         assert_eq!(t.evictions, 1);
-        assert!(t.lookup(&b, 3).is_none());
+        assert!(t.lookup(&b, 3).is_empty());
         // Lookups go through `previous`/`lead`/`session` only; check the map directly.
         assert!(t.map.contains_key(&Key::Prefix(a.full)));
         assert!(t.map.contains_key(&Key::Prefix(c.full)));
@@ -433,5 +542,54 @@ mod tests {
         one.remember(&a, 1, 0, 10);
         one.remember(&b, 1, 0, 10);
         assert_eq!((one.len(), one.evictions, one.max_entries()), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_moved_session_keeps_its_older_copies_as_fallbacks() {
+        let mut t = AffinityTable::new(100);
+        let sys = big('s', 3000);
+        let mut turns: Vec<(&str, String)> = vec![("system", sys.clone()), ("user", "q0".into())];
+        let view = |turns: &Vec<(&str, String)>| {
+            let m: Vec<(&str, &str)> = turns.iter().map(|(r, x)| (*r, x.as_str())).collect();
+            keys(0, Some("s"), &m)
+        };
+        t.remember(&view(&turns), 1, 0, 10_000); // turn 1 on endpoint 1
+        turns.push(("assistant", big('a', 500)));
+        turns.push(("user", "q1".into()));
+        t.remember(&view(&turns), 2, 1, 10_000); // turn 2 had to move to endpoint 2
+        turns.push(("assistant", big('b', 500)));
+        turns.push(("user", "q2".into()));
+        let k = view(&turns);
+        let found = t.lookup(&k, 2);
+        // Endpoint 2 holds the longer prefix; endpoint 1 the first turn's (via the session and
+        // the system prompt), so it is the fallback.
+        let [(e2, t2), (e1, t1)] = found.as_slice() else {
+            panic!("{found:?}")
+        };
+        assert_eq!((*e2, *e1), (2, 1));
+        assert!(t2 > t1 && *t1 >= 3000);
+        // Back on endpoint 1: it is now the most recent and holds the most.
+        t.remember(&k, 1, 3, 10_000);
+        turns.push(("assistant", "x".into()));
+        turns.push(("user", "q3".into()));
+        assert_eq!(t.lookup(&view(&turns), 4).first().map(|h| h.0), Some(1));
+    }
+
+    #[test]
+    fn holders_are_bounded_and_ranked() {
+        let mut h = Holders::default();
+        for (e, tokens) in [(1, 10), (2, 30), (3, 20), (4, 5), (2, 25), (1, 40), (5, 20)] {
+            h.offer(e, tokens);
+        }
+        assert_eq!(h.as_slice(), [(1, 40), (2, 30), (3, 20)]);
+        let mut t = AffinityTable::new(10);
+        let k = keys(0, Some("s"), &[("user", &big('x', 2000))]);
+        for e in 0..5 {
+            t.remember(&k, e, u64::from(e), 10_000);
+        }
+        // Every endpoint remembered the same tokens: the most recent MAX_HOLDERS, newest first.
+        let found: Vec<u32> = t.lookup(&k, 10).as_slice().iter().map(|h| h.0).collect();
+        assert_eq!(found, [4, 3, 2]);
+        assert_eq!(t.len(), 2); // the session and the whole prompt: holders are not entries
     }
 }

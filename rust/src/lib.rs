@@ -509,9 +509,19 @@ mod bindings {
             }
         }
 
-        /// `(endpoint, estimated cached prompt tokens)` of the best live entry, or None.
-        fn lookup(&mut self, keys: PyRef<'_, PyPromptKeys>, now_ms: u64) -> Option<(u32, u64)> {
-            self.inner.lookup(&keys.inner, now_ms)
+        /// `[(endpoint, estimated cached prompt tokens), …]` of the endpoints holding a prefix
+        /// of this prompt, the most tokens first; None when no endpoint does.
+        fn lookup<'py>(
+            &mut self,
+            py: Python<'py>,
+            keys: PyRef<'_, PyPromptKeys>,
+            now_ms: u64,
+        ) -> PyResult<Option<Bound<'py, PyList>>> {
+            let found = self.inner.lookup(&keys.inner, now_ms);
+            if found.is_empty() {
+                return Ok(None);
+            }
+            PyList::new(py, found.as_slice()).map(Some)
         }
 
         /// The request succeeded on `endpoint`: remember its keys for `ttl_ms`.

@@ -89,10 +89,8 @@ def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Ite
         config={
             "rate_limit": {"window_size": f"{WINDOW_S}s"},
             # A provider that does not answer within 2 s counts as failed (and is failed over).
+            # Cache affinity runs on the shipped thresholds.
             "provider_timeouts": {"default": "2s"},
-            # 1024 cached tokens save $0.0028 at these prices: thresholds that make a 5k-token
-            # system prompt high value and a short chat worthless.
-            "cache": {"high_value_threshold": 0.01, "low_value_threshold": 0.002, "stickiness_factor": 0.8},
         },
     )
     yield server
@@ -285,7 +283,7 @@ def test_request_larger_than_every_endpoint_tpm_is_a_400(gateway: Ensemble, fake
 
 
 def long_system(tag: str) -> str:
-    # ~5,000 tokens: a cache hit saves 5000 * (3.00 - 0.30) / 1M = $0.0135 > high threshold.
+    # ~5,000 tokens: a cache hit saves nearly all of the input cost, far above the high threshold.
     return f"[{tag}] You are a meticulous assistant. " + ("Follow the style guide carefully. " * 600)
 
 
@@ -374,7 +372,8 @@ def logged_routes(gateway: Ensemble, request_ids: list[str]) -> dict[str, tuple[
 def test_route_decision_is_logged_with_the_request(gateway: Ensemble, fake: FakeUpstream) -> None:
     system = long_system("logged")
     tokens = len(f"s{system}\0uq\0".encode()) // 4  # the gateway's estimate of the cached prefix
-    value = tokens * (3.00 - 0.30) / 1_000_000
+    # Dollars saved: a miss elsewhere would write the prefix at cache_write, a hit reads it.
+    value = tokens * (3.75 - 0.30) / 1_000_000
     with gateway.client() as c:
         c.headers["x-session-id"] = "logged-session"
         ids, endpoints, reasons = [], [], []

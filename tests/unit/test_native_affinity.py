@@ -138,10 +138,14 @@ def test_affinity_table_binding() -> None:
     table.remember(keys, 5, 0, 1000)
     assert len(table) == 2  # bounded: session + whole prompt + lead, the oldest evicted
     assert table.evictions == 1
-    endpoint, tokens = table.lookup(keys, 999) or (None, 0)
-    assert (endpoint, tokens) == (5, keys.lead_tokens)  # the session entry was evicted
+    assert table.lookup(keys, 999) == [(5, keys.lead_tokens)]  # the session entry was evicted
     assert table.lookup(keys, 1000) is None  # expired
     assert (table.hits, table.misses, table.max_entries) == (1, 2, 2)
+    # Served elsewhere too: both endpoints hold it, the most recent first (same tokens).
+    table = AffinityTable(10)
+    table.remember(keys, 5, 0, 1000)
+    table.remember(keys, 1, 1, 1000)
+    assert table.lookup(keys, 2) == [(1, keys.full_tokens), (5, keys.full_tokens)]
 
 
 def test_monotonic_ms_is_pythons_monotonic_clock() -> None:

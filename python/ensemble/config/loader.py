@@ -273,6 +273,13 @@ def _type_options(data: Any, prefix: str, c: _Collector) -> Any:
     return options
 
 
+_THRESHOLD_CHANGE = (
+    "affinity thresholds are the share of a request's input cost that the prompt cache saves "
+    "(0..1, the same for cheap and dear models), no longer US dollars per request; the shipped "
+    "config/ensemble.yaml has the defaults, docs/routing.md how to choose others"
+)
+
+
 def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Collector) -> None:
     """Rules that span keys or need more than a type: ranges, uniqueness, URLs."""
 
@@ -289,7 +296,10 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
     cache = config.cache
     for key in ("high_value_threshold", "low_value_threshold", "stickiness_factor"):
         v = getattr(cache, key)
-        if not 0.0 <= v <= 1.0:
+        if v > 1.0 and key != "stickiness_factor":
+            # A share cannot exceed 1: this is a threshold written in the dollars of old releases.
+            bad(main, f"cache.{key}", f"{v} is above 1: {_THRESHOLD_CHANGE}")
+        elif not 0.0 <= v <= 1.0:
             bad(main, f"cache.{key}", f"must be between 0 and 1 (got {v})")
     if cache.low_value_threshold > cache.high_value_threshold:
         bad(main, "cache.low_value_threshold", "must not exceed cache.high_value_threshold")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from . import prompt_cache
 from .behavior import Batch, EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
@@ -91,6 +92,11 @@ def _text_of(content: Any) -> str:
     return "".join(out)
 
 
+def _marked(block: Any) -> bool:
+    """A content block carrying a prompt-cache breakpoint."""
+    return isinstance(block, dict) and isinstance(block.get("cache_control"), dict)
+
+
 def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Conversation:
     if not isinstance(req.get("model"), str) or not req["model"]:
         raise BadRequest("model: Field required")
@@ -106,13 +112,20 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("max_tokens: Input should be a valid integer greater than or equal to 1")
     conv = Conversation(max_tokens=max_tokens if need_max_tokens else None)
-    chars = len(_text_of(req.get("system")))
+    system = req.get("system")
+    chars = len(_text_of(system))
+    for block in system if isinstance(system, list) else [system]:
+        conv.segments.append(
+            ("system", _text_of([block] if isinstance(block, dict) else block), _marked(block))
+        )
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
             raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
         content = msg.get("content")
         text = _text_of(content)
         chars += len(text)
+        marked = isinstance(content, list) and any(_marked(b) for b in content)
+        conv.segments.append((msg["role"], text, marked))
         if msg["role"] == "user":
             own = (
                 content
@@ -366,6 +379,7 @@ class AnthropicProvider:
         req = self._load(ctx)
         conv = parse_conversation(req)
         plan = self._plan(ctx, conv)
+        prompt_cache.apply(plan, conv, ctx.endpoint, "anthropic", time.monotonic())
         model: str = req["model"]
         tokens = plan.prompt_tokens + plan.output_tokens
         redacted = ctx.config.redacted_thinking

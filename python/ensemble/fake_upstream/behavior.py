@@ -87,12 +87,14 @@ class EndpointConfig:
     ratelimit_remaining_requests: int | None = None  # force the reported remaining values
     ratelimit_remaining_tokens: int | None = None
     record: bool = True  # keep request recordings (GET /_fake/requests)
+    prompt_cache: bool = False  # simulate the provider's prompt cache (prompt_cache.py)
+    prompt_cache_ttl_ms: float = 300_000.0
 
     def update(self, data: dict[str, Any]) -> None:
         """Apply a partial update; raises ControlError on unknown keys or bad values."""
         parsed: dict[str, Any] = {}
         for key, value in data.items():
-            if key in ("latency_ms", "chunk_gap_ms", "batch_delay_ms"):
+            if key in ("latency_ms", "chunk_gap_ms", "batch_delay_ms", "prompt_cache_ttl_ms"):
                 parsed[key] = _as_float(key, value)
             elif key == "chunks":
                 parsed[key] = _as_int(key, value, 1)
@@ -107,7 +109,7 @@ class EndpointConfig:
                 parsed[key] = _as_int(key, value)
             elif key in ("ratelimit_remaining_requests", "ratelimit_remaining_tokens"):
                 parsed[key] = _as_opt_int(key, value)
-            elif key in ("comments", "redacted_thinking", "record", "stream_usage_always"):
+            elif key in ("comments", "redacted_thinking", "record", "stream_usage_always", "prompt_cache"):
                 parsed[key] = _as_bool(key, value)
             elif key == "require_api_key":
                 parsed[key] = _as_opt_str(key, value)
@@ -129,7 +131,7 @@ class EndpointConfig:
     @property
     def is_plain(self) -> bool:
         """True when responses can come straight from the precomputed-template cache."""
-        return self.latency_ms == 0 and self.require_api_key is None
+        return self.latency_ms == 0 and self.require_api_key is None and not self.prompt_cache
 
 
 @dataclass(slots=True)
@@ -300,6 +302,7 @@ class EndpointState:
     window_start: float = 0.0
     used_requests: int = 0
     used_tokens: int = 0
+    prompt_cache: dict[bytes, float] = field(default_factory=dict)  # prefix fingerprint -> expiry
 
     def next_behavior(self) -> Behavior | None:
         return self.queue.popleft() if self.queue else None

@@ -98,6 +98,9 @@ class Conversation:
     forced_tool: str | None = None
     max_tokens: int | None = None
     thinking: bool = False
+    # (role, text, ends at a cache breakpoint) per system block / message, in prompt order: what a
+    # provider's prompt cache sees (prompt_cache.py).
+    segments: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -4,11 +4,13 @@ array), ``:countTokens``, ``GET /v1beta/models``."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 
+from . import prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
@@ -73,11 +75,15 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
     conv = Conversation()
     system = _get(req, "systemInstruction", "system_instruction")
     chars = len(_parts_text(system.get("parts"))) if isinstance(system, dict) else 0
+    if chars:
+        conv.segments.append(("system", _parts_text(system.get("parts")), False))
     for i, content in enumerate(contents):
         if not isinstance(content, dict):
             raise BadRequest(f"* GenerateContentRequest.contents[{i}]: must be an object")
         parts = content.get("parts")
-        chars += len(_parts_text(parts))
+        text = _parts_text(parts)
+        chars += len(text)
+        conv.segments.append((str(content.get("role", "user")), text, False))
         if content.get("role", "user") == "user":
             own = "".join(
                 p["text"]
@@ -268,6 +274,7 @@ class GeminiProvider:
         )
         if action == "count_tokens":
             return json_reply(200, {"totalTokens": plan.prompt_tokens}, cacheable=True)
+        prompt_cache.apply(plan, conv, ctx.endpoint, "gemini", time.monotonic())
         model = ctx.arg.removeprefix("models/")
         tokens = plan.prompt_tokens + plan.output_tokens
         if action == "generate":

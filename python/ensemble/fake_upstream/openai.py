@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
+from . import prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
@@ -81,10 +83,11 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
             raise BadRequest(f"Invalid value for 'messages[{i}]'.", f"messages[{i}]")
         text = _text_of(msg.get("content"))
-        chars += len(text)
         for call in as_list(msg.get("tool_calls")):
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
-                chars += len(str(call["function"].get("arguments", "")))
+                text += str(call["function"].get("arguments", ""))
+        chars += len(text)
+        conv.segments.append((msg["role"], text, False))
         if msg["role"] == "user":
             conv.last_user_text = text
     last = messages[-1]["role"]
@@ -204,6 +207,7 @@ class OpenAIProvider:
             cfg.reasoning_tokens,
             lambda o: orjson.dumps(o).decode(),
         )
+        prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
         tokens = plan.prompt_tokens + plan.output_tokens
         if req.get("stream") is True:
             opts = req.get("stream_options")

@@ -614,6 +614,7 @@ async def status(rt: Runtime, req: Request) -> None:
     require_admin(req)
     now = time.monotonic()
     limits = _rate_limit_rows(rt)
+    router = rt.gateway.router if rt.gateway is not None else None
     providers: dict[str, Any] = {}
     probes: list[tuple[dict[str, Any], asyncio.Task[dict[str, Any]]]] = []
     for p in rt.providers:
@@ -633,6 +634,8 @@ async def status(rt: Runtime, req: Request) -> None:
                 # The fullest of its per-model windows (RPM or TPM), 0..1; null when not tracked.
                 "utilisation": max((float(r.get("utilisation") or 0.0) for r in per_model), default=None),
                 "rate_limits": per_model,
+                # Cached prompt tokens / prompt tokens as the provider reported them (this process).
+                "prompt_cache": router.cache_hits.view(e.id) if router is not None else None,
             }
             if p.type == "mock":
                 entry["reachability"] = {"state": "local"}

@@ -1,7 +1,8 @@
 """The Prometheus metrics Ensemble exports, and the few calls that feed them.
 
 Label values are bounded: routes are route templates (`/api/v1/status/{request_id}`), models only
-names the config serves (anything else is `""`), statuses HTTP codes, error classes a fixed set.
+names the config serves (anything else is `""`), endpoints only ids from the config, statuses HTTP
+codes, error classes a fixed set.
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ class Metrics:
             ("code",),
             registry=r,
         )
+        # Their ratio is the prompt-cache hit rate the providers report, per endpoint: high when
+        # cache affinity keeps requests where their prefix is cached.
+        self.endpoint_prompt_tokens = Counter(
+            "ensemble_endpoint_prompt_tokens",
+            "Prompt tokens of inference requests (cached ones included), by provider and endpoint",
+            ("provider", "endpoint"),
+            registry=r,
+        )
+        self.endpoint_cached_tokens = Counter(
+            "ensemble_endpoint_cached_prompt_tokens",
+            "Prompt tokens the provider reported read from its prompt cache, by provider and endpoint",
+            ("provider", "endpoint"),
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "ensemble_upstream_errors",
             "Failed upstream calls (each attempt, failovers included), by provider, endpoint and class",
@@ -138,6 +153,7 @@ class Metrics:
         self._dropped_seen = 0
         self._http: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self._usage: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._endpoint_usage: dict[str, tuple[Any, Any]] = {}
         self.known_models: frozenset[str] = frozenset()
 
     # -- feeding ---------------------------------------------------------------------------------
@@ -187,6 +203,17 @@ class Metrics:
             if value:
                 child.inc(value)
         children[-1].observe(max(elapsed_s - ctx.upstream_s, 0.0))
+        if usage.input_tokens:
+            endpoint = target.endpoint.id  # from the config: a bounded label set
+            prompt_cache = self._endpoint_usage.get(endpoint)
+            if prompt_cache is None:
+                prompt_cache = self._endpoint_usage[endpoint] = (
+                    self.endpoint_prompt_tokens.labels(provider, endpoint),
+                    self.endpoint_cached_tokens.labels(provider, endpoint),
+                )
+            prompt_cache[0].inc(usage.input_tokens)
+            # Incremented by 0 too, so every endpoint that served a request shows a cached series.
+            prompt_cache[1].inc(usage.cached_tokens)
 
     def upstream_error(self, provider: str, endpoint: str, error: ProviderError) -> None:
         self.upstream_errors.labels(provider, endpoint, error_class(error)).inc()
