@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import anthropic
 import openai
+import pytest
 from google import genai
 from google.genai import types
 
 from .conftest import Fake, track
+
+pytestmark = pytest.mark.integration
 
 SYSTEM = "You follow the style guide. " * 300  # 8,100 characters: 2,025 tokens
 

@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.ensemble import MOCK_PROVIDER, Ensemble
 from support.fake import FakeUpstream
 
+pytestmark = pytest.mark.integration
+
 ADMIN = "admin-secret-for-affinity"
 UPSTREAM_KEY = "sk-test-upstream-key-000000"
 TURNS = 8
