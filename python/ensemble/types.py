@@ -108,6 +108,19 @@ class ToolChoiceNamed(msgspec.Struct, forbid_unknown_fields=True):
 ToolChoice = Literal["auto", "none", "required"] | ToolChoiceNamed
 
 
+class ResponseFormat(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Structured output the client asked for, whatever its format called it (OpenAI
+    `response_format`, Responses `text.format`, Anthropic `output_format`, Gemini
+    `responseSchema`/`responseJsonSchema` + `responseMimeType`): plain text, any JSON object, or
+    JSON matching `schema`. Each provider adapter writes it in its own API's mechanism."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
 class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     model: str
     messages: list[Message]
@@ -120,6 +133,7 @@ class InferenceRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     stream: bool = False
     session_id: str | None = None
     provider_config: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
 
 
 # --- answer ----------------------------------------------------------------------------------
