@@ -5,10 +5,12 @@ stubbed as ``__new__``; calling ``SseParser(...)`` etc. is typed the same either
 """
 
 from collections.abc import Sequence
-from typing import Protocol, Self, final
+from typing import Any, Protocol, Self, final
 
 __all__ = [
     "AffinityTable",
+    "H2Pool",
+    "H2Stream",
     "KeyTable",
     "PromptKeys",
     "RateLimiter",
@@ -162,3 +164,39 @@ def monotonic_ms() -> int:
 def sha256_digest(data: str) -> bytes: ...
 def constant_time_eq(a: bytes, b: bytes) -> bool: ...
 def prefix_fingerprint(parts: list[bytes]) -> list[int]: ...
+
+@final
+class H2Stream:
+    """One HTTP/2 stream's handle; dropping it cancels the stream."""
+
+    def release(self, n: int) -> None:
+        """The consumer took ``n`` body bytes: the provider may send that much more."""
+    def cancel(self) -> None:
+        """RST_STREAM(CANCEL) if open; never opened if still queued. Idempotent."""
+
+@final
+class H2Pool:
+    """The HTTP/2 upstream pool, on its own thread (rust/src/h2client/)."""
+
+    def __new__(
+        cls, connect_timeout: float, max_connections_per_host: int = 100, stream_window: int = 262144
+    ) -> Self: ...
+    def fileno(self) -> int:
+        """Readable when ``drain()`` has events."""
+    def submit(
+        self,
+        token: int,
+        tls: bool,
+        host: str,
+        port: int,
+        authority: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> H2Stream: ...
+    def drain(self) -> list[tuple[int, int, Any]]:
+        """``(token, kind, payload)``: 0 headers ``(status, dict)``, 1 data ``bytes``, 2 end,
+        3 failure ``(code, message)``, 4 fall back to HTTP/1.1."""
+    def connections(self) -> int:
+        """Open HTTP/2 connections (all hosts)."""
+    def close(self) -> None: ...

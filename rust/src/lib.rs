@@ -5,6 +5,7 @@
 
 pub mod affinity;
 pub mod clock;
+pub mod h2client;
 pub mod keys;
 pub mod rank;
 pub mod ratelimit;
@@ -55,7 +56,9 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 
 #[cfg(feature = "python")]
 mod bindings {
-    use super::{affinity, clock, digest_from_slice, keys, rank, ratelimit, sse, NativeError};
+    use super::{
+        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, sse, NativeError,
+    };
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
     use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -584,6 +587,175 @@ mod bindings {
         keys::prefix_fingerprint(&parts)
     }
 
+    /// The HTTP/2 upstream pool (a tokio runtime on its own thread); see `rust/src/h2client/`.
+    #[pyclass(module = "ensemble._native", name = "H2Pool", frozen)]
+    struct PyH2Pool {
+        inner: std::sync::Mutex<Option<h2client::Client>>,
+        wake_fd: i32,
+    }
+
+    /// One stream's handle: flow-control credit back to the provider, or cancel (RST_STREAM).
+    /// Dropping it cancels the stream, so a forgotten response never keeps the provider working.
+    #[pyclass(module = "ensemble._native", name = "H2Stream", frozen)]
+    struct PyH2Stream {
+        inner: std::sync::Arc<h2client::StreamHandle>,
+    }
+
+    impl Drop for PyH2Stream {
+        fn drop(&mut self) {
+            self.inner.cancel();
+        }
+    }
+
+    #[pymethods]
+    impl PyH2Stream {
+        /// The consumer took `n` bytes of the body.
+        fn release(&self, n: usize) {
+            self.inner.release(n);
+        }
+
+        /// Reset the stream (or drop it before it opens). Idempotent.
+        fn cancel(&self) {
+            self.inner.cancel();
+        }
+    }
+
+    #[pymethods]
+    impl PyH2Pool {
+        #[new]
+        #[pyo3(signature = (connect_timeout, max_connections_per_host = 100, stream_window = 262144))]
+        fn new(
+            connect_timeout: f64,
+            max_connections_per_host: usize,
+            stream_window: u32,
+        ) -> PyResult<Self> {
+            if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
+                return Err(PyValueError::new_err(
+                    "connect_timeout must be a positive number",
+                ));
+            }
+            if max_connections_per_host == 0 {
+                return Err(PyValueError::new_err(
+                    "max_connections_per_host must be at least 1",
+                ));
+            }
+            let config = h2client::Config {
+                connect_timeout: std::time::Duration::from_secs_f64(connect_timeout),
+                max_connections_per_host,
+                stream_window: stream_window.max(65535),
+                ..h2client::Config::default()
+            };
+            let client = h2client::Client::start(config)
+                .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+            let wake_fd = client.wake_fd();
+            Ok(PyH2Pool {
+                inner: std::sync::Mutex::new(Some(client)),
+                wake_fd,
+            })
+        }
+
+        /// Readable when `drain()` has events.
+        fn fileno(&self) -> i32 {
+            self.wake_fd
+        }
+
+        /// Send `POST path` to `host:port` (TLS when `tls`); its events come through `drain()`
+        /// under `token`.
+        #[allow(clippy::too_many_arguments)]
+        fn submit(
+            &self,
+            token: u64,
+            tls: bool,
+            host: String,
+            port: u16,
+            authority: String,
+            path: String,
+            headers: Vec<(String, String)>,
+            body: &[u8],
+        ) -> PyResult<PyH2Stream> {
+            let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let client = guard.as_ref().ok_or_else(|| {
+                pyo3::exceptions::PyRuntimeError::new_err("the HTTP/2 pool is closed")
+            })?;
+            let origin = h2client::Origin { tls, host, port };
+            let request = h2client::Request::new(
+                token,
+                origin,
+                authority,
+                path,
+                headers,
+                bytes::Bytes::copy_from_slice(body),
+            );
+            Ok(PyH2Stream {
+                inner: client.submit(request),
+            })
+        }
+
+        /// Everything that happened since the last call, in order, as `(token, kind, payload)`:
+        /// 0 headers `(status, {name: value})`, 1 data `bytes`, 2 end `None`, 3 failure
+        /// `(code, message)`, 4 fall back to HTTP/1.1 `None`.
+        fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+            let events = match self
+                .inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                Some(client) => client.drain(),
+                None => Vec::new(),
+            };
+            let list = PyList::empty(py);
+            for event in events {
+                let item = match event {
+                    h2client::Event::Head {
+                        token,
+                        status,
+                        headers,
+                    } => {
+                        let map = pyo3::types::PyDict::new(py);
+                        for (k, v) in headers {
+                            map.set_item(k, v)?;
+                        }
+                        (token, 0u8, (status, map).into_pyobject(py)?.into_any())
+                    }
+                    h2client::Event::Data { token, data } => {
+                        (token, 1, PyBytes::new(py, &data).into_any())
+                    }
+                    h2client::Event::End { token } => (token, 2, py.None().into_bound(py)),
+                    h2client::Event::Fail {
+                        token,
+                        kind,
+                        message,
+                    } => (
+                        token,
+                        3,
+                        (kind.code(), message).into_pyobject(py)?.into_any(),
+                    ),
+                    h2client::Event::Fallback { token } => (token, 4, py.None().into_bound(py)),
+                };
+                list.append(item)?;
+            }
+            Ok(list)
+        }
+
+        /// Open HTTP/2 connections (all hosts).
+        fn connections(&self) -> usize {
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(0, |c| c.connections())
+        }
+
+        /// Close every connection and stop the pool's thread.
+        fn close(&self, py: Python<'_>) {
+            let client = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(mut client) = client {
+                py.detach(move || client.close());
+            }
+        }
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
@@ -607,6 +779,8 @@ mod bindings {
         m.add_class::<PyAffinityTable>()?;
         m.add_function(wrap_pyfunction!(prompt_keys, m)?)?;
         m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
+        m.add_class::<PyH2Pool>()?;
+        m.add_class::<PyH2Stream>()?;
         Ok(())
     }
 }

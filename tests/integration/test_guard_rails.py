@@ -61,7 +61,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ensemble, 
     thief = Recorder(None)
     redirector = Recorder(thief.url)
     provider = openai_provider(
-        redirector.url, name="redirecting", models=["gpt-r"], endpoints=[{"id": "r-1", "api_key": SECRET}]
+        redirector.url,
+        name="redirecting",
+        models=["gpt-r"],
+        endpoints=[{"id": "r-1", "api_key": SECRET}],
+        http="1.1",  # http.server speaks HTTP/1.1 only, whatever ENSEMBLE_UPSTREAM_HTTP says
     )
     server = Ensemble(Path(tmp_path_factory.mktemp("guard")), providers=[provider])
     yield server, redirector, thief

@@ -14,6 +14,7 @@ import pytest
 
 from support.ensemble import Ensemble, openai_provider
 from support.fake import FakeUpstream
+from support.tls import local_ca, tls_fake  # noqa: F401  (fixtures for the TLS tests)
 
 HELLO = [{"role": "user", "content": "Tell me a story about a gateway"}]
 

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from support.processes import Process, free_port
 
+if TYPE_CHECKING:
+    from support.tls import LocalCA
+
 
 class FakeUpstream:
-    def __init__(self, *args: str) -> None:
+    """With `tls`, HTTPS with the CA's server certificate (ALPN h2 and http/1.1); else plain text
+    (HTTP/1.1 and h2c with prior knowledge)."""
+
+    def __init__(self, *args: str, tls: LocalCA | None = None) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        if tls is not None:
+            args = (*args, "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(tls.ca_file)) if tls is not None else True
+        )
         self.process = Process(
             "fake-upstream",
             [
@@ -26,9 +38,12 @@ class FakeUpstream:
                 str(self.port),
                 *args,
             ],
+            env={"SSL_CERT_FILE": str(tls.ca_file)} if tls is not None else None,
         )
-        self.process.wait_until(lambda: httpx.get(f"{self.url}/_fake/health", timeout=1).status_code == 200)
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.process.wait_until(
+            lambda: httpx.get(f"{self.url}/_fake/health", timeout=1, verify=verify).status_code == 200
+        )
+        self.http = httpx.Client(base_url=self.url, timeout=10, verify=verify)
 
     def endpoint_url(self, endpoint: str) -> str:
         """The base_url that makes Ensemble talk to the virtual endpoint `endpoint`."""
@@ -48,6 +63,13 @@ class FakeUpstream:
         resp.raise_for_status()
         data = resp.json()
         return list(data["requests"] if isinstance(data, dict) else data)
+
+    def connections(self, endpoint: str = "default") -> dict[str, int]:
+        """Distinct client connections that carried requests to `endpoint`, per HTTP version."""
+        resp = self.http.get("/_fake/connections", params={"endpoint": endpoint})
+        resp.raise_for_status()
+        counts: dict[str, int] = resp.json()["connections"]
+        return counts
 
     def reset(self) -> None:
         self.http.post("/_fake/reset").raise_for_status()

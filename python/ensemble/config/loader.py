@@ -19,6 +19,7 @@ import msgspec
 import yaml
 
 from ensemble.config.durations import Duration, parse_duration
+from ensemble.config.http_version import HttpVersion, parse_http_version
 from ensemble.config.schema import Config, EndpointConfig, ProviderConfig, StreamTimeouts
 from ensemble.errors import ConfigError
 from ensemble.providers import registry
@@ -54,6 +55,8 @@ def expand_env(value: Any, env: Mapping[str, str]) -> Any:
 def _dec_hook(typ: type, obj: Any) -> Any:
     if typ is Duration:
         return parse_duration(obj)
+    if typ is HttpVersion:
+        return parse_http_version(obj)
     raise NotImplementedError(f"unsupported type {typ!r}")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ensemble.config.durations import Duration
+from ensemble.config.http_version import HttpVersion
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -84,6 +85,9 @@ def _default_stream_timeouts() -> dict[str, StreamTimeouts]:
 class ProviderTimeouts(_Strict):
     connect: Duration = Duration(5)
     default: Duration = Duration(60)
+    # HTTP/2 connections per provider host at most (each carries many streams); HTTP/1.1 opens
+    # one connection per concurrent request regardless.
+    max_connections_per_host: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
 
 class ConditionalRule(_Strict):
@@ -164,6 +168,8 @@ class ProviderConfig(_Strict):
     # Consecutive 5xx / connect errors / timeouts after which an endpoint is skipped for a while
     # (2 s, doubling per further failure, at most 30 s); 0 = never (a 429/529 always is honoured).
     cooldown_after_failures: int = 3
+    # HTTP version to the provider: auto (HTTP/2 over TLS when offered, else 1.1) | "1.1" | "2".
+    http: HttpVersion = HttpVersion("auto")
     endpoints: list[EndpointConfig] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     # The type's own options, from the provider file's block named after the type (`mock:`,

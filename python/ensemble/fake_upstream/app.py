@@ -257,9 +257,12 @@ class FakeUpstream:
                 scope.headers.items(),
                 body,
                 now,
+                scope.http_version,
+                scope.client,
             )
             ep.records.append(rec)
         ep.count_request(now)
+        ep.count_peer(scope.http_version, scope.client)
         beh = ep.queue.popleft() if ep.queue else None
         if rec is not None:
             rec.behavior = beh
@@ -464,6 +467,10 @@ class FakeUpstream:
                         "queued": [b.to_json() for b in ep.queue],
                     },
                 )
+            elif name == "connections" and method == "GET":
+                ep = state.endpoint(query.get("endpoint", ["default"])[0])
+                counts = {version: len(peers) for version, peers in ep.peers.items()}
+                reply = json_reply(200, {"endpoint": ep.name, "connections": counts})
             elif name == "enqueue" and method == "POST":
                 ep = state.enqueue(data)
                 reply = json_reply(200, {"endpoint": ep.name, "queued": len(ep.queue)})

@@ -210,8 +210,10 @@ class RequestRecord:
         "endpoint",
         "finished_at",
         "headers",
+        "http_version",
         "method",
         "path",
+        "peer",
         "query",
         "seq",
         "started_at",
@@ -229,8 +231,12 @@ class RequestRecord:
         headers: list[tuple[str, str]],
         body: bytes,
         started_at: float,
+        http_version: str = "1.1",
+        peer: str = "",
     ) -> None:
         self.seq = seq
+        self.http_version = http_version
+        self.peer = peer
         self.method = method
         self.path = path
         self.query = query
@@ -275,6 +281,8 @@ class RequestRecord:
             "finished_at": self.finished_at,
             "status": self.status,
             "stream": self.stream,
+            "http_version": self.http_version,
+            "peer": self.peer,
             "client_disconnected": self.client_disconnected,
             "disconnected_at": self.disconnected_at,
             "behavior": self.behavior.to_json() if self.behavior else None,
@@ -303,9 +311,18 @@ class EndpointState:
     used_requests: int = 0
     used_tokens: int = 0
     prompt_cache: dict[bytes, float] = field(default_factory=dict)  # prefix fingerprint -> expiry
+    # Client connections that carried requests ("ip:port" peers), per HTTP version, since reset;
+    # how tests and benches count the gateway's upstream connections.
+    peers: dict[str, set[str]] = field(default_factory=dict)
 
     def next_behavior(self) -> Behavior | None:
         return self.queue.popleft() if self.queue else None
+
+    def count_peer(self, http_version: str, peer: str) -> None:
+        seen = self.peers.get(http_version)
+        if seen is None:
+            seen = self.peers[http_version] = set()
+        seen.add(peer)
 
     def count_request(self, now: float) -> None:
         # The window opens at the first request after the last one closed, so a test always sees

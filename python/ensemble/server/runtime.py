@@ -51,7 +51,9 @@ class Runtime:
         self.db: aiosqlite.Connection | None = None
         self.request_log: RequestLog | None = None
         self.upstream = create_client(
-            connect_timeout=config.provider_timeouts.connect, read_timeout=config.provider_timeouts.default
+            connect_timeout=config.provider_timeouts.connect,
+            read_timeout=config.provider_timeouts.default,
+            max_connections_per_host=config.provider_timeouts.max_connections_per_host,
         )
         self.providers: list[Provider] = []
         self.endpoints: dict[str, Endpoint] = {}
@@ -82,7 +84,9 @@ class Runtime:
         self.db = await database.connect(self.config.database.path)
         await self.sync_keys()
         await self.upstream.start()
-        self.providers = [build_provider(pc, self.upstream) for pc in self.config.providers]
+        self.providers = [
+            build_provider(pc, self.upstream.client_for(pc.http)) for pc in self.config.providers
+        ]
         await self._start_credentials()
         for provider in self.providers:
             for e in provider.endpoints:
@@ -228,7 +232,7 @@ class Runtime:
         exist keep their Endpoint object (requests in flight, failures, cool-down), rate-limit
         windows stay in Admission, the affinity table moves to the new router. Synchronous, so
         no request sees half of it; nothing running is changed until everything new is built."""
-        providers = [build_provider(pc, self.upstream) for pc in config.providers]
+        providers = [build_provider(pc, self.upstream.client_for(pc.http)) for pc in config.providers]
         running = {e.id: e for provider in self.providers for e in provider.endpoints}
         for provider in providers:
             provider.endpoints = [

@@ -15,17 +15,16 @@ ProviderError, so the gateway fails over).
 from __future__ import annotations
 
 import asyncio
-import collections
-import copy
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
 from ensemble.errors import ProviderError, UpstreamTimeout
+from ensemble.upstream.response import BufferedResponse
 
 _HIGH_WATER = 256 * 1024  # buffered, unread response bytes before we stop reading the socket
 _MAX_IDLE_PER_HOST = 512
@@ -33,152 +32,41 @@ _IDLE_TTL = 50.0  # seconds; below the usual 60 s server keep-alive so we close 
 _USER_AGENT = b"ensemble-gateway"
 
 
-class _Response:
+def refuse_line_breaks(name: str, value: str) -> None:
+    """A header with CR or LF would end the header block early (request smuggling): never sent."""
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        raise ProviderError("refusing to send a header containing a line break", code="bad_header")
+
+
+class _Response(BufferedResponse):
     """The response being received on one connection; what the caller sees as UpstreamResponse."""
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_conn",
-        "_deadline",
-        "_done",
-        "_error",
-        "_headers_ready",
-        "_read_timeout",
-        "_waiter",
-        "headers",
-        "keep_alive",
-        "received_any",
-        "status",
-    )
+    __slots__ = ("_conn", "keep_alive", "received_any")
 
     def __init__(self, conn: _Connection, read_timeout: float | None, deadline: float | None) -> None:
+        super().__init__(read_timeout, deadline)
         self._conn = conn
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self._headers_ready = asyncio.get_running_loop().create_future()
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._done = False
-        self._error: BaseException | None = None
-        self._read_timeout = read_timeout
-        self._deadline = deadline
         self.keep_alive = False
         self.received_any = False
 
-    # -- fed by the protocol ----------------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
+        super().feed(data)
         if self._buffered > _HIGH_WATER:
             self._conn.pause()
-        self._wake()
 
-    def headers_complete(self, status: int) -> None:
-        self.status = status
-        if not self._headers_ready.done():
-            self._headers_ready.set_result(None)
-
-    def complete(self, keep_alive: bool) -> None:
-        self._done = True
+    def complete_keep_alive(self, keep_alive: bool) -> None:
         self.keep_alive = keep_alive
-        self._wake()
+        self.complete()
 
-    def fail(self, error: BaseException) -> None:
-        if self._done:
-            return
-        self._error = error
-        if not self._headers_ready.done():
-            self._headers_ready.set_exception(error)
-        self._wake()
+    def _took(self, n: int, buffered: int) -> None:
+        if buffered <= _HIGH_WATER // 2:
+            self._conn.resume()
 
-    # -- used by the caller ------------------------------------------------------------------
+    def _abort(self) -> None:
+        self._conn.abort()
 
-    def _timeout(self) -> float | None:
-        """None: no timer here (a stream: the caller's StallWatchdog bounds the waits)."""
-        if self._deadline is None:
-            return self._read_timeout
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise UpstreamTimeout(
-                "the provider call exceeded its overall time limit", retryable=True, code="overall_timeout"
-            )
-        return left if self._read_timeout is None else min(self._read_timeout, left)
-
-    async def wait_headers(self) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._headers_ready), self._timeout())
-        except TimeoutError:
-            self._conn.abort()
-            raise UpstreamTimeout("the provider did not answer in time", retryable=True) from None
-
-    async def _next(self) -> bytes | None:
-        while True:
-            if self._chunks:
-                data = self._chunks.popleft()
-                self._buffered -= len(data)
-                if self._buffered <= _HIGH_WATER // 2:
-                    self._conn.resume()
-                return data
-            if self._done:
-                return None
-            if self._error is not None:
-                # A copy: raising the stored instance would chain its traceback (and through it the
-                # request's frames and RSGI transport) to this response, a cycle only the GC breaks;
-                # Granian ends a client's stream only when its transport is freed.
-                raise copy.copy(self._error)
-            self._waiter = waiter = asyncio.get_running_loop().create_future()
-            timeout = self._timeout()
-            try:
-                if timeout is None:  # a stream: the caller's watchdog bounds the wait
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                self._conn.abort()
-                raise UpstreamTimeout(
-                    "the provider's stream stalled", retryable=True, code="stream_stalled"
-                ) from None
-            finally:
-                self._waiter = None
-
-    async def read(self) -> bytes:
-        parts = []
-        try:
-            while (chunk := await self._next()) is not None:
-                parts.append(chunk)
-        except BaseException:
-            self._conn.abort()
-            raise
+    def _finished(self) -> None:
         self._conn.finished(self)
-        return b"".join(parts)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            while (chunk := await self._next()) is not None:
-                yield chunk
-        except BaseException:
-            self._conn.abort()
-            raise
-        self._conn.finished(self)
-
-    def close(self) -> None:
-        """Abort: the connection is dropped so the provider stops generating for nobody."""
-        if not self._done:
-            self._conn.abort()
-
-    def release(self) -> None:
-        if self._done:
-            self._conn.finished(self)
-        else:
-            self._conn.abort()
 
 
 class _Connection(asyncio.Protocol):
@@ -233,7 +121,7 @@ class _Connection(asyncio.Protocol):
                 and "content-length" not in headers
                 and "chunked" not in headers.get("transfer-encoding", "")
             ):
-                response.complete(keep_alive=False)  # a body delimited by the connection closing ends here
+                response.complete_keep_alive(False)  # a body delimited by the connection closing ends here
             response.fail(
                 ProviderError(
                     "the provider closed the connection mid-response",
@@ -259,7 +147,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.response is not None
-        self.response.complete(self._parser.should_keep_alive())
+        self.response.complete_keep_alive(self._parser.should_keep_alive())
 
     # ours
     def send(self, head: bytes, body: bytes, read_timeout: float | None, deadline: float | None) -> _Response:
@@ -416,8 +304,7 @@ class Http1Client:
         pool, prefix = route
         lines = [prefix]
         for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ProviderError("refusing to send a header containing a line break", code="bad_header")
+            refuse_line_breaks(name, value)
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         head = b"".join(lines)

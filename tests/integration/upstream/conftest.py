@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 import pytest
 import uvloop
 
+from support.tls import local_ca, tls_fake  # noqa: F401  (fixtures for the TLS tests)
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item

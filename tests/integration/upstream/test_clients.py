@@ -1,4 +1,4 @@
-"""Both upstream HTTP clients against the real fake upstream: bodies, streams, reuse, faults."""
+"""The upstream HTTP clients against the real fake upstream: bodies, streams, reuse, faults."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from ensemble.errors import ProviderError, UpstreamTimeout
 from ensemble.upstream.client import AiohttpClient, UpstreamClient
 from ensemble.upstream.http1 import Http1Client
+from ensemble.upstream.http2 import Http2Client
 from support.fake import FakeUpstream
 from support.processes import free_port
 
@@ -24,10 +25,16 @@ STREAM_BODY = orjson.dumps(
 HEADERS = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
 
 
-@pytest.fixture(params=["http1", "aiohttp"])
+CLIENTS: dict[str, type[Http1Client] | type[Http2Client] | type[AiohttpClient]] = {
+    "http1": Http1Client,
+    "http2": Http2Client,  # h2c with prior knowledge: the fake serves both on one port
+    "aiohttp": AiohttpClient,
+}
+
+
+@pytest.fixture(params=list(CLIENTS))
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[UpstreamClient]:
-    kind = Http1Client if request.param == "http1" else AiohttpClient
-    c: UpstreamClient = kind(connect_timeout=2, read_timeout=5)
+    c: UpstreamClient = CLIENTS[request.param](connect_timeout=2, read_timeout=5)
     await c.start()
     yield c
     await c.close()
@@ -146,7 +153,13 @@ async def test_connection_refused_is_retryable(client: UpstreamClient) -> None:
     assert e.value.retryable and e.value.code == "connect_error"
 
 
-async def test_header_injection_is_refused() -> None:
-    c = Http1Client(connect_timeout=1, read_timeout=1)
-    with pytest.raises(ProviderError):
-        await c.post("http://127.0.0.1:9/x", {"X-Evil": "a\r\nInjected: 1"}, b"")
+@pytest.mark.parametrize("kind", [Http1Client, Http2Client])
+async def test_header_injection_is_refused(fake: FakeUpstream, kind: type[Http1Client | Http2Client]) -> None:
+    c = kind(connect_timeout=1, read_timeout=1)
+    await c.start()
+    try:
+        with pytest.raises(ProviderError):
+            await c.post(url(fake, "evil"), {"X-Evil": "a\r\nInjected: 1"}, b"")
+        assert not fake.requests("evil")
+    finally:
+        await c.close()
