@@ -15,9 +15,9 @@ from pathlib import Path
 import msgspec
 import orjson
 
-from ensemble import __version__
+from ensemble import __version__, cli_customers
 from ensemble.config import Config, format_duration, load_config
-from ensemble.errors import ConfigError
+from ensemble.errors import ConfigError, InvalidRequest
 from ensemble.providers import registry
 from ensemble.ready_notice import ReadyNotice, key_create_command, local_url, wait_until_accepted
 from ensemble.storage import database, keys
@@ -291,11 +291,23 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             _err(f"{name} must not be negative (0 means the config default)")
             return EXIT_CONFIG
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    try:
+        budget = cli_customers.budget_arg(args.budget)
+    except InvalidRequest as e:
+        _err(e.message)
+        return EXIT_CONFIG
     _migrate(config)
     conn = database.connect_sync(config.database.path)
     try:
         key, record = keys.create_key(
-            conn, name=args.name, customer_id=args.customer or "", rpm=args.rpm, tpm=args.tpm, models=models
+            conn,
+            name=args.name,
+            customer_id=args.customer or "",
+            rpm=args.rpm,
+            tpm=args.tpm,
+            models=models,
+            budget_micro=budget,
+            budget_period=args.budget_period,
         )
     finally:
         conn.close()
@@ -433,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--rpm", type=int, default=0, help="requests per window (0: rate_limit.default_rpm)")
     create.add_argument("--tpm", type=int, default=0, help="tokens per window (0: rate_limit.default_tpm)")
     create.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    cli_customers.add_budget_flags(create)
     create.set_defaults(func=cmd_keys_create)
     lst = with_config(keys_sub.add_parser("list", help="list keys (never the keys themselves)"))
     lst.add_argument("--json", action="store_true", help="print JSON")
@@ -440,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = with_config(keys_sub.add_parser("revoke", help="revoke a key by its id"))
     revoke.add_argument("key_id", metavar="ID", help="the key id (key_…) from `ensemble keys list`")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    cli_customers.add_parser(sub, with_config)
 
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
     return parser

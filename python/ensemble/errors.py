@@ -7,6 +7,7 @@
     │   ├── PermissionDenied           403 permission
     │   ├── NotFound                   404 not_found
     │   ├── MethodNotAllowed           405 invalid_request
+    │   ├── BudgetExceeded             402 budget_exceeded (what is left, when it resets)
     │   ├── RequestTooLarge            413 request_too_large
     │   └── RateLimited                429 rate_limited (carries retry_after)
     ├── ProviderError                  502 provider_error (the upstream failed or misbehaved)
@@ -77,6 +78,20 @@ class MethodNotAllowed(ClientError):
     def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
         super().__init__(message)
         self.allowed = allowed
+
+
+class BudgetExceeded(ClientError):
+    """The request's worst-case cost does not fit in what is left of its key's or customer's budget."""
+
+    status = 402
+    type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, scope: str, remaining_usd: str, resets_at: str | None) -> None:
+        super().__init__(message)
+        self.scope = scope  # "key" | "customer"
+        self.remaining_usd = remaining_usd
+        self.resets_at = resets_at
 
 
 class RequestTooLarge(ClientError):

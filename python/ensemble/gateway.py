@@ -19,8 +19,11 @@ import msgspec
 from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
+from ensemble.budget.cost import worst_case_micro
+from ensemble.budget.ledger import Budgets, Hold
 from ensemble.config.schema import Config, StreamTimeouts
 from ensemble.errors import (
+    BudgetExceeded,
     EnsembleError,
     InvalidRequest,
     Overloaded,
@@ -78,6 +81,7 @@ class CallContext:
     route: RouteDecision | None = None
     # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
     endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
+    budget: Hold | None = None  # the worst-case cost reserved on the key's and customer's budgets
 
 
 T = TypeVar("T")
@@ -120,6 +124,7 @@ class Gateway:
     ) -> None:
         self.admission = admission
         self.request_log = request_log
+        self.budgets = Budgets()  # the runtime's, once it has loaded keys and customers
         # Called with the request id once its record is written (the in-flight index forgets it).
         self.on_recorded: Callable[[str], None] | None = None
         self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
@@ -160,6 +165,24 @@ class Gateway:
         max_out = request.max_tokens or min(model_cfg.max_output_tokens or 1024, 1024)
         ctx.reservation = self.admission.admit_key(ctx.key, estimate_prompt_tokens(request) + max_out)
         return plan
+
+    async def _reserve_budget(self, request: InferenceRequest, ctx: CallContext, plan: RoutePlan) -> None:
+        """Reserve the worst-case cost on the key's and its customer's budgets (docs/budgets.md);
+        settled with the real cost when the request is recorded."""
+        accounts = self.budgets.accounts_for(ctx.key.key_id, ctx.key.customer_id)
+        if not accounts:
+            return
+        targets = [c.target for c in plan.candidates]
+        worst = worst_case_micro(
+            request, (t.price for t in targets), max((t.model.max_output_tokens for t in targets), default=0)
+        )
+        try:
+            ctx.budget = await self.budgets.reserve(accounts, worst)
+        except BudgetExceeded:
+            if ctx.reservation is not None:  # refused before any upstream call: not the caller's use
+                self.admission.release(ctx.reservation)
+                ctx.reservation = None
+            raise
 
     def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
         lim = self.admission.find(target.endpoint.id, target.model.name)
@@ -331,6 +354,8 @@ class Gateway:
         The endpoint stays in flight after a successful attempt: the attempt releases it (a whole
         answer at once, a stream when it ends)."""
         plan = self.prepare(request, ctx)
+        if self.budgets.accounts:
+            await self._reserve_budget(request, ctx, plan)
         opts = self.call_options(request.model, streaming)
         fo = Failover(plan)
         for cand in plan.candidates:
@@ -466,6 +491,7 @@ class Gateway:
             self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
             ctx.reservation = None
         self._reconcile_endpoint(ctx, usage)
+        self._settle_budget(ctx, cost_micro)
         metrics = telemetry.metrics
         if metrics is not None:
             metrics.finished(ctx, model, usage, cost_micro, time.perf_counter() - ctx.started)
@@ -499,6 +525,23 @@ class Gateway:
                 cost_penalty_usd=route.cost_penalty if route is not None else 0.0,
             )
         )
+
+    def release_budget(self, ctx: CallContext) -> None:
+        """Give a reservation back unspent (a request handed on without being recorded)."""
+        if ctx.budget is not None:
+            self.budgets.settle(ctx.budget, 0)
+            ctx.budget = None
+
+    def _settle_budget(self, ctx: CallContext, cost_micro: int) -> None:
+        """The real cost replaces the reservation (the rest is free again); spend never reserved
+        (a provider batch's result, or a budget set while the request ran) is charged as is."""
+        if ctx.budget is not None:
+            self.budgets.settle(ctx.budget, cost_micro)
+            ctx.budget = None
+        elif cost_micro and self.budgets.accounts:
+            accounts = self.budgets.accounts_for(ctx.key.key_id, ctx.key.customer_id)
+            if accounts:
+                self.budgets.settle(self.budgets.unreserved(accounts), cost_micro)
 
     # -- streams ---------------------------------------------------------------------------------
 

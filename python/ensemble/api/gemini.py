@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from ensemble.api.common import convert, decode_object, optional
-from ensemble.errors import EnsembleError, InvalidRequest
+from ensemble.errors import BudgetExceeded, EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
 from ensemble.types import (
     AudioContent,
@@ -429,6 +429,7 @@ class ChunkStream:
 _STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     413: "INVALID_ARGUMENT",
@@ -439,6 +440,23 @@ _STATUS = {
 
 
 def error_payload(error: EnsembleError, status: int) -> bytes:
-    return orjson.dumps(
-        {"error": {"code": status, "message": error.message, "status": _STATUS.get(status, "INTERNAL")}}
-    )
+    body: dict[str, Any] = {
+        "code": status,
+        "message": error.message,
+        "status": _STATUS.get(status, "INTERNAL"),
+    }
+    if isinstance(error, BudgetExceeded):
+        # Google's machine-readable reason rides in an ErrorInfo detail.
+        body["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "BUDGET_EXCEEDED",
+                "domain": "ensemble",
+                "metadata": budget_metadata(error),
+            }
+        ]
+    return orjson.dumps({"error": body})
+
+
+def budget_metadata(error: BudgetExceeded) -> dict[str, str]:
+    return {"code": error.code, "remaining_usd": error.remaining_usd, "resets_at": error.resets_at or ""}

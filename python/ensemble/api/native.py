@@ -8,7 +8,7 @@ import msgspec
 import orjson
 
 from ensemble.api.common import convert, decode_object
-from ensemble.errors import EnsembleError, InvalidRequest, ProviderError
+from ensemble.errors import BudgetExceeded, EnsembleError, InvalidRequest, ProviderError
 from ensemble.types import (
     InferenceRequest,
     InferenceResponse,
@@ -105,14 +105,16 @@ def sse_done(response: InferenceResponse) -> bytes:
 
 
 def error_payload(error: EnsembleError, request_id: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "type": error.type,
-            "message": error.message,
-            "code": error.code,
-            "request_id": request_id,
-        }
+    body: dict[str, Any] = {
+        "type": error.type,
+        "message": error.message,
+        "code": error.code,
+        "request_id": request_id,
     }
+    if isinstance(error, BudgetExceeded):
+        body["remaining_usd"] = error.remaining_usd
+        body["resets_at"] = error.resets_at
+    return {"error": body}
 
 
 def sse_error(error: EnsembleError, request_id: str) -> bytes:

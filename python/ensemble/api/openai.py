@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ensemble.api.common import convert, decode_object, optional
-from ensemble.errors import EnsembleError, InvalidRequest
+from ensemble.errors import BudgetExceeded, EnsembleError, InvalidRequest
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -323,6 +323,7 @@ class ChunkWriter:
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "budget_exceeded",
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
@@ -333,9 +334,11 @@ _ERROR_TYPES = {
 
 def error_body(error: EnsembleError, status: int) -> bytes:
     kind = _ERROR_TYPES.get(status, "api_error" if status < 500 else "server_error")
-    return orjson.dumps(
-        {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
-    )
+    body: dict[str, Any] = {"message": error.message, "type": kind, "param": error.param, "code": error.code}
+    if isinstance(error, BudgetExceeded):
+        body["remaining_usd"] = error.remaining_usd
+        body["resets_at"] = error.resets_at
+    return orjson.dumps({"error": body})
 
 
 def sse_error(error: EnsembleError) -> bytes:

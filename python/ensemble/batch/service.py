@@ -173,6 +173,8 @@ class BatchService:
         if ctx.reservation is not None:  # the queued run is admitted (and recorded) when it runs
             self.rt.admission.reconcile(ctx.reservation, 0)
             ctx.reservation = None
+        if self.rt.gateway is not None:  # the queued run reserves its own budget when it runs
+            self.rt.gateway.release_budget(ctx)
         ctx.recorded = True  # no 429 record: the request is not over
         request_id = req.request_id
         window_ms = int(self.config.collection_window * 1000)

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,10 +25,13 @@ import orjson
 from ensemble import logs
 from ensemble._native import constant_time_eq, sha256_digest
 from ensemble.api.common import convert, decode_object
+from ensemble.budget.period import Period
+from ensemble.budget.view import budget_fields, first_day_of, parse_usd
 from ensemble.errors import AuthenticationFailed, InvalidRequest, NotFound, Overloaded
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
+from ensemble.storage import budgets as budgets_store
 from ensemble.storage import credentials, database, keys
 from ensemble.storage.keys import KeyRecord, now_iso
 from ensemble.usage.pricing import format_cost
@@ -64,12 +66,17 @@ class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+Usd = Annotated[str, msgspec.Meta(max_length=40)]
+
+
 class CreateKey(_Body):
     name: Name
     customer_id: Text = ""
     rate_limit_rpm: Limit | None = None  # 0 or absent: the config's rate_limit.default_rpm
     rate_limit_tpm: Limit | None = None
     allowed_models: Models = msgspec.field(default_factory=list)
+    budget_usd: Usd | None = None  # decimal string; absent or null: no budget
+    budget_period: Period = "month"
 
 
 class UpdateKey(_Body):
@@ -78,15 +85,29 @@ class UpdateKey(_Body):
     rate_limit_rpm: Limit | msgspec.UnsetType = msgspec.UNSET
     rate_limit_tpm: Limit | msgspec.UnsetType = msgspec.UNSET
     allowed_models: Models | msgspec.UnsetType = msgspec.UNSET
+    budget_usd: Usd | msgspec.UnsetType | None = msgspec.UNSET  # null removes the budget
+    budget_period: Period | msgspec.UnsetType = msgspec.UNSET
 
 
 class SetStatus(_Body):
     status: Literal["active", "disabled"]
 
 
+Email = Annotated[str, msgspec.Meta(max_length=320)]
+
+
 class CreateCustomer(_Body):
     name: Name
-    email: Annotated[str, msgspec.Meta(max_length=320)] = ""
+    email: Email = ""
+    budget_usd: Usd | None = None
+    budget_period: Period = "month"
+
+
+class UpdateCustomer(_Body):
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    email: Email | msgspec.UnsetType = msgspec.UNSET
+    budget_usd: Usd | msgspec.UnsetType | None = msgspec.UNSET
+    budget_period: Period | msgspec.UnsetType = msgspec.UNSET
 
 
 class PutCredential(_Body):
@@ -220,6 +241,8 @@ async def create_key(rt: Runtime, req: Request) -> None:
         rpm=body.rate_limit_rpm or 0,
         tpm=body.rate_limit_tpm or 0,
         models=body.allowed_models,
+        budget_micro=parse_usd(body.budget_usd),
+        budget_period=body.budget_period,
     )
     warning = await share_key(rt, record.key_id)
     log.info("admin created API key %s (%s)", record.key_id, record.prefix)
@@ -230,12 +253,35 @@ async def list_keys(rt: Runtime, req: Request) -> None:
     require_admin(req)
     limit, offset = page(query(req, ("limit", "offset")))
     records, total = await in_db(rt, keys.page_keys, limit, offset)
-    send(req, {"keys": [r.as_json() for r in records], "total": total})
+    send(req, {"keys": await key_views(rt, records), "total": total})
+
+
+async def key_views(rt: Runtime, records: list[KeyRecord]) -> list[dict[str, Any]]:
+    """Key records with their budget state (`spent_usd` this period, `budget_resets_at`)."""
+    now = rt.budgets.clock()
+
+    def spent(conn: Any) -> list[int]:
+        return [
+            budgets_store.key_spent_sync(conn, r.key_id, first_day_of(r.budget_period, now)) for r in records
+        ]
+
+    durable = await in_db(rt, spent)
+    return [
+        {
+            **r.as_json(),
+            **budget_fields(rt.budgets, "key", r.key_id, r.budget_micro, r.budget_period, d),
+        }
+        for r, d in zip(records, durable, strict=True)
+    ]
+
+
+async def key_view(rt: Runtime, record: KeyRecord) -> dict[str, Any]:
+    return (await key_views(rt, [record]))[0]
 
 
 async def get_key_config(rt: Runtime, req: Request) -> None:
     require_admin(req)
-    send(req, (await existing_key(rt, path_id(req, "key_id"))).as_json())
+    send(req, await key_view(rt, await existing_key(rt, path_id(req, "key_id"))))
 
 
 async def put_key_config(rt: Runtime, req: Request) -> None:
@@ -255,10 +301,13 @@ async def put_key_config(rt: Runtime, req: Request) -> None:
         rpm=given(body.rate_limit_rpm),
         tpm=given(body.rate_limit_tpm),
         models=given(body.allowed_models),
+        budget_micro="keep" if isinstance(body.budget_usd, msgspec.UnsetType) else parse_usd(body.budget_usd),
+        budget_period=given(body.budget_period),
     )
     if record is None:
         raise NotFound(f"no API key with id {key_id!r}", code="key_not_found")
-    send(req, record.as_json(), headers=await share_key(rt, key_id))
+    headers = await share_key(rt, key_id)
+    send(req, await key_view(rt, record), headers=headers)
 
 
 async def set_key_status(rt: Runtime, req: Request) -> None:
@@ -274,7 +323,7 @@ async def set_key_status(rt: Runtime, req: Request) -> None:
         )
     await in_db(rt, keys.set_status, key_id, body.status)
     warning = await share_key(rt, key_id)
-    send(req, (await existing_key(rt, key_id)).as_json(), headers=warning)
+    send(req, await key_view(rt, await existing_key(rt, key_id)), headers=warning)
 
 
 async def revoke_key(rt: Runtime, req: Request) -> None:
@@ -284,7 +333,7 @@ async def revoke_key(rt: Runtime, req: Request) -> None:
     await in_db(rt, keys.set_status, key_id, "revoked")
     warning = await share_key(rt, key_id)
     log.info("admin revoked API key %s", key_id)
-    send(req, (await existing_key(rt, key_id)).as_json(), headers=warning)
+    send(req, await key_view(rt, await existing_key(rt, key_id)), headers=warning)
 
 
 # -- usage -----------------------------------------------------------------------------------------
@@ -369,45 +418,88 @@ async def key_usage(rt: Runtime, req: Request) -> None:
 # -- customers -------------------------------------------------------------------------------------
 
 
+def _check_email(email: str) -> None:
+    if email and ("@" not in email or any(c.isspace() for c in email)):
+        raise InvalidRequest("email: not an email address", code="invalid_field", param="email")
+
+
+async def customer_views(rt: Runtime, customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = rt.budgets.clock()
+
+    def spent(conn: Any) -> list[int]:
+        return [
+            budgets_store.customer_spent_sync(conn, c["customer_id"], first_day_of(c["budget_period"], now))
+            for c in customers
+        ]
+
+    durable = await in_db(rt, spent)
+    return [
+        {
+            **c,
+            **budget_fields(
+                rt.budgets, "customer", c["customer_id"], parse_usd(c["budget_usd"]), c["budget_period"], d
+            ),
+        }
+        for c, d in zip(customers, durable, strict=True)
+    ]
+
+
+async def _customer_changed(rt: Runtime, customer: dict[str, Any]) -> dict[str, Any]:
+    """Apply the change to this worker's budgets at once (other workers poll within a second)."""
+    assert rt.db is not None
+    await rt.budget_loader.sync_customers(rt.db)
+    return (await customer_views(rt, [customer]))[0]
+
+
 async def create_customer(rt: Runtime, req: Request) -> None:
     require_admin(req)
     body = await body_as(req, CreateCustomer)
-    if body.email and ("@" not in body.email or any(c.isspace() for c in body.email)):
-        raise InvalidRequest("email: not an email address", code="invalid_field", param="email")
-    customer = {
-        "customer_id": "cus_" + uuid.uuid4().hex[:16],
-        "name": body.name,
-        "email": body.email,
-        "created_at": now_iso(),
-    }
-    assert rt.db is not None
-    await rt.db.execute(
-        "INSERT INTO customers (id, name, email, created_at) VALUES (?,?,?,?)",
-        (customer["customer_id"], body.name, body.email, customer["created_at"]),
+    _check_email(body.email)
+    customer = await in_db(
+        rt,
+        budgets_store.create_customer,
+        name=body.name,
+        email=body.email,
+        budget_micro=parse_usd(body.budget_usd),
+        period=body.budget_period,
     )
-    send(req, customer, 201)
+    send(req, await _customer_changed(rt, customer), 201)
+
+
+async def update_customer(rt: Runtime, req: Request) -> None:
+    require_admin(req)
+    customer_id = path_id(req, "customer_id")
+    body = await body_as(req, UpdateCustomer)
+    if not isinstance(body.email, msgspec.UnsetType):
+        _check_email(body.email)
+    customer = await in_db(
+        rt,
+        budgets_store.update_customer,
+        customer_id,
+        name=None if isinstance(body.name, msgspec.UnsetType) else body.name,
+        email=None if isinstance(body.email, msgspec.UnsetType) else body.email,
+        budget_micro="keep" if isinstance(body.budget_usd, msgspec.UnsetType) else parse_usd(body.budget_usd),
+        period=None if isinstance(body.budget_period, msgspec.UnsetType) else body.budget_period,
+    )
+    if customer is None:
+        raise NotFound(f"no customer with id {customer_id!r}", code="customer_not_found")
+    send(req, await _customer_changed(rt, customer))
+
+
+async def get_customer(rt: Runtime, req: Request) -> None:
+    require_admin(req)
+    customer_id = path_id(req, "customer_id")
+    customer = await in_db(rt, budgets_store.get_customer, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer with id {customer_id!r}", code="customer_not_found")
+    send(req, (await customer_views(rt, [customer]))[0])
 
 
 async def list_customers(rt: Runtime, req: Request) -> None:
     require_admin(req)
     limit, offset = page(query(req, ("limit", "offset")))
-    assert rt.db is not None
-    async with rt.db.execute("SELECT count(*) FROM customers") as cur:
-        (total,) = await cur.fetchone() or (0,)
-    async with rt.db.execute(
-        "SELECT id, name, email, created_at FROM customers ORDER BY created_at, id LIMIT ? OFFSET ?",
-        (limit, offset),
-    ) as cur:
-        rows = await cur.fetchall()
-    send(
-        req,
-        {
-            "customers": [
-                {"customer_id": r[0], "name": r[1], "email": r[2], "created_at": r[3]} for r in rows
-            ],
-            "total": int(total),
-        },
-    )
+    customers, total = await in_db(rt, budgets_store.page_customers, limit, offset)
+    send(req, {"customers": await customer_views(rt, customers), "total": total})
 
 
 # -- request logs ----------------------------------------------------------------------------------
@@ -700,6 +792,8 @@ ROUTES = [
     Route("POST", "/admin/keys/{key_id}/revoke", revoke_key, family="admin"),
     Route("POST", "/admin/customers", create_customer, family="admin"),
     Route("GET", "/admin/customers", list_customers, family="admin"),
+    Route("GET", "/admin/customers/{customer_id}", get_customer, family="admin"),
+    Route("PUT", "/admin/customers/{customer_id}", update_customer, family="admin"),
     Route("PUT", "/admin/endpoints/{endpoint_id}/credential", put_credential, family="admin"),
     Route("GET", "/admin/endpoints/{endpoint_id}/credential", get_credential, family="admin"),
     Route("DELETE", "/admin/endpoints/{endpoint_id}/credential", delete_credential, family="admin"),

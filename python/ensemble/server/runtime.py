@@ -20,6 +20,8 @@ from ensemble import __version__, logs
 from ensemble._native import KeyTable
 from ensemble.auth import Authenticator
 from ensemble.batch.service import BatchService
+from ensemble.budget.ledger import Budgets
+from ensemble.budget.loading import BudgetLoader
 from ensemble.config.schema import Config
 from ensemble.gateway import Gateway
 from ensemble.providers import build_provider
@@ -64,6 +66,13 @@ class Runtime:
             default_rpm=config.rate_limit.default_rpm,
             default_tpm=config.rate_limit.default_tpm,
         )
+        # Spend budgets (docs/budgets.md): without Redis each worker admits on its share of what is
+        # left; with Redis every account is gated by a lease from the shared budget.
+        self.budgets = Budgets(
+            share=1 if config.redis.address else max(1, config.server.workers),
+            shared=bool(config.redis.address),
+        )
+        self.budget_loader = BudgetLoader(self.budgets, self._flush_log)
         self.gateway: Gateway | None = None
         self.batches: BatchService | None = None
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
@@ -83,6 +92,7 @@ class Runtime:
     async def startup(self) -> None:
         self.db = await database.connect(self.config.database.path)
         await self.sync_keys()
+        await self.budget_loader.sync_customers(self.db)
         await self.upstream.start()
         self.providers = [
             build_provider(pc, self.upstream.client_for(pc.http)) for pc in self.config.providers
@@ -102,6 +112,7 @@ class Runtime:
         self.request_log.start()
         await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
+        self.gateway.budgets = self.budgets
         self.gateway.on_recorded = self.inflight.discard
         if self.lag.report_every:
             self.lag.start()
@@ -166,8 +177,13 @@ class Runtime:
                 self.keys.upsert(digest, record)
         for _, record in changed:
             self._apply_limits(record)
+        await self.budget_loader.keys_changed(self.db, changed)
         self._keys_seen_ms = newest
         return len(changed)
+
+    async def _flush_log(self) -> None:
+        if self.request_log is not None:
+            await self.request_log.flush()
 
     def _apply_limits(self, record: KeyRecord) -> None:
         self.admission.configure_key(record)
@@ -175,10 +191,12 @@ class Runtime:
 
     def _apply_shared_keys(self, changed: Iterable[tuple[bytes, KeyRecord]]) -> None:
         """Key records from Redis (full load or a published change) win over the local table."""
+        changed = list(changed)
         for digest, record in changed:
             self._shared_digests.add(digest)
             self.keys.upsert(digest, record)
             self._apply_limits(record)
+        self.budget_loader.keys_shared(changed)
 
     def _local_keys(self) -> list[tuple[bytes, KeyRecord]]:
         return self._local_records
@@ -188,6 +206,8 @@ class Runtime:
             await asyncio.sleep(KEY_POLL_INTERVAL)
             try:
                 await self.sync_keys()
+                assert self.db is not None
+                await self.budget_loader.sync_customers(self.db)
             except Exception:
                 log.exception("key table sync failed; retrying")
 

@@ -145,6 +145,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
     """,
+    # 4: spend budgets on keys and customers (see docs/budgets.md): micro-dollars per UTC period, NULL = none.
+    """
+    ALTER TABLE api_keys ADD COLUMN budget_micro INTEGER;
+    ALTER TABLE api_keys ADD COLUMN budget_period TEXT NOT NULL DEFAULT 'month';
+    ALTER TABLE customers ADD COLUMN budget_micro INTEGER;
+    ALTER TABLE customers ADD COLUMN budget_period TEXT NOT NULL DEFAULT 'month';
+    ALTER TABLE customers ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX api_keys_customer ON api_keys(customer_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,6 +29,8 @@ class KeyRecord(msgspec.Struct, frozen=True):
     rate_limit_tpm: int
     allowed_models: tuple[str, ...]
     created_at: str
+    budget_micro: int | None = None  # spend ceiling per period in micro-dollars; None: no budget
+    budget_period: str = "month"  # day | week | month | total (UTC calendar periods)
 
     def allows(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -45,7 +47,17 @@ class KeyRecord(msgspec.Struct, frozen=True):
             "rate_limit_tpm": self.rate_limit_tpm,
             "allowed_models": list(self.allowed_models),
             "created_at": self.created_at,
+            "budget_usd": budget_usd(self.budget_micro),
+            "budget_period": self.budget_period,
         }
+
+
+def budget_usd(micro: int | None) -> str | None:
+    """A budget as the API shows it: a decimal string of dollars, or null for none."""
+    if micro is None:
+        return None
+    whole, frac = divmod(micro, 1_000_000)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 def generate_key() -> str:
@@ -71,7 +83,11 @@ def now_iso() -> str:
     return f"{text}.{int((now - second) * 1000):03d}Z"
 
 
-_COLUMNS = "id, prefix, name, customer_id, status, rate_limit_rpm, rate_limit_tpm, allowed_models, created_at"
+_COLUMNS = (
+    "id, prefix, name, customer_id, status, rate_limit_rpm, rate_limit_tpm, allowed_models, created_at, "
+    "budget_micro, budget_period"
+)
+_NCOLUMNS = _COLUMNS.count(",") + 1
 
 
 def _record(row: tuple[object, ...]) -> KeyRecord:
@@ -85,6 +101,8 @@ def _record(row: tuple[object, ...]) -> KeyRecord:
         rate_limit_tpm=int(row[6]),  # type: ignore[call-overload]
         allowed_models=tuple(msgspec.json.decode(str(row[7]), type=list[str])),
         created_at=str(row[8]),
+        budget_micro=None if row[9] is None else int(row[9]),  # type: ignore[call-overload]
+        budget_period=str(row[10]),
     )
 
 
@@ -96,6 +114,8 @@ def create_key(
     rpm: int = 0,
     tpm: int = 0,
     models: list[str] | None = None,
+    budget_micro: int | None = None,
+    budget_period: str = "month",
 ) -> tuple[str, KeyRecord]:
     """Insert a new key; returns the plaintext key (shown once) and its record."""
     key = generate_key()
@@ -109,9 +129,11 @@ def create_key(
         rate_limit_tpm=tpm,
         allowed_models=tuple(models or ()),
         created_at=now_iso(),
+        budget_micro=budget_micro,
+        budget_period=budget_period,
     )
     conn.execute(
-        f"INSERT INTO api_keys (digest, {_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO api_keys (digest, {_COLUMNS}, updated_at) VALUES ({','.join('?' * (_NCOLUMNS + 2))})",
         (
             digest(key),
             record.key_id,
@@ -123,6 +145,8 @@ def create_key(
             record.rate_limit_tpm,
             msgspec.json.encode(list(record.allowed_models)).decode(),
             record.created_at,
+            record.budget_micro,
+            record.budget_period,
             int(time.time() * 1000),
         ),
     )
@@ -158,8 +182,8 @@ async def load_changed(
     newest = since_ms
     out: list[tuple[bytes, KeyRecord]] = []
     for row in rows:
-        out.append((bytes(row[0]), _record(tuple(row[1:10]))))
-        newest = max(newest, int(row[10]))
+        out.append((bytes(row[0]), _record(tuple(row[1 : _NCOLUMNS + 1]))))
+        newest = max(newest, int(row[_NCOLUMNS + 1]))
     return out, newest
 
 
@@ -186,8 +210,11 @@ def update_config(
     rpm: int | None = None,
     tpm: int | None = None,
     models: list[str] | None = None,
+    budget_micro: int | Literal["keep"] | None = "keep",
+    budget_period: str | None = None,
 ) -> KeyRecord | None:
-    """Change the given fields of a key (None leaves one as is); returns the new record."""
+    """Change the given fields of a key (None leaves one as is, but a None budget removes it);
+    returns the new record."""
     changes: dict[str, object] = {}
     if name is not None:
         changes["name"] = name
@@ -199,6 +226,10 @@ def update_config(
         changes["rate_limit_tpm"] = tpm
     if models is not None:
         changes["allowed_models"] = msgspec.json.encode(models).decode()
+    if budget_micro != "keep":
+        changes["budget_micro"] = budget_micro
+    if budget_period is not None:
+        changes["budget_period"] = budget_period
     changes["updated_at"] = int(time.time() * 1000)
     assignments = ", ".join(f"{column} = ?" for column in changes)  # column names are fixed above
     cur = conn.execute(f"UPDATE api_keys SET {assignments} WHERE id = ?", (*changes.values(), key_id))

@@ -18,13 +18,17 @@ _MICRO = Decimal("0.000001")
 class Price:
     """A model's prices converted once to Decimal (config floats go through str to stay exact)."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output")
+    __slots__ = ("cache_read", "cache_write", "input", "output", "output_rate", "worst_input")
 
     def __init__(self, pricing: Pricing) -> None:
         self.input = Decimal(str(pricing.input))
         self.output = Decimal(str(pricing.output))
         self.cache_read = Decimal(str(pricing.cache_read))
         self.cache_write = Decimal(str(pricing.cache_write))
+        # For budget reservations (micro-dollars per token, as floats, read per request): the
+        # dearest a prompt token can be billed (written to the cache, or plain input), and output.
+        self.worst_input = float(max(self.input, self.cache_write))
+        self.output_rate = float(self.output)
 
     def cost(self, usage: Usage, *, discount: Decimal | None = None) -> Decimal:
         uncached = max(usage.input_tokens - usage.cached_tokens - usage.cache_creation_tokens, 0)

@@ -1,0 +1,59 @@
+"""The worst-case cost a request is reserved at: every prompt token and every allowed output token
+at the dearest rate of any endpoint it may be routed or failed over to (see docs/budgets.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import msgspec
+
+from ensemble.types import AudioContent, DocumentContent, ImageContent, InferenceRequest, TextContent
+from ensemble.usage.pricing import Price
+
+# Tokens are never fewer than the characters they encode in practice, so characters bound them;
+# each message adds a few framing tokens; a non-text part (an image, a document page) is counted
+# at the most a provider bills for one.
+MESSAGE_OVERHEAD = 8
+MEDIA_PART_TOKENS = 1600
+# Without max_tokens in the request or max_output_tokens in the model's catalogue entry.
+UNKNOWN_MAX_OUTPUT = 8192
+
+_encode = msgspec.json.encode
+
+
+def prompt_tokens_bound(request: InferenceRequest) -> int:
+    tokens = 16
+    for m in request.messages:
+        tokens += MESSAGE_OVERHEAD
+        if isinstance(m.content, str):
+            tokens += len(m.content)
+        else:
+            for part in m.content:
+                if isinstance(part, TextContent):
+                    tokens += len(part.text)
+                elif isinstance(part, ImageContent | DocumentContent | AudioContent):
+                    tokens += MEDIA_PART_TOKENS
+                else:  # thinking and the like: their serialised size bounds them
+                    tokens += len(_encode(part))
+        if m.tool_calls:
+            tokens += len(_encode(m.tool_calls))
+    if request.tools:
+        tokens += len(_encode(request.tools))
+    return tokens
+
+
+def max_output_tokens(request: InferenceRequest, catalogue_max: int) -> int:
+    return request.max_tokens or catalogue_max or UNKNOWN_MAX_OUTPUT
+
+
+def worst_case_micro(request: InferenceRequest, prices: Iterable[Price], catalogue_max: int) -> int:
+    """Micro-dollars (prices are USD per million tokens, so a price is micro-dollars per token)."""
+    input_rate = output_rate = 0.0
+    for p in prices:
+        input_rate = max(input_rate, p.worst_input)
+        output_rate = max(output_rate, p.output_rate)
+    total = (
+        prompt_tokens_bound(request) * input_rate + max_output_tokens(request, catalogue_max) * output_rate
+    )
+    return math.ceil(total)

@@ -1,0 +1,131 @@
+"""`ensemble customers create|update|list`: customers and their budgets in the local database
+(see docs/budgets.md). Running servers apply a change within a second (they poll the table)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ensemble.budget.period import PERIODS
+from ensemble.budget.view import parse_usd
+from ensemble.errors import InvalidRequest
+from ensemble.storage import budgets as store
+from ensemble.storage import database
+
+EXIT_USAGE = 2
+
+
+def budget_arg(value: str | None, flag: str = "--budget") -> int | None:
+    """--budget USD as micro-dollars ("none": no budget); raises InvalidRequest naming the flag."""
+    if value is None or value.lower() == "none":
+        return None
+    return parse_usd(value, flag)
+
+
+def add_budget_flags(p: argparse.ArgumentParser, *, default_period: str | None = "month") -> None:
+    p.add_argument(
+        "--budget", metavar="USD", help='spend ceiling in US dollars per period ("none": no budget)'
+    )
+    p.add_argument(
+        "--budget-period", choices=PERIODS, default=default_period, help="UTC period the budget resets on"
+    )
+
+
+def _print(customers: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(orjson.dumps(customers).decode())
+        return
+    print(f"{'CUSTOMER ID':<22} {'BUDGET':>12} {'PERIOD':<7} {'NAME':<24} EMAIL")
+    for c in customers:
+        budget = c["budget_usd"] if c["budget_usd"] is not None else "-"
+        print(
+            f"{c['customer_id']:<22} {budget:>12} {c['budget_period']:<7} {c['name'][:24]:<24} {c['email']}"
+        )
+
+
+def _with_db(args: argparse.Namespace, load: Callable[[str], Any], work: Callable[[Any], int]) -> int:
+    from ensemble.cli import _migrate
+
+    config = load(args.config)
+    _migrate(config)
+    conn = database.connect_sync(config.database.path)
+    try:
+        return work(conn)
+    except InvalidRequest as e:
+        print(f"ensemble: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        conn.close()
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from ensemble.cli import _load
+
+    def work(conn: Any) -> int:
+        c = store.create_customer(
+            conn,
+            name=args.name,
+            email=args.email or "",
+            budget_micro=budget_arg(args.budget),
+            period=args.budget_period,
+        )
+        print(c["customer_id"])
+        return 0
+
+    return _with_db(args, _load, work)
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from ensemble.cli import _load
+
+    def work(conn: Any) -> int:
+        c = store.update_customer(
+            conn,
+            args.customer_id,
+            name=args.name,
+            email=args.email,
+            budget_micro="keep" if args.budget is None else budget_arg(args.budget),
+            period=args.budget_period,
+        )
+        if c is None:
+            print(f"ensemble: no customer with id {args.customer_id!r}", file=sys.stderr)
+            return 1
+        _print([c], args.json)
+        return 0
+
+    return _with_db(args, _load, work)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ensemble.cli import _load
+
+    def work(conn: Any) -> int:
+        customers, _ = store.page_customers(conn, 1_000_000, 0)
+        _print(customers, args.json)
+        return 0
+
+    return _with_db(args, _load, work)
+
+
+def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("customers", help="manage customers and their budgets in the local database")
+    csub = p.add_subparsers(dest="customers_command", required=True, metavar="SUBCOMMAND")
+    create = with_config(csub.add_parser("create", help="create a customer and print its id"))
+    create.add_argument("--name", required=True)
+    create.add_argument("--email")
+    add_budget_flags(create)
+    create.set_defaults(func=cmd_create)
+    update = with_config(csub.add_parser("update", help="change a customer's name, email or budget"))
+    update.add_argument("customer_id", metavar="ID")
+    update.add_argument("--name")
+    update.add_argument("--email")
+    add_budget_flags(update, default_period=None)
+    update.add_argument("--json", action="store_true", help="print JSON")
+    update.set_defaults(func=cmd_update)
+    lst = with_config(csub.add_parser("list", help="list customers with their budgets"))
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(func=cmd_list)

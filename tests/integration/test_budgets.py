@@ -1,0 +1,268 @@
+"""Spend budgets are a hard ceiling (docs/budgets.md): concurrent requests against a real server never
+spend past a key's or a customer's budget, most of what the budget can buy is served, the rest is
+refused with 402 `budget_exceeded` in each format's own error shape, and a request that cost less
+than its reservation frees the rest at once."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from support.ensemble import Ensemble
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "adm_" + secrets.token_urlsafe(24)
+# Output dominates the price, so the worst case reserved (every max_tokens token) is close to the
+# real cost of an answer that uses all of them: what the budget can buy is then plain to count.
+PROVIDER: dict[str, Any] = {
+    "name": "mock",
+    "type": "mock",
+    "mock": {"latency": "20ms", "chunks": 4, "chunk_gap": "5ms"},
+    "endpoints": [{"id": "mock-local"}],
+    "models": [{"name": "mock-1", "max_output_tokens": 4096, "pricing": {"input": 0.1, "output": 10.0}}],
+}
+PROMPT = "one two three four five six seven eight nine ten eleven twelve"
+MAX_TOKENS = 20  # the mock answers 9 + 12 words: every allowed token is used
+REQUEST = {"model": "mock-1", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}
+
+
+def real_cost_micro() -> int:
+    """One answer: 15 prompt tokens (characters / 4) at 0.1 + 20 output tokens at 10 micro-dollars."""
+    return round(len(PROMPT) // 4 * 0.1 + MAX_TOKENS * 10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ensemble]:
+    s = Ensemble(
+        Path(tmp_path_factory.mktemp("budgets")), providers=[PROVIDER], env={"ENSEMBLE_ADMIN_KEY": ADMIN}
+    )
+    yield s
+    s.stop()
+
+
+def admin(server: Ensemble) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+
+
+def new_key(server: Ensemble, **fields: Any) -> tuple[str, str]:
+    with admin(server) as a:
+        r = a.post("/admin/keys", json={"name": "budgeted", **fields})
+    assert r.status_code == 201, r.text
+    return r.json()["key"], r.json()["key_id"]
+
+
+def key_record(server: Ensemble, key_id: str) -> dict[str, Any]:
+    with admin(server) as a:
+        r = a.get(f"/admin/keys/{key_id}/config")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def durable_spend(server: Ensemble, key_ids: list[str]) -> int:
+    """What the usage table holds (the request log writes it in the background: flushed by the usage route)."""
+    total = 0
+    with admin(server) as a:
+        for key_id in key_ids:
+            total += a.get(f"/admin/keys/{key_id}/usage").json()["totals"]["cost_micro_dollars"]
+    conn = sqlite3.connect(server.dir / "data" / "ensemble.db")
+    try:
+        placeholders = ",".join("?" * len(key_ids))
+        (in_db,) = conn.execute(
+            f"SELECT coalesce(sum(cost_micro_dollars), 0) FROM usage_daily WHERE key_id IN ({placeholders})",
+            key_ids,
+        ).fetchone()
+    finally:
+        conn.close()
+    assert in_db == total
+    return total
+
+
+def burst(url: str, keys: list[str], n: int, concurrency: int, path: str = "/api/v1/generate") -> list[int]:
+    def one(i: int) -> int:
+        with httpx.Client(timeout=30) as c:
+            r = c.post(url + path, json=REQUEST, headers={"authorization": f"Bearer {keys[i % len(keys)]}"})
+            assert r.status_code in (200, 402), r.text
+            if r.status_code == 402:
+                err = r.json()["error"]
+                assert err["type"] == "budget_exceeded" and err["code"] == "budget_exceeded", err
+            return r.status_code
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_concurrent_requests_never_spend_past_a_key_budget(server: Ensemble) -> None:
+    budget = Decimal("0.004")  # buys 20 answers of 200 micro-dollars
+    key, key_id = new_key(server, budget_usd=str(budget), budget_period="day")
+    codes = burst(server.url, [key], n=120, concurrency=16)
+    spent = durable_spend(server, [key_id])
+    could_buy = int(budget * 1_000_000) // real_cost_micro()
+    assert codes.count(402) > 0
+    assert spent <= budget * 1_000_000, (spent, codes.count(200))
+    assert spent == codes.count(200) * real_cost_micro()
+    assert codes.count(200) >= 0.8 * could_buy, (codes.count(200), could_buy)
+    record = key_record(server, key_id)
+    assert record["budget_usd"] == "0.004" and record["budget_period"] == "day"
+    assert Decimal(record["spent_usd"]) * 1_000_000 == spent
+    assert record["budget_resets_at"].endswith("T00:00:00Z")
+
+
+def test_a_customer_budget_is_shared_by_its_keys(server: Ensemble) -> None:
+    with admin(server) as a:
+        r = a.post("/admin/customers", json={"name": "acme", "budget_usd": "0.003", "budget_period": "month"})
+        assert r.status_code == 201, r.text
+        customer = r.json()
+        assert customer["budget_usd"] == "0.003" and customer["spent_usd"] == "0"
+    cid = customer["customer_id"]
+    # Each key alone could spend more than the customer's budget: the customer's ceiling binds.
+    k1, id1 = new_key(server, customer_id=cid, budget_usd="1")
+    k2, id2 = new_key(server, customer_id=cid)
+    codes = burst(server.url, [k1, k2], n=60, concurrency=12)
+    spent = durable_spend(server, [id1, id2])
+    assert codes.count(402) > 0
+    assert spent <= 3000
+    assert codes.count(200) >= 0.8 * (3000 // real_cost_micro())
+    with admin(server) as a:
+        view = a.get(f"/admin/customers/{cid}").json()
+        assert Decimal(view["spent_usd"]) * 1_000_000 == spent
+        # Raising the budget lets the same keys spend again, at once.
+        r = a.put(f"/admin/customers/{cid}", json={"budget_usd": "0.01"})
+        assert r.status_code == 200 and r.json()["budget_usd"] == "0.01"
+    with httpx.Client(timeout=30) as c:
+        r = c.post(server.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {k2}"})
+        assert r.status_code == 200, r.text
+
+
+def test_a_stream_that_costs_less_than_its_reservation_frees_the_rest(server: Ensemble) -> None:
+    # max_tokens 4000 reserves ~0.04 USD; the answer uses 20 tokens. With a 0.05 budget a second
+    # such request fits only if the first one's unused reservation came back.
+    key, key_id = new_key(server, budget_usd="0.05", budget_period="total")
+    big = {**REQUEST, "max_tokens": 4000, "stream": True}
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+        for _ in range(3):
+            with c.stream("POST", "/api/v1/stream", json=big) as r:
+                assert r.status_code == 200
+                body = b"".join(r.iter_bytes())
+            assert b"event: done" in body
+    spent = durable_spend(server, [key_id])
+    assert 0 < spent < 3 * 250  # three short answers (21 words each), nowhere near their reservations
+    record = key_record(server, key_id)
+    assert Decimal(record["spent_usd"]) * 1_000_000 == spent
+    assert record["budget_resets_at"] is None  # a total budget never resets
+    assert Decimal(record["remaining_usd"]) * 1_000_000 == 50_000 - spent
+
+
+def exhausted_key(server: Ensemble) -> str:
+    """A key whose budget cannot pay for even one request."""
+    key, _ = new_key(server, budget_usd="0.0001")
+    return key
+
+
+def test_402_in_each_format_says_what_is_left_and_when_it_resets(server: Ensemble) -> None:
+    key = exhausted_key(server)
+    left = re.compile(r"0\.0001 USD left of 0\.0001 USD \(month\).*resets at \d{4}-\d{2}-01T00:00:00Z")
+
+    r = httpx.post(server.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 402
+    err = r.json()["error"]
+    assert err["type"] == "budget_exceeded" and err["code"] == "budget_exceeded"
+    assert err["remaining_usd"] == "0.0001" and err["resets_at"].endswith("T00:00:00Z")
+    assert left.search(err["message"]), err["message"]
+
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as oe:
+        oa.chat.completions.create(
+            model="mock-1", messages=[{"role": "user", "content": PROMPT}], max_tokens=MAX_TOKENS
+        )
+    assert oe.value.status_code == 402
+    assert oe.value.body["type"] == "budget_exceeded" and oe.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert left.search(oe.value.body["message"])  # type: ignore[index]
+
+    an = anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as ae:
+        an.messages.create(
+            model="mock-1", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}]
+        )
+    assert ae.value.status_code == 402
+    assert ae.value.body["type"] == "error"  # type: ignore[index]
+    assert ae.value.body["error"]["type"] == "budget_exceeded"  # type: ignore[index]
+    assert left.search(ae.value.body["error"]["message"])  # type: ignore[index]
+    # Streaming too: refused before the stream starts, as a plain HTTP error.
+    with (
+        pytest.raises(anthropic.APIStatusError) as se,
+        an.messages.stream(
+            model="mock-1", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}]
+        ) as stream,
+    ):
+        stream.until_done()
+    assert se.value.status_code == 402
+
+    gm = genai.Client(
+        api_key=key, http_options=genai_types.HttpOptions(base_url=server.url, api_version="v1beta")
+    )
+    with pytest.raises(genai_errors.ClientError) as ge:
+        gm.models.generate_content(
+            model="mock-1",
+            contents=PROMPT,
+            config=genai_types.GenerateContentConfig(max_output_tokens=MAX_TOKENS),
+        )
+    assert ge.value.code == 402
+    details = ge.value.details["error"]
+    assert details["status"] == "RESOURCE_EXHAUSTED"
+    assert details["details"][0]["reason"] == "BUDGET_EXCEEDED"
+    assert left.search(details["message"])
+
+
+def test_budget_fields_are_validated_by_name(server: Ensemble) -> None:
+    with admin(server) as a:
+        for bad, field in (
+            ({"name": "x", "budget_usd": "ten"}, "budget_usd"),
+            ({"name": "x", "budget_usd": "-1"}, "budget_usd"),
+            ({"name": "x", "budget_usd": "0.0000001"}, "budget_usd"),
+            ({"name": "x", "budget_usd": 5}, "budget_usd"),
+            ({"name": "x", "budget_period": "year"}, "budget_period"),
+        ):
+            r = a.post("/admin/keys", json=bad)
+            assert r.status_code == 400, (bad, r.text)
+            assert field in r.text
+        # null removes a budget
+        _, key_id = new_key(server, budget_usd="2.5")
+        r = a.put(f"/admin/keys/{key_id}/config", json={"budget_usd": None})
+        assert r.status_code == 200 and r.json()["budget_usd"] is None
+
+
+def test_cli_creates_keys_and_customers_with_budgets(server: Ensemble) -> None:
+    out = server.cli("customers", "create", "--name", "cli-co", "--budget", "12.5", "--budget-period", "week")
+    cid = out.stdout.strip()
+    assert cid.startswith("cus_")
+    key = server.cli(
+        "keys", "create", "--name", "cli-key", "--customer", cid, "--budget", "3", "--budget-period", "day"
+    ).stdout.strip()
+    listed = server.cli("customers", "list", "--json").stdout
+    assert f'"customer_id":"{cid}"' in listed and '"budget_usd":"12.5"' in listed and '"week"' in listed
+    keys_json = server.cli("keys", "list", "--json").stdout
+    assert '"budget_usd":"3"' in keys_json and '"budget_period":"day"' in keys_json
+    bad = server.cli("keys", "create", "--name", "bad", "--budget", "lots", check=False)
+    assert bad.returncode != 0 and "--budget" in bad.stderr
+    assert (
+        httpx.post(
+            server.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"}
+        ).status_code
+        == 200
+    )
