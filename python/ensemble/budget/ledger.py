@@ -47,6 +47,8 @@ class Account:
     available: int = 0  # what this process may still reserve (its share, or its Redis lease)
     shared: bool = False  # `available` is a lease from Redis
     pending: int = 0  # spend settled here and not yet pushed to Redis
+    floor: int = 0  # the durable spend this process read: seeds the period in Redis
+    stale_reserved: int = 0  # reservations still in flight from a period that has ended
     lease_until: float = 0.0  # monotonic seconds; a lease is void after this
     exhausted_logged: bool = False
 
@@ -105,10 +107,13 @@ class Budgets:
             )
         new_period = acc.period != period or acc.starts != starts
         acc.limit, acc.period, acc.starts, acc.resets = limit, period, starts, resets
-        if new_period and acc.shared:
-            acc.available, acc.lease_until, acc.pending = 0, 0.0, 0
+        if new_period:
+            acc.stale_reserved += acc.reserved
+            acc.reserved = 0
+            if acc.shared:
+                acc.available, acc.lease_until, acc.pending = 0, 0.0, 0
         if spent is not None:
-            acc.spent = spent
+            acc.spent = acc.floor = spent
         elif new_period:
             acc.spent = 0
         if not acc.shared:
@@ -158,9 +163,10 @@ class Budgets:
 
         A provider batch's result, never reserved, settles a hold of 0 (`unreserved`)."""
         for acc, starts in zip(hold.accounts, hold.starts, strict=True):
-            acc.reserved -= hold.amount
             if acc.starts != starts:
-                continue  # reserved in a period that has ended: charged to that one
+                acc.stale_reserved -= hold.amount  # reserved in a period that has ended: charged to that one
+                continue
+            acc.reserved -= hold.amount
             acc.available += hold.amount - actual
             acc.spent += actual
             if acc.shared:
@@ -182,7 +188,9 @@ class Budgets:
     def _roll(self, acc: Account, now: float) -> None:
         """A new period began: nothing spent in it yet; reservations in flight stay with the old one."""
         acc.starts, acc.resets = bounds(acc.period, now)
-        acc.spent = 0
+        acc.spent = acc.floor = 0
+        acc.stale_reserved += acc.reserved
+        acc.reserved = 0
         acc.exhausted_logged = False
         if acc.shared:
             acc.available, acc.lease_until, acc.pending = 0, 0.0, 0

@@ -77,6 +77,7 @@ class Runtime:
         self.batches: BatchService | None = None
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
+        self.scaleout.budgets = self.budgets
         self.inflight = InFlightIndex()
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
         self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))

@@ -16,6 +16,8 @@ from typing import Any
 
 import redis
 
+from ensemble.budget.ledger import Budgets
+from ensemble.budget.sync import BudgetSync
 from ensemble.config.schema import Config
 from ensemble.ratelimit import Admission
 from ensemble.ratelimit.lease import Leases
@@ -39,6 +41,8 @@ class Scaleout:
         self.health: shared.RedisHealth | None = None
         self.keysync: KeySync | None = None
         self.ratesync: RateLimitSync | None = None
+        self.budgets: Budgets | None = None  # the runtime's; shared through `budgetsync` with Redis
+        self.budgetsync: BudgetSync | None = None
         self.s3: S3Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._apply_keys = apply_keys
@@ -77,6 +81,14 @@ class Scaleout:
         )
         for scope in list(self._watch_early):
             self.ratesync.watch(scope)
+        if self.budgets is not None:
+            self.budgetsync = BudgetSync(
+                self._client,
+                ns,
+                self.budgets,
+                self.health,
+                sync_interval=self.config.rate_limit.sync_interval,
+            )
         # Endpoint scopes are admitted on the local counters plus everyone's usage (the shared
         # view), pulled every interval even while this instance does not use the endpoint.
         self.admission.on_endpoint = self.ratesync.track
@@ -94,6 +106,12 @@ class Scaleout:
             if scopes:
                 await asyncio.wait_for(self.ratesync.settle(scopes), STARTUP_WAIT)
         self._tasks.append(loop.create_task(self.ratesync.run(), name="redis-ratelimit-sync"))
+        if self.budgetsync is not None:
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                accounts = [a for a in self.budgets.accounts.values() if a.shared] if self.budgets else []
+                if accounts:  # first slices before serving, so the first requests need not wait
+                    await asyncio.wait_for(self.budgetsync.settle(accounts), STARTUP_WAIT)
+            self._tasks.append(loop.create_task(self.budgetsync.run(), name="redis-budget-sync"))
 
     def watch_key(self, record: KeyRecord) -> None:
         scope = self.admission.key_scope(record.key_id)
@@ -122,6 +140,8 @@ class Scaleout:
                 scopes = [s for s, st in self.ratesync.scopes.items() if st.pending_requests or st.settled_at]
                 if scopes:
                     await asyncio.wait_for(self.ratesync.settle(scopes, final=True), 2.0)
+        if self.budgetsync is not None:
+            await self.budgetsync.close()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -156,6 +176,8 @@ class Scaleout:
             out["redis"] = self.health.view()
             if self.ratesync is not None:
                 out["redis"]["ratelimit"] = self.ratesync.view()
+            if self.budgetsync is not None:
+                out["redis"]["budgets"] = self.budgetsync.view()
             if self.keysync is not None:
                 out["redis"]["keys"] = {"loaded": self.keysync.loaded, "applied": self.keysync.applied}
         else:

@@ -1,0 +1,123 @@
+"""A budget shared by three instances through one real redis-server (docs/budgets.md): each instance
+reserves only out of the slice Redis granted it, so together they never spend past the ceiling,
+and slices move to where the requests are so most of the budget is still served. Each instance has
+its own SQLite file: the spend they agree on lives only in Redis. The outage test runs last."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from test_budgets import PROVIDER, REQUEST, real_cost_micro
+
+from support.ensemble import Ensemble
+from support.shared import RedisServer
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.redis = RedisServer()
+        config = {
+            "redis": {"address": self.redis.address, "namespace": "budget-test"},
+            "rate_limit": {"sync_interval": "1s"},
+        }
+        self.nodes: list[Ensemble] = []
+        try:
+            for name in ("a", "b", "c"):
+                self.nodes.append(Ensemble(root / name, providers=[PROVIDER], config=config))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(Path(tmp_path_factory.mktemp("budget-cluster")))
+    yield c
+    c.stop()
+
+
+def budgeted_key(cluster: Cluster, budget: str) -> tuple[str, str]:
+    out = cluster.nodes[0].cli(
+        "keys", "create", "--name", "shared-budget", "--budget", budget, "--budget-period", "day"
+    )
+    match = re.search(r"key id (key_\w+)", out.stderr)
+    assert match, out.stderr
+    key = out.stdout.strip()
+    for node in cluster.nodes:
+        node.wait_for_key(key)
+    return key, match.group(1)
+
+
+def spent_everywhere(cluster: Cluster, key_id: str) -> int:
+    """The key's spend summed over every instance's own usage table (flushed: every node was stopped
+    or its usage route read, which flushes)."""
+    total = 0
+    for node in cluster.nodes:
+        conn = sqlite3.connect(node.dir / "data" / "ensemble.db")
+        try:
+            (spent,) = conn.execute(
+                "SELECT coalesce(sum(cost_micro_dollars), 0) FROM usage_daily WHERE key_id = ?", (key_id,)
+            ).fetchone()
+        finally:
+            conn.close()
+        total += int(spent)
+    return total
+
+
+def burst(cluster: Cluster, key: str, n: int, concurrency: int) -> list[int]:
+    def one(i: int) -> int:
+        node = cluster.nodes[i % len(cluster.nodes)]
+        with httpx.Client(timeout=30) as c:
+            r = c.post(
+                node.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"}
+            )
+        assert r.status_code in (200, 402), r.text
+        return r.status_code
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def recorded_spend(cluster: Cluster, key_id: str, served: int) -> int:
+    """Wait until every served answer is in some instance's usage table (written in the background)."""
+    wait_until(lambda: spent_everywhere(cluster, key_id) >= served * real_cost_micro(), timeout=10)
+    return spent_everywhere(cluster, key_id)
+
+
+def test_three_instances_never_spend_past_a_shared_budget(cluster: Cluster) -> None:
+    budget_micro = 6000  # buys 30 answers
+    key, key_id = budgeted_key(cluster, "0.006")
+    codes = burst(cluster, key, n=120, concurrency=16)
+    spent = recorded_spend(cluster, key_id, codes.count(200))
+    could_buy = budget_micro // real_cost_micro()
+    assert codes.count(402) > 0
+    assert spent <= budget_micro, (spent, codes.count(200))
+    assert spent == codes.count(200) * real_cost_micro()
+    assert codes.count(200) >= 0.8 * could_buy, (codes.count(200), could_buy)
+
+
+def test_a_redis_outage_never_lets_spend_pass_the_budget(cluster: Cluster) -> None:
+    budget_micro = 8000
+    key, key_id = budgeted_key(cluster, "0.008")
+    # Every instance takes a slice, then Redis goes away: each spends at most what it holds.
+    first = burst(cluster, key, n=12, concurrency=3)
+    assert first.count(200) == 12
+    cluster.redis.stop()
+    codes = burst(cluster, key, n=90, concurrency=9)
+    spent = recorded_spend(cluster, key_id, first.count(200) + codes.count(200))
+    assert spent <= budget_micro, spent
+    assert codes.count(402) > 0 and codes.count(200) > 0  # served from the slices, then refused
