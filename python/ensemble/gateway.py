@@ -178,7 +178,10 @@ class Gateway:
         )
         try:
             ctx.budget = await self.budgets.reserve(accounts, worst)
-        except BudgetExceeded:
+        except BudgetExceeded as e:
+            metrics = telemetry.metrics
+            if metrics is not None:
+                metrics.budget_exceeded.labels(e.scope).inc()
             if ctx.reservation is not None:  # refused before any upstream call: not the caller's use
                 self.admission.release(ctx.reservation)
                 ctx.reservation = None

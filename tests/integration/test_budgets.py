@@ -23,6 +23,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 from support.ensemble import Ensemble
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -266,3 +267,32 @@ def test_cli_creates_keys_and_customers_with_budgets(server: Ensemble) -> None:
         ).status_code
         == 200
     )
+
+
+def test_metrics_show_spend_and_what_is_left_per_budget(server: Ensemble) -> None:
+    key, key_id = new_key(server, budget_usd="0.5")
+    with httpx.Client(timeout=30) as c:
+        assert (
+            c.post(
+                server.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"}
+            ).status_code
+            == 200
+        )
+    refused = exhausted_key(server)
+    assert (
+        httpx.post(
+            server.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {refused}"}
+        ).status_code
+        == 402
+    )
+    line = re.compile(rf'ensemble_budget_remaining_usd\{{id="{key_id}",scope="key"\}} (\S+)')
+
+    def metrics() -> str:
+        with admin(server) as a:
+            return a.get("/metrics").text
+
+    found = wait_until(lambda: line.search(metrics()), timeout=5)
+    assert 0.49 < float(found.group(1)) < 0.5
+    text = metrics()
+    assert re.search(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} 0\.000\d+', text)
+    assert re.search(r'ensemble_budget_exceeded_total\{scope="key"\} [1-9]', text)

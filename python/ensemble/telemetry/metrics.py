@@ -8,6 +8,7 @@ codes, error classes a fixed set.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -23,6 +24,7 @@ from prometheus_client import (
 from ensemble.errors import ProviderError
 
 if TYPE_CHECKING:
+    from ensemble.budget.ledger import Account
     from ensemble.gateway import CallContext
     from ensemble.types import Usage
 
@@ -35,6 +37,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 TOKEN_KINDS = ("input", "output", "cached", "cache_creation", "reasoning")
+MAX_BUDGET_SERIES = 50  # per scope (key, customer): budget gauges beyond are summed as "other"
 
 
 def multiprocess_mode() -> bool:
@@ -150,6 +153,28 @@ class Metrics:
             "Requests queued into a batch instead of answered 429 (batch.rate_limit_fallback)",
             registry=r,
         )
+        # Budgets (docs/budgets.md): only accounts that have one, the MAX_BUDGET_SERIES dearest by
+        # spend, the rest summed under id "other", so the label set stays bounded.
+        self.budget_spent = Gauge(
+            "ensemble_budget_spent_usd",
+            "Spend this budget period, per budgeted key or customer (top by spend, the rest as 'other')",
+            ("scope", "id"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.budget_remaining = Gauge(
+            "ensemble_budget_remaining_usd",
+            "What is left of the budget this period, per budgeted key or customer",
+            ("scope", "id"),
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.budget_exceeded = Counter(
+            "ensemble_budget_exceeded",
+            "Requests refused with 402 budget_exceeded, by the budget that refused them",
+            ("scope",),
+            registry=r,
+        )
         self._dropped_seen = 0
         self._http: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self._usage: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -225,6 +250,20 @@ class Metrics:
             self._dropped_seen = dropped_total
 
     # -- exposition ------------------------------------------------------------------------------
+
+    def budgets(self, accounts: Iterable[Account]) -> None:
+        """Set the budget gauges from this process's accounts (sampled, not per request)."""
+        self.budget_spent.clear()
+        self.budget_remaining.clear()
+        for scope in ("key", "customer"):
+            ranked = sorted((a for a in accounts if a.kind == scope), key=lambda a: -a.spent)
+            for a in ranked[:MAX_BUDGET_SERIES]:
+                self.budget_spent.labels(scope, a.owner).set(a.spent / 1e6)
+                self.budget_remaining.labels(scope, a.owner).set(a.remaining() / 1e6)
+            rest = ranked[MAX_BUDGET_SERIES:]
+            if rest:
+                self.budget_spent.labels(scope, "other").set(sum(a.spent for a in rest) / 1e6)
+                self.budget_remaining.labels(scope, "other").set(sum(a.remaining() for a in rest) / 1e6)
 
     def render(self) -> bytes:
         if self.registry is not None:

@@ -48,6 +48,8 @@ async def _sample(rt: Runtime) -> None:
         metrics = telemetry.metrics
         if metrics is not None and rt.request_log is not None:
             metrics.sync_dropped(rt.request_log.dropped)
+        if metrics is not None:
+            metrics.budgets(list(rt.budgets.accounts.values()))
 
 
 async def stop(rt: Runtime) -> None:

@@ -1,0 +1,100 @@
+"""The budget ledger on an injected clock: periods reset on UTC calendar bounds, reservations are
+all-or-nothing across key and customer, and the real cost replaces the reservation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from ensemble.budget.ledger import Budgets, Hold
+from ensemble.budget.period import bounds, iso
+from ensemble.budget.view import parse_usd
+from ensemble.errors import BudgetExceeded, InvalidRequest
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, text: str) -> None:
+        self.now = at(text)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_periods_are_utc_calendar_periods() -> None:
+    now = at("2026-12-02T13:19:00")  # a Wednesday
+    assert (
+        iso(bounds("day", now)[0]) == "2026-12-02T00:00:00Z"
+        and iso(bounds("day", now)[1]) == "2026-12-03T00:00:00Z"
+    )
+    assert (
+        iso(bounds("week", now)[0]) == "2026-11-30T00:00:00Z"
+        and iso(bounds("week", now)[1]) == "2026-12-07T00:00:00Z"
+    )
+    assert iso(bounds("month", now)[1]) == "2027-01-01T00:00:00Z"
+    assert bounds("total", now) == (0.0, None)
+
+
+def test_a_period_reset_frees_the_budget_and_keeps_in_flight_spend_in_the_old_period() -> None:
+    clock = Clock("2026-12-31T23:59:00")
+    b = Budgets(clock=clock)
+    b.configure("key", "k", 1000, "day", spent=0)
+    accounts = b.accounts_for("k", "")
+    first = b.try_reserve(accounts, 600)
+    assert isinstance(first, Hold)
+    assert not isinstance(b.try_reserve(accounts, 600), Hold)  # 400 left today
+    clock.now = at("2027-01-01T00:00:01")  # a new day (and month, and year)
+    second = b.try_reserve(accounts, 900)
+    assert isinstance(second, Hold)  # the whole budget again
+    acc = accounts[0]
+    assert acc.resets == at("2027-01-02T00:00:00") and acc.spent == 0
+    b.settle(first, 500)  # admitted yesterday: charged to yesterday, no refund into today
+    assert acc.spent == 0 and acc.available == 100 and acc.stale_reserved == 0
+    b.settle(second, 300)
+    assert acc.spent == 300 and acc.available == 700 and acc.reserved == 0
+
+
+def test_reservations_take_key_and_customer_together_or_not_at_all() -> None:
+    b = Budgets(clock=Clock("2026-12-02T12:00:00"))
+    b.configure("key", "k1", 10_000, "month", spent=0)
+    b.configure("customer", "c", 1000, "month", spent=200)
+    accounts = b.accounts_for("k1", "c")
+    assert [a.kind for a in accounts] == ["key", "customer"]
+    refused = b.try_reserve(accounts, 900)  # the customer has 800 left
+    assert not isinstance(refused, Hold) and refused.kind == "customer"
+    assert accounts[0].available == 10_000 and accounts[0].reserved == 0  # the key was not touched
+    hold = b.try_reserve(accounts, 800)
+    assert isinstance(hold, Hold)
+    b.settle(hold, 50)
+    assert [a.spent for a in accounts] == [50, 250]
+    assert accounts[1].available == 750
+
+
+def test_workers_without_redis_each_admit_their_share() -> None:
+    b = Budgets(share=2, clock=Clock("2026-12-02T12:00:00"))
+    b.configure("key", "k", 1000, "total", spent=200)
+    assert b.accounts_for("k", "")[0].available == 400
+
+
+def test_refusal_says_what_is_left_and_when_it_resets() -> None:
+    b = Budgets(clock=Clock("2026-12-02T12:00:00"))
+    b.configure("key", "k", 250_000, "month", spent=240_000)
+    with pytest.raises(BudgetExceeded) as e:
+        asyncio.run(b.reserve(b.accounts_for("k", ""), 20_000))
+    assert e.value.status == 402 and e.value.code == "budget_exceeded"
+    assert e.value.remaining_usd == "0.01" and e.value.resets_at == "2027-01-01T00:00:00Z"
+    assert (
+        "0.01 USD left of 0.25 USD" in e.value.message and "resets at 2027-01-01T00:00:00Z" in e.value.message
+    )
+
+
+def test_dollars_parse_exactly_to_micro_dollars() -> None:
+    assert parse_usd("25") == 25_000_000 and parse_usd("0.000001") == 1 and parse_usd(None) is None
+    for bad in ("ten", "-1", "0.0000001", "nan", "inf"):
+        with pytest.raises(InvalidRequest):
+            parse_usd(bad)
