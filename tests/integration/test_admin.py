@@ -191,7 +191,12 @@ def test_key_lifecycle_applies_on_every_worker_within_a_second(gw: Gateway) -> N
         "rate_limit_tpm": 0,
         "allowed_models": ["mock-1"],
         "created_at": r.json()["created_at"],
+        "budget_usd": None,  # no budget (docs/budgets.md); spend this month still shows
+        "budget_period": "month",
+        "spent_usd": r.json()["spent_usd"],  # the request above, this month
+        "budget_resets_at": r.json()["budget_resets_at"],
     }
+    assert r.json()["budget_resets_at"].endswith("-01T00:00:00Z")
     assert key not in r.text
 
     # Narrow the allowed models: 403 everywhere within a second.
@@ -254,6 +259,7 @@ def test_list_keys_paginates(gw: Gateway) -> None:
         assert set(k) == {
             "key_id", "prefix", "name", "customer_id", "status", "rate_limit_rpm",
             "rate_limit_tpm", "allowed_models", "created_at",
+            "budget_usd", "budget_period", "spent_usd", "budget_resets_at",
         }  # fmt: skip
         assert "key" not in k
     for bad in ({"limit": -1}, {"limit": "x"}, {"limit": 5000}, {"offset": "1e3"}, {"page": 2}):
@@ -294,9 +300,16 @@ def test_customers_create_and_list(gw: Gateway) -> None:
         r = gw.admin("POST", "/admin/customers", json={"name": f"Acme {i}", "email": f"ops{i}@acme.test"})
         assert r.status_code == 201, r.text
         c = r.json()
-        assert set(c) == {"customer_id", "name", "email", "created_at"} and c["customer_id"].startswith(
-            "cus_"
-        )
+        assert set(c) == {
+            "customer_id",
+            "name",
+            "email",
+            "created_at",
+            "budget_usd",
+            "budget_period",
+            "spent_usd",
+            "budget_resets_at",
+        } and c["customer_id"].startswith("cus_")
         made.append(c)
     listed = gw.admin("GET", "/admin/customers").json()
     assert listed["total"] >= 3
@@ -388,7 +401,8 @@ def test_usage_and_logs_shapes_and_filters(gw: Gateway) -> None:
 
     eventually(lambda: usage()["totals"]["requests"] == 5)
     u = usage()
-    assert set(u) == {"key_id", "totals", "by_model", "by_day"} and u["key_id"] == key_id
+    assert set(u) == {"key_id", "totals", "by_model", "by_day", "by_week", "by_month", "budget"}
+    assert u["key_id"] == key_id
     fields = {
         "requests", "errors", "input_tokens", "output_tokens", "cached_tokens",
         "cache_creation_tokens", "reasoning_tokens", "cost", "cost_micro_dollars",

@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,14 @@ def test_concurrent_requests_never_spend_past_a_key_budget(server: Ensemble) -> 
     assert record["budget_usd"] == "0.004" and record["budget_period"] == "day"
     assert Decimal(record["spent_usd"]) * 1_000_000 == spent
     assert record["budget_resets_at"].endswith("T00:00:00Z")
+    # Usage by the periods budgets count in, with the budget's state alongside.
+    with admin(server) as a:
+        usage = a.get(f"/admin/keys/{key_id}/usage").json()
+    today = datetime.now(UTC)
+    week = "{}-W{:02d}".format(*today.isocalendar()[:2])
+    assert usage["by_month"][today.strftime("%Y-%m")]["cost_micro_dollars"] == spent
+    assert usage["by_week"][week]["cost_micro_dollars"] == spent
+    assert usage["budget"]["budget_usd"] == "0.004" and usage["budget"]["spent_usd"] == record["spent_usd"]
 
 
 def test_a_customer_budget_is_shared_by_its_keys(server: Ensemble) -> None:

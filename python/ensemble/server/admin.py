@@ -379,9 +379,13 @@ async def key_usage(rt: Runtime, req: Request) -> None:
     key_id = path_id(req, "key_id")
     params = query(req, ("since", "until"))
     since, until = day_param(params, "since"), day_param(params, "until")
-    await existing_key(rt, key_id)
+    record = await existing_key(rt, key_id)
     assert rt.db is not None and rt.request_log is not None
     await rt.request_log.flush()  # this worker's buffered records count too
+    view = await key_view(rt, record)
+    budget_view = {
+        k: view.get(k) for k in ("budget_usd", "budget_period", "spent_usd", "remaining_usd", "budget_resets_at")
+    }
     sql = f"SELECT day, model, {', '.join(_USAGE_COLUMNS)} FROM usage_daily WHERE key_id = ?"
     args: list[Any] = [key_id]
     if since:
@@ -395,12 +399,16 @@ async def key_usage(rt: Runtime, req: Request) -> None:
     totals = _empty_usage()
     by_model: dict[str, dict[str, int]] = {}
     by_day: dict[str, dict[str, int]] = {}
+    by_week: dict[str, dict[str, int]] = {}
+    by_month: dict[str, dict[str, int]] = {}
     for row in rows:
         day, model, values = str(row[0]), str(row[1]), [int(v) for v in row[2:]]
         for bucket in (
             totals,
             by_model.setdefault(model, _empty_usage()),
             by_day.setdefault(day, _empty_usage()),
+            by_week.setdefault(iso_week(day), _empty_usage()),
+            by_month.setdefault(day[:7], _empty_usage()),
         ):
             for name, value in zip(_USAGE_COLUMNS, values, strict=True):
                 bucket[name] += value
@@ -411,8 +419,18 @@ async def key_usage(rt: Runtime, req: Request) -> None:
             "totals": _usage_json(totals),
             "by_model": {m: _usage_json(u) for m, u in by_model.items()},
             "by_day": {d: _usage_json(u) for d, u in by_day.items()},
+            # The UTC periods budgets reset on (docs/budgets.md): ISO weeks from Monday, months.
+            "by_week": {w: _usage_json(u) for w, u in by_week.items()},
+            "by_month": {m: _usage_json(u) for m, u in by_month.items()},
+            "budget": budget_view,
         },
     )
+
+
+def iso_week(day: str) -> str:
+    """`2026-12-02` -> `2026-W49` (the ISO year and week a budget's `week` period counts in)."""
+    year, week, _ = datetime.strptime(day, "%Y-%m-%d").isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 # -- customers -------------------------------------------------------------------------------------
