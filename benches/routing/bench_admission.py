@@ -7,7 +7,9 @@ One "request" = what the gateway does before and after the upstream call: per-ke
 endpoint, ordering), per-endpoint admission (`admit_endpoint`), `Router.remember`, and the two
 reconciles at the end. The request has a 2,000-character system prompt and three messages (the
 "cacheable" row: 32,000 characters, so every affinity hit is worth sticking to and the holders are
-ordered); the pool has three endpoints with RPM/TPM limits. The share at 5k req/s is the fraction of one core
+ordered); the pool has three endpoints with RPM/TPM limits. The budget rows add (or time alone) the
+spend-budget admission: `Gateway._reserve_budget` (worst-case cost over the plan's candidates,
+reserved on the key's and its customer's budget) and the settle with the real cost at the end. The share at 5k req/s is the fraction of one core
 those microseconds take at that rate; the profile share is their fraction of the CPU a whole JSON
 request costs one worker (PIPELINE_CPU_US, measured by `make bench`: the JSON row's CPU µs/request
 at concurrency 64 on one worker, docs/performance.md).
@@ -19,7 +21,9 @@ import time
 from collections.abc import Callable
 
 from ensemble._native import build_profile
+from ensemble.budget.ledger import Budgets
 from ensemble.config.schema import CacheConfig, EndpointConfig, ModelConfig, Pricing, ProviderConfig
+from ensemble.gateway import CallContext, Gateway
 from ensemble.providers.mock import MockProvider
 from ensemble.ratelimit import Admission
 from ensemble.router import Router
@@ -69,13 +73,40 @@ def requests(n_distinct: int, system_repeats: int = 70) -> list[InferenceRequest
     ]
 
 
-def run(strategy: str, affinity: bool, full: bool, system_repeats: int = 70) -> float:
+def budget_gateway(admission: Admission) -> Gateway:
+    """The gateway's budget stage alone: a key and its customer, both with (ample) budgets."""
+    gw = Gateway.__new__(Gateway)  # only `budgets` and `admission` are read by _reserve_budget
+    gw.admission = admission
+    gw.budgets = Budgets()
+    gw.budgets.configure("key", "k1", 10**15, "month", spent=0)
+    gw.budgets.configure("customer", "c1", 10**15, "month", spent=0)
+    return gw
+
+
+def complete(coro: object) -> None:
+    """Run a coroutine that never suspends (the budget path with its slice in hand) to its end."""
+    try:
+        coro.send(None)  # type: ignore[attr-defined]
+    except StopIteration:
+        return
+    raise AssertionError("the budget admission suspended")
+
+
+def run(
+    strategy: str,
+    affinity: bool,
+    full: bool,
+    system_repeats: int = 70,
+    budgets: bool = False,
+    only: bool = False,
+) -> float:
     router, admission = build(strategy, affinity)
+    gw = budget_gateway(admission)
     key = KeyRecord(
         key_id="k1",
         prefix="ens_abcd",
         name="bench",
-        customer_id="",
+        customer_id="c1",
         status="active",
         rate_limit_rpm=10_000_000,
         rate_limit_tpm=10**12,
@@ -84,12 +115,22 @@ def run(strategy: str, affinity: bool, full: bool, system_repeats: int = 70) -> 
     )
     reqs = requests(1000, system_repeats)
     clock = admission.clock
+    ctx = CallContext("req_bench", key)
+    if only:  # the budget stage alone, on a plan made once
+        plan = router.plan("m", reqs[0])
+        start = time.process_time()
+        for i in range(N):
+            complete(gw._reserve_budget(reqs[i % 1000], ctx, plan))
+            gw._settle_budget(ctx, 4000)
+        return (time.process_time() - start) / N * 1e6
     start = time.process_time()  # CPU time: less sensitive to other processes on a shared machine
     for i in range(N):
         req = reqs[i % 1000]
         if full:
             res = admission.admit_key(key, 700)
         plan = router.plan("m", req)
+        if budgets:
+            complete(gw._reserve_budget(req, ctx, plan))
         for cand in plan.candidates:
             if admission.admit_endpoint(cand.limits, 700, clock()) == 0:
                 break
@@ -97,6 +138,8 @@ def run(strategy: str, affinity: bool, full: bool, system_repeats: int = 70) -> 
             router.remember(plan, cand, "req_bench")
             admission.reconcile_endpoint(cand.limits, 700, 650, clock())
             admission.reconcile(res, 650)
+        if budgets:
+            gw._settle_budget(ctx, 4000)
     return (time.process_time() - start) / N * 1e6
 
 
@@ -107,6 +150,8 @@ def main() -> None:
         ("full path, session_affinity, cacheable", lambda: run("session_affinity", True, True, 1100)),
         ("full path, least_used", lambda: run("least_used", False, True)),
         ("full path, round_robin", lambda: run("round_robin", False, True)),
+        ("full path + budgets (key and customer)", lambda: run("session_affinity", True, True, budgets=True)),
+        ("budget admission + settle only", lambda: run("session_affinity", True, True, only=True)),
         ("plan + endpoint admit only, session_affinity", lambda: run("session_affinity", True, False)),
     ]
     print(f"{'':<46}{'us/request':>11}{'core share at 5k req/s':>25}{'profile share':>15}")

@@ -139,6 +139,8 @@ def test_create_a_key_through_the_form(tab: Tab, stack: tuple[DashboardStack, Se
     form.get_by_label("Customer").select_option(seeded.customer_id)
     form.get_by_label("Requests per minute").fill("120")
     form.get_by_label("Allowed models").fill("mock-1, gpt-4o")
+    form.get_by_label("Budget (USD)").fill("12.5")
+    form.get_by_label("Budget period").select_option("week")
     form.get_by_role("button", name="Create").click()
 
     panel = page.get_by_role("status", name="New key")
@@ -156,10 +158,13 @@ def test_create_a_key_through_the_form(tab: Tab, stack: tuple[DashboardStack, Se
     assert record["customer_id"] == seeded.customer_id
     assert record["rate_limit_rpm"] == 120 and record["rate_limit_tpm"] == 0
     assert record["allowed_models"] == ["mock-1", "gpt-4o"]
+    assert record["budget_usd"] == "12.5" and record["budget_period"] == "week"
     assert key.startswith(record["prefix"])
     server.server.wait_for_key(key)
     assert server.generate(key, "mock-1").status_code == 200
-    expect(page.locator(f'tr[data-key-id="{record["key_id"]}"]')).to_contain_text("made-in-the-browser")
+    row = page.locator(f'tr[data-key-id="{record["key_id"]}"]')
+    expect(row).to_contain_text("made-in-the-browser")
+    expect(row).to_contain_text("$12.5 / week")
 
     # Shown once: gone from the page when dismissed, and in no list.
     panel.get_by_role("button", name="Done").click()
@@ -257,10 +262,16 @@ def test_customers_list_and_create(tab: Tab, stack: tuple[DashboardStack, Seeded
     form = page.get_by_role("form", name="Create a customer")
     form.get_by_label("Name").fill("Globex")
     form.get_by_label("Email").fill("billing@globex.example")
+    form.get_by_label("Budget (USD)").fill("300")
+    form.get_by_label("Budget period").select_option("month")
     form.get_by_role("button", name="Create").click()
     expect(page.locator("tbody")).to_contain_text("billing@globex.example")
+    expect(page.locator("tbody")).to_contain_text("$300 / month")
     customers = server.admin("GET", "/admin/customers").json()["customers"]
-    assert any(c["name"] == "Globex" and c["email"] == "billing@globex.example" for c in customers)
+    assert any(
+        c["name"] == "Globex" and c["email"] == "billing@globex.example" and c["budget_usd"] == "300"
+        for c in customers
+    )
 
 
 def test_providers_show_endpoints_and_manage_a_stored_credential(

@@ -111,7 +111,15 @@ export interface KeyRecord {
   rate_limit_tpm: number;
   allowed_models: string[];
   created_at: string;
+  budget_usd: string | null;
+  budget_period: BudgetPeriod;
+  spent_usd: string;
+  remaining_usd?: string;
+  budget_resets_at: string | null;
 }
+
+export type BudgetPeriod = "day" | "week" | "month" | "total";
+export const PERIODS: BudgetPeriod[] = ["day", "week", "month", "total"];
 
 export interface NewKey {
   key: string;
@@ -124,6 +132,18 @@ export interface Customer {
   name: string;
   email: string;
   created_at: string;
+  budget_usd: string | null;
+  budget_period: BudgetPeriod;
+  spent_usd: string;
+  remaining_usd?: string;
+  budget_resets_at: string | null;
+}
+
+export interface CustomerFields {
+  name: string;
+  email: string;
+  budget_usd?: string;
+  budget_period?: BudgetPeriod;
 }
 
 export interface LogEntry {
@@ -190,6 +210,8 @@ export interface KeyFields {
   rate_limit_rpm?: number;
   rate_limit_tpm?: number;
   allowed_models?: string[];
+  budget_usd?: string;
+  budget_period?: string;
 }
 
 const id = encodeURIComponent;
@@ -206,7 +228,7 @@ export const api = {
   revokeKey: (keyId: string) => call<KeyRecord>("POST", `/admin/keys/${id(keyId)}/revoke`),
   customers: (limit: number, offset: number) =>
     call<{ customers: Customer[]; total: number }>("GET", "/admin/customers", { query: { limit, offset } }),
-  createCustomer: (name: string, email: string) => call<Customer>("POST", "/admin/customers", { body: { name, email } }),
+  createCustomer: (fields: CustomerFields) => call<Customer>("POST", "/admin/customers", { body: fields }),
   logs: (query: Query) => call<{ logs: LogEntry[]; total: number }>("GET", "/admin/logs", { query }),
   credential: (endpointId: string) => call<Credential>("GET", `/admin/endpoints/${id(endpointId)}/credential`),
   putCredential: (endpointId: string, apiKey: string) =>

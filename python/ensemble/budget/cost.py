@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ensemble.types import AudioContent, DocumentContent, ImageContent, InferenceRequest, TextContent
-from ensemble.usage.pricing import Price
+
+if TYPE_CHECKING:  # (importing pricing here would close an import cycle through config)
+    from ensemble.usage.pricing import Price
 
 # Tokens are never fewer than the characters they encode in practice, so characters bound them;
 # each message adds a few framing tokens; a non-text part (an image, a document page) is counted

@@ -19,6 +19,14 @@ class BudgetLoader:
         self.flush = flush  # the request log's: spend settled here must be on disk before it is read
         self._customers_seen_ms = 0
 
+    def _changed(self, kind: str, owner: str, limit: int | None, period: str) -> bool:
+        """Whether a (re-)read record changes the account: the polls read the newest row again each
+        time, and re-reading spend then would only replace exact in-memory counts with older ones."""
+        acc = self.budgets.get(kind, owner)
+        if acc is None:
+            return limit is not None
+        return limit is None or acc.limit != limit or acc.period != period
+
     def _first_day(self, period: str) -> str:
         return first_day(bounds(period, self.budgets.clock())[0])
 
@@ -45,7 +53,7 @@ class BudgetLoader:
         """Key records from Redis: the shared budget (Redis) knows their spend."""
         for _, r in records:
             limit = None if r.status == "revoked" else r.budget_micro
-            if limit is not None or self.budgets.get("key", r.key_id) is not None:
+            if self._changed("key", r.key_id, limit, r.budget_period):
                 self.budgets.configure("key", r.key_id, limit, r.budget_period, None)
 
     async def sync_customers(self, db: aiosqlite.Connection) -> int:

@@ -1,25 +1,35 @@
 // Keys: create one (shown once, with a copy button), list them, disable, enable, revoke.
 import { useRef, useState } from "preact/hooks";
-import { type ApiError, api, type KeyFields, type KeyRecord, type NewKey } from "../api";
+import { type ApiError, api, type KeyFields, type KeyRecord, type NewKey, PERIODS } from "../api";
 import { count, when } from "../format";
 import { useLoad } from "../hooks";
 import { Badge, ConfirmButton, ErrorNote, healthTone, Pager } from "../widgets";
 
 const PAGE = 50;
 
-// The create form, field by field. Budgets (budget_usd, budget_period) join here as two more rows
-// once the admin API takes them; `toBody` passes every field that has a value.
-type FieldKind = "text" | "customer" | "limit" | "models";
+// The create form, field by field; `toBody` passes every field that has a value. A budget is a
+// decimal string of dollars (the admin API's `budget_usd`), reset every `budget_period` (UTC).
+type FieldKind = "text" | "customer" | "limit" | "models" | "usd" | "period";
 const FIELDS: { name: keyof KeyFields; label: string; kind: FieldKind; hint?: string }[] = [
   { name: "name", label: "Name", kind: "text" },
   { name: "customer_id", label: "Customer", kind: "customer" },
   { name: "rate_limit_rpm", label: "Requests per minute", kind: "limit", hint: "empty or 0: the gateway's default" },
   { name: "rate_limit_tpm", label: "Tokens per minute", kind: "limit", hint: "empty or 0: the gateway's default" },
   { name: "allowed_models", label: "Allowed models", kind: "models", hint: "comma-separated; empty: every model" },
+  { name: "budget_usd", label: "Budget (USD)", kind: "usd", hint: "spend ceiling per period; empty: none" },
+  { name: "budget_period", label: "Budget period", kind: "period" },
 ];
 
 type Draft = Record<keyof KeyFields, string>;
-const EMPTY: Draft = { name: "", customer_id: "", rate_limit_rpm: "", rate_limit_tpm: "", allowed_models: "" };
+const EMPTY: Draft = {
+  name: "",
+  customer_id: "",
+  rate_limit_rpm: "",
+  rate_limit_tpm: "",
+  allowed_models: "",
+  budget_usd: "",
+  budget_period: "month",
+};
 
 function toBody(draft: Draft): KeyFields {
   const body: KeyFields = { name: draft.name.trim() };
@@ -78,6 +88,8 @@ export function KeysPage() {
               <th class="num">RPM</th>
               <th class="num">TPM</th>
               <th>Models</th>
+              <th class="num">Budget</th>
+              <th class="num">Spent</th>
               <th>Created</th>
               <th>Actions</th>
             </tr>
@@ -111,6 +123,12 @@ function KeyRow({ record: k, customer, act }: { record: KeyRecord; customer: str
       <td class="num">{k.rate_limit_rpm ? count(k.rate_limit_rpm) : <span class="quiet">default</span>}</td>
       <td class="num">{k.rate_limit_tpm ? count(k.rate_limit_tpm) : <span class="quiet">default</span>}</td>
       <td>{k.allowed_models.length ? k.allowed_models.join(", ") : <span class="quiet">all</span>}</td>
+      <td class="num">
+        {k.budget_usd !== null ? `$${k.budget_usd} / ${k.budget_period}` : <span class="quiet">none</span>}
+      </td>
+      <td class="num" title={k.budget_resets_at ? `resets ${k.budget_resets_at}` : "never resets"}>
+        ${k.spent_usd}
+      </td>
       <td class="time">{when(k.created_at)}</td>
       <td class="row-actions">
         {k.status === "active" && (
@@ -169,6 +187,23 @@ function CreateKey(props: { customers: { customer_id: string; name: string }[]; 
                   </option>
                 ))}
               </select>
+            ) : f.kind === "period" ? (
+              <select value={draft[f.name]} onChange={(e) => set(f.name, e.currentTarget.value)}>
+                {PERIODS.map((p) => (
+                  <option key={p} value={p}>
+                    {p}
+                  </option>
+                ))}
+              </select>
+            ) : f.kind === "usd" ? (
+              <input
+                type="text"
+                inputMode="decimal"
+                pattern="[0-9]+(\.[0-9]{1,6})?"
+                maxLength={40}
+                value={draft[f.name]}
+                onInput={(e) => set(f.name, e.currentTarget.value)}
+              />
             ) : f.kind === "limit" ? (
               <input
                 type="number"
