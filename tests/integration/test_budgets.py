@@ -5,6 +5,7 @@ than its reservation frees the rest at once."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import sqlite3
@@ -18,7 +19,9 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
+import websockets
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
@@ -305,3 +308,69 @@ def test_metrics_show_spend_and_what_is_left_per_budget(server: Ensemble) -> Non
     text = metrics()
     assert re.search(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} 0\.000\d+', text)
     assert re.search(r'ensemble_budget_exceeded_total\{scope="key"\} [1-9]', text)
+
+
+def test_websocket_requests_are_reserved_and_settled_like_any_other(server: Ensemble) -> None:
+    key, key_id = new_key(server, budget_usd="0.0021")  # ten answers of 202, and one reservation short
+
+    async def run() -> list[dict[str, Any]]:
+        async with websockets.connect(server.url.replace("http", "ws") + "/api/v1/ws") as ws:
+            await ws.send(orjson.dumps({"type": "auth", "api_key": key}).decode())
+            assert orjson.loads(await ws.recv()) == {"type": "ready"}
+            out = []
+            for i in range(12):  # one at a time: each settles before the next is admitted
+                await ws.send(orjson.dumps({"type": "request", "request_id": f"w{i}", **REQUEST}).decode())
+                while True:
+                    msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if msg["type"] in ("done", "error"):
+                        out.append(msg)
+                        break
+            return out
+
+    answers = asyncio.run(run())
+    done = [m for m in answers if m["type"] == "done"]
+    refused = [m for m in answers if m["type"] == "error"]
+    assert len(done) == 10 and refused, answers
+    assert all(m["error"]["code"] == "budget_exceeded" for m in refused)
+    assert durable_spend(server, [key_id]) == 10 * real_cost_micro() <= 2100
+
+
+def test_batch_items_past_the_budget_are_errored_budget_exceeded(server: Ensemble) -> None:
+    key, key_id = new_key(
+        server, budget_usd="0.001"
+    )  # four answers of 202 (a fifth reservation does not fit)
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+        items = [{"custom_id": f"b{i}", **REQUEST} for i in range(8)]
+        r = c.post("/api/v1/batch", json={"requests": items})
+        assert r.status_code == 200, r.text
+        batch_id = r.json()["batch_id"]
+        wait_until(lambda: c.get(f"/api/v1/batch/{batch_id}").json()["status"] == "ended", timeout=20)
+        lines = [orjson.loads(line) for line in c.get(f"/api/v1/batch/{batch_id}/results").text.splitlines()]
+    kinds = [line["result"]["type"] for line in lines]
+    assert kinds.count("succeeded") >= 3 and "errored" in kinds, kinds
+    errors = [line["result"]["error"] for line in lines if line["result"]["type"] == "errored"]
+    assert all("budget_exceeded" in orjson.dumps(e).decode() for e in errors), errors
+    assert durable_spend(server, [key_id]) == kinds.count("succeeded") * real_cost_micro() <= 1000
+
+
+def test_spend_survives_sigterm_and_a_restart(tmp_path: Path) -> None:
+    first = Ensemble(tmp_path, providers=[PROVIDER], env={"ENSEMBLE_ADMIN_KEY": ADMIN})
+    try:
+        key, key_id = new_key(first, budget_usd="0.002", budget_period="month")
+        codes = burst(first.url, [key], n=30, concurrency=4)
+        served = codes.count(200)
+        assert 0 < served < 30
+    finally:
+        assert first.stop() == 0  # SIGTERM: drains and flushes the request log
+    again = Ensemble(tmp_path, providers=[PROVIDER], env={"ENSEMBLE_ADMIN_KEY": ADMIN}, key=False)
+    try:
+        record = key_record(again, key_id)
+        assert (
+            Decimal(record["spent_usd"]) * 1_000_000 == served * real_cost_micro()
+        )  # nothing lost or doubled
+        r = httpx.post(
+            again.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"}
+        )
+        assert r.status_code == 402, r.text  # the restarted server knows the budget is spent
+    finally:
+        again.stop()
