@@ -73,10 +73,12 @@ def requests(n_distinct: int, system_repeats: int = 70) -> list[InferenceRequest
     ]
 
 
-def budget_gateway(admission: Admission) -> Gateway:
+def budget_gateway(router: Router, admission: Admission) -> Gateway:
     """The gateway's budget stage alone: a key and its customer, both with (ample) budgets."""
-    gw = Gateway.__new__(Gateway)  # only `budgets` and `admission` are read by _reserve_budget
+    gw = Gateway.__new__(Gateway)  # _reserve_budget reads only these (and its per-model rates)
+    gw.router = router
     gw.admission = admission
+    gw._budget_rates = {}
     gw.budgets = Budgets()
     gw.budgets.configure("key", "k1", 10**15, "month", spent=0)
     gw.budgets.configure("customer", "c1", 10**15, "month", spent=0)
@@ -101,7 +103,7 @@ def run(
     only: bool = False,
 ) -> float:
     router, admission = build(strategy, affinity)
-    gw = budget_gateway(admission)
+    gw = budget_gateway(router, admission)
     key = KeyRecord(
         key_id="k1",
         prefix="ens_abcd",

@@ -19,7 +19,7 @@ import msgspec
 from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
-from ensemble.budget.cost import worst_case_micro
+from ensemble.budget.cost import Rates, worst_case_micro
 from ensemble.budget.ledger import Budgets, Hold
 from ensemble.config.schema import Config, StreamTimeouts
 from ensemble.errors import (
@@ -149,6 +149,7 @@ class Gateway:
         )
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
+        self._budget_rates: dict[str, Rates] = {}
         self.drop_rules = DropRules(config.parameter_validation)
 
     # -- stages --------------------------------------------------------------------------------
@@ -172,12 +173,11 @@ class Gateway:
         accounts = self.budgets.accounts_for(ctx.key.key_id, ctx.key.customer_id)
         if not accounts:
             return
-        targets = [c.target for c in plan.candidates]
-        worst = worst_case_micro(
-            request, (t.price for t in targets), max((t.model.max_output_tokens for t in targets), default=0)
-        )
+        rates = self._budget_rates.get(request.model)
+        if rates is None:
+            rates = self._budget_rates[request.model] = self._rates(request.model)
         try:
-            ctx.budget = await self.budgets.reserve(accounts, worst)
+            ctx.budget = await self.budgets.reserve(accounts, worst_case_micro(request, rates))
         except BudgetExceeded as e:
             metrics = telemetry.metrics
             if metrics is not None:
@@ -186,6 +186,14 @@ class Gateway:
                 self.admission.release(ctx.reservation)
                 ctx.reservation = None
             raise
+
+    def _rates(self, model: str) -> Rates:
+        """Over every provider serving the model: the request may fail over to any of them."""
+        providers = self.router.models().get(model) or []
+        return Rates(
+            (p.prices[model] for p in providers if model in p.prices),
+            max((p.models[model].max_output_tokens for p in providers if model in p.models), default=0),
+        )
 
     def _observe_headers(self, target: Target, headers: Mapping[str, str]) -> None:
         lim = self.admission.find(target.endpoint.id, target.model.name)

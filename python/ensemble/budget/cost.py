@@ -46,17 +46,21 @@ def prompt_tokens_bound(request: InferenceRequest) -> int:
     return tokens
 
 
-def max_output_tokens(request: InferenceRequest, catalogue_max: int) -> int:
-    return request.max_tokens or catalogue_max or UNKNOWN_MAX_OUTPUT
+class Rates:
+    """The dearest rates (micro-dollars per token) and output allowance of one model over every
+    provider serving it: built once per model and config, read by every request."""
+
+    __slots__ = ("catalogue_max", "input", "output")
+
+    def __init__(self, prices: Iterable[Price], catalogue_max: int) -> None:
+        self.input = self.output = 0.0
+        for p in prices:
+            self.input = max(self.input, p.worst_input)
+            self.output = max(self.output, p.output_rate)
+        self.catalogue_max = catalogue_max
 
 
-def worst_case_micro(request: InferenceRequest, prices: Iterable[Price], catalogue_max: int) -> int:
+def worst_case_micro(request: InferenceRequest, rates: Rates) -> int:
     """Micro-dollars (prices are USD per million tokens, so a price is micro-dollars per token)."""
-    input_rate = output_rate = 0.0
-    for p in prices:
-        input_rate = max(input_rate, p.worst_input)
-        output_rate = max(output_rate, p.output_rate)
-    total = (
-        prompt_tokens_bound(request) * input_rate + max_output_tokens(request, catalogue_max) * output_rate
-    )
-    return math.ceil(total)
+    out = request.max_tokens or rates.catalogue_max or UNKNOWN_MAX_OUTPUT
+    return math.ceil(prompt_tokens_bound(request) * rates.input + out * rates.output)

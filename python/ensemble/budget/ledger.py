@@ -61,13 +61,15 @@ class Account:
         return max(0, self.limit - self.spent - self.reserved)
 
 
-@dataclass(slots=True)
 class Hold:
     """One request's reservation: the same amount on each of its accounts."""
 
-    accounts: tuple[Account, ...]
-    amount: int
-    starts: tuple[float, ...]  # the period each was reserved in (a reset between is not refunded)
+    __slots__ = ("accounts", "amount", "starts")
+
+    def __init__(self, accounts: tuple[Account, ...], amount: int, starts: tuple[float, ...]) -> None:
+        self.accounts = accounts
+        self.amount = amount
+        self.starts = starts  # the period each was reserved in (a reset between is not refunded)
 
 
 class Budgets:
@@ -144,7 +146,7 @@ class Budgets:
         for acc in accounts:
             acc.available -= amount
             acc.reserved += amount
-        return Hold(accounts, amount, tuple(a.starts for a in accounts))
+        return Hold(accounts, amount, tuple([a.starts for a in accounts]))
 
     async def reserve(self, accounts: tuple[Account, ...], amount: int) -> Hold:
         """`try_reserve`, and when a lease is short, one refill from Redis before refusing."""
@@ -162,24 +164,26 @@ class Budgets:
         """The request ended having cost `actual` micro-dollars (0: refused or failed, nothing charged).
 
         A provider batch's result, never reserved, settles a hold of 0 (`unreserved`)."""
+        amount = hold.amount
+        refund = amount - actual
         for acc, starts in zip(hold.accounts, hold.starts, strict=True):
             if acc.starts != starts:
-                acc.stale_reserved -= hold.amount  # reserved in a period that has ended: charged to that one
+                acc.stale_reserved -= amount  # reserved in a period that has ended: charged to that one
                 continue
-            acc.reserved -= hold.amount
-            acc.available += hold.amount - actual
+            acc.reserved -= amount
+            acc.available += refund
             acc.spent += actual
             if acc.shared:
                 acc.pending += actual
-            if actual > hold.amount and hold.amount:
-                log.warning(
-                    "request cost %s USD, more than the %s USD reserved for it (%s)",
-                    usd(actual),
-                    usd(hold.amount),
-                    acc.scope,
-                )
-            if acc.shared and acc.available <= 0:
-                self.wake(acc)
+                if acc.available <= 0:
+                    self.wake(acc)
+        if refund < 0 and amount:
+            log.warning(
+                "request cost %s USD, more than the %s USD reserved for it (%s)",
+                usd(actual),
+                usd(amount),
+                ", ".join(a.scope for a in hold.accounts),
+            )
 
     @staticmethod
     def unreserved(accounts: tuple[Account, ...]) -> Hold:
