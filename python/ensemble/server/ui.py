@@ -17,7 +17,7 @@ from importlib.resources.abc import Traversable
 import orjson
 
 from ensemble.errors import NotFound
-from ensemble.server.admin import ADMIN_KEY_ENV
+from ensemble.server.admin.common import ADMIN_KEY_ENV
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime

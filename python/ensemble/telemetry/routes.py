@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ensemble import telemetry
 from ensemble.errors import NotFound
-from ensemble.server.admin import require_admin
+from ensemble.server.admin.common import require_admin
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
