@@ -1,10 +1,9 @@
-"""What every admin resource shares: the admin-key check, body and query parsing, JSON responses,
-running the CLI's synchronous storage functions off the loop."""
+"""What every admin resource shares: body and query parsing, JSON responses, running the CLI's
+synchronous storage functions off the loop. (The admin key is checked by the dispatcher: access.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -14,15 +13,13 @@ from urllib.parse import parse_qsl
 import msgspec
 import orjson
 
-from ensemble._native import constant_time_eq, sha256_digest
 from ensemble.api.common import convert, decode_object
-from ensemble.errors import AuthenticationFailed, InvalidRequest, Overloaded
+from ensemble.errors import InvalidRequest
 from ensemble.server.http import Request
 from ensemble.server.runtime import Runtime
 from ensemble.storage import database
 from ensemble.usage.pricing import format_cost
 
-ADMIN_KEY_ENV = "ENSEMBLE_ADMIN_KEY"
 MAX_BODY = 64 * 1024  # admin bodies are small; anything bigger is a mistake or an attack
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -34,24 +31,6 @@ T = TypeVar("T")
 
 class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of the admin request bodies: an unknown field is a client mistake, refused by name."""
-
-
-def require_admin(req: Request) -> None:
-    expected = os.environ.get(ADMIN_KEY_ENV, "")
-    if not expected:
-        raise Overloaded(
-            f"the admin API is disabled: set {ADMIN_KEY_ENV} to enable it", code="admin_disabled"
-        )
-    auth = req.header("authorization") or ""
-    scheme, _, presented = auth.partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        raise AuthenticationFailed(
-            "missing admin key: send 'Authorization: Bearer <ENSEMBLE_ADMIN_KEY>'", code="missing_admin_key"
-        )
-    # Digests have equal length, so the comparison time says nothing about the expected key.
-    if not constant_time_eq(sha256_digest(presented), sha256_digest(expected)):
-        raise AuthenticationFailed("invalid admin key", code="invalid_admin_key")
 
 
 async def body_as(req: Request, typ: type[T]) -> T:

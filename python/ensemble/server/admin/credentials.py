@@ -8,7 +8,7 @@ from typing import Any
 
 from ensemble import logs
 from ensemble.errors import InvalidRequest, NotFound, Overloaded
-from ensemble.server.admin.common import Body, body_as, path_id, require_admin, send
+from ensemble.server.admin.common import Body, body_as, path_id, send
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -56,13 +56,11 @@ async def _credential_view(rt: Runtime, endpoint_id: str, provider: str) -> dict
 
 
 async def get_credential(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     endpoint_id, provider = _endpoint(rt, req)
     send(req, await _credential_view(rt, endpoint_id, provider))
 
 
 async def put_credential(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     endpoint_id, provider = _endpoint(rt, req)
     body = await body_as(req, PutCredential)
     if not _API_KEY.fullmatch(body.api_key):
@@ -86,7 +84,6 @@ async def put_credential(rt: Runtime, req: Request) -> None:
 
 
 async def delete_credential(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     endpoint_id, provider = _endpoint(rt, req)
     assert rt.db is not None
     if not await credentials.delete(rt.db, endpoint_id):
@@ -97,7 +94,9 @@ async def delete_credential(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("PUT", "/admin/endpoints/{endpoint_id}/credential", put_credential, family="admin"),
-    Route("GET", "/admin/endpoints/{endpoint_id}/credential", get_credential, family="admin"),
-    Route("DELETE", "/admin/endpoints/{endpoint_id}/credential", delete_credential, family="admin"),
+    Route("PUT", "/admin/endpoints/{endpoint_id}/credential", put_credential, family="admin", auth="admin"),
+    Route("GET", "/admin/endpoints/{endpoint_id}/credential", get_credential, family="admin", auth="admin"),
+    Route(
+        "DELETE", "/admin/endpoints/{endpoint_id}/credential", delete_credential, family="admin", auth="admin"
+    ),
 ]

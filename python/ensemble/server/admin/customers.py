@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 
 from ensemble.errors import InvalidRequest
-from ensemble.server.admin.common import Body, body_as, page, query, require_admin, send
+from ensemble.server.admin.common import Body, body_as, page, query, send
 from ensemble.server.admin.keys import Name
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
@@ -24,7 +24,6 @@ class CreateCustomer(Body):
 
 
 async def create_customer(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     body = await body_as(req, CreateCustomer)
     if body.email and ("@" not in body.email or any(c.isspace() for c in body.email)):
         raise InvalidRequest("email: not an email address", code="invalid_field", param="email")
@@ -35,7 +34,6 @@ async def create_customer(rt: Runtime, req: Request) -> None:
 
 
 async def list_customers(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     limit, offset = page(query(req, ("limit", "offset")))
     assert rt.db is not None
     found, total = await customers.page(rt.db, limit, offset)
@@ -43,6 +41,6 @@ async def list_customers(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("POST", "/admin/customers", create_customer, family="admin"),
-    Route("GET", "/admin/customers", list_customers, family="admin"),
+    Route("POST", "/admin/customers", create_customer, family="admin", auth="admin"),
+    Route("GET", "/admin/customers", list_customers, family="admin", auth="admin"),
 ]

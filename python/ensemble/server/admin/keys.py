@@ -8,7 +8,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 
 from ensemble.errors import InvalidRequest, NotFound
-from ensemble.server.admin.common import Body, body_as, in_db, page, path_id, query, require_admin, send
+from ensemble.server.admin.common import Body, body_as, in_db, page, path_id, query, send
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -70,7 +70,6 @@ async def existing_key(rt: Runtime, key_id: str) -> KeyRecord:
 
 
 async def create_key(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     body = await body_as(req, CreateKey)
     key, record = await in_db(
         rt,
@@ -87,19 +86,16 @@ async def create_key(rt: Runtime, req: Request) -> None:
 
 
 async def list_keys(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     limit, offset = page(query(req, ("limit", "offset")))
     records, total = await in_db(rt, keys.page_keys, limit, offset)
     send(req, {"keys": [r.as_json() for r in records], "total": total})
 
 
 async def get_key_config(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     send(req, (await existing_key(rt, path_id(req, "key_id"))).as_json())
 
 
 async def put_key_config(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     key_id = path_id(req, "key_id")
     body = await body_as(req, UpdateKey)
 
@@ -122,7 +118,6 @@ async def put_key_config(rt: Runtime, req: Request) -> None:
 
 
 async def set_key_status(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     key_id = path_id(req, "key_id")
     body = await body_as(req, SetStatus)
     record = await existing_key(rt, key_id)
@@ -138,7 +133,6 @@ async def set_key_status(rt: Runtime, req: Request) -> None:
 
 
 async def revoke_key(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     key_id = path_id(req, "key_id")
     await existing_key(rt, key_id)
     await in_db(rt, keys.set_status, key_id, "revoked")
@@ -148,10 +142,10 @@ async def revoke_key(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("POST", "/admin/keys", create_key, family="admin"),
-    Route("GET", "/admin/keys", list_keys, family="admin"),
-    Route("GET", "/admin/keys/{key_id}/config", get_key_config, family="admin"),
-    Route("PUT", "/admin/keys/{key_id}/config", put_key_config, family="admin"),
-    Route("POST", "/admin/keys/{key_id}/status", set_key_status, family="admin"),
-    Route("POST", "/admin/keys/{key_id}/revoke", revoke_key, family="admin"),
+    Route("POST", "/admin/keys", create_key, family="admin", auth="admin"),
+    Route("GET", "/admin/keys", list_keys, family="admin", auth="admin"),
+    Route("GET", "/admin/keys/{key_id}/config", get_key_config, family="admin", auth="admin"),
+    Route("PUT", "/admin/keys/{key_id}/config", put_key_config, family="admin", auth="admin"),
+    Route("POST", "/admin/keys/{key_id}/status", set_key_status, family="admin", auth="admin"),
+    Route("POST", "/admin/keys/{key_id}/revoke", revoke_key, family="admin", auth="admin"),
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from ensemble import logs
 from ensemble.errors import InvalidRequest
-from ensemble.server.admin.common import cost_string, page, query, require_admin, send
+from ensemble.server.admin.common import cost_string, page, query, send
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -62,7 +62,6 @@ def _entry(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def request_log_page(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     params = query(req, PARAMS)
     limit, offset = page(params)
     where = _filter(params)
@@ -72,4 +71,4 @@ async def request_log_page(rt: Runtime, req: Request) -> None:
     send(req, {"logs": [_entry(r) for r in rows], "total": total})
 
 
-ROUTES = [Route("GET", "/admin/logs", request_log_page, family="admin")]
+ROUTES = [Route("GET", "/admin/logs", request_log_page, family="admin", auth="admin")]

@@ -9,7 +9,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ensemble.server.admin.common import require_admin, send
+from ensemble.server.admin.common import send
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -54,7 +54,6 @@ def _rate_limit_rows(rt: Runtime) -> dict[str, list[dict[str, Any]]]:
 
 
 async def status(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     now = time.monotonic()
     limits = _rate_limit_rows(rt)
     router = rt.gateway.router if rt.gateway is not None else None
@@ -133,4 +132,4 @@ def _backends(rt: Runtime) -> dict[str, Any]:
     }
 
 
-ROUTES = [Route("GET", "/admin/status", status, family="admin")]
+ROUTES = [Route("GET", "/admin/status", status, family="admin", auth="admin")]

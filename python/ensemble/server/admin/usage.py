@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from ensemble.errors import InvalidRequest
-from ensemble.server.admin.common import cost_string, in_db, path_id, query, require_admin, send
+from ensemble.server.admin.common import cost_string, in_db, path_id, query, send
 from ensemble.server.admin.keys import existing_key
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
@@ -55,7 +55,6 @@ def day_param(params: dict[str, str], name: str) -> str | None:
 
 
 async def key_usage(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     key_id = path_id(req, "key_id")
     params = query(req, ("since", "until"))
     since, until = day_param(params, "since"), day_param(params, "until")
@@ -144,7 +143,6 @@ def bucket_starts(since: datetime, until: datetime, bucket: Bucket) -> list[str]
 
 
 async def usage_series_route(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     params = query(req, SERIES_PARAMS)
     bucket = _choice(params, "bucket", BUCKETS)
     group = _choice(params, "group", GROUPS)
@@ -202,6 +200,6 @@ async def usage_series_route(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("GET", "/admin/keys/{key_id}/usage", key_usage, family="admin"),
-    Route("GET", "/admin/usage/series", usage_series_route, family="admin"),
+    Route("GET", "/admin/keys/{key_id}/usage", key_usage, family="admin", auth="admin"),
+    Route("GET", "/admin/usage/series", usage_series_route, family="admin", auth="admin"),
 ]
