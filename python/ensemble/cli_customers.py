@@ -13,8 +13,10 @@ import orjson
 from ensemble.budget.period import PERIODS
 from ensemble.budget.view import parse_usd
 from ensemble.errors import InvalidRequest
-from ensemble.storage import budgets as store
+from ensemble.storage import customers as store
 from ensemble.storage import database
+from ensemble.storage.customers import Customer
+from ensemble.storage.keys import budget_usd
 
 EXIT_USAGE = 2
 
@@ -35,16 +37,14 @@ def add_budget_flags(p: argparse.ArgumentParser, *, default_period: str | None =
     )
 
 
-def _print(customers: list[dict[str, Any]], as_json: bool) -> None:
+def _print(customers: list[Customer], as_json: bool) -> None:
     if as_json:
-        print(orjson.dumps(customers).decode())
+        print(orjson.dumps([c.as_json() for c in customers]).decode())
         return
     print(f"{'CUSTOMER ID':<22} {'BUDGET':>12} {'PERIOD':<7} {'NAME':<24} EMAIL")
     for c in customers:
-        budget = c["budget_usd"] if c["budget_usd"] is not None else "-"
-        print(
-            f"{c['customer_id']:<22} {budget:>12} {c['budget_period']:<7} {c['name'][:24]:<24} {c['email']}"
-        )
+        budget = budget_usd(c.budget_micro) or "-"
+        print(f"{c.customer_id:<22} {budget:>12} {c.budget_period:<7} {c.name[:24]:<24} {c.email}")
 
 
 def _with_db(args: argparse.Namespace, load: Callable[[str], Any], work: Callable[[Any], int]) -> int:
@@ -66,14 +66,14 @@ def cmd_create(args: argparse.Namespace) -> int:
     from ensemble.cli import _load
 
     def work(conn: Any) -> int:
-        c = store.create_customer(
+        c = store.create(
             conn,
             name=args.name,
             email=args.email or "",
             budget_micro=budget_arg(args.budget),
             period=args.budget_period,
         )
-        print(c["customer_id"])
+        print(c.customer_id)
         return 0
 
     return _with_db(args, _load, work)
@@ -83,7 +83,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     from ensemble.cli import _load
 
     def work(conn: Any) -> int:
-        c = store.update_customer(
+        c = store.update(
             conn,
             args.customer_id,
             name=args.name,
@@ -104,7 +104,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ensemble.cli import _load
 
     def work(conn: Any) -> int:
-        customers, _ = store.page_customers(conn, 1_000_000, 0)
+        customers, _ = store.page(conn, 1_000_000, 0)
         _print(customers, args.json)
         return 0
 

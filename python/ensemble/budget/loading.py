@@ -9,7 +9,7 @@ import aiosqlite
 
 from ensemble.budget.ledger import Budgets
 from ensemble.budget.period import bounds, first_day
-from ensemble.storage import budgets as store
+from ensemble.storage import customers, usage_daily
 from ensemble.storage.keys import KeyRecord
 
 
@@ -46,7 +46,7 @@ class BudgetLoader:
             if r.budget_micro is None or r.status == "revoked":
                 self.budgets.configure("key", r.key_id, None, r.budget_period, None)
                 continue
-            spent = await store.key_spent(db, r.key_id, self._first_day(r.budget_period))
+            spent = await usage_daily.key_spent(db, r.key_id, self._first_day(r.budget_period))
             self.budgets.configure("key", r.key_id, r.budget_micro, r.budget_period, spent)
 
     def keys_shared(self, records: Iterable[tuple[bytes, KeyRecord]]) -> None:
@@ -57,7 +57,7 @@ class BudgetLoader:
                 self.budgets.configure("key", r.key_id, limit, r.budget_period, None)
 
     async def sync_customers(self, db: aiosqlite.Connection) -> int:
-        changed, newest = await store.load_changed_customers(db, self._customers_seen_ms)
+        changed, newest = await customers.load_changed(db, self._customers_seen_ms)
         wanted = [
             c for c in changed if c.budget_micro is not None or self.budgets.get("customer", c.customer_id)
         ]
@@ -66,8 +66,8 @@ class BudgetLoader:
         for c in wanted:
             spent = None
             if c.budget_micro is not None:
-                spent = await store.customer_spent(db, c.customer_id, self._first_day(c.period))
-            self.budgets.configure("customer", c.customer_id, c.budget_micro, c.period, spent)
+                spent = await usage_daily.customer_spent(db, c.customer_id, self._first_day(c.budget_period))
+            self.budgets.configure("customer", c.customer_id, c.budget_micro, c.budget_period, spent)
         # Rows changed within the same millisecond as the newest are read again next time (>=).
         self._customers_seen_ms = newest
         return len(changed)
