@@ -78,9 +78,13 @@ def spent_everywhere(cluster: Cluster, key_id: str) -> int:
     return total
 
 
-def burst(cluster: Cluster, key: str, n: int, concurrency: int) -> list[int]:
+def burst(cluster: Cluster, key: str | list[str], n: int, concurrency: int) -> list[int]:
+    """n requests round robin over the instances (and over the keys, when several)."""
+    keys = [key] if isinstance(key, str) else key
+
     def one(i: int) -> int:
         node = cluster.nodes[i % len(cluster.nodes)]
+        key = keys[i % len(keys)]
         with httpx.Client(timeout=30) as c:
             r = c.post(
                 node.url + "/api/v1/generate", json=REQUEST, headers={"authorization": f"Bearer {key}"}
@@ -93,9 +97,17 @@ def burst(cluster: Cluster, key: str, n: int, concurrency: int) -> list[int]:
 
 
 def recorded_spend(cluster: Cluster, key_id: str, served: int) -> int:
+    return recorded_spend_of(cluster, [key_id], served)
+
+
+def recorded_spend_of(cluster: Cluster, key_ids: list[str], served: int) -> int:
     """Wait until every served answer is in some instance's usage table (written in the background)."""
-    wait_until(lambda: spent_everywhere(cluster, key_id) >= served * real_cost_micro(), timeout=10)
-    return spent_everywhere(cluster, key_id)
+
+    def total() -> int:
+        return sum(spent_everywhere(cluster, k) for k in key_ids)
+
+    wait_until(lambda: total() >= served * real_cost_micro(), timeout=10)
+    return total()
 
 
 def test_three_instances_never_spend_past_a_shared_budget(cluster: Cluster) -> None:
@@ -110,14 +122,52 @@ def test_three_instances_never_spend_past_a_shared_budget(cluster: Cluster) -> N
     assert codes.count(200) >= 0.8 * could_buy, (codes.count(200), could_buy)
 
 
+def test_a_customer_budget_created_on_one_instance_holds_on_all(cluster: Cluster) -> None:
+    a, b, _ = cluster.nodes
+    cid = a.cli(
+        "customers", "create", "--name", "shared-co", "--budget", "0.004", "--budget-period", "week"
+    ).stdout.strip()
+    # One key made on A, one on B (whose database has never heard of the customer).
+    keys = []
+    for node, name in ((a, "co-1"), (b, "co-2")):
+        out = node.cli("keys", "create", "--name", name, "--customer", cid)
+        keys.append((out.stdout.strip(), re.search(r"key id (key_\w+)", out.stderr).group(1)))  # type: ignore[union-attr]
+    for node in cluster.nodes:
+        for key, _ in keys:
+            node.wait_for_key(key)
+    # The customer's budget is in force everywhere once a request it cannot pay for is refused.
+    too_big = {**REQUEST, "max_tokens": 4000}
+
+    def refused_everywhere() -> bool:
+        return all(
+            httpx.post(
+                n.url + "/api/v1/generate",
+                json=too_big,
+                headers={"authorization": f"Bearer {keys[1][0]}"},
+                timeout=10,
+            ).status_code
+            == 402
+            for n in cluster.nodes
+        )
+
+    wait_until(refused_everywhere, timeout=10)
+    codes = burst(cluster, [k for k, _ in keys], n=60, concurrency=12)
+    spent = recorded_spend_of(cluster, [k for _, k in keys], codes.count(200))
+    assert codes.count(402) > 0
+    assert spent <= 4000, spent
+    assert codes.count(200) >= 0.8 * (4000 // real_cost_micro()), codes.count(200)
+
+
 def test_a_redis_outage_never_lets_spend_pass_the_budget(cluster: Cluster) -> None:
-    budget_micro = 8000
-    key, key_id = budgeted_key(cluster, "0.008")
-    # Every instance takes a slice, then Redis goes away: each spends at most what it holds.
+    budget_micro = 80_000  # 396 answers
+    key, key_id = budgeted_key(cluster, "0.08")
+    # Every instance takes a slice (at least 1/32 of the budget, at most a quarter), then Redis
+    # goes away: each spends at most what it holds, then refuses, though demand exceeds the budget.
     first = burst(cluster, key, n=12, concurrency=3)
     assert first.count(200) == 12
     cluster.redis.stop()
-    codes = burst(cluster, key, n=90, concurrency=9)
+    codes = burst(cluster, key, n=450, concurrency=9)
     spent = recorded_spend(cluster, key_id, first.count(200) + codes.count(200))
     assert spent <= budget_micro, spent
-    assert codes.count(402) > 0 and codes.count(200) > 0  # served from the slices, then refused
+    assert codes.count(200) > 0 and codes.count(402) > 0  # served from the slices, then refused
+    assert codes.count(200) * real_cost_micro() <= 3 * budget_micro // 4  # no more than the slices held

@@ -18,6 +18,9 @@ class BudgetLoader:
         self.budgets = budgets
         self.flush = flush  # the request log's: spend settled here must be on disk before it is read
         self._customers_seen_ms = 0
+        # Customers in this instance's database, with their budgets: what it shares through Redis
+        # (budget/sync.py) with instances whose databases do not hold them.
+        self.local_customers: dict[str, tuple[int | None, str]] = {}
 
     def _changed(self, kind: str, owner: str, limit: int | None, period: str) -> bool:
         """Whether a (re-)read record changes the account: the polls read the newest row again each
@@ -58,8 +61,10 @@ class BudgetLoader:
 
     async def sync_customers(self, db: aiosqlite.Connection) -> int:
         changed, newest = await customers.load_changed(db, self._customers_seen_ms)
+        for c in changed:
+            self.local_customers[c.customer_id] = (c.budget_micro, c.budget_period)
         wanted = [
-            c for c in changed if c.budget_micro is not None or self.budgets.get("customer", c.customer_id)
+            c for c in changed if self._changed("customer", c.customer_id, c.budget_micro, c.budget_period)
         ]
         if wanted and self.flush is not None and self._customers_seen_ms:
             await self.flush()

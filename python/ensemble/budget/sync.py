@@ -14,7 +14,13 @@ short waits for that one round trip (`refill`) before it is refused.
 
 Redis down: an instance keeps spending the slice it holds until the slice's life ends (it is
 charged in Redis, so nobody else can have it), and nothing more; a Redis that comes back gets the
-spend pushed then. A crashed instance's slice returns to the pool when its grant expires.
+spend pushed then. A crashed instance's slice returns to the pool when its grant expires. A Redis
+that lost its data is seeded again with the last period total each instance saw.
+
+Key records (budgets included) travel through the key sync. Customers live in the database of the
+instance they were created on, so their budgets travel here: each instance writes the budgets of
+the customers its database holds into the hash `{namespace}:budget:customers` (id -> "limit,period",
+"none" for no budget) and reads the others' every interval.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -87,6 +94,7 @@ class BudgetSync:
         health: RedisHealth,
         *,
         sync_interval: float,
+        local_customers: Callable[[], dict[str, tuple[int | None, str]]] = dict,
     ) -> None:
         self.client = client
         self.ns = ns
@@ -103,6 +111,9 @@ class BudgetSync:
         self._sha = hashlib.sha1(SETTLE.encode()).hexdigest()
         self.rounds = 0
         self.sharing = False
+        self.local_customers = local_customers
+        self._published: dict[str, str] = {}  # customer id -> what this instance last wrote
+        self._remote: dict[str, str] = {}  # customer id -> the budget another instance wrote
         budgets.wake = self.wake
         budgets.refill = self.refill
 
@@ -147,6 +158,9 @@ class BudgetSync:
                 if a.shared and (full or a.scope in self.hungry or a.lease_until == 0.0)
             ]
             try:
+                if full:
+                    await self.share_customers()
+                    due = [a for a in self.budgets.accounts.values() if a.shared]
                 if due:
                     await self.settle(due)
             except asyncio.CancelledError:
@@ -205,7 +219,9 @@ class BudgetSync:
             if acc.starts != starts:
                 continue  # the period rolled over during the round trip: that slice is void
             acc.pending -= d
-            acc.floor = 0  # seeded once; Redis holds the period's spend from now on
+            # Redis holds the period's spend from now on; should it lose it (a restart without
+            # persistence), the next settle seeds it again with the last total seen here.
+            acc.floor = spent
             self.rate[acc.scope] = 0.7 * self.rate.get(acc.scope, 0.0) + 0.3 * d / self.interval
             acc.spent = spent + acc.pending
             if final:
@@ -216,6 +232,35 @@ class BudgetSync:
         self.rounds += 1
         self.sharing = True
         self.health.ok("budgets")
+
+    def customers_key(self) -> str:
+        return f"{self.ns}:budget:customers"
+
+    async def share_customers(self) -> None:
+        """Write the budgets of this database's customers, apply the others' (one round trip)."""
+        local = self.local_customers()
+        mine = {
+            cid: "none" if limit is None else f"{limit},{period}" for cid, (limit, period) in local.items()
+        }
+        changed: dict[Any, Any] = {cid: v for cid, v in mine.items() if self._published.get(cid) != v}
+        async with self.client.pipeline(transaction=False) as pipe:
+            if changed:
+                pipe.hset(self.customers_key(), mapping=changed)
+            pipe.hgetall(self.customers_key())
+            replies = await pipe.execute()
+        self._published.update(changed)
+        shared: dict[bytes | str, bytes | str] = replies[-1]
+        for raw_id, raw in shared.items():
+            cid = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            value = raw.decode() if isinstance(raw, bytes) else raw
+            if cid in local or self._remote.get(cid) == value:
+                continue
+            self._remote[cid] = value
+            limit, _, period = value.partition(",")
+            if value == "none":
+                self.budgets.configure("customer", cid, None, "month", None)
+            elif limit.isdigit() and period:
+                self.budgets.configure("customer", cid, int(limit), period, None)
 
     def _want(self, acc: Account, need: int) -> int:
         """Two sync intervals of recent spend here, at least 1/32 of the budget and twice what a

@@ -78,6 +78,7 @@ class Runtime:
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.scaleout.budgets = self.budgets
+        self.scaleout.local_customers = lambda: self.budget_loader.local_customers
         self.inflight = InFlightIndex()
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
         self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))

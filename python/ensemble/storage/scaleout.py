@@ -42,6 +42,7 @@ class Scaleout:
         self.keysync: KeySync | None = None
         self.ratesync: RateLimitSync | None = None
         self.budgets: Budgets | None = None  # the runtime's; shared through `budgetsync` with Redis
+        self.local_customers: Callable[[], dict[str, tuple[int | None, str]]] = dict
         self.budgetsync: BudgetSync | None = None
         self.s3: S3Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -88,6 +89,7 @@ class Scaleout:
                 self.budgets,
                 self.health,
                 sync_interval=self.config.rate_limit.sync_interval,
+                local_customers=self.local_customers,
             )
         # Endpoint scopes are admitted on the local counters plus everyone's usage (the shared
         # view), pulled every interval even while this instance does not use the endpoint.
@@ -108,6 +110,7 @@ class Scaleout:
         self._tasks.append(loop.create_task(self.ratesync.run(), name="redis-ratelimit-sync"))
         if self.budgetsync is not None:
             with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(self.budgetsync.share_customers(), STARTUP_WAIT)
                 accounts = [a for a in self.budgets.accounts.values() if a.shared] if self.budgets else []
                 if accounts:  # first slices before serving, so the first requests need not wait
                     await asyncio.wait_for(self.budgetsync.settle(accounts), STARTUP_WAIT)
