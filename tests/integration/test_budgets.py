@@ -306,7 +306,9 @@ def test_metrics_show_spend_and_what_is_left_per_budget(server: Ensemble) -> Non
     found = wait_until(lambda: line.search(metrics()), timeout=5)
     assert 0.49 < float(found.group(1)) < 0.5
     text = metrics()
-    assert re.search(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} 0\.000\d+', text)
+    spent = re.search(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} (\S+)', text)
+    assert spent, [x for x in text.splitlines() if "budget_spent" in x]
+    assert 0 < float(spent.group(1)) < 0.001
     assert re.search(r'ensemble_budget_exceeded_total\{scope="key"\} [1-9]', text)
 
 

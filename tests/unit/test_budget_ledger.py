@@ -98,3 +98,35 @@ def test_dollars_parse_exactly_to_micro_dollars() -> None:
     for bad in ("ten", "-1", "0.0000001", "nan", "inf"):
         with pytest.raises(InvalidRequest):
             parse_usd(bad)
+
+
+def test_the_worst_case_covers_every_token_at_the_dearest_rate() -> None:
+    from ensemble.budget.cost import MEDIA_PART_TOKENS, Rates, prompt_tokens_bound, worst_case_micro
+    from ensemble.config.schema import Pricing
+    from ensemble.providers.mock import prompt_tokens
+    from ensemble.types import ImageContent, InferenceRequest, MediaSource, Message, TextContent
+    from ensemble.usage.pricing import Price
+
+    text = "naïve café " * 50
+    request = InferenceRequest(
+        model="m",
+        messages=[
+            Message(role="system", content=text),
+            Message(
+                role="user",
+                content=[
+                    TextContent(text=text),
+                    ImageContent(source=MediaSource(type="url", url="http://x/y.png")),
+                ],
+            ),
+        ],
+        max_tokens=100,
+    )
+    bound = prompt_tokens_bound(request)
+    assert bound >= prompt_tokens(request) and bound >= 2 * len(text) + MEDIA_PART_TOKENS
+    cheap = Price(Pricing(input=1.0, output=2.0))
+    dear = Price(Pricing(input=3.0, output=15.0, cache_write=3.75))  # a failover target
+    rates = Rates([cheap, dear], catalogue_max=4096)
+    assert worst_case_micro(request, rates) == -(-(bound * 3.75 + 100 * 15) // 1)
+    request.max_tokens = None  # then the catalogue's maximum
+    assert worst_case_micro(request, rates) == -(-(bound * 3.75 + 4096 * 15) // 1)

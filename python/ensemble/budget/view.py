@@ -45,12 +45,13 @@ def first_day_of(period: str, now: float) -> str:
 def budget_fields(
     budgets: Budgets, kind: str, owner: str, limit: int | None, period: str, durable_spent: int | None
 ) -> dict[str, Any]:
-    """`spent_usd` (this period) and `budget_resets_at`: what this process's account knows (it
-    includes requests settled but not yet written, and other instances' spend through Redis),
-    else the durable spend."""
+    """`spent_usd` (this period), `remaining_usd` and `budget_resets_at`, from this process's account
+    (which knows other instances' spend through Redis) and the durable spend."""
     acc = budgets.get(kind, owner)
     if acc is not None and limit is not None:
-        spent, resets = acc.spent, acc.resets
+        # This process's count includes what it settled but has not written yet; the database,
+        # what other workers of this instance wrote: the larger is the better estimate.
+        spent, resets = max(acc.spent, durable_spent or 0), acc.resets
     else:
         spent, resets = durable_spent or 0, bounds(period, budgets.clock())[1]
     out: dict[str, Any] = {"spent_usd": usd(spent), "budget_resets_at": iso(resets)}
