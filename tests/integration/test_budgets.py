@@ -26,7 +26,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from support.ensemble import Ensemble
+from support.ensemble import Ensemble, openai_provider
+from support.fake import FakeUpstream
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -376,3 +377,66 @@ def test_spend_survives_sigterm_and_a_restart(tmp_path: Path) -> None:
         assert r.status_code == 402, r.text  # the restarted server knows the budget is spent
     finally:
         again.stop()
+
+
+def test_a_failed_over_request_is_reserved_at_the_dearest_rate_and_charged_once(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    # The same model on a cheap provider tried first and a dear one behind it.
+    cheap = openai_provider(fake.endpoint_url("cheap"), name="cheap", models=["gpt-4o"], priority=1)
+    dear = openai_provider(fake.endpoint_url("dear"), name="dear", models=["gpt-4o"], priority=2)
+    dear["models"][0]["pricing"] = {"input": 5.0, "output": 20.0}
+    s = Ensemble(tmp_path, providers=[cheap, dear], env={"ENSEMBLE_ADMIN_KEY": ADMIN})
+    try:
+        key, key_id = new_key(s, budget_usd="1")
+        ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50}
+        fake.enqueue("cheap", {"status": 500, "count": 1})  # the first attempt fails: failover
+        with httpx.Client(base_url=s.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+            r = c.post("/api/v1/generate", json=ask)
+            assert r.status_code == 200 and r.json()["provider"] == "dear", r.text
+            answered = r.json()["cost_micro_dollars"]
+            r = c.post("/api/v1/generate", json=ask)  # the cheap one again
+            assert r.status_code == 200 and r.json()["provider"] == "cheap", r.text
+            answered += r.json()["cost_micro_dollars"]
+        spent = durable_spend(s, [key_id])
+        assert spent == answered > 0  # the failed attempt cost nothing, each answer counted once
+        assert Decimal(key_record(s, key_id)["spent_usd"]) * 1_000_000 == spent
+        # The worst case is priced at the dearest candidate: a budget that covers a request only at
+        # the cheap rate refuses it, since failover could land it on the dear one.
+        tight, _ = new_key(s, budget_usd="0.0012")  # 50 output tokens: 0.0005 cheap, 0.001 dear (+ prompt)
+        r = httpx.post(s.url + "/api/v1/generate", json=ask, headers={"authorization": f"Bearer {tight}"})
+        assert r.status_code == 402, r.text
+    finally:
+        s.stop()
+
+
+def test_the_rate_limit_fallback_gives_the_reservation_back_and_reserves_again_when_it_runs(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    fake.configure("limited", latency_ms=0)
+    fake.enqueue("limited", {"status": 529, "retry_after": 1})  # every endpoint exhausted: queued
+    s = Ensemble(
+        tmp_path,
+        providers=[openai_provider(fake.endpoint_url("limited"), models=["gpt-4o"])],
+        config={"batch": {"rate_limit_fallback": True, "collection_window": "1s", "max_batch_size": 10}},
+        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
+    )
+    try:
+        # One worst case (about 0.0006 USD) fits, two do not: the queued run can only be admitted
+        # if the refused attempt's reservation came back.
+        key, key_id = new_key(s, budget_usd="0.0009")
+        ask = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "please queue me"}],
+            "max_tokens": 50,
+        }
+        with httpx.Client(base_url=s.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+            r = c.post("/api/v1/generate", json=ask, headers={"prefer": "respond-async"})
+            assert r.status_code == 202, r.text
+            status_url = r.json()["status_url"]
+            wait_until(lambda: c.get(status_url).json()["status"] in ("completed", "failed"), timeout=20)
+            assert c.get(status_url).json()["status"] == "completed", c.get(r.json()["retrieve_url"]).text
+            cost = c.get(r.json()["retrieve_url"]).json()["cost_micro_dollars"]
+        assert durable_spend(s, [key_id]) == cost > 0  # charged once, for the run that answered
+    finally:
+        s.stop()
