@@ -16,7 +16,8 @@ import msgspec
 import orjson
 
 from ensemble import __version__
-from ensemble.config import Config, format_duration, load_config
+from ensemble.config import Config, format_duration
+from ensemble.config_loader import load_config
 from ensemble.errors import ConfigError
 from ensemble.providers import registry
 from ensemble.ready_notice import ReadyNotice, key_create_command, local_url, wait_until_accepted

@@ -11,21 +11,30 @@ import time
 from typing import Any
 
 import orjson
-from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-from granian.rsgi import Scope
 
 from ensemble import logs, telemetry
-from ensemble.batch import anthropic_routes as anthropic_batch_routes
-from ensemble.batch import routes as batch_routes
-from ensemble.config import Config, load_config
+from ensemble.config import Config
+from ensemble.config_loader import load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import access, admin, errors, formats, inference, info, ui, websocket
+from ensemble.server import (
+    access,
+    admin,
+    anthropic_batch_routes,
+    batch_routes,
+    errors,
+    formats,
+    inference,
+    info,
+    metrics_endpoint,
+    ui,
+    websocket,
+)
 from ensemble.server.busy_poll import BusyPoll
+from ensemble.server.granian_rsgi import HTTPProtocol, Scope
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.reload import Reloader
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
-from ensemble.telemetry import routes as telemetry_routes
 
 log = logging.getLogger("ensemble.server")
 
@@ -39,7 +48,7 @@ ROUTES = (
     + info.ROUTES
     + admin.ROUTES
     + ui.ROUTES
-    + telemetry_routes.ROUTES
+    + metrics_endpoint.ROUTES
     + batch_routes.ROUTES
     + anthropic_batch_routes.ROUTES
 )

@@ -13,13 +13,9 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-from granian._granian import RSGIProtocolClosed as ProtocolClosed
-from granian._granian import RSGIProtocolError as ProtocolError
-from granian.rsgi import Scope
-
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
 from ensemble.logs import redact
+from ensemble.server.granian_rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
 from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]

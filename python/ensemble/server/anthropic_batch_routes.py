@@ -15,9 +15,9 @@ import orjson
 
 from ensemble.api import anthropic
 from ensemble.api.common import decode_object
-from ensemble.batch.routes import cancel_owned, owned, parse_items, service
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import InvalidRequest
+from ensemble.server.batch_routes import cancel_owned, owned, parse_items, service
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
