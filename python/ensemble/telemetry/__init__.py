@@ -3,8 +3,9 @@
 Both are set up per worker process by `setup()` from the runtime's startup. The rest of the code
 reaches them through the module globals `metrics` and `tracing`, which stay `None` when the feature
 is off, so a disabled feature costs one attribute load and an `is None` test per hook, nothing more.
-Tracing is wired in by wrapping (the app's handler, the gateway's routing step, each provider's
-calls) only when `telemetry.otlp_endpoint` is set: with it unset no tracer code is on the hot path.
+Tracing is wired in by wrapping (the app's handler, the gateway's call path: routing and each
+upstream call) only when `telemetry.otlp_endpoint` is set: with it unset no tracer code is on the
+hot path.
 
 With `server.workers > 1` prometheus-client runs in its multiprocess mode: `ensemble serve` points
 `PROMETHEUS_MULTIPROC_DIR` at a fresh per-run directory before the workers start, every worker
