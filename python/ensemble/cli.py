@@ -168,7 +168,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # workers = 2048). Streams are long-lived and mostly idle, so one worker must hold far more
         # (the soak benchmark runs 10,000); overload is bounded by rate limits, not by this.
         backpressure=STREAMS_PER_WORKER,
-        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=65_536 + 8192),
+        # Granian (hyper) closes a connection whose next request head has not fully arrived within
+        # this: a client idling on a keep-alive connection, or sending its head slowly. A connection
+        # that never sends a byte is not timed by Granian 2.8.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, int(s.idle_timeout * 1000)), max_buffer_size=65_536 + 8192
+        ),
         workers_kill_timeout=max(1, int(s.drain_timeout) + 5),
         log_enabled=True,
         log_level=config.logging.level,  # type: ignore[arg-type]

@@ -59,6 +59,7 @@ class App:
         self.runtime = Runtime(config)
         self.reloader = Reloader(self.runtime, served_config)
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
+        self.read_timeout = float(config.server.read_timeout)  # read at start, like Granian's settings
         self.routes = RouteTable(ROUTES)
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
@@ -109,7 +110,7 @@ class App:
         route_path = "unmatched"
         status = 0
         try:
-            req = Request(scope, proto)
+            req = Request(scope, proto, self.read_timeout)
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params

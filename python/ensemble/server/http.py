@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
+from ensemble.errors import EnsembleError, InvalidRequest, RequestTimeout, RequestTooLarge
 from ensemble.logs import redact
 from ensemble.server.granian_rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
 from ensemble.storage.keys import KeyRecord
@@ -180,6 +180,7 @@ class Request:
         "family",
         "params",
         "proto",
+        "read_timeout",
         "request_id",
         "responded",
         "scope",
@@ -187,9 +188,12 @@ class Request:
         "status",
     )
 
-    def __init__(self, scope: Scope, proto: HTTPProtocol) -> None:
+    def __init__(self, scope: Scope, proto: HTTPProtocol, read_timeout: float = 0.0) -> None:
         self.scope = scope
         self.proto = proto
+        self.read_timeout = (
+            read_timeout  # seconds the body may take to arrive (server.read_timeout); 0: no bound
+        )
         self.started = time.perf_counter()
         self.family: Family = "native"
         self.params: dict[str, str] = {}
@@ -237,9 +241,17 @@ class Request:
         return self.scope.headers
 
     async def body(self, limit: int) -> bytes:
-        """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+        """The whole request body, refusing (413) anything over `limit` bytes before reading it all,
+        and (408) one that has not fully arrived within `read_timeout`."""
         try:
-            return await self._body(limit)
+            if not self.read_timeout:
+                return await self._body(limit)
+            async with asyncio.timeout(self.read_timeout):
+                return await self._body(limit)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.read_timeout:g}s (server.read_timeout)"
+            ) from None
         except (ProtocolClosed, ProtocolError) as e:
             # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
             raise ClientDisconnected("the client closed the connection before sending the whole body") from e

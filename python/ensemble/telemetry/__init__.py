@@ -49,7 +49,8 @@ def shutdown() -> None:
 
 
 def set_redis_sync_lag(seconds: float) -> None:
-    """For the Redis sync loop: how far behind the shared counters this worker's view is."""
+    """For the Redis syncs: how far behind Redis this worker is (a key change's publish-to-apply
+    time, or the round trip that brought the latest shared rate-limit view)."""
     m = metrics
     if m is not None:
         m.redis_sync_lag.set(seconds)
