@@ -32,6 +32,7 @@ from ensemble.server import (
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.granian_rsgi import HTTPProtocol, Scope
 from ensemble.server.http import Request, new_request_id
+from ensemble.server.read_deadlines import ReadDeadlines
 from ensemble.server.reload import Reloader
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
@@ -59,7 +60,9 @@ class App:
         self.runtime = Runtime(config)
         self.reloader = Reloader(self.runtime, served_config)
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
-        self.read_timeout = float(config.server.read_timeout)  # read at start, like Granian's settings
+        # server.read_timeout is read at start, like Granian's settings; 0 turns it off.
+        timeout = float(config.server.read_timeout)
+        self.read_deadlines = ReadDeadlines(timeout) if timeout > 0 else None
         self.routes = RouteTable(ROUTES)
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
@@ -80,6 +83,8 @@ class App:
         log.info("worker %d ready", os.getpid())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.read_deadlines is not None:
+            self.read_deadlines.close()
         loop.run_until_complete(self.runtime.shutdown())
         log.info("worker %d stopped", os.getpid())
 
@@ -110,7 +115,7 @@ class App:
         route_path = "unmatched"
         status = 0
         try:
-            req = Request(scope, proto, self.read_timeout)
+            req = Request(scope, proto, self.read_deadlines)
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTimeout, RequestTooLarge
 from ensemble.logs import redact
 from ensemble.server.granian_rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
+from ensemble.server.read_deadlines import ReadDeadlines
 from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
@@ -177,10 +178,10 @@ class Request:
     __slots__ = (
         "_client",
         "call",
+        "deadlines",
         "family",
         "params",
         "proto",
-        "read_timeout",
         "request_id",
         "responded",
         "scope",
@@ -188,12 +189,10 @@ class Request:
         "status",
     )
 
-    def __init__(self, scope: Scope, proto: HTTPProtocol, read_timeout: float = 0.0) -> None:
+    def __init__(self, scope: Scope, proto: HTTPProtocol, deadlines: ReadDeadlines | None = None) -> None:
         self.scope = scope
         self.proto = proto
-        self.read_timeout = (
-            read_timeout  # seconds the body may take to arrive (server.read_timeout); 0: no bound
-        )
+        self.deadlines = deadlines  # server.read_timeout for the body; None: no bound
         self.started = time.perf_counter()
         self.family: Family = "native"
         self.params: dict[str, str] = {}
@@ -242,19 +241,23 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole request body, refusing (413) anything over `limit` bytes before reading it all,
-        and (408) one that has not fully arrived within `read_timeout`."""
+        and (408) one that has not fully arrived within server.read_timeout."""
+        deadlines = self.deadlines
+        task = deadlines.begin() if deadlines is not None else None
         try:
-            if not self.read_timeout:
-                return await self._body(limit)
-            async with asyncio.timeout(self.read_timeout):
-                return await self._body(limit)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {self.read_timeout:g}s (server.read_timeout)"
-            ) from None
+            return await self._body(limit)
+        except asyncio.CancelledError:
+            if task is not None and deadlines is not None and deadlines.end(task):
+                raise RequestTimeout(
+                    f"the request body did not arrive within {deadlines.timeout:g}s (server.read_timeout)"
+                ) from None
+            raise
         except (ProtocolClosed, ProtocolError) as e:
             # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
             raise ClientDisconnected("the client closed the connection before sending the whole body") from e
+        finally:
+            if task is not None and deadlines is not None:
+                deadlines.end(task)
 
     async def _body(self, limit: int) -> bytes:
         length = self.header("content-length")
