@@ -141,13 +141,11 @@ async def list_batches(rt: Runtime, req: Request) -> None:
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
-    key = req.client
-    req.send(200, orjson.dumps(batch_object(await owned(rt, req, key))))
+    req.send(200, orjson.dumps(batch_object(await owned(rt, req))))
 
 
 async def results(rt: Runtime, req: Request) -> None:
-    key = req.client
-    row = await owned(rt, req, key)
+    row = await owned(rt, req)
     if row.status != "ended":
         raise InvalidRequest(
             f"message batch {row.id} is still processing; results are available once it has ended",
