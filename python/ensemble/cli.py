@@ -1,4 +1,8 @@
-"""The `ensemble` command line (see docs/cli.md): serve, reload, migrate, config check, keys, version."""
+"""The `ensemble` command line (see docs/cli.md): serve, reload, migrate, config check, keys, version.
+
+The server (Granian, the app) and Redis are imported inside the subcommands that use them, so that
+`ensemble keys create` or `config check` do not pay for loading them (not to hide import cycles:
+`python -m ensemble.tools.deps` counts these imports too)."""
 
 from __future__ import annotations
 

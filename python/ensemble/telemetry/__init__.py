@@ -26,7 +26,9 @@ tracing: Tracing | None = None
 
 
 def setup(config: Config) -> None:
-    """Create this process's metrics and tracer (idempotent per process)."""
+    """Create this process's metrics and tracer (idempotent per process). Each is imported only when
+    enabled: prometheus_client fixes its multiprocess mode at import, and the OpenTelemetry SDK must
+    not load at all with tracing off (tests/unit/test_telemetry_off.py)."""
     global metrics, tracing
     if config.telemetry.prometheus and metrics is None:
         from ensemble.telemetry.metrics import Metrics
