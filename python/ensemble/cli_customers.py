@@ -47,11 +47,14 @@ def _print(customers: list[Customer], as_json: bool) -> None:
         print(f"{c.customer_id:<22} {budget:>12} {c.budget_period:<7} {c.name[:24]:<24} {c.email}")
 
 
-def _with_db(args: argparse.Namespace, load: Callable[[str], Any], work: Callable[[Any], int]) -> int:
-    from ensemble.cli import _migrate
+# The CLI's config loading and migration, handed in by cli.py (which imports this module).
+Setup = tuple[Callable[[str], Any], Callable[[Any], object]]
 
+
+def _with_db(args: argparse.Namespace, setup: Setup, work: Callable[[Any], int]) -> int:
+    load, migrate = setup
     config = load(args.config)
-    _migrate(config)
+    migrate(config)
     conn = database.connect_sync(config.database.path)
     try:
         return work(conn)
@@ -62,9 +65,7 @@ def _with_db(args: argparse.Namespace, load: Callable[[str], Any], work: Callabl
         conn.close()
 
 
-def cmd_create(args: argparse.Namespace) -> int:
-    from ensemble.cli import _load
-
+def cmd_create(args: argparse.Namespace, setup: Setup) -> int:
     def work(conn: Any) -> int:
         c = store.create(
             conn,
@@ -76,12 +77,10 @@ def cmd_create(args: argparse.Namespace) -> int:
         print(c.customer_id)
         return 0
 
-    return _with_db(args, _load, work)
+    return _with_db(args, setup, work)
 
 
-def cmd_update(args: argparse.Namespace) -> int:
-    from ensemble.cli import _load
-
+def cmd_update(args: argparse.Namespace, setup: Setup) -> int:
     def work(conn: Any) -> int:
         c = store.update(
             conn,
@@ -97,35 +96,35 @@ def cmd_update(args: argparse.Namespace) -> int:
         _print([c], args.json)
         return 0
 
-    return _with_db(args, _load, work)
+    return _with_db(args, setup, work)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from ensemble.cli import _load
-
+def cmd_list(args: argparse.Namespace, setup: Setup) -> int:
     def work(conn: Any) -> int:
         customers, _ = store.page(conn, 1_000_000, 0)
         _print(customers, args.json)
         return 0
 
-    return _with_db(args, _load, work)
+    return _with_db(args, setup, work)
 
 
-def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+def add_parser(
+    sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser], setup: Setup
+) -> None:
     p = sub.add_parser("customers", help="manage customers and their budgets in the local database")
     csub = p.add_subparsers(dest="customers_command", required=True, metavar="SUBCOMMAND")
     create = with_config(csub.add_parser("create", help="create a customer and print its id"))
     create.add_argument("--name", required=True)
     create.add_argument("--email")
     add_budget_flags(create)
-    create.set_defaults(func=cmd_create)
+    create.set_defaults(func=lambda args: cmd_create(args, setup))
     update = with_config(csub.add_parser("update", help="change a customer's name, email or budget"))
     update.add_argument("customer_id", metavar="ID")
     update.add_argument("--name")
     update.add_argument("--email")
     add_budget_flags(update, default_period=None)
     update.add_argument("--json", action="store_true", help="print JSON")
-    update.set_defaults(func=cmd_update)
+    update.set_defaults(func=lambda args: cmd_update(args, setup))
     lst = with_config(csub.add_parser("list", help="list customers with their budgets"))
     lst.add_argument("--json", action="store_true", help="print JSON")
-    lst.set_defaults(func=cmd_list)
+    lst.set_defaults(func=lambda args: cmd_list(args, setup))

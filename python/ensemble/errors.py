@@ -94,6 +94,13 @@ class BudgetExceeded(ClientError):
         self.resets_at = resets_at
 
 
+class RequestTimeout(ClientError):
+    """The body did not arrive within `server.read_timeout` (the error type stays invalid_request)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class RequestTooLarge(ClientError):
     status = 413
     type = "request_too_large"
