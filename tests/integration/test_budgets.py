@@ -101,15 +101,19 @@ def durable_spend(server: Ensemble, key_ids: list[str]) -> int:
 
 def burst(url: str, keys: list[str], n: int, concurrency: int, path: str = "/api/v1/generate") -> list[int]:
     def one(i: int) -> int:
-        with httpx.Client(timeout=30) as c:
-            r = c.post(url + path, json=REQUEST, headers={"authorization": f"Bearer {keys[i % len(keys)]}"})
-            assert r.status_code in (200, 402), r.text
-            if r.status_code == 402:
-                err = r.json()["error"]
-                assert err["type"] == "budget_exceeded" and err["code"] == "budget_exceeded", err
-            return r.status_code
+        r = client.post(url + path, json=REQUEST, headers={"authorization": f"Bearer {keys[i % len(keys)]}"})
+        assert r.status_code in (200, 402), r.text
+        if r.status_code == 402:
+            err = r.json()["error"]
+            assert err["type"] == "budget_exceeded" and err["code"] == "budget_exceeded", err
+        return r.status_code
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    # One client for every thread (httpx's is thread-safe): building one per request costs more
+    # than the request.
+    with (
+        httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client,
+        ThreadPoolExecutor(concurrency) as pool,
+    ):
         return list(pool.map(one, range(n)))
 
 

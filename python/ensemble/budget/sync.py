@@ -125,7 +125,11 @@ class BudgetSync:
         self._wake.set()
 
     async def refill(self, accounts: list[Account], amount: int) -> None:
-        """Ask for `amount` more on each account and wait for that round trip (bounded)."""
+        """Ask for `amount` more on each account and wait for that round trip (bounded). While Redis
+        is unreachable nothing is waited for: the slice held is all there is until it is back."""
+        if not self.sharing and self.rounds:
+            self._wake.set()
+            return
         for acc in accounts:
             if amount > self.hungry.get(acc.scope, -1):
                 self.hungry[acc.scope] = amount
