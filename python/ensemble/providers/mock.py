@@ -20,12 +20,12 @@ from typing import Any
 import msgspec
 import orjson
 
+from ensemble import vectors
 from ensemble.assembly import Assembler
 from ensemble.config.durations import Duration
 from ensemble.config.schema import ProviderConfig
 from ensemble.providers.base import CallOptions, Provider, Target
 from ensemble.providers.registry import ProviderKind, register
-from ensemble import vectors
 from ensemble.types import (
     EmbeddingRequest,
     EmbeddingResult,

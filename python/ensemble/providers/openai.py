@@ -15,8 +15,8 @@ import msgspec
 import orjson
 
 from ensemble.assembly import parse_arguments
-from ensemble.providers import embedding_wire
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error

@@ -19,7 +19,7 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import access, admin, errors, formats, inference, info, ui, websocket
+from ensemble.server import access, admin, embeddings, errors, formats, inference, info, ui, websocket
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.reload import Reloader
@@ -36,6 +36,7 @@ OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the com
 ROUTES = (
     inference.ROUTES
     + formats.ROUTES
+    + embeddings.ROUTES
     + info.ROUTES
     + admin.ROUTES
     + ui.ROUTES
