@@ -67,7 +67,10 @@ def _providers(fake: FakeUpstream) -> list[dict[str, Any]]:
             "type": "gemini",
             "base_url": fake.endpoint_url("gem"),
             "endpoints": [{"id": "gem", "api_key": UPSTREAM_KEY}],
-            "models": [_embedding("gemini-embedding-001"), {"name": "gemini-2.5-flash", "pricing": CHAT_PRICING}],
+            "models": [
+                _embedding("gemini-embedding-001"),
+                {"name": "gemini-2.5-flash", "pricing": CHAT_PRICING},
+            ],
         },
         {
             "name": "openrouter",
@@ -97,7 +100,9 @@ def _providers(fake: FakeUpstream) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
     ens = Ensemble(
-        Path(tmp_path_factory.mktemp("embeddings")), providers=_providers(fake), env={"ENSEMBLE_ADMIN_KEY": ADMIN}
+        Path(tmp_path_factory.mktemp("embeddings")),
+        providers=_providers(fake),
+        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
     )
     yield ens
     ens.stop()
@@ -175,7 +180,11 @@ def test_upstream_calls_in_each_wire_format(gpt: openai.OpenAI, fake: FakeUpstre
     assert gem["headers"]["x-goog-api-key"] == UPSTREAM_KEY
     assert gem["body"] == {
         "requests": [
-            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": t}]}, "outputDimensionality": 32}
+            {
+                "model": "models/gemini-embedding-001",
+                "content": {"parts": [{"text": t}]},
+                "outputDimensionality": 32,
+            }
             for t in TEXTS
         ]
     }
@@ -185,11 +194,16 @@ def test_openrouter_and_openai_are_asked_for_base64(gpt: openai.OpenAI, fake: Fa
     gpt.embeddings.create(model="or-embed", input="x", encoding_format="float")
     (call,) = fake.requests("or")
     assert call["path"] == "/or/v1/embeddings" and call["headers"]["x-title"] == "Ensemble"
-    assert call["body"]["encoding_format"] == "base64" and call["body"]["model"] == "openai/text-embedding-3-small"
+    assert (
+        call["body"]["encoding_format"] == "base64"
+        and call["body"]["model"] == "openai/text-embedding-3-small"
+    )
 
 
 def test_token_arrays(gpt: openai.OpenAI, fake: FakeUpstream) -> None:
-    r = gpt.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4, 5]], encoding_format="float")
+    r = gpt.embeddings.create(
+        model="text-embedding-3-small", input=[[1, 2, 3], [4, 5]], encoding_format="float"
+    )
     assert r.usage.prompt_tokens == 5
     assert r.data[1].embedding == fake_vectors.vector("4 5", 1536)
     (call,) = fake.requests("oa-a") + fake.requests("oa-b")
@@ -276,9 +290,15 @@ def test_gemini_embed_content_route(server: Ensemble) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["embedding"]["values"] == expected("gemini-embedding-001", "one\ntwo", 4)
             assert Decimal(r.headers["x-ensemble-cost-usd"]) > 0
-        bad = c.post("/v1beta/models/gemini-embedding-001:embedContent", json={"content": {"parts": [{"inlineData": {}}]}})
+        bad = c.post(
+            "/v1beta/models/gemini-embedding-001:embedContent",
+            json={"content": {"parts": [{"inlineData": {}}]}},
+        )
         assert bad.status_code == 400
-        assert bad.json()["error"]["status"] == "INVALID_ARGUMENT" and "parts[0]" in bad.json()["error"]["message"]
+        assert (
+            bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+            and "parts[0]" in bad.json()["error"]["message"]
+        )
         mixed = {
             "requests": [
                 {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "a"}]}},
@@ -310,7 +330,9 @@ def test_errors_in_openai_shape(server: Ensemble, gpt: openai.OpenAI) -> None:
             stranger.embeddings.create(model="text-embedding-3-small", input="hi")
     assert denied.value.status_code == 401
     with server.client() as c:
-        r = c.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"})
+        r = c.post(
+            "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"}
+        )
         assert r.status_code == 400 and r.json()["error"]["param"] == "encoding_format"
         r = c.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x", "truncate": True})
         assert r.status_code == 400 and r.json()["error"]["param"] == "truncate"
