@@ -325,9 +325,9 @@ def test_errors_in_openai_shape(server: Ensemble, gpt: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as dims:
         gpt.embeddings.create(model="text-embedding-3-small", input="x", dimensions=0)
     assert dims.value.body["param"] == "dimensions"  # type: ignore[index]
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="ens_" + "x" * 40, max_retries=0) as stranger:
-        with pytest.raises(openai.AuthenticationError) as denied:
-            stranger.embeddings.create(model="text-embedding-3-small", input="hi")
+    stranger = openai.OpenAI(base_url=server.url + "/v1", api_key="ens_" + "x" * 40, max_retries=0)
+    with stranger, pytest.raises(openai.AuthenticationError) as denied:
+        stranger.embeddings.create(model="text-embedding-3-small", input="hi")
     assert denied.value.status_code == 401
     with server.client() as c:
         r = c.post(
