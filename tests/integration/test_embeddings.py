@@ -374,3 +374,12 @@ def test_per_key_rate_limits(server: Ensemble) -> None:
         with pytest.raises(openai.RateLimitError) as limited:
             client.embeddings.create(model="mock-embed", input="three")
     assert limited.value.status_code == 429 and int(limited.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_key_limited_to_other_models_is_refused(server: Ensemble) -> None:
+    key = server.create_key("chat-only", "--models", "mock-1")
+    server.wait_for_key(key)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    with client, pytest.raises(openai.PermissionDeniedError) as refused:
+        client.embeddings.create(model="mock-embed", input="no")
+    assert refused.value.status_code == 403
