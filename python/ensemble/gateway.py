@@ -413,7 +413,17 @@ class Gateway:
     async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
         plan = self.prepare_embedding(request, ctx)
         opts = self.call_options(request.model, False)
-        result = await self._try(plan, request, ctx, opts, self._embedding)
+        try:
+            result = await self._try(plan, request, ctx, opts, self._embedding)
+        except InvalidRequest as e:
+            if e.code != "exceeds_token_limit":
+                raise
+            raise InvalidRequest(  # the chat wording names max_tokens, which an embeddings call has not
+                f"input: these inputs need an estimated {estimated_tokens(request)} tokens, more than the "
+                "tokens-per-minute limit of every endpoint serving this model; send fewer or shorter inputs",
+                param="input",
+                code="exceeds_token_limit",
+            ) from None
         return self.finish_embedding(request, ctx, result)
 
     @staticmethod

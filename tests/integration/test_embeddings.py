@@ -87,6 +87,13 @@ def _providers(fake: FakeUpstream) -> list[dict[str, Any]]:
             "models": [_embedding("local-embed", upstream="text-embedding-3-small")],
         },
         {
+            "name": "small",
+            "type": "openai_compatible",
+            "base_url": fake.endpoint_url("compat"),
+            "endpoints": [{"id": "small", "api_key": UPSTREAM_KEY, "tpm_limit": 50}],
+            "models": [_embedding("small-tpm", upstream="text-embedding-3-small")],
+        },
+        {
             "name": "anthropic",
             "type": "anthropic",
             "base_url": fake.endpoint_url("ant"),
@@ -383,3 +390,9 @@ def test_a_key_limited_to_other_models_is_refused(server: Ensemble) -> None:
     with client, pytest.raises(openai.PermissionDeniedError) as refused:
         client.embeddings.create(model="mock-embed", input="no")
     assert refused.value.status_code == 403
+
+
+def test_inputs_above_every_endpoints_token_limit_name_input(gpt: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        gpt.embeddings.create(model="small-tpm", input="many words " * 100)
+    assert e.value.body["param"] == "input" and e.value.body["code"] == "exceeds_token_limit"  # type: ignore[index]
