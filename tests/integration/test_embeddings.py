@@ -396,3 +396,9 @@ def test_inputs_above_every_endpoints_token_limit_name_input(gpt: openai.OpenAI)
     with pytest.raises(openai.BadRequestError) as e:
         gpt.embeddings.create(model="small-tpm", input="many words " * 100)
     assert e.value.body["param"] == "input" and e.value.body["code"] == "exceeds_token_limit"  # type: ignore[index]
+
+
+def test_model_list_says_which_models_embed(server: Ensemble) -> None:
+    with server.client() as c:
+        models = {m["id"]: m for m in c.get("/api/v1/models").json()["models"]}
+    assert models["mock-embed"]["kind"] == "embedding" and models["mock-1"]["kind"] == "chat"
