@@ -19,6 +19,7 @@ import msgspec
 from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
+from ensemble.call_path import CallPath, DirectCalls
 from ensemble.config.schema import Config, StreamTimeouts
 from ensemble.errors import (
     EnsembleError,
@@ -128,6 +129,7 @@ class Gateway:
         # Called with the request id once its record is written (the in-flight index forgets it).
         self.on_recorded: Callable[[str], None] | None = None
         self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
+        self.calls: CallPath = DirectCalls()  # tracing wraps it (telemetry/tracing.py)
         self._configure(config, providers, None)
 
     def reconfigure(self, config: Config, providers: list[Provider]) -> None:
@@ -335,7 +337,7 @@ class Gateway:
         streaming: bool,
         attempt: Attempt[InferenceRequest, T],
     ) -> T:
-        plan = self.prepare(request, ctx)
+        plan = self.calls.plan(self.prepare, request, ctx)
         return await self._try(plan, request, ctx, self.call_options(request.model, streaming), attempt)
 
     async def _try(
@@ -383,11 +385,10 @@ class Gateway:
         result = await self._failover(request, ctx, False, self._whole_answer)
         return self.finish(request, ctx, result)
 
-    @staticmethod
     async def _whole_answer(
-        request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+        self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> ProviderResult:
-        result = await target.provider.complete(request, target, opts)
+        result = await self.calls.complete(request, target, opts)
         _answered(ctx, target, t0)
         return result
 
@@ -411,7 +412,7 @@ class Gateway:
         return plan
 
     async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
-        plan = self.prepare_embedding(request, ctx)
+        plan = self.calls.plan(self.prepare_embedding, request, ctx)
         opts = self.call_options(request.model, False)
         try:
             result = await self._try(plan, request, ctx, opts, self._embedding)
@@ -426,11 +427,10 @@ class Gateway:
             ) from None
         return self.finish_embedding(request, ctx, result)
 
-    @staticmethod
     async def _embedding(
-        request: EmbeddingRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+        self, request: EmbeddingRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> EmbeddingResult:
-        result = await target.provider.embed(request, target, opts)
+        result = await self.calls.embed(request, target, opts)
         _answered(ctx, target, t0)
         return result
 
@@ -612,7 +612,7 @@ class Gateway:
     async def _first_content(
         self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> LiveStream:
-        iterator = target.provider.stream(request, target, opts).__aiter__()
+        iterator = self.calls.stream(request, target, opts).__aiter__()
         held: list[StreamDelta] = []
         try:
             while True:
