@@ -253,6 +253,10 @@ def test_cost_on_the_answer_and_in_the_request_log_and_usage(server: Ensemble) -
 
         u = wait_until(used, what="the usage row of the embeddings model")
         assert u["requests"] >= 1 and u["input_tokens"] >= tokens and u["output_tokens"] == 0
+    with server.client() as c:  # the status is kept; the vectors are not stored for retrieval
+        assert c.get(f"/api/v1/status/{request_id}").json()["status"] == "completed"
+        gone = c.get(f"/api/v1/retrieve/{request_id}")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "response_not_found"
 
 
 def test_google_genai_single_and_batch(server: Ensemble, fake: FakeUpstream) -> None:
