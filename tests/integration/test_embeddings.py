@@ -289,8 +289,20 @@ def test_google_genai_single_and_batch(server: Ensemble, fake: FakeUpstream) -> 
         with pytest.raises(genai.errors.ClientError) as e:
             c.models.embed_content(model="no-such-model", contents="no")
         assert e.value.code == 404 and e.value.status == "NOT_FOUND"
+        with pytest.raises(genai.errors.ClientError) as e:
+            c.models.embed_content(
+                model="gemini-embedding-001", contents="no", config={"output_dimensionality": -1}
+            )
+        assert e.value.code == 400 and "outputDimensionality" in (e.value.message or "")
     finally:
         c.close()
+    stranger = genai.Client(api_key="ens_" + "y" * 40, http_options=types.HttpOptions(base_url=server.url))
+    try:
+        with pytest.raises(genai.errors.ClientError) as e:
+            stranger.models.embed_content(model="gemini-embedding-001", contents="no")
+        assert e.value.code == 401 and e.value.status == "UNAUTHENTICATED"
+    finally:
+        stranger.close()
 
 
 def test_gemini_embed_content_route(server: Ensemble) -> None:
@@ -385,6 +397,19 @@ def test_per_key_rate_limits(server: Ensemble) -> None:
         with pytest.raises(openai.RateLimitError) as limited:
             client.embeddings.create(model="mock-embed", input="three")
     assert limited.value.status_code == 429 and int(limited.value.response.headers["retry-after"]) >= 1
+
+
+def test_per_key_token_limits_count_input_tokens(server: Ensemble) -> None:
+    key = server.create_key("embed-tpm", "--tpm", "100")
+    server.wait_for_key(key)
+    text = "abcd" * 60  # 60 tokens, estimated and counted alike
+    with openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0) as client:
+        first = client.embeddings.with_raw_response.create(model="mock-embed", input=text)
+        assert first.parse().usage.prompt_tokens == 60
+        assert first.headers["x-ratelimit-remaining-tokens"] == "40"
+        with pytest.raises(openai.RateLimitError):
+            client.embeddings.create(model="mock-embed", input=text)  # 60 more do not fit in 100
+        client.embeddings.create(model="mock-embed", input="abcd" * 10)  # 10 do
 
 
 def test_a_key_limited_to_other_models_is_refused(server: Ensemble) -> None:
