@@ -19,7 +19,9 @@ from typing import Any
 
 import httpx
 import openai
+import pydantic
 import pytest
+from openai.types import EmbeddingCreateParams
 
 from ensemble.fake_upstream import embeddings as fake_vectors
 from ensemble.providers.mock import mock_vector
@@ -175,6 +177,10 @@ def test_upstream_calls_in_each_wire_format(gpt: openai.OpenAI, fake: FakeUpstre
     gpt.embeddings.create(model="gemini-embedding-001", input=TEXTS, dimensions=32)
     (compat,) = fake.requests("compat")
     assert compat["path"] == "/compat/v1/embeddings"
+    # What the openai SDK itself would send: its request type's fields, of its types.
+    params = pydantic.TypeAdapter(EmbeddingCreateParams)
+    assert params.validate_python(compat["body"]) == compat["body"]
+    assert set(compat["body"]) <= set(EmbeddingCreateParams.__annotations__)
     assert compat["body"] == {
         "model": "text-embedding-3-small",
         "input": TEXTS,
