@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from ensemble import vectors
 from ensemble.api import embeddings
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers import embedding_wire
+from ensemble.providers.openai import upstream_cost
 from ensemble.providers.openai_compatible import embeddings_path
 from ensemble.types import EmbeddingRequest
 
@@ -105,9 +107,9 @@ def test_openai_answer_in_either_encoding() -> None:
             "usage": {"prompt_tokens": 7, "total_tokens": 7, "cost": 0.5},
         }
     )
-    result = embedding_wire.openai_parse(body, request, lambda usage: usage.get("cost"))
+    result = embedding_wire.openai_parse(body, request, upstream_cost)  # OpenRouter's reading
     assert [vectors.unpack(v) for v in result.vectors] == [[3.0, 4.0], [1.0, 2.0]]
-    assert result.usage.input_tokens == 7 and result.cost == 0.5
+    assert result.usage.input_tokens == 7 and result.cost == Decimal("0.5")
     short = orjson.dumps({"data": [{"index": 0, "embedding": [1.0]}]})
     with pytest.raises(ProviderError, match="1 embeddings for 2 inputs"):
         embedding_wire.openai_parse(short, request, lambda usage: None)

@@ -12,6 +12,7 @@ texts (what google-genai does too). Gemini tokenises itself, so token-id arrays 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -54,8 +55,10 @@ def openai_body(request: EmbeddingRequest, model_id: str, base64: bool) -> bytes
     return orjson.dumps(body)
 
 
-def openai_parse(body: bytes, request: EmbeddingRequest, cost: Any) -> EmbeddingResult:
-    """`cost`: called with the usage object, the provider's own charge or None."""
+def openai_parse(
+    body: bytes, request: EmbeddingRequest, cost: Callable[[Mapping[str, Any]], Decimal | None]
+) -> EmbeddingResult:
+    """`cost` reads the provider's own charge from the usage object (None: priced from the config)."""
     data = orjson.loads(body)
     items = sorted(data["data"], key=lambda item: item.get("index", 0))
     out = []
@@ -64,12 +67,11 @@ def openai_parse(body: bytes, request: EmbeddingRequest, cost: Any) -> Embedding
         out.append(vectors.from_base64(embedding) if isinstance(embedding, str) else vectors.pack(embedding))
     usage = data.get("usage") or {}
     tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or estimated_tokens(request))
-    charged: Decimal | None = cost(usage)
     return EmbeddingResult(
         vectors=_checked(out, request),
         usage=Usage(input_tokens=tokens),
         upstream_model=data.get("model"),
-        cost=charged,
+        cost=cost(usage),
     )
 
 
