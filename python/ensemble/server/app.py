@@ -19,7 +19,7 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import admin, admin_series, errors, formats, inference, info, ui, websocket
+from ensemble.server import admin, admin_series, errors, formats, inference, info, responses, ui, websocket
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.reload import Reloader
@@ -40,6 +40,7 @@ class App:
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
         self.routes = RouteTable(
             inference.ROUTES
+            + responses.ROUTES
             + formats.ROUTES
             + info.ROUTES
             + admin.ROUTES
