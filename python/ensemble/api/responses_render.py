@@ -53,7 +53,10 @@ def _base(request_id: str) -> str:
 def usage(r: InferenceResponse) -> dict[str, Any]:
     return {
         "input_tokens": r.input_tokens,
-        "input_tokens_details": {"cached_tokens": r.cached_prompt_tokens},
+        "input_tokens_details": {
+            "cached_tokens": r.cached_prompt_tokens,
+            "cache_write_tokens": r.cache_creation_tokens,
+        },
         "output_tokens": r.output_tokens,
         "output_tokens_details": {"reasoning_tokens": r.reasoning_tokens},
         "total_tokens": r.input_tokens + r.output_tokens,
@@ -316,6 +319,8 @@ class EventWriter:
         if isinstance(delta, TextDelta):
             item = self._items.get(delta.index)
             head = self._open(delta.index, "text", delta) if item is None else b""
+            if not delta.text:
+                return head or None
             return head + self._delta(self._items[delta.index], delta.text)
         if isinstance(delta, ThinkingDelta):
             item = self._items.get(delta.index)

@@ -74,6 +74,7 @@ FOREIGN_KEYS = frozenset(
         "user_profile_id",
         "workspace_id",
         "labels",
+        "responses_hosted_tools",  # the Responses ingress's hosted tools: only its upstream mode runs them
     }
 )
 
@@ -407,6 +408,16 @@ class OpenAIWire(WireFormat):
         self.extra_headers = dict(dialect.headers)
         self.report_cost = dialect.reports_cost
         self.path = dialect.path
+        self._responses: WireFormat | None = None
+
+    def for_target(self, target: Target) -> WireFormat:
+        if target.model.api != "responses":
+            return self
+        if self._responses is None:
+            from ensemble.providers.openai_responses import ResponsesWire  # it builds on this module
+
+            self._responses = ResponsesWire(self.dialect)
+        return self._responses
 
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
