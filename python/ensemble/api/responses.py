@@ -83,6 +83,7 @@ _ECHOED = {
     "prompt_cache_retention",
     "top_logprobs",
     "max_tool_calls",
+    "client_metadata",  # Codex's telemetry for OpenAI: nothing another provider could use
 }
 
 # Accepted only with these values: anything else needs state or features the gateway does not have.

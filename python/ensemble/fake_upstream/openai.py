@@ -208,6 +208,7 @@ class OpenAIProvider:
             0,
             cfg.reasoning_tokens,
             lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
         )
         prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
         tokens = plan.prompt_tokens + plan.output_tokens
@@ -261,7 +262,14 @@ class OpenAIProvider:
             return json_reply(400, error_body(400, exc.message, exc.param))
         cfg = ctx.config
         plan = make_plan(
-            "openai", conv, cfg.chunks, cfg.cached_tokens, 0, cfg.reasoning_tokens, lambda o: orjson.dumps(o).decode()
+            "openai",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            0,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
         )
         prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
         if req.get("stream") is True:
