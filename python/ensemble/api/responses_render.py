@@ -110,13 +110,22 @@ def output_items(blocks: list[EventBlock], request_id: str, include_encrypted: b
     return out
 
 
-def response_object(
-    *,
-    request_id: str,
-    model: str,
-    echo: dict[str, Any],
-    previous_response_id: str | None,
-    created_at: int,
+def _head(
+    request_id: str, model: str, echo: dict[str, Any], previous_response_id: str | None, created_at: int
+) -> dict[str, Any]:
+    """The fields of a response object that stay the same while it is streamed."""
+    return {
+        "id": response_id(request_id),
+        "object": "response",
+        "created_at": created_at,
+        "background": False,
+        "model": model,
+        "previous_response_id": previous_response_id,
+        **echo,
+    }
+
+
+def _tail(
     status: str,
     output: list[dict[str, Any]],
     usage: dict[str, Any] | None,
@@ -124,17 +133,10 @@ def response_object(
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
-        "id": response_id(request_id),
-        "object": "response",
-        "created_at": created_at,
         "status": status,
-        "background": False,
         "error": error,
         "incomplete_details": {"reason": incomplete} if incomplete else None,
-        "model": model,
         "output": output,
-        "previous_response_id": previous_response_id,
-        **echo,
         "usage": usage,
     }
 
@@ -146,24 +148,20 @@ def render(
     include_encrypted: bool,
     created_at: int | None = None,
 ) -> dict[str, Any]:
+    created = created_at if created_at is not None else int(time.time())
+    return {**_head(r.id, r.model, echo, previous_response_id, created), **_final(r, include_encrypted)}
+
+
+def _final(r: InferenceResponse, include_encrypted: bool) -> dict[str, Any]:
     incomplete = _INCOMPLETE.get(r.finish_reason)
-    return response_object(
-        request_id=r.id,
-        model=r.model,
-        echo=echo,
-        previous_response_id=previous_response_id,
-        created_at=created_at if created_at is not None else int(time.time()),
-        status="incomplete" if incomplete else "completed",
-        output=output_items(r.blocks, r.id, include_encrypted),
-        usage=usage(r),
-        incomplete=incomplete,
-    )
+    status = "incomplete" if incomplete else "completed"
+    return _tail(status, output_items(r.blocks, r.id, include_encrypted), usage(r), incomplete)
 
 
 class _Open:
     """An output item being streamed."""
 
-    __slots__ = ("call_id", "delta_head", "item_id", "kind", "name", "output_index", "parts", "signature")
+    __slots__ = ("call_id", "delta_format", "item_id", "kind", "name", "output_index", "parts", "signature")
 
     def __init__(self, kind: str, item_id: str, output_index: int) -> None:
         self.kind = kind
@@ -173,8 +171,32 @@ class _Open:
         self.signature = ""
         self.call_id = ""
         self.name = ""
-        self.delta_head = b""
+        self.delta_format = b""
 
+
+# The events of a text item, written around its id, output index and text as JSON (the common
+# case, so one bytes-format call each instead of building and serialising dicts).
+_TEXT_OPENED = (
+    b'event: response.output_item.added\ndata: {"type":"response.output_item.added","sequence_number":%d,'
+    b'"output_index":%s,"item":{"id":%s,"type":"message","role":"assistant","status":"in_progress",'
+    b'"content":[]}}\n\n'
+    b'event: response.content_part.added\ndata: {"type":"response.content_part.added","sequence_number":%d,'
+    b'"item_id":%s,"output_index":%s,"content_index":0,"part":{"type":"output_text","text":"",'
+    b'"annotations":[],"logprobs":[]}}\n\n'
+)
+_TEXT_DONE = (
+    b'event: response.output_text.done\ndata: {"type":"response.output_text.done","sequence_number":%d,'
+    b'"item_id":%s,"output_index":%s,"content_index":0,"text":%s,"logprobs":[]}\n\n'
+    b'event: response.content_part.done\ndata: {"type":"response.content_part.done","sequence_number":%d,'
+    b'"item_id":%s,"output_index":%s,"content_index":0,"part":{"type":"output_text","text":%s,'
+    b'"annotations":[],"logprobs":[]}}\n\n'
+    b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
+    b'"output_index":%s,"item":%s}\n\n'
+)
+_TEXT_ITEM = (
+    b'{"id":%s,"type":"message","role":"assistant","status":"completed",'
+    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
+)
 
 _DELTA_EVENT = {
     "text": b"response.output_text.delta",
@@ -208,7 +230,11 @@ class EventWriter:
         self._seq = 0
         self._items: dict[int, _Open] = {}  # canonical block index → item
         self._current: _Open | None = None
+        self._text_index = -1  # block index of the open item when it is text (the per-token path)
         self._done: list[dict[str, Any]] = []  # finished output items, in output order
+        self._head_json = b""  # the response object's unchanging fields, JSON without the closing brace
+        self._done_json: list[bytes] = []  # finished text items as JSON, while the answer is only text
+        self._only_text = True
 
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         seq = self._seq
@@ -216,22 +242,31 @@ class EventWriter:
         body = {"type": kind, "sequence_number": seq, **payload}
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
 
-    def _skeleton(self, status: str) -> dict[str, Any]:
-        return response_object(
-            request_id=self._request_id,
-            model=self._model,
-            echo=self._echo,
-            previous_response_id=self._previous,
-            created_at=self._created_at,
-            status=status,
-            output=[],
-            usage=None,
+    def _response_event(self, kind: str, tail: dict[str, Any]) -> bytes:
+        """An event carrying the whole response object, its head serialised once per stream."""
+        if not self._head_json:
+            head = _head(self._request_id, self._model, self._echo, self._previous, self._created_at)
+            self._head_json = orjson.dumps(head)[:-1]
+        seq = self._seq
+        self._seq = seq + 1
+        name = kind.encode()
+        return (
+            b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":' + str(seq).encode()
+            + b',"response":' + self._head_json + b"," + orjson.dumps(tail)[1:] + b"}\n\n"
         )
 
     def start(self) -> bytes:
-        skeleton = self._skeleton("in_progress")
-        return self._event("response.created", {"response": skeleton}) + self._event(
-            "response.in_progress", {"response": skeleton}
+        head = _head(self._request_id, self._model, self._echo, self._previous, self._created_at)
+        self._head_json = orjson.dumps(head)[:-1]
+        response = self._head_json + b"," + orjson.dumps(_tail("in_progress", [], None))[1:]
+        self._seq = 2
+        return (
+            b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":'
+            + response
+            + b'}\n\nevent: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":1,'
+            b'"response":'
+            + response
+            + b"}\n\n"
         )
 
     # -- items ------------------------------------------------------------------------------------
@@ -244,14 +279,12 @@ class EventWriter:
         if isinstance(delta, ThinkingDelta) and delta.item_id:
             item_id = delta.item_id
         item = self._items[index] = self._current = _Open(kind, item_id, output_index)
+        self._text_index = index if kind == "text" else -1
         where = {"item_id": item_id, "output_index": output_index}
         if kind == "text":
-            out += self._event(
-                "response.output_item.added",
-                {"output_index": output_index, "item": {**_message_item(item_id, "", "in_progress"), "content": []}},
-            )
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            out += self._event("response.content_part.added", {**where, "content_index": 0, "part": part})
+            ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
+            self._seq = seq + 2
+            out += _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
             extra = b',"content_index":0'
         elif kind == "thinking":
             out += self._event(
@@ -272,35 +305,40 @@ class EventWriter:
             )
             extra = b""
         name = _DELTA_EVENT[kind]
-        item.delta_head = (
-            b"event: " + name + b'\ndata: {"type":"' + name + b'","item_id":"' + item_id.encode()
-            + b'","output_index":' + str(output_index).encode() + extra
-        )
+        head = (
+            b"event: " + name + b'\ndata: {"type":"' + name + b'","item_id":' + orjson.dumps(item_id)
+            + b',"output_index":' + str(output_index).encode() + extra
+        ).replace(b"%", b"%%")
+        tail = b',"logprobs":[]}\n\n' if kind == "text" else b"}\n\n"
+        # One bytes-format call per token: the sequence number and the delta's JSON string.
+        item.delta_format = head + b',"sequence_number":%d,"delta":%s' + tail
         return out
 
     def _delta(self, item: _Open, text: str) -> bytes:
         item.parts.append(text)
         seq = self._seq
-        self._seq += 1
-        tail = b',"logprobs":[]}\n\n' if item.kind == "text" else b"}\n\n"
-        return (
-            item.delta_head + b',"sequence_number":' + str(seq).encode() + b',"delta":' + orjson.dumps(text) + tail
-        )
+        self._seq = seq + 1
+        return item.delta_format % (seq, orjson.dumps(text))
 
     def _close(self) -> bytes:
         item = self._current
         if item is None:
             return b""
         self._current = None
+        self._text_index = -1
         text = "".join(item.parts)
         where = {"item_id": item.item_id, "output_index": item.output_index}
         out = b""
         if item.kind == "text":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            out += self._event("response.output_text.done", {**where, "content_index": 0, "text": text, "logprobs": []})
-            out += self._event("response.content_part.done", {**where, "content_index": 0, "part": part})
-            done = _message_item(item.item_id, text)
-        elif item.kind == "thinking":
+            ident, oi, t, seq = orjson.dumps(item.item_id), str(item.output_index).encode(), orjson.dumps(text), self._seq
+            self._seq = seq + 3
+            self._done.append(_message_item(item.item_id, text))
+            done_json = _TEXT_ITEM % (ident, t)
+            self._done_json.append(done_json)
+            return _TEXT_DONE % (seq, ident, oi, t, seq + 1, ident, oi, t, seq + 2, oi, done_json)
+        self._done_json.clear()  # not only text: the final object is built from the whole answer
+        self._only_text = False
+        if item.kind == "thinking":
             out += self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text})
             part = {"type": "summary_text", "text": text}
             out += self._event("response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part})
@@ -316,6 +354,14 @@ class EventWriter:
         return out + self._event("response.output_item.done", {"output_index": item.output_index, "item": done})
 
     def render(self, delta: StreamDelta) -> bytes | None:
+        if type(delta) is TextDelta and delta.index == self._text_index and delta.text:
+            # Per token, into the open text item: one format call.
+            item = self._current
+            if item is not None:
+                item.parts.append(delta.text)
+                seq = self._seq
+                self._seq = seq + 1
+                return item.delta_format % (seq, orjson.dumps(delta.text))
         if isinstance(delta, TextDelta):
             item = self._items.get(delta.index)
             head = self._open(delta.index, "text", delta) if item is None else b""
@@ -339,13 +385,28 @@ class EventWriter:
 
     def finish(self, response: InferenceResponse) -> bytes:
         out = self._close()
-        final = render(response, self._echo, self._previous, self._include_encrypted, self._created_at)
+        if self._only_text and len(self._done_json) == len(response.blocks):
+            return out + self._text_completed(response)
+        final = _final(response, self._include_encrypted)
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-        return out + self._event(kind, {"response": final})
+        return out + self._response_event(kind, final)
+
+    def _text_completed(self, response: InferenceResponse) -> bytes:
+        """The final event of a text-only answer, from the items already written (same JSON)."""
+        incomplete = _INCOMPLETE.get(response.finish_reason)
+        kind = b"response.incomplete" if incomplete else b"response.completed"
+        details = b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null"
+        seq = self._seq
+        self._seq = seq + 1
+        return (
+            b"event: " + kind + b'\ndata: {"type":"' + kind + b'","sequence_number":' + str(seq).encode()
+            + b',"response":' + self._head_json + b',"status":"' + kind[9:] + b'","error":null,'
+            + b'"incomplete_details":' + details + b',"output":[' + b",".join(self._done_json)
+            + b'],"usage":' + orjson.dumps(usage(response)) + b"}}\n\n"
+        )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
         out = self._close()
-        failed = self._skeleton("failed")
-        failed["output"] = self._done
-        failed["error"] = {"code": "server_error" if error.status >= 500 else error.code, "message": error.message}
-        return out + self._event("response.failed", {"response": failed})
+        code = "server_error" if error.status >= 500 else error.code
+        failed = _tail("failed", self._done, None, error={"code": code, "message": error.message})
+        return out + self._response_event("response.failed", failed)
