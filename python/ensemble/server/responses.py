@@ -18,7 +18,7 @@ import orjson
 from ensemble.api import responses, responses_render
 from ensemble.errors import InvalidRequest, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import authenticate, proxied_headers, run_generate, run_stream
+from ensemble.server.inference import proxied_headers, run_generate, run_stream
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
@@ -117,7 +117,7 @@ def _check_hosted_tools(rt: Runtime, model: str, config: dict[str, Any] | None) 
 
 
 async def create(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     call = responses.parse_request(await req.body(rt.config.server.max_request_bytes))
     request = call.request
     own_input = call.input_messages
@@ -151,7 +151,7 @@ async def create(rt: Runtime, req: Request) -> None:
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     stored = await load(rt, key, req.params["response_id"])
     conv = stored.conversation
     body = responses_render.render(
@@ -161,7 +161,7 @@ async def retrieve(rt: Runtime, req: Request) -> None:
 
 
 async def delete(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     resp_id = req.params["response_id"]
     await load(rt, key, resp_id)  # 404 unless this key's
     assert rt.db is not None
