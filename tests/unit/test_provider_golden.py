@@ -21,6 +21,8 @@ from ensemble.assembly import Assembler
 from ensemble.config.schema import Pricing, ProviderConfig
 from ensemble.providers import registry
 from ensemble.providers.base import WireFormat
+from ensemble.providers.openai import OPENAI
+from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.types import ProviderResult, ToolCallBlock
 from ensemble.usage.pricing import Price, format_cost, micro_dollars
 
@@ -37,6 +39,8 @@ def _wire(provider_type: str) -> WireFormat:
 WIRES: dict[str, WireFormat] = {
     t: _wire(t) for t in ("openai", "xai", "openrouter", "anthropic", "gemini", "openai_compatible")
 }
+# OpenAI-type models with `api: responses` speak OpenAI's Responses API instead of chat completions.
+WIRES["openai_responses"] = ResponsesWire(OPENAI)
 CASES = sorted(
     (p.parent.name, p.name.removesuffix(".expected.json")) for p in FIXTURES.glob("*/*.expected.json")
 )
