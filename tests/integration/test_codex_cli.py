@@ -46,11 +46,21 @@ def codex_binary() -> Path:
         return binary
     npm = shutil.which("npm")
     if npm is None:
-        pytest.fail("npm is needed to install the Codex CLI for this test (Node.js: see README prerequisites)")
+        pytest.fail(
+            "npm is needed to install the Codex CLI for this test (Node.js: see README prerequisites)"
+        )
     prefix.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
-         f"@openai/codex@{CODEX_VERSION}"],
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(prefix),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"@openai/codex@{CODEX_VERSION}",
+        ],
         check=True,
         timeout=600,
         stdin=subprocess.DEVNULL,
@@ -96,8 +106,18 @@ def run_codex(codex: Path, server: Ensemble, model: str, home: Path, work: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(CODEX_HOME=str(home), ENSEMBLE_API_KEY=server.key)
     proc = subprocess.run(
-        [str(codex), "exec", "--skip-git-repo-check", "--ephemeral", "--json", "--sandbox", "read-only",
-         "--cd", str(work), "Run a shell command that prints the marker, then say hello"],
+        [
+            str(codex),
+            "exec",
+            "--skip-git-repo-check",
+            "--ephemeral",
+            "--json",
+            "--sandbox",
+            "read-only",
+            "--cd",
+            str(work),
+            "Run a shell command that prints the marker, then say hello",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -120,10 +140,18 @@ def test_codex_exec_tool_round_trip(
         tool_call={"name": "exec_command", "arguments": {"cmd": f"echo {MARKER}"}},
     )
     events = run_codex(codex, server, model, tmp_path / "home", tmp_path / "work")
-    commands = [e["item"] for e in events if e.get("type") == "item.completed" and e["item"]["type"] == "command_execution"]
+    commands = [
+        e["item"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"]["type"] == "command_execution"
+    ]
     assert len(commands) == 1 and f"echo {MARKER}" in commands[0]["command"]
     assert commands[0]["exit_code"] == 0 and MARKER in commands[0]["aggregated_output"]
-    messages = [e["item"]["text"] for e in events if e.get("type") == "item.completed" and e["item"]["type"] == "agent_message"]
+    messages = [
+        e["item"]["text"]
+        for e in events
+        if e.get("type") == "item.completed" and e["item"]["type"] == "agent_message"
+    ]
     assert messages and messages[-1].startswith(f"Hello from fake-{kind}")
     assert events[-1]["type"] == "turn.completed"
     bodies = [r["body"] for r in fake.requests(endpoint) if isinstance(r["body"], dict)]

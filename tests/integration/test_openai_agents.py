@@ -54,7 +54,9 @@ def get_weather(city: str) -> str:
 
 
 def _agent(model: str) -> agents.Agent:
-    return agents.Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather], model=model)
+    return agents.Agent(
+        name="weather", instructions="Answer with the weather.", tools=[get_weather], model=model
+    )
 
 
 async def _run(server: Ensemble, model: str, stream: bool, paths: list[str]) -> str:
@@ -64,7 +66,9 @@ async def _run(server: Ensemble, model: str, stream: bool, paths: list[str]) -> 
     http = httpx.AsyncClient(event_hooks={"request": [seen]})
     client = AsyncOpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0, http_client=http)
     # The provider's defaults: its model class is the Responses one.
-    run_config = agents.RunConfig(model_provider=agents.OpenAIProvider(openai_client=client), tracing_disabled=True)
+    run_config = agents.RunConfig(
+        model_provider=agents.OpenAIProvider(openai_client=client), tracing_disabled=True
+    )
     try:
         if stream:
             result = agents.Runner.run_streamed(_agent(model), "Weather in Paris?", run_config=run_config)
@@ -79,7 +83,9 @@ async def _run(server: Ensemble, model: str, stream: bool, paths: list[str]) -> 
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("model", list(MODELS))
-def test_agent_runs_a_tool_to_its_answer(server: Ensemble, fake: FakeUpstream, model: str, stream: bool) -> None:
+def test_agent_runs_a_tool_to_its_answer(
+    server: Ensemble, fake: FakeUpstream, model: str, stream: bool
+) -> None:
     kind, endpoint, _ = MODELS[model]
     fake.reset()
     fake.configure(endpoint, chunks=6, require_api_key=UPSTREAM_KEY)

@@ -181,7 +181,12 @@ def _item(raw: Any, i: int, messages: list[Message]) -> None:
                 f"{where}.role: must be one of user, assistant, system, developer", param="input"
             )
         content = _content(raw.get("content"), f"{where}.content")
-        if role == "assistant" and messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
+        if (
+            role == "assistant"
+            and messages
+            and messages[-1].role == "assistant"
+            and not messages[-1].tool_calls
+        ):
             turn = messages[-1]  # text after this turn's reasoning
             parts = [TextContent(text=content)] if isinstance(content, str) else content
             _blocks(turn).extend(parts)
@@ -208,7 +213,9 @@ def _item(raw: Any, i: int, messages: list[Message]) -> None:
         summary = raw.get("summary") or []
         if not isinstance(summary, list):
             raise InvalidRequest(f"{where}.summary: expected a list", param="input")
-        text = "\n\n".join(_text(s.get("text") if isinstance(s, dict) else s, f"{where}.summary") for s in summary)
+        text = "\n\n".join(
+            _text(s.get("text") if isinstance(s, dict) else s, f"{where}.summary") for s in summary
+        )
         encrypted = raw.get("encrypted_content")
         origin, signature = (None, None)
         if encrypted is not None:

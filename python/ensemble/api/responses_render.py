@@ -85,7 +85,9 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
     }
 
 
-def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+def _call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "function_call",
@@ -251,8 +253,17 @@ class EventWriter:
         self._seq = seq + 1
         name = kind.encode()
         return (
-            b"event: " + name + b'\ndata: {"type":"' + name + b'","sequence_number":' + str(seq).encode()
-            + b',"response":' + self._head_json + b"," + orjson.dumps(tail)[1:] + b"}\n\n"
+            b"event: "
+            + name
+            + b'\ndata: {"type":"'
+            + name
+            + b'","sequence_number":'
+            + str(seq).encode()
+            + b',"response":'
+            + self._head_json
+            + b","
+            + orjson.dumps(tail)[1:]
+            + b"}\n\n"
         )
 
     def start(self) -> bytes:
@@ -264,9 +275,7 @@ class EventWriter:
             b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":'
             + response
             + b'}\n\nevent: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":1,'
-            b'"response":'
-            + response
-            + b"}\n\n"
+            b'"response":' + response + b"}\n\n"
         )
 
     # -- items ------------------------------------------------------------------------------------
@@ -301,13 +310,23 @@ class EventWriter:
             item.call_id, item.name = delta.id, delta.name
             out += self._event(
                 "response.output_item.added",
-                {"output_index": output_index, "item": _call_item(item_id, delta.id, delta.name, "", "in_progress")},
+                {
+                    "output_index": output_index,
+                    "item": _call_item(item_id, delta.id, delta.name, "", "in_progress"),
+                },
             )
             extra = b""
         name = _DELTA_EVENT[kind]
         head = (
-            b"event: " + name + b'\ndata: {"type":"' + name + b'","item_id":' + orjson.dumps(item_id)
-            + b',"output_index":' + str(output_index).encode() + extra
+            b"event: "
+            + name
+            + b'\ndata: {"type":"'
+            + name
+            + b'","item_id":'
+            + orjson.dumps(item_id)
+            + b',"output_index":'
+            + str(output_index).encode()
+            + extra
         ).replace(b"%", b"%%")
         tail = b',"logprobs":[]}\n\n' if kind == "text" else b"}\n\n"
         # One bytes-format call per token: the sequence number and the delta's JSON string.
@@ -330,7 +349,12 @@ class EventWriter:
         where = {"item_id": item.item_id, "output_index": item.output_index}
         out = b""
         if item.kind == "text":
-            ident, oi, t, seq = orjson.dumps(item.item_id), str(item.output_index).encode(), orjson.dumps(text), self._seq
+            ident, oi, t, seq = (
+                orjson.dumps(item.item_id),
+                str(item.output_index).encode(),
+                orjson.dumps(text),
+                self._seq,
+            )
             self._seq = seq + 3
             self._done.append(_message_item(item.item_id, text))
             done_json = _TEXT_ITEM % (ident, t)
@@ -339,9 +363,13 @@ class EventWriter:
         self._done_json.clear()  # not only text: the final object is built from the whole answer
         self._only_text = False
         if item.kind == "thinking":
-            out += self._event("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text})
+            out += self._event(
+                "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
+            )
             part = {"type": "summary_text", "text": text}
-            out += self._event("response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part})
+            out += self._event(
+                "response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part}
+            )
             block = ThinkingBlock(thinking=text, signature=item.signature or None)
             done = _reasoning_item(item.item_id, block, False)  # the signature is added at the end
         else:
@@ -351,7 +379,9 @@ class EventWriter:
             )
             done = _call_item(item.item_id, item.call_id, item.name, arguments)
         self._done.append(done)
-        return out + self._event("response.output_item.done", {"output_index": item.output_index, "item": done})
+        return out + self._event(
+            "response.output_item.done", {"output_index": item.output_index, "item": done}
+        )
 
     def render(self, delta: StreamDelta) -> bytes | None:
         if type(delta) is TextDelta and delta.index == self._text_index and delta.text:
@@ -399,10 +429,24 @@ class EventWriter:
         seq = self._seq
         self._seq = seq + 1
         return (
-            b"event: " + kind + b'\ndata: {"type":"' + kind + b'","sequence_number":' + str(seq).encode()
-            + b',"response":' + self._head_json + b',"status":"' + kind[9:] + b'","error":null,'
-            + b'"incomplete_details":' + details + b',"output":[' + b",".join(self._done_json)
-            + b'],"usage":' + orjson.dumps(usage(response)) + b"}}\n\n"
+            b"event: "
+            + kind
+            + b'\ndata: {"type":"'
+            + kind
+            + b'","sequence_number":'
+            + str(seq).encode()
+            + b',"response":'
+            + self._head_json
+            + b',"status":"'
+            + kind[9:]
+            + b'","error":null,'
+            + b'"incomplete_details":'
+            + details
+            + b',"output":['
+            + b",".join(self._done_json)
+            + b'],"usage":'
+            + orjson.dumps(usage(response))
+            + b"}}\n\n"
         )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:

@@ -89,7 +89,9 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
             text = ""
             last = "assistant"
         else:
-            raise BadRequest(f"Invalid value: '{kind}'. Supported values are: 'message', ...", f"input[{i}].type")
+            raise BadRequest(
+                f"Invalid value: '{kind}'. Supported values are: 'message', ...", f"input[{i}].type"
+            )
         chars += len(text)
     conv.prompt_chars = chars
     conv.last_is_user = last == "user"
@@ -107,7 +109,9 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
     max_tokens = req.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 16:
-            raise BadRequest("Invalid 'max_output_tokens': integer below minimum value 16.", "max_output_tokens")
+            raise BadRequest(
+                "Invalid 'max_output_tokens': integer below minimum value 16.", "max_output_tokens"
+            )
         conv.max_tokens = max_tokens
     reasoning = req.get("reasoning")
     conv.thinking = isinstance(reasoning, dict) and reasoning.get("effort") not in (None, "none", "minimal")
@@ -171,7 +175,7 @@ class _Items:
 
     def all(self) -> list[dict[str, Any]]:
         out = [self.reasoning()] if self.plan.thinking_pieces else []
-        return out + [self.call() if self.plan.tool else self.message()]
+        return [*out, self.call() if self.plan.tool else self.message()]
 
 
 def response_json(
@@ -210,7 +214,9 @@ def response_json(
 def reply(req: dict[str, Any], model: str, plan: Plan) -> Reply:
     body = response_json(req, model, _Items(req, plan), "completed", usage_json(plan))
     tokens = plan.prompt_tokens + plan.output_tokens
-    return Reply(200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="resp_", cacheable=not plan.tool)
+    return Reply(
+        200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="resp_", cacheable=not plan.tool
+    )
 
 
 def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
@@ -228,13 +234,37 @@ def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
         ev("response.output_item.added", output_index=index, item=items.reasoning(done=False))
         if items.summary:
             part = {"type": "summary_text", "text": ""}
-            ev("response.reasoning_summary_part.added", item_id=rs, output_index=index, summary_index=0, part=part)
+            ev(
+                "response.reasoning_summary_part.added",
+                item_id=rs,
+                output_index=index,
+                summary_index=0,
+                part=part,
+            )
             for piece in plan.thinking_pieces:
-                ev("response.reasoning_summary_text.delta", item_id=rs, output_index=index, summary_index=0, delta=piece)
+                ev(
+                    "response.reasoning_summary_text.delta",
+                    item_id=rs,
+                    output_index=index,
+                    summary_index=0,
+                    delta=piece,
+                )
             text = plan.thinking
-            ev("response.reasoning_summary_text.done", item_id=rs, output_index=index, summary_index=0, text=text)
+            ev(
+                "response.reasoning_summary_text.done",
+                item_id=rs,
+                output_index=index,
+                summary_index=0,
+                text=text,
+            )
             part = {"type": "summary_text", "text": text}
-            ev("response.reasoning_summary_part.done", item_id=rs, output_index=index, summary_index=0, part=part)
+            ev(
+                "response.reasoning_summary_part.done",
+                item_id=rs,
+                output_index=index,
+                summary_index=0,
+                part=part,
+            )
         ev("response.output_item.done", output_index=index, item=items.reasoning())
         index += 1
     if plan.tool:
@@ -253,8 +283,8 @@ def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
     else:
         msg = items.msg_id
         ev("response.output_item.added", output_index=index, item=items.message(done=False))
-        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-        ev("response.content_part.added", item_id=msg, output_index=index, content_index=0, part=part)
+        empty: dict[str, Any] = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        ev("response.content_part.added", item_id=msg, output_index=index, content_index=0, part=empty)
         for piece in plan.text_pieces:
             ev(
                 "response.output_text.delta",
@@ -264,9 +294,16 @@ def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
                 delta=piece,
                 logprobs=[],
             )
-        ev("response.output_text.done", item_id=msg, output_index=index, content_index=0, text=plan.text, logprobs=[])
-        part = {"type": "output_text", "text": plan.text, "annotations": [], "logprobs": []}
-        ev("response.content_part.done", item_id=msg, output_index=index, content_index=0, part=part)
+        ev(
+            "response.output_text.done",
+            item_id=msg,
+            output_index=index,
+            content_index=0,
+            text=plan.text,
+            logprobs=[],
+        )
+        full: dict[str, Any] = {"type": "output_text", "text": plan.text, "annotations": [], "logprobs": []}
+        ev("response.content_part.done", item_id=msg, output_index=index, content_index=0, part=full)
         ev("response.output_item.done", output_index=index, item=items.message())
     final = response_json(req, model, items, "completed", usage_json(plan))
     ev("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)
@@ -277,7 +314,10 @@ def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
             "sequence_number": len(events),
             "response": {
                 **response_json(req, model, None, "failed", None),
-                "error": {"code": "server_error", "message": "The server had an error processing your request."},
+                "error": {
+                    "code": "server_error",
+                    "message": "The server had an error processing your request.",
+                },
             },
         },
         "response.failed",

@@ -25,9 +25,9 @@ from ensemble.providers.base import (
     WireFormat,
     reasoning_budget,
 )
-from ensemble.reasoning import handed_back
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
     ContentBlock,

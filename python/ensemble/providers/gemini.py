@@ -30,9 +30,9 @@ from ensemble.providers.base import (
     retry_after_seconds,
     retryable_status,
 )
-from ensemble.reasoning import handed_back
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
     ContentBlock,

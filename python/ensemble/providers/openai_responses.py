@@ -61,7 +61,11 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
         src = block.source
         if src.type == "url":
             return {"type": "input_file", "file_url": src.url}
-        return {"type": "input_file", "filename": "document", "file_data": _data_url(src.media_type, src.data)}
+        return {
+            "type": "input_file",
+            "filename": "document",
+            "file_data": _data_url(src.media_type, src.data),
+        }
     if isinstance(block, AudioContent):
         raise InvalidRequest(f"messages[{i}]: the Responses API takes no audio input", param="messages")
     return None  # thinking is handled by the caller; another provider's redacted thinking is dropped
@@ -124,7 +128,9 @@ def input_items(messages: list[Message]) -> list[dict[str, Any]]:
     return items
 
 
-def request_body(request: InferenceRequest, model_id: str, stream: bool, skip: frozenset[str]) -> dict[str, Any]:
+def request_body(
+    request: InferenceRequest, model_id: str, stream: bool, skip: frozenset[str]
+) -> dict[str, Any]:
     if request.stop_sequences:
         raise InvalidRequest("stop: the OpenAI Responses API has no stop sequences", param="stop")
     extras = request.provider_config or {}
@@ -153,7 +159,9 @@ def request_body(request: InferenceRequest, model_id: str, stream: bool, skip: f
         body["tools"] = tools
     choice = request.tool_choice
     if choice is not None:
-        body["tool_choice"] = {"type": "function", "name": choice.name} if isinstance(choice, ToolChoiceNamed) else choice
+        body["tool_choice"] = (
+            {"type": "function", "name": choice.name} if isinstance(choice, ToolChoiceNamed) else choice
+        )
     effort = extras.get("reasoning_effort")
     if effort:
         body["reasoning"] = {"effort": effort, "summary": "auto"}
@@ -202,7 +210,9 @@ def finish_reason(response: dict[str, Any], has_call: bool) -> FinishReason:
 def _failure(response: dict[str, Any]) -> ProviderError:
     err = response.get("error") or {}
     return ProviderError(
-        f"provider response failed: {err.get('message', 'unknown error')}", code="upstream_stream_error", retryable=True
+        f"provider response failed: {err.get('message', 'unknown error')}",
+        code="upstream_stream_error",
+        retryable=True,
     )
 
 
@@ -216,15 +226,24 @@ def blocks_from_output(output: list[dict[str, Any]]) -> list[EventBlock]:
         kind = item.get("type")
         if kind == "reasoning":
             blocks.append(
-                ThinkingBlock(thinking=_summary(item), signature=item.get("encrypted_content"), item_id=item.get("id"))
+                ThinkingBlock(
+                    thinking=_summary(item), signature=item.get("encrypted_content"), item_id=item.get("id")
+                )
             )
         elif kind == "message":
-            text = "".join(p.get("text", "") for p in item.get("content") or () if p.get("type") == "output_text")
+            text = "".join(
+                p.get("text", "") for p in item.get("content") or () if p.get("type") == "output_text"
+            )
             if text:
                 blocks.append(TextBlock(text=text))
         elif kind == "function_call":
             raw = item.get("arguments") or ""
-            out = ToolCallOut(id=item.get("call_id") or "", name=item.get("name") or "", arguments=parse_arguments(raw), raw_arguments=raw)
+            out = ToolCallOut(
+                id=item.get("call_id") or "",
+                name=item.get("name") or "",
+                arguments=parse_arguments(raw),
+                raw_arguments=raw,
+            )
             blocks.append(ToolCallBlock(tool_call=out))
     return blocks
 
@@ -265,14 +284,22 @@ class ResponsesDecoder(StreamDecoder):
                 return [ThinkingDelta(index=self._block(item_id), item_id=item_id)]
             if item_type == "function_call":
                 self._has_call = True
-                return [ToolCallStart(index=self._block(item_id), id=item.get("call_id") or "", name=item.get("name") or "")]
+                return [
+                    ToolCallStart(
+                        index=self._block(item_id), id=item.get("call_id") or "", name=item.get("name") or ""
+                    )
+                ]
             return []
         if kind == "response.output_item.done":
             item = ev.get("item") or {}
             item_id = item.get("id") or ""
             if item.get("type") == "reasoning" and item.get("encrypted_content"):
                 return [ThinkingDelta(index=self._block(item_id), signature=item["encrypted_content"])]
-            if item.get("type") == "function_call" and item_id not in self._args_seen and item.get("arguments"):
+            if (
+                item.get("type") == "function_call"
+                and item_id not in self._args_seen
+                and item.get("arguments")
+            ):
                 return [ToolCallArgs(index=self._block(item_id), fragment=item["arguments"])]
             return []
         if kind in ("response.completed", "response.incomplete"):
@@ -284,12 +311,17 @@ class ResponsesDecoder(StreamDecoder):
                 cached_tokens=u.cached_tokens,
                 reasoning_tokens=u.reasoning_tokens,
             )
-            return [usage, Finish(reason=finish_reason(response, self._has_call), model=response.get("model"))]
+            return [
+                usage,
+                Finish(reason=finish_reason(response, self._has_call), model=response.get("model")),
+            ]
         if kind == "response.failed":
             raise _failure(ev.get("response") or {})
         if kind == "error":
             raise ProviderError(
-                f"provider stream error: {ev.get('message', 'unknown error')}", code="upstream_stream_error", retryable=True
+                f"provider stream error: {ev.get('message', 'unknown error')}",
+                code="upstream_stream_error",
+                retryable=True,
             )
         return []
 
@@ -304,7 +336,9 @@ class ResponsesWire(OpenAIWire):
     def for_target(self, target: Target) -> ResponsesWire:
         return self
 
-    def build(self, request: InferenceRequest, target: Target, stream: bool) -> tuple[str, dict[str, str], bytes]:
+    def build(
+        self, request: InferenceRequest, target: Target, stream: bool
+    ) -> tuple[str, dict[str, str], bytes]:
         body = request_body(request, target.model.upstream_id, stream, self.skip)
         key = target.endpoint.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}

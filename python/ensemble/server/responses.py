@@ -62,9 +62,17 @@ def answer_message(r: InferenceResponse) -> Message:
         if isinstance(b, TextBlock):
             blocks.append(TextContent(text=b.text))
         elif isinstance(b, ThinkingBlock):
-            blocks.append(ThinkingContent(thinking=b.thinking, signature=b.signature, origin=b.origin, item_id=b.item_id))
+            blocks.append(
+                ThinkingContent(
+                    thinking=b.thinking, signature=b.signature, origin=b.origin, item_id=b.item_id
+                )
+            )
         elif isinstance(b, ToolCallBlock):
-            calls.append(ToolCall(id=b.tool_call.id, name=b.tool_call.name, arguments=b.tool_call.raw_arguments or "{}"))
+            calls.append(
+                ToolCall(
+                    id=b.tool_call.id, name=b.tool_call.name, arguments=b.tool_call.raw_arguments or "{}"
+                )
+            )
     return Message(role="assistant", content=blocks, tool_calls=calls or None)
 
 
