@@ -200,8 +200,13 @@ _TEXT_ITEM = (
     b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
 )
 
+# A text delta's event with the item's id and output index in place: `% (sequence number, delta JSON)`.
+_TEXT_DELTA = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":%s,'
+    b'"output_index":%s,"content_index":0,"sequence_number":%%d,"delta":%%s,"logprobs":[]}\n\n'
+)
+
 _DELTA_EVENT = {
-    "text": b"response.output_text.delta",
     "thinking": b"response.reasoning_summary_text.delta",
     "tool": b"response.function_call_arguments.delta",
 }
@@ -233,7 +238,8 @@ class EventWriter:
         self._items: dict[int, _Open] = {}  # canonical block index → item
         self._current: _Open | None = None
         self._text_index = -1  # block index of the open item when it is text (the per-token path)
-        self._done: list[dict[str, Any]] = []  # finished output items, in output order
+        # Finished output items, in output order: dicts, or ("text", id, text) built only if needed.
+        self._done: list[Any] = []
         self._head_json = b""  # the response object's unchanging fields, JSON without the closing brace
         self._done_json: list[bytes] = []  # finished text items as JSON, while the answer is only text
         self._only_text = True
@@ -291,11 +297,12 @@ class EventWriter:
         self._text_index = index if kind == "text" else -1
         where = {"item_id": item_id, "output_index": output_index}
         if kind == "text":
+            # Our own ids: letters, digits and "_", so the template needs no escaping.
             ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
             self._seq = seq + 2
-            out += _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
-            extra = b',"content_index":0'
-        elif kind == "thinking":
+            item.delta_format = _TEXT_DELTA % (ident, oi)
+            return out + _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
+        if kind == "thinking":
             out += self._event(
                 "response.output_item.added",
                 {"output_index": output_index, "item": {"id": item_id, "type": "reasoning", "summary": []}},
@@ -328,9 +335,8 @@ class EventWriter:
             + str(output_index).encode()
             + extra
         ).replace(b"%", b"%%")
-        tail = b',"logprobs":[]}\n\n' if kind == "text" else b"}\n\n"
         # One bytes-format call per token: the sequence number and the delta's JSON string.
-        item.delta_format = head + b',"sequence_number":%d,"delta":%s' + tail
+        item.delta_format = head + b',"sequence_number":%d,"delta":%s}\n\n'
         return out
 
     def _delta(self, item: _Open, text: str) -> bytes:
@@ -346,8 +352,6 @@ class EventWriter:
         self._current = None
         self._text_index = -1
         text = "".join(item.parts)
-        where = {"item_id": item.item_id, "output_index": item.output_index}
-        out = b""
         if item.kind == "text":
             ident, oi, t, seq = (
                 orjson.dumps(item.item_id),
@@ -356,12 +360,14 @@ class EventWriter:
                 self._seq,
             )
             self._seq = seq + 3
-            self._done.append(_message_item(item.item_id, text))
+            self._done.append(("text", item.item_id, text))
             done_json = _TEXT_ITEM % (ident, t)
             self._done_json.append(done_json)
             return _TEXT_DONE % (seq, ident, oi, t, seq + 1, ident, oi, t, seq + 2, oi, done_json)
         self._done_json.clear()  # not only text: the final object is built from the whole answer
         self._only_text = False
+        where = {"item_id": item.item_id, "output_index": item.output_index}
+        out = b""
         if item.kind == "thinking":
             out += self._event(
                 "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
@@ -452,5 +458,6 @@ class EventWriter:
     def error(self, error: EnsembleError, request_id: str) -> bytes:
         out = self._close()
         code = "server_error" if error.status >= 500 else error.code
-        failed = _tail("failed", self._done, None, error={"code": code, "message": error.message})
+        done = [_message_item(d[1], d[2]) if isinstance(d, tuple) else d for d in self._done]
+        failed = _tail("failed", done, None, error={"code": code, "message": error.message})
         return out + self._response_event("response.failed", failed)
