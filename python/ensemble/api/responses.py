@@ -369,7 +369,8 @@ def parse_request(body: bytes) -> ResponsesCall:
         provider_config=extras or None,
         response_format=_format(text),
     )
-    store = convert(data.get("store", True) if data.get("store") is not None else True, bool, "store")
+    store = optional(data.get("store"), bool, "store")
+    store = True if store is None else store
     echo = {
         "instructions": instructions,
         "max_output_tokens": request.max_tokens,

@@ -133,8 +133,9 @@ async def create(rt: Runtime, req: Request) -> None:
         previous = await load(rt, key, call.previous_response_id, param="previous_response_id")
         history = [*previous.conversation.messages, answer_message(previous.answer)]
         own_input = history + own_input
-        system = [m for m in request.messages[:1] if m.role == "system" and call.echo["instructions"]]
-        request.messages = system + own_input
+        # This request's instructions (the earlier ones are not carried over, as in OpenAI's API).
+        instructions = request.messages[:1] if call.echo["instructions"] else []
+        request.messages = instructions + own_input
     if not request.messages:
         raise InvalidRequest("input: must hold at least one item", param="input")
     if request.session_id is None:
