@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from openai.types.responses import ResponseStreamEvent
 
-from ensemble.api import responses, responses_render
+from ensemble.api import responses, responses_events, responses_render
 from ensemble.errors import InvalidRequest
 from ensemble.providers.openai_responses import input_items
 from ensemble.types import (
@@ -159,7 +159,7 @@ def _answer(blocks: list[Any], finish: Any = "stop") -> InferenceResponse:
 
 
 def test_event_writer_speaks_the_sdk_event_stream() -> None:
-    writer = responses_render.EventWriter(
+    writer = responses_events.EventWriter(
         "req_0001", "m", parse(input="x").echo, None, include_encrypted=True
     )
     deltas = [
@@ -193,7 +193,7 @@ def test_event_writer_speaks_the_sdk_event_stream() -> None:
 
 
 def test_length_is_incomplete_and_text_only_streams_reuse_their_items() -> None:
-    writer = responses_render.EventWriter(
+    writer = responses_events.EventWriter(
         "req_0001", "m", parse(input="x").echo, None, include_encrypted=False
     )
     raw = writer.start() + (writer.render(TextDelta(index=0, text="cut")) or b"")

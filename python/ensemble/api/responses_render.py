@@ -1,5 +1,5 @@
-"""OpenAI Responses as an egress format: canonical answers as `response` objects, deltas as the
-Responses event stream (`response.created` … `response.completed`, rising `sequence_number`).
+"""OpenAI Responses as an egress format: canonical answers as `response` objects (the event
+stream that carries them is responses_events.py).
 
 Output items, in the answer's block order: thinking → `reasoning` (summary text; the signature as
 `encrypted_content` when the client asked for it with `include`), text → `message` with one
@@ -12,24 +12,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from ensemble.api.responses import encode_encrypted
-from ensemble.errors import EnsembleError
 from ensemble.types import (
     EventBlock,
     InferenceResponse,
-    StreamDelta,
     TextBlock,
-    TextDelta,
     ThinkingBlock,
-    ThinkingDelta,
-    ToolCallArgs,
     ToolCallBlock,
-    ToolCallStart,
 )
 
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def response_id(request_id: str) -> str:
@@ -42,11 +34,11 @@ def request_ids(resp_id: str) -> tuple[str, ...]:
     return ("req_" + rest, rest) if resp_id.startswith("resp_") else (resp_id,)
 
 
-def _item_id(kind: str, base: str, index: int) -> str:
+def item_id(kind: str, base: str, index: int) -> str:
     return f"{kind}_{base}{index:02d}"
 
 
-def _base(request_id: str) -> str:
+def base_of(request_id: str) -> str:
     return request_id.removeprefix("req_")
 
 
@@ -64,7 +56,7 @@ def usage(r: InferenceResponse) -> dict[str, Any]:
     }
 
 
-def _reasoning_item(item_id: str, block: ThinkingBlock, include_encrypted: bool) -> dict[str, Any]:
+def reasoning_item(item_id: str, block: ThinkingBlock, include_encrypted: bool) -> dict[str, Any]:
     item: dict[str, Any] = {
         "id": item_id,
         "type": "reasoning",
@@ -75,7 +67,7 @@ def _reasoning_item(item_id: str, block: ThinkingBlock, include_encrypted: bool)
     return item
 
 
-def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+def message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "message",
@@ -85,7 +77,7 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
     }
 
 
-def _call_item(
+def call_item(
     item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
 ) -> dict[str, Any]:
     return {
@@ -99,20 +91,20 @@ def _call_item(
 
 
 def output_items(blocks: list[EventBlock], request_id: str, include_encrypted: bool) -> list[dict[str, Any]]:
-    base = _base(request_id)
+    base = base_of(request_id)
     out: list[dict[str, Any]] = []
     for i, block in enumerate(blocks):
         if isinstance(block, TextBlock):
-            out.append(_message_item(_item_id("msg", base, i), block.text))
+            out.append(message_item(item_id("msg", base, i), block.text))
         elif isinstance(block, ThinkingBlock):
-            out.append(_reasoning_item(block.item_id or _item_id("rs", base, i), block, include_encrypted))
+            out.append(reasoning_item(block.item_id or item_id("rs", base, i), block, include_encrypted))
         elif isinstance(block, ToolCallBlock):
             call = block.tool_call
-            out.append(_call_item(_item_id("fc", base, i), call.id, call.name, call.raw_arguments or "{}"))
+            out.append(call_item(item_id("fc", base, i), call.id, call.name, call.raw_arguments or "{}"))
     return out
 
 
-def _head(
+def head_fields(
     request_id: str, model: str, echo: dict[str, Any], previous_response_id: str | None, created_at: int
 ) -> dict[str, Any]:
     """The fields of a response object that stay the same while it is streamed."""
@@ -127,7 +119,7 @@ def _head(
     }
 
 
-def _tail(
+def tail_fields(
     status: str,
     output: list[dict[str, Any]],
     usage: dict[str, Any] | None,
@@ -151,313 +143,13 @@ def render(
     created_at: int | None = None,
 ) -> dict[str, Any]:
     created = created_at if created_at is not None else int(time.time())
-    return {**_head(r.id, r.model, echo, previous_response_id, created), **_final(r, include_encrypted)}
+    return {
+        **head_fields(r.id, r.model, echo, previous_response_id, created),
+        **final_fields(r, include_encrypted),
+    }
 
 
-def _final(r: InferenceResponse, include_encrypted: bool) -> dict[str, Any]:
-    incomplete = _INCOMPLETE.get(r.finish_reason)
+def final_fields(r: InferenceResponse, include_encrypted: bool) -> dict[str, Any]:
+    incomplete = INCOMPLETE.get(r.finish_reason)
     status = "incomplete" if incomplete else "completed"
-    return _tail(status, output_items(r.blocks, r.id, include_encrypted), usage(r), incomplete)
-
-
-class _Open:
-    """An output item being streamed."""
-
-    __slots__ = ("call_id", "delta_format", "item_id", "kind", "name", "output_index", "parts", "signature")
-
-    def __init__(self, kind: str, item_id: str, output_index: int) -> None:
-        self.kind = kind
-        self.item_id = item_id
-        self.output_index = output_index
-        self.parts: list[str] = []
-        self.signature = ""
-        self.call_id = ""
-        self.name = ""
-        self.delta_format = b""
-
-
-# The events of a text item, written around its id, output index and text as JSON (the common
-# case, so one bytes-format call each instead of building and serialising dicts).
-_TEXT_OPENED = (
-    b'event: response.output_item.added\ndata: {"type":"response.output_item.added","sequence_number":%d,'
-    b'"output_index":%s,"item":{"id":%s,"type":"message","role":"assistant","status":"in_progress",'
-    b'"content":[]}}\n\n'
-    b'event: response.content_part.added\ndata: {"type":"response.content_part.added","sequence_number":%d,'
-    b'"item_id":%s,"output_index":%s,"content_index":0,"part":{"type":"output_text","text":"",'
-    b'"annotations":[],"logprobs":[]}}\n\n'
-)
-_TEXT_DONE = (
-    b'event: response.output_text.done\ndata: {"type":"response.output_text.done","sequence_number":%d,'
-    b'"item_id":%s,"output_index":%s,"content_index":0,"text":%s,"logprobs":[]}\n\n'
-    b'event: response.content_part.done\ndata: {"type":"response.content_part.done","sequence_number":%d,'
-    b'"item_id":%s,"output_index":%s,"content_index":0,"part":{"type":"output_text","text":%s,'
-    b'"annotations":[],"logprobs":[]}}\n\n'
-    b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
-    b'"output_index":%s,"item":%s}\n\n'
-)
-_TEXT_ITEM = (
-    b'{"id":%s,"type":"message","role":"assistant","status":"completed",'
-    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
-)
-
-# A text delta's event with the item's id and output index in place: `% (sequence number, delta JSON)`.
-_TEXT_DELTA = (
-    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":%s,'
-    b'"output_index":%s,"content_index":0,"sequence_number":%%d,"delta":%%s,"logprobs":[]}\n\n'
-)
-
-_DELTA_EVENT = {
-    "thinking": b"response.reasoning_summary_text.delta",
-    "tool": b"response.function_call_arguments.delta",
-}
-
-
-class EventWriter:
-    """Renders deltas as Responses stream events. Each canonical block becomes one output item,
-    opened at its first delta and closed (its `.done` events) when the next block starts or the
-    answer ends; per token one small event is written, built around the delta's JSON string."""
-
-    content_type = "text/event-stream; charset=utf-8"
-
-    def __init__(
-        self,
-        request_id: str,
-        model: str,
-        echo: dict[str, Any],
-        previous_response_id: str | None,
-        include_encrypted: bool,
-    ) -> None:
-        self._request_id = request_id
-        self._base = _base(request_id)
-        self._model = model
-        self._echo = echo
-        self._previous = previous_response_id
-        self._include_encrypted = include_encrypted
-        self._created_at = int(time.time())
-        self._seq = 0
-        self._items: dict[int, _Open] = {}  # canonical block index → item
-        self._current: _Open | None = None
-        self._text_index = -1  # block index of the open item when it is text (the per-token path)
-        # Finished output items, in output order: dicts, or ("text", id, text) built only if needed.
-        self._done: list[Any] = []
-        self._head_json = b""  # the response object's unchanging fields, JSON without the closing brace
-        self._done_json: list[bytes] = []  # finished text items as JSON, while the answer is only text
-        self._only_text = True
-
-    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
-        seq = self._seq
-        self._seq += 1
-        body = {"type": kind, "sequence_number": seq, **payload}
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
-
-    def _response_event(self, kind: str, tail: dict[str, Any]) -> bytes:
-        """An event carrying the whole response object, its head serialised once per stream."""
-        if not self._head_json:
-            head = _head(self._request_id, self._model, self._echo, self._previous, self._created_at)
-            self._head_json = orjson.dumps(head)[:-1]
-        seq = self._seq
-        self._seq = seq + 1
-        name = kind.encode()
-        return (
-            b"event: "
-            + name
-            + b'\ndata: {"type":"'
-            + name
-            + b'","sequence_number":'
-            + str(seq).encode()
-            + b',"response":'
-            + self._head_json
-            + b","
-            + orjson.dumps(tail)[1:]
-            + b"}\n\n"
-        )
-
-    def start(self) -> bytes:
-        head = _head(self._request_id, self._model, self._echo, self._previous, self._created_at)
-        self._head_json = orjson.dumps(head)[:-1]
-        response = self._head_json + b"," + orjson.dumps(_tail("in_progress", [], None))[1:]
-        self._seq = 2
-        return (
-            b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":'
-            + response
-            + b'}\n\nevent: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":1,'
-            b'"response":' + response + b"}\n\n"
-        )
-
-    # -- items ------------------------------------------------------------------------------------
-
-    def _open(self, index: int, kind: str, delta: StreamDelta) -> bytes:
-        out = self._close()
-        output_index = len(self._done)
-        prefix = {"text": "msg", "thinking": "rs", "tool": "fc"}[kind]
-        item_id = _item_id(prefix, self._base, index)
-        if isinstance(delta, ThinkingDelta) and delta.item_id:
-            item_id = delta.item_id
-        item = self._items[index] = self._current = _Open(kind, item_id, output_index)
-        self._text_index = index if kind == "text" else -1
-        where = {"item_id": item_id, "output_index": output_index}
-        if kind == "text":
-            # Our own ids: letters, digits and "_", so the template needs no escaping.
-            ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
-            self._seq = seq + 2
-            item.delta_format = _TEXT_DELTA % (ident, oi)
-            return out + _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
-        if kind == "thinking":
-            out += self._event(
-                "response.output_item.added",
-                {"output_index": output_index, "item": {"id": item_id, "type": "reasoning", "summary": []}},
-            )
-            part = {"type": "summary_text", "text": ""}
-            out += self._event(
-                "response.reasoning_summary_part.added", {**where, "summary_index": 0, "part": part}
-            )
-            extra = b',"summary_index":0'
-        else:
-            assert isinstance(delta, ToolCallStart)
-            item.call_id, item.name = delta.id, delta.name
-            out += self._event(
-                "response.output_item.added",
-                {
-                    "output_index": output_index,
-                    "item": _call_item(item_id, delta.id, delta.name, "", "in_progress"),
-                },
-            )
-            extra = b""
-        name = _DELTA_EVENT[kind]
-        head = (
-            b"event: "
-            + name
-            + b'\ndata: {"type":"'
-            + name
-            + b'","item_id":'
-            + orjson.dumps(item_id)
-            + b',"output_index":'
-            + str(output_index).encode()
-            + extra
-        ).replace(b"%", b"%%")
-        # One bytes-format call per token: the sequence number and the delta's JSON string.
-        item.delta_format = head + b',"sequence_number":%d,"delta":%s}\n\n'
-        return out
-
-    def _delta(self, item: _Open, text: str) -> bytes:
-        item.parts.append(text)
-        seq = self._seq
-        self._seq = seq + 1
-        return item.delta_format % (seq, orjson.dumps(text))
-
-    def _close(self) -> bytes:
-        item = self._current
-        if item is None:
-            return b""
-        self._current = None
-        self._text_index = -1
-        text = "".join(item.parts)
-        if item.kind == "text":
-            ident, oi, t, seq = (
-                orjson.dumps(item.item_id),
-                str(item.output_index).encode(),
-                orjson.dumps(text),
-                self._seq,
-            )
-            self._seq = seq + 3
-            self._done.append(("text", item.item_id, text))
-            done_json = _TEXT_ITEM % (ident, t)
-            self._done_json.append(done_json)
-            return _TEXT_DONE % (seq, ident, oi, t, seq + 1, ident, oi, t, seq + 2, oi, done_json)
-        self._done_json.clear()  # not only text: the final object is built from the whole answer
-        self._only_text = False
-        where = {"item_id": item.item_id, "output_index": item.output_index}
-        out = b""
-        if item.kind == "thinking":
-            out += self._event(
-                "response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": text}
-            )
-            part = {"type": "summary_text", "text": text}
-            out += self._event(
-                "response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part}
-            )
-            block = ThinkingBlock(thinking=text, signature=item.signature or None)
-            done = _reasoning_item(item.item_id, block, False)  # the signature is added at the end
-        else:
-            arguments = text or "{}"
-            out += self._event(
-                "response.function_call_arguments.done", {**where, "name": item.name, "arguments": arguments}
-            )
-            done = _call_item(item.item_id, item.call_id, item.name, arguments)
-        self._done.append(done)
-        return out + self._event(
-            "response.output_item.done", {"output_index": item.output_index, "item": done}
-        )
-
-    def render(self, delta: StreamDelta) -> bytes | None:
-        if type(delta) is TextDelta and delta.index == self._text_index and delta.text:
-            # Per token, into the open text item: one format call.
-            item = self._current
-            if item is not None:
-                item.parts.append(delta.text)
-                seq = self._seq
-                self._seq = seq + 1
-                return item.delta_format % (seq, orjson.dumps(delta.text))
-        if isinstance(delta, TextDelta):
-            item = self._items.get(delta.index)
-            head = self._open(delta.index, "text", delta) if item is None else b""
-            if not delta.text:
-                return head or None
-            return head + self._delta(self._items[delta.index], delta.text)
-        if isinstance(delta, ThinkingDelta):
-            item = self._items.get(delta.index)
-            head = self._open(delta.index, "thinking", delta) if item is None else b""
-            item = self._items[delta.index]
-            item.signature += delta.signature
-            return head + (self._delta(item, delta.thinking) if delta.thinking else b"") or None
-        if isinstance(delta, ToolCallStart):
-            return self._open(delta.index, "tool", delta)
-        if isinstance(delta, ToolCallArgs):
-            item = self._items.get(delta.index)
-            if item is None:
-                return None
-            return self._delta(item, delta.fragment)
-        return None
-
-    def finish(self, response: InferenceResponse) -> bytes:
-        out = self._close()
-        if self._only_text and len(self._done_json) == len(response.blocks):
-            return out + self._text_completed(response)
-        final = _final(response, self._include_encrypted)
-        kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-        return out + self._response_event(kind, final)
-
-    def _text_completed(self, response: InferenceResponse) -> bytes:
-        """The final event of a text-only answer, from the items already written (same JSON)."""
-        incomplete = _INCOMPLETE.get(response.finish_reason)
-        kind = b"response.incomplete" if incomplete else b"response.completed"
-        details = b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null"
-        seq = self._seq
-        self._seq = seq + 1
-        return (
-            b"event: "
-            + kind
-            + b'\ndata: {"type":"'
-            + kind
-            + b'","sequence_number":'
-            + str(seq).encode()
-            + b',"response":'
-            + self._head_json
-            + b',"status":"'
-            + kind[9:]
-            + b'","error":null,'
-            + b'"incomplete_details":'
-            + details
-            + b',"output":['
-            + b",".join(self._done_json)
-            + b'],"usage":'
-            + orjson.dumps(usage(response))
-            + b"}}\n\n"
-        )
-
-    def error(self, error: EnsembleError, request_id: str) -> bytes:
-        out = self._close()
-        code = "server_error" if error.status >= 500 else error.code
-        done = [_message_item(d[1], d[2]) if isinstance(d, tuple) else d for d in self._done]
-        failed = _tail("failed", done, None, error={"code": code, "message": error.message})
-        return out + self._response_event("response.failed", failed)
+    return tail_fields(status, output_items(r.blocks, r.id, include_encrypted), usage(r), incomplete)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from ensemble.api import responses, responses_render
+from ensemble.api import responses, responses_events, responses_render
 from ensemble.errors import InvalidRequest, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import proxied_headers, run_generate, run_stream
@@ -147,7 +147,7 @@ async def create(rt: Runtime, req: Request) -> None:
             Conversation(own_input, call.echo, call.previous_response_id, call.include_encrypted)
         )
     if request.stream:
-        writer = responses_render.EventWriter(
+        writer = responses_events.EventWriter(
             req.request_id, request.model, call.echo, call.previous_response_id, call.include_encrypted
         )
         await run_stream(rt, req, key, request, writer, store=call.store, conversation=conversation)
