@@ -24,7 +24,8 @@ import pytest
 from support.ensemble import Ensemble
 from support.fake import FakeUpstream
 
-pytestmark = pytest.mark.integration
+# The first run installs Codex from npm (tens of MB): more than the suite's default 60 s may pass.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CODEX_VERSION = "0.169.0"
 CACHE = Path(os.environ.get("ENSEMBLE_TEST_CACHE", Path.home() / ".cache" / "ensemble-tests"))
