@@ -15,9 +15,9 @@ from ensemble.api.responses_render import (
     base_of,
     call_item,
     final_fields,
-    head_fields,
     message_item,
     reasoning_item,
+    response_id,
     tail_fields,
     usage,
 )
@@ -88,6 +88,13 @@ _DELTA_EVENT = {
 }
 
 
+# head_fields of the response object, in order: id, created_at, model, previous_response_id, echo.
+_HEAD = (
+    b'{"id":%s,"object":"response","created_at":%d,"background":false,"model":%s,"previous_response_id":%s%s'
+)
+_IN_PROGRESS = b',"status":"in_progress","error":null,"incomplete_details":null,"output":[],"usage":null}'
+
+
 class EventWriter:
     """Renders deltas as Responses stream events. Each canonical block becomes one output item,
     opened at its first delta and closed (its `.done` events) when the next block starts or the
@@ -129,8 +136,7 @@ class EventWriter:
     def _response_event(self, kind: str, tail: dict[str, Any]) -> bytes:
         """An event carrying the whole response object, its head serialised once per stream."""
         if not self._head_json:
-            head = head_fields(self._request_id, self._model, self._echo, self._previous, self._created_at)
-            self._head_json = orjson.dumps(head)[:-1]
+            self._head_json = self._head()
         seq = self._seq
         self._seq = seq + 1
         name = kind.encode()
@@ -148,10 +154,19 @@ class EventWriter:
             + b"}\n\n"
         )
 
+    def _head(self) -> bytes:
+        """head_fields as JSON without the closing brace, from a template (no merged dict)."""
+        return _HEAD % (
+            orjson.dumps(response_id(self._request_id)),
+            self._created_at,
+            orjson.dumps(self._model),
+            orjson.dumps(self._previous),
+            (b"," + orjson.dumps(self._echo)[1:-1]) if self._echo else b"",
+        )
+
     def start(self) -> bytes:
-        head = head_fields(self._request_id, self._model, self._echo, self._previous, self._created_at)
-        self._head_json = orjson.dumps(head)[:-1]
-        response = self._head_json + b"," + orjson.dumps(tail_fields("in_progress", [], None))[1:]
+        self._head_json = self._head()
+        response = self._head_json + _IN_PROGRESS
         self._seq = 2
         return (
             b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":'
