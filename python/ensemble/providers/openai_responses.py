@@ -9,6 +9,7 @@ out again only to an OpenAI-type provider (ensemble.reasoning). Hosted tools the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -16,8 +17,8 @@ import orjson
 from ensemble.api.responses import HOSTED_KEY
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
-from ensemble.providers.base import StreamDecoder, Target
-from ensemble.providers.openai import OpenAIDialect, OpenAIWire, _data_url, _foreign
+from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.openai_parts import data_url, foreign
 from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
@@ -55,7 +56,7 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
         return {"type": "input_text", "text": block.text}
     if isinstance(block, ImageContent):
         src = block.source
-        url = src.url if src.type == "url" else _data_url(src.media_type, src.data)
+        url = src.url if src.type == "url" else data_url(src.media_type, src.data)
         return {"type": "input_image", "image_url": url, "detail": "auto"}
     if isinstance(block, DocumentContent):
         src = block.source
@@ -64,7 +65,7 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
         return {
             "type": "input_file",
             "filename": "document",
-            "file_data": _data_url(src.media_type, src.data),
+            "file_data": data_url(src.media_type, src.data),
         }
     if isinstance(block, AudioContent):
         raise InvalidRequest(f"messages[{i}]: the Responses API takes no audio input", param="messages")
@@ -185,7 +186,7 @@ def request_body(
     if stream:
         body["stream"] = True
     for key, value in extras.items():
-        if key not in _MAPPED and not _foreign(key, skip):
+        if key not in _MAPPED and not foreign(key, skip):
             body.setdefault(key, value)
     return body
 
@@ -326,12 +327,23 @@ class ResponsesDecoder(StreamDecoder):
         return []
 
 
-class ResponsesWire(OpenAIWire):
-    """OpenAIWire for the models configured with `api: responses`: another path and body."""
+class ResponsesWire(WireFormat):
+    """The wire format of OpenAI-type models configured with `api: responses`. `skip` and `headers`
+    are the provider's dialect settings; errors read as the chat-completions wire reads them."""
 
-    def __init__(self, dialect: OpenAIDialect) -> None:
-        super().__init__(dialect)
+    def __init__(
+        self,
+        skip: frozenset[str],
+        headers: Mapping[str, str],
+        classify: Callable[[int, Mapping[str, str], bytes], ProviderError],
+    ) -> None:
         self.path = "/v1/responses"
+        self.skip = skip
+        self.extra_headers = dict(headers)
+        self._classify = classify
+
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
+        return self._classify(status, headers, body)
 
     def for_target(self, target: Target) -> ResponsesWire:
         return self
