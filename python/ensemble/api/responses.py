@@ -15,6 +15,7 @@ from typing import Any
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.api.openai import _media_from_url
 from ensemble.errors import InvalidRequest
+from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY
 from ensemble.types import (
     ContentBlock,
     DocumentContent,
@@ -49,8 +50,7 @@ HOSTED_TOOLS = frozenset(
     }
 )
 
-# provider_config key that carries hosted tool definitions (only the Responses upstream reads it).
-HOSTED_KEY = "responses_hosted_tools"
+HOSTED_KEY = HOSTED_TOOLS_KEY  # provider_config key of hosted tool definitions
 
 # Prefix of an `encrypted_content` that another provider type made (the bare value is OpenAI's own).
 ORIGIN_MARK = "ensemble:"

@@ -17,7 +17,7 @@ import orjson
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
-from ensemble.providers.openai_parts import data_url, foreign
+from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
 from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
@@ -76,7 +76,7 @@ FOREIGN_KEYS = frozenset(
         "user_profile_id",
         "workspace_id",
         "labels",
-        "responses_hosted_tools",  # the Responses ingress's hosted tools: only its upstream mode runs them
+        HOSTED_TOOLS_KEY,  # the Responses ingress's hosted tools: only its upstream mode runs them
     }
 )
 

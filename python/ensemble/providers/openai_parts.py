@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# provider_config key carrying the hosted tools (web_search …) a Responses client sent: only the
+# Responses upstream passes them on (the ingress refuses them for any other route).
+HOSTED_TOOLS_KEY = "responses_hosted_tools"
+
 
 def foreign(key: str, skip: frozenset[str]) -> bool:
     """A provider_config key not to forward: one of `skip`, or camelCase (Gemini's; no OpenAI

@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.responses import HOSTED_KEY
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY as HOSTED_KEY
 from ensemble.providers.openai_parts import data_url, foreign
 from ensemble.reasoning import handed_back
 from ensemble.types import (
