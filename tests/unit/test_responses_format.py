@@ -12,9 +12,10 @@ from openai.types.responses import ResponseStreamEvent
 
 from ensemble.api import responses, responses_events, responses_render
 from ensemble.errors import InvalidRequest
-from ensemble.providers.openai_responses import input_items
+from ensemble.providers.openai_responses import input_items, request_body
 from ensemble.types import (
     Finish,
+    InferenceRequest,
     InferenceResponse,
     Message,
     Performance,
@@ -204,3 +205,17 @@ def test_length_is_incomplete_and_text_only_streams_reuse_their_items() -> None:
     )
     whole = responses_render.render(_answer([TextBlock("cut")], "length"), parse(input="x").echo, None, False)
     assert last.response.output[0].model_dump(exclude_none=True) == whole["output"][0]
+
+
+def test_a_chat_response_format_becomes_text_format_upstream() -> None:
+    schema = {"type": "object", "properties": {}}
+    request = InferenceRequest(
+        model="m",
+        messages=[Message(role="user", content="q")],
+        provider_config={
+            "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+        },
+    )
+    body = request_body(request, "gpt-5", False, frozenset())
+    assert body["text"]["format"] == {"type": "json_schema", "name": "t", "schema": schema}
+    assert "response_format" not in body and body["store"] is False

@@ -48,7 +48,32 @@ from ensemble.types import (
 )
 
 # Chat-completions parameters with a place of their own in a Responses body (or none there).
-_MAPPED = frozenset({HOSTED_KEY, "reasoning_effort", "verbosity", "max_completion_tokens", "stream_options"})
+_MAPPED = frozenset(
+    {
+        HOSTED_KEY,
+        "reasoning_effort",
+        "verbosity",
+        "max_completion_tokens",
+        "stream_options",
+        "response_format",
+    }
+)
+
+
+def _chat_format(value: Any) -> dict[str, Any] | None:
+    """A chat-completions `response_format` the client sent as an extra, as a Responses `text.format`
+    (the Responses API refuses the chat field)."""
+    if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
+        return None
+    if value["type"] != "json_schema":
+        return {"type": value["type"]}
+    raw = value.get("json_schema")
+    spec: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return {
+        "type": "json_schema",
+        "name": spec.get("name") or "response",
+        **{k: spec[k] for k in ("schema", "strict", "description") if k in spec},
+    }
 
 
 def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
@@ -177,6 +202,8 @@ def request_body(
             if fmt.description:
                 wire["description"] = fmt.description
         text["format"] = wire
+    elif (chat_format := _chat_format(extras.get("response_format"))) is not None:
+        text["format"] = chat_format
     if extras.get("verbosity"):
         text["verbosity"] = extras["verbosity"]
     if text:
