@@ -98,6 +98,8 @@ def resolve(method: str, path: str) -> Route:
         return r(GEMINI, "not_found", model)
     if rest == ["chat", "completions"]:
         return r(OPENAI, "chat", cache=True)
+    if rest == ["responses"]:
+        return r(OPENAI, "responses", cache=True)
     if rest == ["embeddings"]:
         return r(OPENAI, "embeddings", cache=True)
     if rest == ["models"]:

@@ -132,7 +132,13 @@ def watch_disconnect(rt: Runtime, req: Request) -> DisconnectWatch | None:
 
 
 async def run_generate(
-    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    request: InferenceRequest,
+    *,
+    store: bool = True,
+    conversation: bytes | None = None,
 ) -> tuple[CallContext, InferenceResponse]:
     gateway = rt.gateway
     assert gateway is not None
@@ -140,7 +146,11 @@ async def run_generate(
     async def fall_back(ctx: CallContext, e: EnsembleError) -> bool:
         return rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e)
 
-    return await run_call(rt, req, key, request.model, lambda ctx: gateway.generate(request, ctx), fall_back)
+    def call(ctx: CallContext) -> Awaitable[InferenceResponse]:
+        ctx.store, ctx.conversation = store, conversation
+        return gateway.generate(request, ctx)
+
+    return await run_call(rt, req, key, request.model, call, fall_back)
 
 
 async def run_call(
@@ -280,7 +290,14 @@ async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
 
 
 async def run_stream(
-    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest, fmt: StreamFormat
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    request: InferenceRequest,
+    fmt: StreamFormat,
+    *,
+    store: bool = True,
+    conversation: bytes | None = None,
 ) -> None:
     """A streamed answer on any HTTP route: open (with failover), then pump, watching the client.
 
@@ -288,6 +305,7 @@ async def run_stream(
     cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
+    ctx.store, ctx.conversation = store, conversation
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
     stream: LiveStream | None = None
