@@ -31,6 +31,7 @@ def openai_body(**fields: Any) -> bytes:
         (["a", "b"], ["a", "b"]),
         ([1, 2, 3], [[1, 2, 3]]),
         ([[1], [2, 3]], [[1], [2, 3]]),
+        (list(range(3000)), [list(range(3000))]),  # one long pre-tokenised input, not 3000 inputs
     ],
 )
 def test_openai_input_forms(given: Any, inputs: Any) -> None:

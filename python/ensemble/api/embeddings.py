@@ -42,12 +42,12 @@ def _openai_inputs(value: Any) -> list[str] | list[list[int]]:
         raise InvalidRequest(f"{problem}; got {type(value).__name__}", param="input")
     if not value:
         raise InvalidRequest("input: must not be an empty list", param="input")
+    if all(_is_token(v) for v in value):
+        return [value]  # one pre-tokenised input
     if len(value) > MAX_INPUTS:
         raise InvalidRequest(
             f"input: at most {MAX_INPUTS} inputs per request (got {len(value)})", param="input"
         )
-    if all(_is_token(v) for v in value):
-        return [value]  # one pre-tokenised input
     if all(isinstance(v, str) for v in value):
         for i, text in enumerate(value):
             if not text:
