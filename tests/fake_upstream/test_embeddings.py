@@ -66,6 +66,8 @@ def test_openai_token_arrays_and_refusals(fake: Fake) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         c.embeddings.create(model="text-embedding-3-small", input=[])
     assert e.value.body["param"] == "input"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="at most 1536"):
+        c.embeddings.create(model="text-embedding-3-small", input="x", dimensions=1537)
 
 
 def test_google_genai_single_and_batch(fake: Fake) -> None:
@@ -90,6 +92,10 @@ def test_gemini_embed_content_and_errors(fake: Fake) -> None:
         f"{url}:embedContent", json={"content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 3}
     )
     assert r.status_code == 200 and r.json() == {"embedding": {"values": vector("hi", 3072, 3)}}
+    wide = httpx.post(
+        f"{url}:embedContent", json={"content": {"parts": [{"text": "hi"}]}, "outputDimensionality": 4000}
+    )
+    assert wide.status_code == 400 and "at most 3072" in wide.json()["error"]["message"]
     bad = httpx.post(f"{url}:embedContent", json={"content": {"parts": []}})
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
     other = {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "x"}]}}]}

@@ -103,12 +103,18 @@ def openai_reply(ctx: Ctx, error: Callable[..., dict[str, Any]]) -> Reply:
                 raise BadRequest("This model does not support specifying dimensions.", "dimensions")
             if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
                 raise BadRequest(f"Invalid value for 'dimensions': {dims!r}.", "dimensions")
+            if dims > OPENAI_WIDTHS.get(model, DEFAULT_WIDTH):
+                raise BadRequest(
+                    f"Invalid value for 'dimensions': {model} supports at most "
+                    f"{OPENAI_WIDTHS.get(model, DEFAULT_WIDTH)}.",
+                    "dimensions",
+                )
     except BadRequest as exc:
         return json_reply(400, error(400, exc.message, exc.param))
     width = OPENAI_WIDTHS.get(model, DEFAULT_WIDTH)
     data = []
     for i, seed in enumerate(seeds):
-        values = vector(seed, width, min(dims, width) if dims else None)
+        values = vector(seed, width, dims)
         data.append(
             {
                 "object": "embedding",
@@ -156,7 +162,9 @@ def _gemini_values(one: dict[str, Any], model: str, where: str) -> list[float]:
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
         raise BadRequest(f"* {where}output_dimensionality: must be a positive integer")
     width = GEMINI_WIDTHS.get(model, 768)
-    return vector(text, width, min(dims, width) if dims else None)
+    if dims is not None and dims > width:
+        raise BadRequest(f"* {where}output_dimensionality: {model} supports at most {width}")
+    return vector(text, width, dims)
 
 
 def gemini_reply(ctx: Ctx, error: Callable[..., Reply]) -> Reply:
