@@ -8,7 +8,7 @@ endpoint, ordering), per-endpoint admission (`admit_endpoint`), `Router.remember
 reconciles at the end. The request has a 2,000-character system prompt and three messages (the
 "cacheable" row: 32,000 characters, so every affinity hit is worth sticking to and the holders are
 ordered); the pool has three endpoints with RPM/TPM limits. The budget rows add (or time alone) the
-spend-budget admission: `Gateway._reserve_budget` (worst-case cost over the plan's candidates,
+spend-budget admission: `Gateway._reserve_budget` (worst-case cost at the model's dearest rates,
 reserved on the key's and its customer's budget) and the settle with the real cost at the end. The share at 5k req/s is the fraction of one core
 those microseconds take at that rate; the profile share is their fraction of the CPU a whole JSON
 request costs one worker (PIPELINE_CPU_US, measured by `make bench`: the JSON row's CPU µs/request
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from ensemble._native import build_profile
+from ensemble.budget.cost import worst_case_micro
 from ensemble.budget.ledger import Budgets
 from ensemble.config.schema import CacheConfig, EndpointConfig, ModelConfig, Pricing, ProviderConfig
 from ensemble.gateway import CallContext, Gateway
@@ -118,11 +119,11 @@ def run(
     reqs = requests(1000, system_repeats)
     clock = admission.clock
     ctx = CallContext("req_bench", key)
-    if only:  # the budget stage alone, on a plan made once
-        plan = router.plan("m", reqs[0])
+    if only:  # the budget stage alone
         start = time.process_time()
         for i in range(N):
-            complete(gw._reserve_budget(reqs[i % 1000], ctx, plan))
+            req = reqs[i % 1000]
+            complete(gw._reserve_budget(ctx, "m", lambda rates, req=req: worst_case_micro(req, rates)))
             gw._settle_budget(ctx, 4000)
         return (time.process_time() - start) / N * 1e6
     start = time.process_time()  # CPU time: less sensitive to other processes on a shared machine
@@ -132,7 +133,7 @@ def run(
             res = admission.admit_key(key, 700)
         plan = router.plan("m", req)
         if budgets:
-            complete(gw._reserve_budget(req, ctx, plan))
+            complete(gw._reserve_budget(ctx, "m", lambda rates, req=req: worst_case_micro(req, rates)))
         for cand in plan.candidates:
             if admission.admit_endpoint(cand.limits, 700, clock()) == 0:
                 break

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ensemble.types import AudioContent, DocumentContent, ImageContent, InferenceRequest, TextContent
+from ensemble.types import (
+    AudioContent,
+    DocumentContent,
+    EmbeddingRequest,
+    ImageContent,
+    InferenceRequest,
+    TextContent,
+)
 
 if TYPE_CHECKING:  # (importing pricing here would close an import cycle through config)
     from ensemble.usage.pricing import Price
@@ -64,3 +71,12 @@ def worst_case_micro(request: InferenceRequest, rates: Rates) -> int:
     """Micro-dollars (prices are USD per million tokens, so a price is micro-dollars per token)."""
     out = request.max_tokens or rates.catalogue_max or UNKNOWN_MAX_OUTPUT
     return math.ceil(prompt_tokens_bound(request) * rates.input + out * rates.output)
+
+
+def embedding_worst_case_micro(request: EmbeddingRequest, rates: Rates) -> int:
+    """Every input token at the dearest input rate (characters bound a text's tokens; a
+    pre-tokenised input is its ids); embeddings have no output to pay for."""
+    tokens = 16
+    for item in request.inputs:
+        tokens += len(item) + MESSAGE_OVERHEAD
+    return math.ceil(tokens * rates.input)

@@ -145,7 +145,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
     """,
-    # 4: spend budgets on keys and customers (see docs/budgets.md): micro-dollars per UTC period, NULL = none.
+    # 4: what the Responses API keeps beside a stored answer to continue it (previous_response_id):
+    # the canonical input and the echoed parameters, JSON (docs/responses.md).
+    """
+    ALTER TABLE responses ADD COLUMN conversation BLOB;
+    """,
+    # 5: spend budgets on keys and customers (see docs/budgets.md): micro-dollars per UTC period, NULL = none.
     """
     ALTER TABLE api_keys ADD COLUMN budget_micro INTEGER;
     ALTER TABLE api_keys ADD COLUMN budget_period TEXT NOT NULL DEFAULT 'month';
