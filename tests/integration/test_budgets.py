@@ -40,7 +40,10 @@ PROVIDER: dict[str, Any] = {
     "type": "mock",
     "mock": {"latency": "20ms", "chunks": 4, "chunk_gap": "5ms"},
     "endpoints": [{"id": "mock-local"}],
-    "models": [{"name": "mock-1", "max_output_tokens": 4096, "pricing": {"input": 0.1, "output": 10.0}}],
+    "models": [
+        {"name": "mock-1", "max_output_tokens": 4096, "pricing": {"input": 0.1, "output": 10.0}},
+        {"name": "mock-embed", "kind": "embedding", "pricing": {"input": 100.0}},
+    ],
 }
 PROMPT = "one two three four five six seven eight nine ten eleven twelve"
 MAX_TOKENS = 20  # the mock answers 9 + 12 words: every allowed token is used
@@ -444,3 +447,20 @@ def test_the_rate_limit_fallback_gives_the_reservation_back_and_reserves_again_w
         assert durable_spend(s, [key_id]) == cost > 0  # charged once, for the run that answered
     finally:
         s.stop()
+
+
+def test_embeddings_are_reserved_and_charged_like_any_request(server: Ensemble) -> None:
+    key, key_id = new_key(server, budget_usd="0.01")
+    oa = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    served, refused = 0, []
+    for _ in range(40):
+        try:
+            oa.embeddings.create(model="mock-embed", input="embed me, please")
+            served += 1
+        except openai.APIStatusError as e:
+            refused.append(e)
+    assert served > 0 and refused, served
+    assert all(e.status_code == 402 and e.body["code"] == "budget_exceeded" for e in refused)  # type: ignore[index]
+    spent = durable_spend(server, [key_id])
+    assert 0 < spent <= 10_000
+    assert Decimal(key_record(server, key_id)["spent_usd"]) * 1_000_000 == spent
