@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ensemble import telemetry
+from ensemble import catalogue, telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.config.schema import Config, StreamTimeouts
@@ -145,6 +145,7 @@ class Gateway:
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
         self.drop_rules = DropRules(config.parameter_validation)
+        self.catalogue = catalogue.install(config.catalogue)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -165,6 +166,22 @@ class Gateway:
         lim = self.admission.find(target.endpoint.id, target.model.name)
         if lim is not None:  # None: a reload removed the endpoint while this call was in flight
             self.admission.observe(lim, headers, self.admission.clock())
+
+    def _fit(
+        self, request: InferenceRequest, target: Target, ctx: CallContext, fo: Failover
+    ) -> InferenceRequest:
+        """The request as this attempt's model accepts it (the catalogue's rules for its family,
+        docs/catalogue.md); a refusal before anything went upstream gives the key's tokens back."""
+        info = self.catalogue.lookup(target.model.upstream_id)
+        if info is None:
+            return request
+        try:
+            return info.rules.fit(request, target.model.upstream_id, ctx.request_id)
+        except InvalidRequest:
+            if fo.attempts == 0 and ctx.reservation is not None:
+                self.admission.release(ctx.reservation)
+                ctx.reservation = None
+            raise
 
     def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
         """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
@@ -334,13 +351,14 @@ class Gateway:
         opts = self.call_options(request.model, streaming)
         fo = Failover(plan)
         for cand in plan.candidates:
+            fitted = self._fit(request, cand.target, ctx, fo)
             if not self._admit_endpoint(plan, cand, ctx, fo):
                 continue
             target = cand.target
             t0 = time.perf_counter()
             target.endpoint.in_flight += 1
             try:
-                answer = await attempt(request, ctx, target, opts, t0)
+                answer = await attempt(fitted, ctx, target, opts, t0)
             except ProviderError as e:
                 target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0
