@@ -172,11 +172,8 @@ class Gateway:
     ) -> InferenceRequest:
         """The request as this attempt's model accepts it (the catalogue's rules for its family,
         docs/catalogue.md); a refusal before anything went upstream gives the key's tokens back."""
-        info = self.catalogue.lookup(target.model.upstream_id)
-        if info is None:
-            return request
         try:
-            return info.rules.fit(request, target.model.upstream_id, ctx.request_id)
+            return self.catalogue.fit(request, target.model.upstream_id, ctx.request_id)
         except InvalidRequest:
             if fo.attempts == 0 and ctx.reservation is not None:
                 self.admission.release(ctx.reservation)

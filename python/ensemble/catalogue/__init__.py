@@ -26,6 +26,7 @@ import yaml
 
 from ensemble.catalogue.rules import ParameterRules
 from ensemble.config.schema import CatalogueConfig, CatalogueModel, ModelFamily, Pricing
+from ensemble.types import InferenceRequest
 
 __all__ = ["Catalogue", "ModelInfo", "ParameterRules", "install", "lookup", "shipped"]
 
@@ -90,6 +91,18 @@ class Catalogue:
             self._cache.clear()
         self._cache[model] = info
         return info
+
+    def fit(self, request: InferenceRequest, model: str, request_id: str = "") -> InferenceRequest:
+        """`request` as `model` (a provider's model id) accepts it, by its families' rules: the same
+        object when nothing changes. Raises InvalidRequest for a parameter the family refuses."""
+        info = self.lookup(model)
+        return request if info is None else info.rules.fit(request, model, request_id)
+
+    def rewrites(self, request: InferenceRequest, model: str) -> bool:
+        """Whether `fit` would change or refuse `request` for `model`: when False, the client's
+        own body may be forwarded unchanged (same format in and out)."""
+        info = self.lookup(model)
+        return info is not None and bool(info.rules.changes(request))
 
     def _known_name(self, model: str) -> str | None:
         for candidate in (model, model.rpartition("/")[2]):
