@@ -109,6 +109,7 @@ INGRESS = {
     "gemini": _gemini,
     "gemini+thinking": lambda: _gemini(thinkingConfig={"thinkingBudget": 2048, "includeThoughts": True}),
     "gemini+schema": lambda: _gemini(responseMimeType="application/json", responseJsonSchema=SCHEMA),
+    "gemini+json": lambda: _gemini(responseMimeType="application/json"),
     "native": _native,
 }
 
@@ -197,3 +198,29 @@ def test_checker_uses_the_sdk_types() -> None:
     ant = built("anthropic", "anthropic", "claude-sonnet-4-0")
     ant["body"]["messages"] = [{"role": "robot", "content": "x"}]
     assert any("messages" in p for p in conformance.problems(ant))
+
+
+def _structured(body: dict[str, Any], provider_type: str) -> Any:
+    """The body's structured-output instruction, in the target API's own mechanism."""
+    if provider_type == "anthropic":
+        return (body.get("output_config") or {}).get("format") or (
+            "JSON object" in str(body.get("system")) and "instruction"
+        )
+    if provider_type == "gemini":
+        gen = body.get("generationConfig") or {}
+        return gen.get("responseMimeType") == "application/json" and (gen.get("responseJsonSchema") or "json")
+    return body.get("response_format")
+
+
+# Finding 7: structured output reaches every provider in its own mechanism, never dropped.
+@pytest.mark.parametrize(("provider_type", "model"), TARGETS, ids=[f"{t}:{m}" for t, m in TARGETS])
+@pytest.mark.parametrize(
+    "ingress", ["openai+json_schema", "openai+json_object", "gemini+schema", "gemini+json"]
+)
+def test_structured_output_is_translated_not_dropped(ingress: str, provider_type: str, model: str) -> None:
+    body = built(ingress, provider_type, model)["body"]
+    found = _structured(body, provider_type)
+    assert found, body
+    if ingress in ("openai+json_schema", "gemini+schema"):
+        schema = found if provider_type == "gemini" else found.get("schema") or found["json_schema"]["schema"]
+        assert schema == SCHEMA

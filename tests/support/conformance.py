@@ -12,7 +12,6 @@ one request the fake upstream recorded; the `conformance` fixture fails a test o
 from __future__ import annotations
 
 import functools
-import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -136,6 +135,10 @@ def openai_chat(body: Mapping[str, Any]) -> list[str]:
         if k not in known | _COMPATIBLE_EXTRAS | {"stream"}
     ]
     out += _errors(adapter, _strip(body, _COMPATIBLE_EXTRAS | {"stream"}), "")
+    if (body.get("response_format") or {}).get("type") == "json_object" and "json" not in str(
+        body.get("messages")
+    ).lower():
+        out.append("response_format: json_object needs the word JSON in the messages")
     model = str(body.get("model") or "")
     info = catalogue.shipped().lookup(model)
     if info is not None:

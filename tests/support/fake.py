@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import sys
 import weakref
@@ -100,9 +101,7 @@ class FakeUpstream:
     def stop(self) -> None:
         if self in LIVE:
             LIVE.discard(self)
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # the process is gone already: nothing to read
                 UNCHECKED.extend(self.conformance_problems())
-            except httpx.HTTPError:
-                pass  # the process is gone already; nothing more to read
         self.http.close()
         self.process.stop()

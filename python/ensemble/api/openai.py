@@ -14,6 +14,7 @@ import orjson
 
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
+from ensemble.structured_output import from_openai
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -63,6 +64,7 @@ _HANDLED = {
     "stream",
     "stream_options",
     "n",
+    "response_format",
 }
 
 
@@ -203,6 +205,7 @@ def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
         tool_choice=tool_choice,
         stream=convert(data.get("stream", False) or False, bool, "stream"),
         provider_config=extras or None,
+        response_format=from_openai(data.get("response_format")),
     )
     return request, bool(stream_options.get("include_usage"))
 

@@ -27,6 +27,7 @@ from ensemble.providers.base import (
 )
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.structured_output import to_anthropic
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -219,6 +220,8 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
         if key in PASSTHROUGH:
             body[key] = value
     _from_gemini(extras, body)
+    if request.response_format is not None:
+        to_anthropic(request.response_format, body)
     top_k = body.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise InvalidRequest("top_k: must be a non-negative integer", param="top_k")

@@ -19,6 +19,7 @@ from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.structured_output import JSON_OBJECT_INSTRUCTION, to_openai
 from ensemble.types import (
     AudioContent,
     DocumentContent,
@@ -194,6 +195,13 @@ def request_to_wire(
             if isinstance(choice, ToolChoiceNamed)
             else choice
         )
+    if request.response_format is not None:
+        body["response_format"] = to_openai(request.response_format)
+        # OpenAI refuses JSON mode unless a message mentions JSON; other formats' clients do not know.
+        if request.response_format.type == "json_object" and not any(
+            "json" in m.text().lower() for m in request.messages
+        ):
+            body["messages"].insert(0, {"role": "system", "content": JSON_OBJECT_INSTRUCTION})
     if stream:
         body["stream"] = True
         if stream_usage:
