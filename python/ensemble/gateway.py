@@ -199,6 +199,7 @@ class Gateway:
 
     def _attempt_failed(self, ctx: CallContext, e: ProviderError, fo: Failover) -> None:
         """An attempt failed before anything reached the client: give back its tokens."""
+        lim = None
         if ctx.endpoint_reservation is not None:
             lim, tokens, at = ctx.endpoint_reservation
             # The request stays counted (the provider saw it); the reserved tokens were not used.
@@ -207,7 +208,10 @@ class Gateway:
         if e.retryable and ctx.target is not None:
             pause_ms = self._cool_down(ctx.target, e)
             if e.upstream_status in (429, 529):
-                fo.skip(pause_ms)
+                # The Retry-After the client gets must be true: the endpoint is free again once
+                # both its cool-down and what the provider's headers said are over.
+                view_ms = self.admission.upstream_wait(lim, self.admission.clock()) if lim is not None else 0
+                fo.skip(max(pause_ms, view_ms))
             fo.errors.append(e)
 
     def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:

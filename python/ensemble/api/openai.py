@@ -220,13 +220,16 @@ def _usage(u: Usage | InferenceResponse) -> dict[str, Any]:
         )
     else:
         inp, out, cached, reasoning = u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": inp,
         "completion_tokens": out,
         "total_tokens": inp + out,
         "prompt_tokens_details": {"cached_tokens": cached},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+    if isinstance(u, InferenceResponse):
+        usage["cost"] = float(u.cost)  # USD, as OpenRouter reports it; exact in x-ensemble-cost-usd
+    return usage
 
 
 def completion_id(request_id: str) -> str:

@@ -12,7 +12,14 @@ from ensemble.api import anthropic, gemini
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
+from ensemble.server.inference import (
+    answer_headers,
+    apply_session_header,
+    authenticate,
+    records_refusals,
+    run_generate,
+    run_stream,
+)
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
@@ -38,8 +45,9 @@ class AnthropicEvents:
         return anthropic.sse_error(error)
 
 
+@records_refusals
 async def messages(rt: Runtime, req: Request) -> None:
-    key = rt.auth.authenticate(presented_key(req.headers))
+    key = authenticate(rt, req)
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     beta = req.header("anthropic-beta")
@@ -52,7 +60,7 @@ async def messages(rt: Runtime, req: Request) -> None:
     req.send(
         200,
         anthropic.render_response(response),
-        headers=proxied_headers(ctx, response.performance.overhead_ms),
+        headers=answer_headers(ctx, response),
     )
 
 
@@ -72,20 +80,20 @@ def _gemini_key(rt: Runtime, req: Request) -> KeyRecord:
         query = parse_qs(req.scope.query_string or "")
         values = query.get("key")
         presented = values[0] if values else None
-    return rt.auth.authenticate(presented)
+    return authenticate(rt, req, presented)
 
 
+@records_refusals
 async def generate_content(rt: Runtime, req: Request) -> None:
     key = _gemini_key(rt, req)
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, gemini.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, gemini.render_response(response), headers=answer_headers(ctx, response))
 
 
+@records_refusals
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
     key = _gemini_key(rt, req)
     body = await req.body(rt.config.server.max_request_bytes)

@@ -178,8 +178,10 @@ class StreamSink:
 
 class Request:
     __slots__ = (
+        "body_bytes",
         "call",
         "family",
+        "key",
         "params",
         "proto",
         "request_id",
@@ -198,6 +200,8 @@ class Request:
         self.responded = False
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
+        self.key: Any = None  # the client's KeyRecord once an inference route authenticated it
+        self.body_bytes = b""  # the body once read (a refusal's record names the model in it)
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()
@@ -229,7 +233,8 @@ class Request:
     async def body(self, limit: int) -> bytes:
         """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
         try:
-            return await self._body(limit)
+            self.body_bytes = await self._body(limit)
+            return self.body_bytes
         except (ProtocolClosed, ProtocolError) as e:
             # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
             raise ClientDisconnected("the client closed the connection before sending the whole body") from e
