@@ -20,6 +20,7 @@ from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
 from ensemble.logs import redact
+from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
 Headers = list[tuple[str, str]]
@@ -178,10 +179,10 @@ class StreamSink:
 
 class Request:
     __slots__ = (
+        "_client",
         "body_bytes",
         "call",
         "family",
-        "key",
         "params",
         "proto",
         "request_id",
@@ -200,7 +201,7 @@ class Request:
         self.responded = False
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
-        self.key: Any = None  # the client's KeyRecord once an inference route authenticated it
+        self._client: KeyRecord | None = None
         self.body_bytes = b""  # the body once read (a refusal's record names the model in it)
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
@@ -213,6 +214,22 @@ class Request:
                 "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
             )
+
+    @property
+    def client(self) -> KeyRecord:
+        """The caller's key record, on routes whose auth is "client" (the dispatcher checked it)."""
+        if self._client is None:
+            raise RuntimeError(f"{self.path}: its route does not authenticate clients (auth='client')")
+        return self._client
+
+    @client.setter
+    def client(self, record: KeyRecord) -> None:
+        self._client = record
+
+    @property
+    def authenticated(self) -> KeyRecord | None:
+        """The caller's key record if the dispatcher authenticated one, else None."""
+        return self._client
 
     @property
     def method(self) -> str:

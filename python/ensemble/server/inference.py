@@ -1,7 +1,8 @@
 """Inference routes: native generate / stream / text stream and OpenAI chat completions.
 
-Each handler: authenticate → parse its format → gateway → render. Every stream format goes through
-one pump, so disconnect handling and mid-stream errors behave the same everywhere.
+Each handler: parse its format → gateway → render (the dispatcher authenticated the caller before:
+`req.client`). Every stream format goes through one pump, so disconnect handling and mid-stream
+errors behave the same everywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import orjson
 
 from ensemble import telemetry
 from ensemble.api import native, openai
-from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
 from ensemble.server.errors import effective_status
@@ -122,11 +122,6 @@ def answer_headers(ctx: CallContext, response: InferenceResponse) -> Headers:
     return [*proxied_headers(ctx, response.performance.overhead_ms), ("x-ensemble-cost-usd", response.cost)]
 
 
-def authenticate(rt: Runtime, req: Request, presented: str | None = None) -> KeyRecord:
-    req.key = key = rt.auth.authenticate(presented if presented is not None else presented_key(req.headers))
-    return key
-
-
 def records_refusals(handler: Handler) -> Handler:
     """An inference route whose refusals before the gateway saw the request (a body its format
     cannot parse, a field out of range) are in the request log too: one record per authenticated
@@ -136,8 +131,9 @@ def records_refusals(handler: Handler) -> Handler:
         try:
             await handler(rt, req)
         except EnsembleError as e:
-            if req.key is not None and req.call is None and rt.gateway is not None and not req.responded:
-                ctx = req.call = CallContext(req.request_id, req.key, started=req.started)
+            key = req.authenticated
+            if key is not None and req.call is None and rt.gateway is not None and not req.responded:
+                ctx = req.call = CallContext(req.request_id, key, started=req.started)
                 ctx.model = req.params.get("model") or _model_named(req.body_bytes)
                 rt.gateway.record(ctx, ctx.model, effective_status(e), error=e.message)
             raise
@@ -343,7 +339,7 @@ async def run_stream(
 
 @records_refusals
 async def generate(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
@@ -352,7 +348,7 @@ async def generate(rt: Runtime, req: Request) -> None:
 
 @records_refusals
 async def stream_blocks(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
@@ -361,7 +357,7 @@ async def stream_blocks(rt: Runtime, req: Request) -> None:
 
 @records_refusals
 async def stream_text(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
@@ -370,7 +366,7 @@ async def stream_text(rt: Runtime, req: Request) -> None:
 
 @records_refusals
 async def chat_completions(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     if request.stream:
