@@ -222,6 +222,11 @@ def _tool_choice(raw: Any) -> Any:
     )
 
 
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
 # Read into the canonical response_format instead of riding along in provider_config.
 _STRUCTURED = frozenset({"responseMimeType", "responseSchema", "responseJsonSchema"})
 
@@ -260,6 +265,10 @@ def parse_request(body: bytes, model: str, *, stream: bool) -> InferenceRequest:
         value = _get(gen, key)
         if value is not None and key != "candidateCount":
             extras[key] = value
+    if isinstance(extras.get("thinkingConfig"), dict):
+        # google-genai writes this object's own keys in snake_case (thinking_budget); the API
+        # takes both, adapters read one spelling.
+        extras["thinkingConfig"] = {_camel(k): v for k, v in extras["thinkingConfig"].items()}
     stop = _get(gen, "stopSequences")
     return InferenceRequest(
         model=model,

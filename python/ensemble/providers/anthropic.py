@@ -253,7 +253,8 @@ def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     top_k = extras.get("topK")
     if "top_k" not in body and top_k is not None:
-        body["top_k"] = top_k
+        # Gemini's topK is a number (google-genai sends 5.0); Anthropic's top_k an integer.
+        body["top_k"] = int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k
 
 
 def usage_from_wire(u: Mapping[str, Any]) -> Usage:
