@@ -8,6 +8,7 @@ dropped; cost reaches every format; refusals are in the request log with the sta
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,26 @@ def test_an_upstream_400_is_logged_as_400(server: Ensemble, fake: FakeUpstream) 
             e for e in admin.get("/admin/logs", params={"limit": 50}).json()["logs"] if e["request_id"] == rid
         )
     assert entry["http_status"] == 400
+
+
+def test_the_retry_after_a_client_gets_after_an_upstream_429_is_true(
+    server: Ensemble, fake: FakeUpstream
+) -> None:
+    """Finding 12: the upstream says `retry-after: 2` with `x-ratelimit-reset-requests` of the whole
+    window (up to a minute); OpenAI refills continuously, so 2 s is the truth, and a client that
+    waits what the gateway says gets through (it used to be told 3 s, then refused for a minute)."""
+    fake.enqueue("ep-openai", {"status": 429, "retry_after": 2})
+    body = {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    headers = {"authorization": f"Bearer {server.key}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as c:
+        first = c.post("/v1/chat/completions", json=body)
+        assert first.status_code == 429, first.text
+        told = int(first.headers["retry-after"])
+        assert 2 <= told <= 3
+        started = time.monotonic()
+        wait_until(
+            lambda: c.post("/v1/chat/completions", json=body).status_code == 200,
+            timeout=told + 3.0,
+            what="an answer once the Retry-After passed",
+        )
+        assert time.monotonic() - started <= told + 3.0
