@@ -121,6 +121,7 @@ TARGETS = [
     ("anthropic", "claude-sonnet-4-5"),
     ("anthropic", "claude-sonnet-4-0"),
     ("anthropic", "claude-opus-4-1"),
+    ("anthropic", "claude-opus-4-7"),
     ("gemini", "gemini-2.5-flash"),
     ("xai", "grok-4"),
     ("openrouter", "openai/gpt-5"),
@@ -177,6 +178,7 @@ UNFITTED = [
     ("gemini+thinking", "anthropic", "claude-sonnet-4-0", "top_k"),
     ("openai", "anthropic", "claude-sonnet-4-5", "temperature and top_p"),
     ("anthropic", "xai", "grok-4", "stop"),
+    ("native", "anthropic", "claude-opus-4-7", "temperature"),
 ]
 
 
