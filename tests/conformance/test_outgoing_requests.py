@@ -111,6 +111,9 @@ INGRESS = {
     "gemini+schema": lambda: _gemini(responseMimeType="application/json", responseJsonSchema=SCHEMA),
     "gemini+json": lambda: _gemini(responseMimeType="application/json"),
     "native": _native,
+    "native+json_schema": lambda: _native(
+        response_format={"type": "json_schema", "name": "reply", "schema": SCHEMA}
+    ),
 }
 
 # (provider type, the provider's model id)
@@ -223,6 +226,6 @@ def test_structured_output_is_translated_not_dropped(ingress: str, provider_type
     body = built(ingress, provider_type, model)["body"]
     found = _structured(body, provider_type)
     assert found, body
-    if ingress in ("openai+json_schema", "gemini+schema"):
+    if ingress in ("openai+json_schema", "gemini+schema", "native+json_schema"):
         schema = found if provider_type == "gemini" else found.get("schema") or found["json_schema"]["schema"]
         assert schema == SCHEMA

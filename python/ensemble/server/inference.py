@@ -19,7 +19,7 @@ from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
-from ensemble.server.errors import effective_status
+from ensemble.server.errors import client_status
 from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
 from ensemble.server.routes import Handler, Route
 from ensemble.server.runtime import Runtime
@@ -135,7 +135,7 @@ def records_refusals(handler: Handler) -> Handler:
             if key is not None and req.call is None and rt.gateway is not None and not req.responded:
                 ctx = req.call = CallContext(req.request_id, key, started=req.started)
                 ctx.model = req.params.get("model") or _model_named(req.body_bytes)
-                rt.gateway.record(ctx, ctx.model, effective_status(e), error=e.message)
+                rt.gateway.record(ctx, ctx.model, client_status(e, req.family), error=e.message)
             raise
 
     handle.__name__ = handler.__name__
@@ -180,7 +180,7 @@ async def run_generate(
         if rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e):
             raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
-        rt.gateway.record(ctx, request.model, effective_status(e), error=e.message)
+        rt.gateway.record(ctx, request.model, client_status(e, req.family), error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
     except asyncio.CancelledError:
@@ -312,7 +312,7 @@ async def run_stream(
             stream = await rt.gateway.open_stream(request, ctx)
         except EnsembleError as e:
             ctx.rate_limit = rt.admission.info(key)
-            rt.gateway.record(ctx, request.model, effective_status(e), error=e.message)
+            rt.gateway.record(ctx, request.model, client_status(e, req.family), error=e.message)
             e.headers += rate_limit_headers(ctx.rate_limit)
             raise
         await pump(rt, req, stream, fmt, watch)
