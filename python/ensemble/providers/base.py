@@ -20,7 +20,6 @@ from ensemble._native import SseParser
 from ensemble.catalogue.rules import MIN_THINKING_BUDGET, REASONING_BUDGETS, reasoning_budget
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import ProviderError
-from ensemble.providers.registry import DEFAULT_CACHE_TTL
 from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
 from ensemble.usage.pricing import Price
@@ -29,6 +28,8 @@ __all__ = ["MIN_THINKING_BUDGET", "REASONING_BUDGETS", "reasoning_budget"]
 
 if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
     from ensemble.upstream import UpstreamClient, UpstreamResponse
+
+DEFAULT_CACHE_TTL = 300.0  # seconds; what most providers keep a prompt prefix for (Anthropic: 5 minutes)
 
 
 @dataclass(eq=False)

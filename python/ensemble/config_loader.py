@@ -12,20 +12,19 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 import yaml
 
+from ensemble import catalogue
+from ensemble.catalogue import Catalogue
 from ensemble.config.durations import Duration, parse_duration
 from ensemble.config.http_version import HttpVersion, parse_http_version
 from ensemble.config.schema import Config, EndpointConfig, ProviderConfig, StreamTimeouts
 from ensemble.errors import ConfigError
 from ensemble.providers import registry
-
-if TYPE_CHECKING:
-    from ensemble.catalogue import Catalogue
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -228,8 +227,6 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     config = msgspec.convert(raw, Config, strict=False, dec_hook=_dec_hook)
     config.providers = providers
     config.source = str(main)
-    from ensemble import catalogue  # imports ensemble.config itself
-
     known = catalogue.shipped().extended(config.catalogue)
     for provider, models in raw_models:
         fill_from_catalogue(provider, models, known)
