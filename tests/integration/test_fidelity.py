@@ -7,8 +7,8 @@ dropped; cost reaches every format; refusals are in the request log with the sta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -402,3 +402,15 @@ def test_the_retry_after_a_client_gets_after_an_upstream_429_is_true(
             what="an answer once the Retry-After passed",
         )
         assert time.monotonic() - started <= told + 3.0
+
+
+@pytest.mark.nonconforming_upstream
+def test_the_conformance_check_sees_every_body_that_reaches_the_fake(fake: FakeUpstream) -> None:
+    """The check the `upstream_conformance` fixture runs after every test is not a rubber stamp: a
+    body the real API would refuse, sent straight to the fake, is reported with what is wrong."""
+    bad = {"model": "o3", "messages": [{"role": "user", "content": "x"}], "temperature": 0.2, "thinking": {}}
+    httpx.post(fake.endpoint_url("ep-openai") + "/v1/chat/completions", json=bad, timeout=10)
+    found = fake.conformance_problems()
+    assert any("temperature: refused by o3" in p for p in found), found
+    assert any("thinking: not a Chat Completions parameter" in p for p in found), found
+    assert fake.conformance_problems() == []  # each request is checked once

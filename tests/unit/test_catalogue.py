@@ -8,8 +8,8 @@ import pytest
 
 from ensemble import catalogue
 from ensemble.catalogue.rules import thinking_requested
-from ensemble.config_loader import load_config
 from ensemble.config.schema import CatalogueConfig, CatalogueModel, ModelFamily, Pricing
+from ensemble.config_loader import load_config
 from ensemble.errors import InvalidRequest
 from ensemble.types import InferenceRequest, Message, ToolChoiceNamed, ToolDefinition
 
