@@ -74,6 +74,32 @@ def _anthropic(beta: bool) -> tuple[pydantic.TypeAdapter[Any], frozenset[str]]:
 
 
 @functools.cache
+def _openai_other(kind: str) -> tuple[pydantic.TypeAdapter[Any], frozenset[str]]:
+    if kind == "responses":
+        from openai.types.responses import response_create_params as r
+
+        return pydantic.TypeAdapter(r.ResponseCreateParamsBase), frozenset(
+            r.ResponseCreateParamsBase.__annotations__
+        )
+    from openai.types import embedding_create_params as e
+
+    return pydantic.TypeAdapter(e.EmbeddingCreateParams), frozenset(e.EmbeddingCreateParams.__annotations__)
+
+
+def openai_typed(body: Mapping[str, Any], kind: str) -> list[str]:
+    """Responses (`POST /v1/responses`) and embeddings bodies against the SDK's params types, plus
+    the reasoning models' refusals for Responses."""
+    adapter, known = _openai_other(kind)
+    out = [f"{k}: not a {kind} parameter" for k in body if k not in known | {"stream"}]
+    out += _errors(adapter, _strip(body, {"stream"}), "")
+    model = str(body.get("model") or "")
+    info = catalogue.shipped().lookup(model)
+    if kind == "responses" and info is not None:
+        out += [f"{p}: refused by {model}" for p in info.rules.unsupported if p in body]
+    return out
+
+
+@functools.cache
 def _gemini() -> dict[str, pydantic.TypeAdapter[Any]]:
     from google.genai import types
 
@@ -216,6 +242,10 @@ def problems(record: Mapping[str, Any]) -> list[str]:
     headers = record.get("headers") or {}
     if path.endswith("/chat/completions"):
         found = openai_chat(body)
+    elif path.endswith("/v1/responses"):
+        found = openai_typed(body, "responses")
+    elif path.endswith("/v1/embeddings"):
+        found = openai_typed(body, "embeddings")
     elif path.endswith("/v1/messages"):
         found = anthropic_messages(body, beta=bool(headers.get("anthropic-beta")))
     elif path.endswith((":generateContent", ":streamGenerateContent")):
