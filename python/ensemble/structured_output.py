@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ensemble.errors import InvalidRequest
 from ensemble.types import ResponseFormat
 
@@ -99,18 +101,25 @@ def to_openai(rf: ResponseFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": spec}
 
 
-def to_anthropic(rf: ResponseFormat, body: dict[str, Any]) -> None:
-    """JSON schema → `output_config.format`; any JSON object → an instruction in `system`."""
-    if rf.type == "json_schema":
+def to_anthropic(rf: ResponseFormat, body: dict[str, Any], native: bool = True) -> None:
+    """JSON schema → `output_config.format` (`native`: the model has structured outputs), else an
+    instruction carrying the schema; any JSON object → an instruction. Instructions go in `system`."""
+    if rf.type == "json_schema" and native:
         config = dict(body.get("output_config") or {})
         config["format"] = {"type": "json_schema", "schema": rf.schema or {"type": "object"}}
         body["output_config"] = config
-    elif rf.type == "json_object":
-        system = body.get("system")
-        if isinstance(system, list):
-            body["system"] = [*system, {"type": "text", "text": JSON_OBJECT_INSTRUCTION}]
-        else:
-            body["system"] = f"{system}\n\n{JSON_OBJECT_INSTRUCTION}" if system else JSON_OBJECT_INSTRUCTION
+        return
+    if rf.type == "text":
+        return
+    text = JSON_OBJECT_INSTRUCTION
+    if rf.type == "json_schema":
+        schema = orjson.dumps(rf.schema or {"type": "object"}).decode()
+        text = f"{JSON_OBJECT_INSTRUCTION} It must match this JSON Schema: {schema}"
+    system = body.get("system")
+    if isinstance(system, list):
+        body["system"] = [*system, {"type": "text", "text": text}]
+    else:
+        body["system"] = f"{system}\n\n{text}" if system else text
 
 
 def to_gemini(rf: ResponseFormat, gen: dict[str, Any]) -> None:

@@ -201,6 +201,8 @@ def anthropic_messages(body: Mapping[str, Any], beta: bool) -> list[str]:
         out.append("temperature: must be between 0 and 1")
     if info is None:
         return out
+    if info.structured_output == "instruction" and (body.get("output_config") or {}).get("format"):
+        out.append(f"output_config.format: {model} has no structured outputs")
     for group in info.rules.exclusive:
         given = [p for p in group if p in body]
         if len(given) > 1:

@@ -49,6 +49,7 @@ class ModelInfo:
     capabilities: tuple[str, ...]
     families: tuple[str, ...]
     token_limit_field: str
+    structured_output: str  # native | instruction (see ModelFamily)
     rules: ParameterRules
 
 
@@ -136,6 +137,9 @@ class Catalogue:
             capabilities=tuple(entry.capabilities or ()),
             families=tuple(fname for fname, _ in families),
             token_limit_field=next((f.token_limit_field for _, f in families if f.token_limit_field), ""),
+            structured_output="instruction"
+            if any(f.structured_output == "instruction" for _, f in families)
+            else "native",
             rules=ParameterRules.combine([f for _, f in families]),
         )
 

@@ -154,6 +154,9 @@ class ModelFamily(_Strict):
     exclusive: list[list[str]] = msgspec.field(default_factory=list)  # keep the first present, drop the rest
     thinking: ThinkingRules | None = None
     token_limit_field: str = ""  # the wire field max_tokens goes in, where the family needs one
+    # How a JSON schema for the answer reaches these models: the API's own structured-output
+    # field, or (models older than the field) an instruction with the schema in the system prompt.
+    structured_output: Literal["native", "instruction"] = "native"
 
 
 class CatalogueModel(_Strict):

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import catalogue
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
@@ -221,7 +222,8 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
             body[key] = value
     _from_gemini(extras, body)
     if request.response_format is not None:
-        to_anthropic(request.response_format, body)
+        info = catalogue.lookup(model.upstream_id)
+        to_anthropic(request.response_format, body, info is None or info.structured_output == "native")
     top_k = body.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise InvalidRequest("top_k: must be a non-negative integer", param="top_k")
