@@ -11,7 +11,11 @@ from ensemble.providers.openai import FOREIGN_KEYS, OpenAIDialect, OpenAIWire
 from ensemble.providers.registry import ProviderKind, register
 
 OPENROUTER = OpenAIDialect(
-    drop_keys=FOREIGN_KEYS, headers={"X-Title": "Ensemble"}, reports_cost=True, reasoning_details=True
+    drop_keys=FOREIGN_KEYS,
+    headers={"X-Title": "Ensemble"},
+    reports_cost=True,
+    embeddings_base64=True,
+    reasoning_details=True,
 )
 
 KIND = register(
@@ -20,5 +24,6 @@ KIND = register(
         wire=lambda _config: OpenAIWire(OPENROUTER),
         default_base_url="https://openrouter.ai/api",
         cache_ttl=300.0,
+        embeds=True,
     )
 )
