@@ -73,6 +73,11 @@ def _anthropic(beta: bool) -> tuple[pydantic.TypeAdapter[Any], frozenset[str]]:
     )
 
 
+_EMBEDDING_INPUT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
+    str | list[str] | list[int] | list[list[int]]
+)
+
+
 @functools.cache
 def _openai_other(kind: str) -> tuple[pydantic.TypeAdapter[Any], frozenset[str]]:
     if kind == "responses":
@@ -91,6 +96,11 @@ def openai_typed(body: Mapping[str, Any], kind: str) -> list[str]:
     the reasoning models' refusals for Responses."""
     adapter, known = _openai_other(kind)
     out = [f"{k}: not a {kind} parameter" for k in body if k not in known | {"stream"}]
+    if kind == "embeddings" and "input" in body:
+        # The SDK types `input` as a union of lazily checked iterables (str, [str], [int], [[int]]),
+        # which pydantic would bind to the first; the same union as lists is checked eagerly.
+        out += _errors(_EMBEDDING_INPUT, body["input"], "input")
+        body = _strip(body, {"input"}) | {"input": "x"}
     out += _errors(adapter, _strip(body, {"stream"}), "")
     model = str(body.get("model") or "")
     info = catalogue.shipped().lookup(model)
