@@ -305,18 +305,23 @@ def test_metrics_show_spend_and_what_is_left_per_budget(server: Ensemble) -> Non
         ).status_code
         == 402
     )
-    line = re.compile(rf'ensemble_budget_remaining_usd\{{id="{key_id}",scope="key"\}} (\S+)')
+    remaining = re.compile(rf'ensemble_budget_remaining_usd\{{id="{key_id}",scope="key"\}} (\S+)')
+    spent = re.compile(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} (\S+)')
 
     def metrics() -> str:
         with admin(server) as a:
             return a.get("/metrics").text
 
-    found = wait_until(lambda: line.search(metrics()), timeout=5)
-    assert 0.49 < float(found.group(1)) < 0.5
-    text = metrics()
-    spent = re.search(rf'ensemble_budget_spent_usd\{{id="{key_id}",scope="key"\}} (\S+)', text)
-    assert spent, [x for x in text.splitlines() if "budget_spent" in x]
-    assert 0 < float(spent.group(1)) < 0.001
+    def sampled() -> tuple[float, float, str] | None:
+        """The gauges once the sampler (every second) has seen the request's spend."""
+        text = metrics()
+        left, used = remaining.search(text), spent.search(text)
+        if left is None or used is None or float(used.group(1)) == 0:
+            return None
+        return float(left.group(1)), float(used.group(1)), text
+
+    left, used, text = wait_until(sampled, timeout=10)
+    assert 0 < used < 0.001 and left == pytest.approx(0.5 - used)
     assert re.search(r'ensemble_budget_exceeded_total\{scope="key"\} [1-9]', text)
 
 
