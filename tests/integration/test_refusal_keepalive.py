@@ -95,7 +95,9 @@ def test_the_next_request_on_the_connection_is_answered_or_the_server_says_close
         if auth:
             head += f"Authorization: Bearer {server.key}\r\n"
         if framing == "chunked":
-            body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (BODY[:50_000], BODY[50_000:])) + b"0\r\n\r\n"
+            body = (
+                b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (BODY[:50_000], BODY[50_000:])) + b"0\r\n\r\n"
+            )
             head += "Transfer-Encoding: chunked\r\n"
         else:
             body = BODY
