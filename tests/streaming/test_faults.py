@@ -208,3 +208,12 @@ def test_anthropic_route_gets_error_event_after_a_mid_stream_stall(
     kind, data = events[-1]
     assert kind == "error" and "stream stalled" in data["error"]["message"], data
     assert log_row(server, "req-midstall-anthropic")["http_status"] == 504
+
+
+def test_the_fault_run_left_no_unretrieved_exceptions(server: Ensemble) -> None:
+    """Every future a fault completed with an exception was awaited or its exception taken:
+    asyncio logs "exception was never retrieved" when such a future is collected, at the latest
+    at the worker's shutdown (runs last in this module, after every fault above)."""
+    assert server.stop() == 0
+    output = server.process.output()
+    assert "was never retrieved" not in output, output[-4000:]

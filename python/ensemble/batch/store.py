@@ -9,7 +9,10 @@ over cannot overwrite the new owner's result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +75,21 @@ _BATCH_COLUMNS = "id, key_id, origin, status, request_count, created_at, created
 class BatchStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
+        # One connection, many coroutines (concurrent submissions, the runner): a second BEGIN on
+        # it while a transaction is open fails ("cannot start a transaction within a transaction"),
+        # so transactions take turns.
+        self._tx_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._tx_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
 
     async def close(self) -> None:
         await self.conn.close()
@@ -82,8 +100,7 @@ class BatchStore:
         self, batch_id: str, key_id: str, origin: str, items: list[NewItem], *, ready_ms: int, expires_ms: int
     ) -> None:
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.conn.execute(
                 "INSERT INTO batches (id, key_id, origin, status, request_count, created_at, created_ms, "
                 "ready_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -107,10 +124,6 @@ class BatchStore:
                     for i, it in enumerate(items)
                 ],
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
 
     async def join_fallback(
         self,
@@ -129,8 +142,7 @@ class BatchStore:
         then the runner starts it. Returns the batch id. The pending row in `responses` makes
         /api/v1/status answer `pending` for the request id right away."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             async with self.conn.execute(
                 "SELECT id, request_count FROM batches WHERE key_id = ? AND origin = 'fallback' "
                 "AND status = 'in_progress' AND ready_ms > ? AND request_count < ? "
@@ -171,10 +183,6 @@ class BatchStore:
                 "VALUES (?,?,'pending',?,?,?) ON CONFLICT (request_id) DO NOTHING",
                 (item.request_id, key_id, item.model, provider, now_iso()),
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         return batch_id
 
     # -- reading ---------------------------------------------------------------------------------
@@ -249,8 +257,7 @@ class BatchStore:
         """Queued items become `canceled` now; running ones finish; provider batches are canceled
         upstream by the runner. Returns False when there is no such batch for this key."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             cur = await self.conn.execute(
                 "UPDATE batches SET status = 'canceling', cancel_initiated_at = ? "
                 "WHERE id = ? AND key_id = ? AND status = 'in_progress'",
@@ -268,10 +275,6 @@ class BatchStore:
                     (batch_id,),
                 )
                 await self._mark_unanswered(batch_id, "canceled")
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         if changed:
             await self.finalize(batch_id)
             return True
@@ -291,8 +294,7 @@ class BatchStore:
     async def expire(self) -> int:
         """Items still queued past their batch's expiry are `expired`."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             async with self.conn.execute(
                 "SELECT DISTINCT i.batch_id FROM batch_items i JOIN batches b ON b.id = i.batch_id "
                 "WHERE i.state = 'queued' AND b.expires_ms <= ?",
@@ -306,10 +308,6 @@ class BatchStore:
                     (orjson.dumps({"type": "expired"}), iso_of_ms(now), batch_id),
                 )
                 await self._mark_unanswered(batch_id, "expired")
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         for batch_id in ids:
             await self.finalize(batch_id)
         return len(ids)
@@ -411,8 +409,7 @@ class BatchStore:
         poll_ms: int,
     ) -> None:
         """Items were accepted into the provider batch `upstream_id`: record it for the poller."""
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.conn.execute(
                 "INSERT INTO upstream_batches (id, batch_id, provider, endpoint_id, status, next_poll_ms, created_at) "
                 "VALUES (?,?,?,?,'in_progress',?,?)",
@@ -423,10 +420,6 @@ class BatchStore:
                 "lease_until_ms = 0 WHERE batch_id = ? AND idx = ? AND lease_owner = ?",
                 [(upstream_id, it.batch_id, it.idx, owner) for it in items],
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
 
     async def claim_upstream(
         self, owner: str, limit: int, lease_ms: int
