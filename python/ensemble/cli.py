@@ -162,6 +162,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         interface=Interfaces.RSGI,
         loop=Loops.uvloop,
         workers=s.workers,
+        # A worker that dies (SIGKILL, OOM, a crash) is replaced; the replacement records its
+        # in-flight requests as failed (usage/journal.py). Two deaths of one worker within 5.5 s
+        # are a crash loop, and Granian exits.
+        respawn_failed_workers=True,
         backlog=2048,
         # Granian admits at most `backpressure` concurrent requests per worker (default backlog /
         # workers = 2048). Streams are long-lived and mostly idle, so one worker must hold far more

@@ -370,7 +370,10 @@ def test_concurrent_submissions_are_all_accepted(mock_gateway: Ensemble) -> None
     native = {"requests": [{"custom_id": "c0", "model": "mock-1", "messages": ask("concurrent")}]}
     shaped = {
         "requests": [
-            {"custom_id": "c0", "params": {"model": "mock-1", "max_tokens": 10, "messages": ask("concurrent")}}
+            {
+                "custom_id": "c0",
+                "params": {"model": "mock-1", "max_tokens": 10, "messages": ask("concurrent")},
+            }
         ]
     }
 
@@ -381,7 +384,9 @@ def test_concurrent_submissions_are_all_accepted(mock_gateway: Ensemble) -> None
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: post("/api/v1/batch", native), range(20)))
         answers += list(pool.map(lambda _: post("/v1/messages/batches", shaped), range(20)))
-    assert [r.status_code for r in answers] == [200] * 40, [r.text for r in answers if r.status_code != 200][:3]
+    assert [r.status_code for r in answers] == [200] * 40, [r.text for r in answers if r.status_code != 200][
+        :3
+    ]
     with mock_gateway.client() as c:
         for r in answers[:20]:
             assert wait_ended(c, r.json()["batch_id"])["status"] == "ended"

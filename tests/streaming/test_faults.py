@@ -230,11 +230,13 @@ def test_plain_text_stream_is_aborted_not_ended_on_a_broken_answer(
         fake.enqueue(f"solo-{name}", behavior)
         got = b""
         rid = f"req-plain-broken-{name}"
-        with pytest.raises(httpx.RemoteProtocolError, match="incomplete"):  # noqa: PT012
-            with c.stream("POST", "/api/v1/generate/stream", json=body, headers={"x-request-id": rid}) as r:
-                assert r.status_code == 200
-                for chunk in r.iter_bytes():
-                    got += chunk
+        with (
+            pytest.raises(httpx.RemoteProtocolError, match="incomplete"),
+            c.stream("POST", "/api/v1/generate/stream", json=body, headers={"x-request-id": rid}) as r,
+        ):
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                got += chunk
     assert whole.text.startswith(got.decode()) and len(got) < len(whole.content)
     assert log_row(server, rid)["status"] == "error"
 

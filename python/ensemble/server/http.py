@@ -211,7 +211,9 @@ class Request:
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
         self._body_done: bool | None = None  # None: unread; False: begun, not finished; True: read
         supplied = scope.headers.get("x-request-id")
-        self.request_id = supplied if supplied is not None and _valid_request_id(supplied) else new_request_id()
+        self.request_id = (
+            supplied if supplied is not None and _valid_request_id(supplied) else new_request_id()
+        )
 
     def check_request_id(self) -> None:
         """A supplied X-Request-ID we would not echo is the client's mistake (the request was given

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -34,6 +35,7 @@ from ensemble.streaming.inflight import InFlightIndex
 from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.telemetry import runtime as telemetry_setup
 from ensemble.upstream import create_client
+from ensemble.usage.journal import InFlightJournal, take_orphans
 from ensemble.usage.request_log import RequestLog
 
 log = logging.getLogger("ensemble.server")
@@ -69,6 +71,7 @@ class Runtime:
         # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.inflight = InFlightIndex()
+        self.journal: InFlightJournal | None = None
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
         self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))
         self._keys_seen_ms = 0
@@ -99,6 +102,7 @@ class Runtime:
             keep_rows=self.config.logging.request_log,
             capacity=self.config.logging.request_log_buffer,
         )
+        await self._open_journal(self.request_log)
         self.request_log.start()
         await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
@@ -140,10 +144,29 @@ class Runtime:
                 self.request_log.written,
                 self.request_log.dropped,
             )
+        if self.journal is not None:
+            self.journal.close()
         await self.upstream.close()
         await telemetry_setup.stop(self)
         if self.db is not None:
             await self.db.close()
+
+    async def _open_journal(self, request_log: RequestLog) -> None:
+        """This worker's crash journal, after taking over what dead workers left (usage/journal.py)."""
+        if self.config.database.path == ":memory:":
+            return
+        directory = Path(self.config.database.path).parent / "journal"
+        orphans = take_orphans(directory)
+        self.journal = InFlightJournal(directory)
+        self.journal.open()
+        request_log.journal = self.inflight.journal = self.journal
+        if orphans:
+            written = await request_log.recover(orphans)
+            log.warning(
+                "recovered %d request(s) a dead worker left unwritten (%d recorded as failed: worker died)",
+                written,
+                sum(o.record is None for o in orphans),
+            )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run work that must outlive its request (finishing an answer for a gone client)."""

@@ -19,7 +19,7 @@ _FDS = "/proc/self/fd"
 
 
 def _address(name: object) -> str | None:
-    """"host:port" as RSGI's scope writes it (no brackets around an IPv6 host)."""
+    """ "host:port" as RSGI's scope writes it (no brackets around an IPv6 host)."""
     if isinstance(name, tuple) and len(name) >= 2:
         return f"{name[0]}:{name[1]}"
     return None
