@@ -20,6 +20,7 @@ from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
 from ensemble.logs import redact
+from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
 Headers = list[tuple[str, str]]
@@ -189,6 +190,7 @@ def _valid_request_id(supplied: str) -> bool:
 class Request:
     __slots__ = (
         "_body_done",
+        "_client",
         "call",
         "family",
         "params",
@@ -210,6 +212,7 @@ class Request:
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
         self._body_done: bool | None = None  # None: unread; False: begun, not finished; True: read
+        self._client: KeyRecord | None = None
         supplied = scope.headers.get("x-request-id")
         self.request_id = (
             supplied if supplied is not None and _valid_request_id(supplied) else new_request_id()
@@ -224,6 +227,17 @@ class Request:
                 "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
             )
+
+    @property
+    def client(self) -> KeyRecord:
+        """The caller's key record, on routes whose auth is "client" (the dispatcher checked it)."""
+        if self._client is None:
+            raise RuntimeError(f"{self.path}: its route does not authenticate clients (auth='client')")
+        return self._client
+
+    @client.setter
+    def client(self, record: KeyRecord) -> None:
+        self._client = record
 
     @property
     def method(self) -> str:
