@@ -14,6 +14,7 @@ import pytest
 
 from ensemble.usage.journal import WORKER_DIED
 from support.ensemble import MOCK_PROVIDER, Ensemble
+from support.processes import worker_pids
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,17 +23,7 @@ BODY = {"model": "mock-1", "messages": [{"role": "user", "content": "under load"
 
 
 def workers(server: Ensemble) -> set[int]:
-    """Granian's worker processes: the live children of `ensemble serve` (zombies excluded)."""
-    pid = server.process.proc.pid
-    out = set()
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, IndexError):
-            continue
-        if state != "Z":
-            out.add(int(child))
-    return out
+    return worker_pids(server.process)
 
 
 def log_rows(server: Ensemble) -> dict[str, tuple[str, int, str]]:
