@@ -41,6 +41,9 @@ class WireKey(msgspec.Struct, frozen=True):
     digest: str  # hex
     record: KeyRecord
     updated_ms: int = 0  # the change's version; 0 in records written before versions existed
+    # Unix time of the publish; a subscriber's lag is its application time minus this (0: not sent
+    # by writers older than this field, so no lag is measured).
+    published_at: float = 0.0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -56,7 +59,7 @@ def channel_name(ns: str) -> str:
 
 
 def _wire(digest: bytes, record: KeyRecord, version: int) -> bytes:
-    return _encode(WireKey(digest=digest.hex(), record=record, updated_ms=version))
+    return _encode(WireKey(digest=digest.hex(), record=record, updated_ms=version, published_at=time.time()))
 
 
 def now_ms() -> int:
@@ -124,6 +127,8 @@ class KeySync:
         self.loaded = 0  # records applied by the last full load
         self.pushed = 0  # local changes published on reconnect
         self.applied = 0  # records applied from the channel
+        self.lag = 0.0  # seconds from the last change's publish to its application here
+        self.on_lag: Callable[[float], None] | None = None  # told each new lag (the metrics gauge)
 
     async def load_all(self) -> dict[bytes, int]:
         """Apply the whole shared table; returns each record's version there."""
@@ -195,3 +200,8 @@ class KeySync:
             return
         self.apply([(bytes.fromhex(wire.digest), wire.record, wire.updated_ms)])
         self.applied += 1
+        if wire.published_at:
+            # Instance clocks may disagree a little: a change never arrives before it was made.
+            self.lag = max(time.time() - wire.published_at, 0.0)
+            if self.on_lag is not None:
+                self.on_lag(self.lag)
