@@ -115,12 +115,8 @@ class App:
         route_path = "unmatched"
         status = 0
         try:
-<<<<<<< HEAD
-            req = Request(scope, proto)
-            req.check_request_id()
-=======
             req = Request(scope, proto, self.read_deadlines)
->>>>>>> main
+            req.check_request_id()
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params

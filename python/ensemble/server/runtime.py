@@ -31,12 +31,7 @@ from ensemble.scaleout import Scaleout
 from ensemble.storage import database
 from ensemble.storage.credentials import CredentialCache
 from ensemble.storage.crypto import Cipher, CryptoError
-<<<<<<< HEAD
 from ensemble.storage.keys import KeyRecord, Versioned, load_changed, store_shared
-from ensemble.storage.scaleout import Scaleout
-=======
-from ensemble.storage.keys import KeyRecord, load_changed
->>>>>>> main
 from ensemble.streaming.inflight import InFlightIndex
 from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.telemetry import runtime as telemetry_setup

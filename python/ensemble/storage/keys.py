@@ -166,7 +166,6 @@ async def load_changed(conn: aiosqlite.Connection, since_ms: int) -> tuple[list[
     return out, newest
 
 
-<<<<<<< HEAD
 async def store_shared(conn: aiosqlite.Connection, changes: list[Versioned]) -> None:
     """Keep key changes learnt from other instances in this instance's SQLite too (the local store
     is what a restart without Redis serves from); an older version never replaces a newer row."""
@@ -193,13 +192,13 @@ async def store_shared(conn: aiosqlite.Connection, changes: list[Versioned]) -> 
             for d, r, v in changes
         ],
     )
-=======
+
+
 async def fetch_key(conn: aiosqlite.Connection, key_id: str) -> KeyRecord | None:
     """One key as stored now, on an async connection (the batch runner's)."""
     async with conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) as cur:
         row = await cur.fetchone()
     return _record(tuple(row)) if row is not None else None
->>>>>>> main
 
 
 def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRecord | None:
