@@ -180,7 +180,7 @@ class BatchStore:
             )
             await self.conn.execute(
                 "INSERT INTO responses (request_id, key_id, status, model, provider, created_at) "
-                "VALUES (?,?,'pending',?,?,?) ON CONFLICT (request_id) DO NOTHING",
+                "VALUES (?,?,'pending',?,?,?) ON CONFLICT (key_id, request_id) DO NOTHING",
                 (item.request_id, key_id, item.model, provider, now_iso()),
             )
         return batch_id
@@ -286,9 +286,10 @@ class BatchStore:
     async def _mark_unanswered(self, batch_id: str, why: str) -> None:
         """Fallback requests that will never run: their /api/v1/status says `failed`, not pending forever."""
         await self.conn.execute(
-            "UPDATE responses SET status = 'failed', completed_at = ? WHERE status = 'pending' AND request_id IN "
+            "UPDATE responses SET status = 'failed', completed_at = ? WHERE status = 'pending' "
+            "AND key_id = (SELECT key_id FROM batches WHERE id = ?) AND request_id IN "
             f"(SELECT request_id FROM batch_items WHERE batch_id = ? AND state = '{why}')",
-            (now_iso(), batch_id),
+            (now_iso(), batch_id, batch_id),
         )
 
     async def expire(self) -> int:

@@ -145,6 +145,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
     """,
+    # 4: stored answers keyed by (key, request id): an X-Request-ID another key reuses is another
+    # row, so no key can overwrite (or hide) another's answer (docs/security.md).
+    """
+    CREATE TABLE responses_by_key (
+        key_id        TEXT NOT NULL,
+        request_id    TEXT NOT NULL,
+        status        TEXT NOT NULL,               -- pending | streaming | completed | failed
+        model         TEXT NOT NULL,
+        provider      TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        completed_at  TEXT,
+        body          BLOB,                         -- the InferenceResponse JSON once completed
+        PRIMARY KEY (key_id, request_id)
+    );
+    INSERT INTO responses_by_key (key_id, request_id, status, model, provider, created_at, completed_at, body)
+        SELECT key_id, request_id, status, model, provider, created_at, completed_at, body FROM responses;
+    DROP TABLE responses;
+    ALTER TABLE responses_by_key RENAME TO responses;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -61,9 +61,8 @@ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 _STORE_RESPONSE = """
 INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body)
 VALUES (?,?,?,?,?,?,?,?)
-ON CONFLICT (request_id) DO UPDATE SET
+ON CONFLICT (key_id, request_id) DO UPDATE SET
     status = excluded.status, completed_at = excluded.completed_at, body = excluded.body
-WHERE responses.key_id = excluded.key_id
 """
 
 _UPSERT_USAGE = """
