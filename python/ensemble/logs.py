@@ -48,15 +48,26 @@ def register_secret(value: str) -> None:
     _fragments = automaton  # swapped whole: a reader never sees a half-built automaton
 
 
+def _looks_random(run: str) -> bool:
+    """A piece of a real (random) key mixes letters and digits or both cases almost always (8 random
+    base62 characters of one class: ~0.2%); an ordinary word in a key ("upstream" in
+    `sk-test-upstream-key`) does not, and is left alone. A long run is masked whatever it is."""
+    if len(run) >= 12:
+        return True
+    classes = (any(c.islower() for c in run), any(c.isupper() for c in run), any(c.isdigit() for c in run))
+    return sum(classes) >= 2
+
+
 def _mask_fragments(text: str, automaton: ahocorasick.Automaton) -> str:
     """Each maximal run of overlapping known-secret fragments becomes one `…redacted`."""
-    spans: list[list[int]] = []
+    runs: list[list[int]] = []
     for end, _ in automaton.iter(text):  # end: index of a match's last character, ascending
         start = end - FRAGMENT + 1
-        if spans and start <= spans[-1][1]:
-            spans[-1][1] = end + 1
+        if runs and start <= runs[-1][1]:
+            runs[-1][1] = end + 1
         else:
-            spans.append([start, end + 1])
+            runs.append([start, end + 1])
+    spans = [r for r in runs if _looks_random(text[r[0] : r[1]])]
     if not spans:
         return text
     out: list[str] = []
