@@ -145,7 +145,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
     """,
-    # 4: stored answers keyed by (key, request id): an X-Request-ID another key reuses is another
+    # 4: what the Responses API keeps beside a stored answer to continue it (previous_response_id):
+    # the canonical input and the echoed parameters, JSON (docs/responses.md).
+    """
+    ALTER TABLE responses ADD COLUMN conversation BLOB;
+    """,
+    # 5: stored answers keyed by (key, request id): an X-Request-ID another key reuses is another
     # row, so no key can overwrite (or hide) another's answer (docs/security.md).
     """
     CREATE TABLE responses_by_key (
@@ -157,10 +162,13 @@ MIGRATIONS: list[str] = [
         created_at    TEXT NOT NULL,
         completed_at  TEXT,
         body          BLOB,                         -- the InferenceResponse JSON once completed
+        conversation  BLOB,                         -- what the Responses API continues from (migration 4)
         PRIMARY KEY (key_id, request_id)
     );
-    INSERT INTO responses_by_key (key_id, request_id, status, model, provider, created_at, completed_at, body)
-        SELECT key_id, request_id, status, model, provider, created_at, completed_at, body FROM responses;
+    INSERT INTO responses_by_key (key_id, request_id, status, model, provider, created_at, completed_at, body,
+        conversation)
+        SELECT key_id, request_id, status, model, provider, created_at, completed_at, body, conversation
+        FROM responses;
     DROP TABLE responses;
     ALTER TABLE responses_by_key RENAME TO responses;
     """,

@@ -49,6 +49,8 @@ class LogRecord(msgspec.Struct):
     route_reason: str = ""
     cache_value_usd: float = 0.0
     cost_penalty_usd: float = 0.0
+    # What the ingress keeps to continue the conversation (Responses previous_response_id), or None.
+    conversation: bytes | None = None
 
 
 _INSERT_LOG = """
@@ -59,10 +61,12 @@ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 """
 
 _STORE_RESPONSE = """
-INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body)
-VALUES (?,?,?,?,?,?,?,?)
+INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body,
+    conversation)
+VALUES (?,?,?,?,?,?,?,?,?)
 ON CONFLICT (key_id, request_id) DO UPDATE SET
-    status = excluded.status, completed_at = excluded.completed_at, body = excluded.body
+    status = excluded.status, completed_at = excluded.completed_at, body = excluded.body,
+    conversation = excluded.conversation
 """
 
 _UPSERT_USAGE = """
@@ -281,6 +285,7 @@ class RequestLog:
                 r.created_at,
                 r.created_at,
                 r.response_body,
+                r.conversation,
             )
             for r in batch
         ]
