@@ -149,7 +149,8 @@ class RequestLog:
         self._buffer.append(rec)
         if self.journal is not None:
             self.journal.recorded(
-                rec.request_id, msgspec.json.encode(msgspec.structs.replace(rec, response_body=None))
+                rec.request_id,
+                msgspec.json.encode(msgspec.structs.replace(rec, response_body=None, conversation=None)),
             )
         for observe in self.observers:
             observe(rec)
