@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import aiosqlite
 import orjson
 
 from ensemble.storage.keys import now_iso
+
+TX_TRIES = 200  # x 5 ms: a second for another coroutine's read to finish before a BEGIN/COMMIT fails
 
 # States an item can be in; the last four are final.
 PENDING_STATES = ("queued", "running", "submitted")
@@ -83,13 +86,28 @@ class BatchStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
         async with self._tx_lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            await self._retrying("BEGIN IMMEDIATE")
             try:
                 yield
+                await self._retrying("COMMIT")
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
+
+    async def _retrying(self, statement: str) -> None:
+        """BEGIN or COMMIT, waiting out another coroutine's read still stepping on this connection:
+        SQLite refuses to commit while a statement is in progress, and refuses at once (no busy
+        wait) to start writing from a read snapshot another connection has since written past.
+        Either ends within a few loop turns."""
+        for attempt in range(TX_TRIES):
+            try:
+                await self.conn.execute(statement)
+                return
+            except sqlite3.OperationalError as e:
+                transient = "statements in progress" in str(e) or "database is locked" in str(e)
+                if not transient or attempt == TX_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.005)
 
     async def close(self) -> None:
         await self.conn.close()
