@@ -231,7 +231,7 @@ def test_plain_text_stream_is_aborted_not_ended_on_a_broken_answer(
         got = b""
         rid = f"req-plain-broken-{name}"
         with (
-            pytest.raises(httpx.RemoteProtocolError, match="incomplete"),
+            pytest.raises(httpx.RemoteProtocolError),  # "incomplete chunked read" (or, under load, nothing)
             c.stream("POST", "/api/v1/generate/stream", json=body, headers={"x-request-id": rid}) as r,
         ):
             assert r.status_code == 200

@@ -58,6 +58,9 @@ class NativeEvents:
         return native.sse_error(error, request_id)
 
 
+ABORT_GRACE_S = 0.05  # a broken plain-text answer: how long its text has to leave before the abort
+
+
 class PlainText:
     """Only the answer's text. Plain text has no in-band error, so a mid-stream failure aborts the
     connection instead of ending the body: the client sees an incomplete answer (docs/streaming.md)."""
@@ -277,7 +280,9 @@ async def _end_broken(
             sink.write(tail)
         await sink.close()
         if getattr(fmt, "abort_on_error", False) and req.scope.http_version.startswith("1"):
-            await asyncio.sleep(0)  # let Granian's writer take the text already handed over
+            # Granian writes from its own thread: give it the moment to send what was handed over
+            # (the handler keeps the transport, so the body cannot end cleanly meanwhile).
+            await asyncio.sleep(ABORT_GRACE_S)
             abort_connection(req.scope.client, req.scope.server)
 
 
