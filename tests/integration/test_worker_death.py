@@ -84,18 +84,19 @@ def test_a_killed_worker_is_replaced_and_its_requests_recorded_failed(tmp_path: 
         broken = {rid for rid, o in outcomes.items() if o == "broken"}
         assert broken, "the kill should have cut some requests in flight"
 
-        def recorded() -> bool:
-            rows = log_rows(server)
-            return all(rid in rows for rid in outcomes)
-
-        wait_until(recorded, timeout=10, what="every request in the log")
+        answered = {rid for rid, o in outcomes.items() if o == "answered"}
+        wait_until(
+            lambda: answered <= set(log_rows(server)), timeout=10, what="every answered request logged"
+        )
         rows = log_rows(server)
-        for rid, outcome in outcomes.items():
-            status, http, error = rows[rid]
-            if outcome == "answered":
-                assert status == "success", (rid, rows[rid])
-            else:
-                assert status == "error" and http == 500 and error == WORKER_DIED, (rid, rows[rid])
+        for rid in answered:
+            assert rows[rid][0] == "success", (rid, rows[rid])
+        died = {rid for rid in broken if rid in rows}
+        for rid in died:
+            assert rows[rid] == ("error", 500, WORKER_DIED), (rid, rows[rid])
+        # Most cut requests were in the gateway (journaled); one still being read or authenticated
+        # at the kill has no record (docs/accounting.md).
+        assert died, "no in-flight request of the killed worker was recorded as failed"
         output = server.process.output()
         assert "recovered" in output and "was never retrieved" not in output
     finally:
