@@ -188,6 +188,7 @@ class Request:
     __slots__ = (
         "_body_done",
         "_client",
+        "body_bytes",
         "call",
         "deadlines",
         "family",
@@ -212,6 +213,7 @@ class Request:
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
         self._body_done: bool | None = None  # None: unread; False: begun, not finished; True: read
         self._client: KeyRecord | None = None
+        self.body_bytes = b""  # the body once read (a refusal's record names the model in it)
         supplied = scope.headers.get("x-request-id")
         self.request_id = (
             supplied if supplied is not None and _valid_request_id(supplied) else new_request_id()
@@ -239,6 +241,11 @@ class Request:
         self._client = record
 
     @property
+    def authenticated(self) -> KeyRecord | None:
+        """The caller's key record if the dispatcher authenticated one, else None."""
+        return self._client
+
+    @property
     def method(self) -> str:
         return self.scope.method
 
@@ -260,7 +267,8 @@ class Request:
         deadlines = self.deadlines
         task = deadlines.begin() if deadlines is not None else None
         try:
-            return await self._body(limit)
+            self.body_bytes = await self._body(limit)
+            return self.body_bytes
         except asyncio.CancelledError:
             if task is not None and deadlines is not None and deadlines.end(task):
                 raise RequestTimeout(
