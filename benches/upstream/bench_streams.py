@@ -53,7 +53,7 @@ async def one_round(client: UpstreamClient, url: str, streams: int) -> tuple[int
 
 async def main(args: argparse.Namespace, port: int) -> None:
     base = f"http://127.0.0.1:{port}"
-    rows: dict[str, list[tuple[int, float, float, int]]] = {"http1": [], "http2": []}
+    rows: dict[str, list[tuple[int, float, float, int]]] = {name: [] for name in args.protocols.split(",")}
     control = httpx.AsyncClient(base_url=base)
     for rnd in range(args.rounds):
         for name in rows:
@@ -95,6 +95,7 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=40)
     ap.add_argument("--gap-ms", type=float, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--protocols", default="http1,http2", help="comma-separated, in round order")
     ap.add_argument(
         "--pin",
         action="store_true",
