@@ -138,12 +138,18 @@ class Pricing(_Strict):
 class ModelConfig(_Strict):
     name: str
     upstream: str = ""
+    # What the model does: `chat` answers messages (every chat route), `embedding` turns text into
+    # vectors (POST /v1/embeddings, Gemini :embedContent); each is refused on the other's routes.
+    kind: Literal["chat", "embedding"] = "chat"
     context_window: int = 0
     max_output_tokens: int = 0
     pricing: Pricing = msgspec.field(default_factory=Pricing)
     capabilities: list[Literal["streaming", "tools", "thinking", "vision"]] = msgspec.field(
         default_factory=lambda: ["streaming", "tools"]
     )
+    # Which upstream API an OpenAI-type provider calls for this model: chat completions, or the
+    # Responses API (models OpenAI serves only there; reasoning items round-trip). docs/responses.md
+    api: Literal["chat", "responses"] = "chat"
 
     @property
     def upstream_id(self) -> str:

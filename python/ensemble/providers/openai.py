@@ -16,12 +16,17 @@ import orjson
 
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
+from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
     DocumentContent,
+    EmbeddingRequest,
+    EmbeddingResult,
     EventBlock,
     Finish,
     FinishReason,
@@ -74,16 +79,9 @@ FOREIGN_KEYS = frozenset(
         "user_profile_id",
         "workspace_id",
         "labels",
+        HOSTED_TOOLS_KEY,  # the Responses ingress's hosted tools: only its upstream mode runs them
     }
 )
-
-
-def _foreign(key: str, skip: frozenset[str]) -> bool:
-    return key in skip or any(c.isupper() for c in key)
-
-
-def _data_url(media_type: str | None, data: str | None) -> str:
-    return f"data:{media_type or 'application/octet-stream'};base64,{data or ''}"
 
 
 def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
@@ -91,7 +89,7 @@ def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
         return {"type": "text", "text": block.text}
     if isinstance(block, ImageContent):
         src = block.source
-        url = src.url if src.type == "url" else _data_url(src.media_type, src.data)
+        url = src.url if src.type == "url" else data_url(src.media_type, src.data)
         return {"type": "image_url", "image_url": {"url": url}}
     if isinstance(block, DocumentContent):
         src = block.source
@@ -102,7 +100,7 @@ def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
             )
         return {
             "type": "file",
-            "file": {"filename": "document", "file_data": _data_url(src.media_type, src.data)},
+            "file": {"filename": "document", "file_data": data_url(src.media_type, src.data)},
         }
     if isinstance(block, AudioContent):
         src = block.source
@@ -200,7 +198,7 @@ def request_to_wire(
             body["stream_options"] = {"include_usage": True}
     if request.provider_config:
         for key, value in request.provider_config.items():
-            if not _foreign(key, skip):
+            if not foreign(key, skip):
                 body.setdefault(key, value)
     return body
 
@@ -395,6 +393,9 @@ class OpenAIDialect:
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
     reports_cost: bool = False  # `usage.cost` is what the call really cost, in USD (OpenRouter)
     path: str = "/v1/chat/completions"  # after the endpoint's base_url
+    embeddings_path: str = "/v1/embeddings"
+    # Ask for base64 vectors (OpenAI, OpenRouter); APIs not known to encode them are asked for floats.
+    embeddings_base64: bool = False
 
 
 class OpenAIWire(WireFormat):
@@ -407,6 +408,11 @@ class OpenAIWire(WireFormat):
         self.extra_headers = dict(dialect.headers)
         self.report_cost = dialect.reports_cost
         self.path = dialect.path
+        # Models with `api: responses` are called through OpenAI's Responses API instead.
+        self._responses = ResponsesWire(self.skip, self.extra_headers, self.classify)
+
+    def for_target(self, target: Target) -> WireFormat:
+        return self._responses if target.model.api == "responses" else self
 
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
@@ -461,6 +467,20 @@ class OpenAIWire(WireFormat):
     def decoder(self) -> StreamDecoder:
         return OpenAIDecoder(self.report_cost)
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        key = target.endpoint.api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "application/json"
+        headers.update(self.extra_headers)
+        body = embedding_wire.openai_body(request, target.model.upstream_id, self.dialect.embeddings_base64)
+        return f"{target.endpoint.base_url}{self.dialect.embeddings_path}", headers, body
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        return embedding_wire.openai_parse(
+            body, request, upstream_cost if self.report_cost else lambda _usage: None
+        )
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if isinstance(err, str):
@@ -471,7 +491,7 @@ class OpenAIWire(WireFormat):
         return upstream_error(status, headers, body, message=err.get("message"), code=code)
 
 
-OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens")
+OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens", embeddings_base64=True)
 
 KIND = register(
     ProviderKind(
@@ -479,5 +499,6 @@ KIND = register(
         wire=lambda _config: OpenAIWire(OPENAI),
         default_base_url="https://api.openai.com",
         cache_ttl=86400.0,
+        embeds=True,
     )
 )

@@ -21,11 +21,13 @@ from ensemble.server import (
     admin,
     anthropic_batch_routes,
     batch_routes,
+    embeddings,
     errors,
     formats,
     inference,
     info,
     metrics_endpoint,
+    responses,
     ui,
     websocket,
 )
@@ -45,7 +47,9 @@ OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the com
 # Every route the server answers, each with the authentication the dispatcher enforces (access.py).
 ROUTES = (
     inference.ROUTES
+    + responses.ROUTES
     + formats.ROUTES
+    + embeddings.ROUTES
     + info.ROUTES
     + admin.ROUTES
     + ui.ROUTES
