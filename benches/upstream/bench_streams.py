@@ -163,7 +163,7 @@ async def main(args: argparse.Namespace, port: int) -> bool:
     )
     print(
         f"{'protocol':<9} {'connections (fake)':>19} {'CPU µs/event (best)':>20} {'wall s (best)':>14} "
-        f"{'cancel ms p50 / max':>20}"
+        f"{'cancel ms p50 / p95 / max':>26}"
     )
     for name, results in rows.items():
         best = min(results, key=lambda r: r.us_per_event)
@@ -171,7 +171,7 @@ async def main(args: argparse.Namespace, port: int) -> bool:
         print(
             f"{name:<9} {max(r.connections for r in results):>19} {best.us_per_event:>20.2f} "
             f"{min(r.wall for r in results):>14.1f} "
-            + (f"{median(delays):>11.1f} / {max(delays):.1f}" if delays else f"{'-':>20}")
+            + (f"{median(delays):>6.1f} / {p95(delays):.1f} / {max(delays):.1f}" if delays else f"{'-':>26}")
         )
     if "http1" not in rows or "http2" not in rows:
         return True
@@ -180,6 +180,10 @@ async def main(args: argparse.Namespace, port: int) -> bool:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else median(values)
 
 
 def verdict(http1: list[Round], http2: list[Round], streams: int) -> bool:
