@@ -52,7 +52,7 @@ impl Default for Config {
             stream_window: 256 * 1024,
             max_streams_per_connection: 256,
             idle_timeout: Duration::from_secs(90),
-            wake_interval: Duration::from_millis(1),
+            wake_interval: Duration::from_millis(2),
         }
     }
 }
