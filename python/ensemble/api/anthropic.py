@@ -279,19 +279,6 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     )
 
 
-def estimate_tokens(request: InferenceRequest) -> int:
-    """count_tokens: Ensemble's own estimate (about 4 characters a token, tool schemas included),
-    the same whichever provider serves the model."""
-    chars = 0
-    for m in request.messages:
-        chars += len(m.text())
-        for c in m.tool_calls or ():
-            chars += len(c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments))
-    for t in request.tools or ():
-        chars += len(t.name) + len(t.description) + len(orjson.dumps(t.parameters))
-    return max(1, -(-chars // 4))
-
-
 def message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 

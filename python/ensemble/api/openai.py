@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions as an ingress format: `POST /v1/chat/completions`, `GET /v1/models`.
+"""OpenAI Chat Completions as an ingress format: `POST /v1/chat/completions`.
 
 Requests become InferenceRequests (parameters the canonical shape has no field for ride along in
 `provider_config`, which OpenAI-type providers forward and others ignore); answers and streams are
@@ -340,12 +340,3 @@ def error_body(error: EnsembleError, status: int) -> bytes:
 
 def sse_error(error: EnsembleError) -> bytes:
     return b"data: " + error_body(error, error.status) + b"\n\n"
-
-
-def render_models(models: list[tuple[str, str]]) -> bytes:
-    return orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in models],
-        }
-    )

@@ -19,7 +19,7 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import admin, admin_series, errors, formats, inference, info, ui, websocket
+from ensemble.server import admin, admin_series, errors, formats, inference, info, model_routes, ui, websocket
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.reload import Reloader
@@ -42,6 +42,7 @@ class App:
             inference.ROUTES
             + formats.ROUTES
             + info.ROUTES
+            + model_routes.ROUTES
             + admin.ROUTES
             + admin_series.ROUTES
             + ui.ROUTES
@@ -93,25 +94,27 @@ class App:
 
     async def _handle(self, scope: Scope, proto: HTTPProtocol) -> tuple[str, int, str, str, str]:
         """Serve one exchange; returns (route, status, request id, model, provider) for telemetry."""
-        family = self.routes.family_for(scope.path)
         req: Request | None = None
         route_path = "unmatched"
         status = 0
         try:
             req = Request(scope, proto)
             route, params = self.routes.match(scope.method, scope.path)
-            req.family = family = route.family
+            req.family = route.family
             req.params = params
             route_path = route.path
             await route.handler(self.runtime, req)
             status = req.status
         except EnsembleError as e:
-            status = self._fail(req, proto, e, family)
+            status = self._fail(req, proto, e, self._family(scope, req, route_path))
         except Exception:
             rid = req.request_id if req else "-"
             log.exception("unhandled error in %s %s (request %s)", scope.method, scope.path[:200], rid)
             status = self._fail(
-                req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family
+                req,
+                proto,
+                EnsembleError("internal error; the request id identifies it in the logs"),
+                self._family(scope, req, route_path),
             )
         call = req.call if req is not None else None
         model = provider = ""
@@ -126,6 +129,13 @@ class App:
                 route_path, model, provider, status, time.perf_counter() - started if started else 0.0
             )
         return route_path, status, req.request_id if req is not None else "", model, provider
+
+    def _family(self, scope: Scope, req: Request | None, route_path: str) -> Any:
+        """The error shape for a failed exchange: the matched route's (a route several formats
+        share, like /v1/models, names the caller's in req.family), else a guess from the path."""
+        if req is not None and route_path != "unmatched":
+            return req.family
+        return self.routes.family_for(scope.path, scope.headers, scope.query_string or "")
 
     @staticmethod
     def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> int:

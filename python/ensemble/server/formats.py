@@ -9,8 +9,9 @@ from urllib.parse import parse_qs
 import orjson
 
 from ensemble.api import anthropic, gemini
+from ensemble.api.common import decode_object, estimate_tokens
 from ensemble.auth import presented_key
-from ensemble.errors import EnsembleError, NotFound
+from ensemble.errors import EnsembleError, InvalidRequest, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
 from ensemble.server.routes import Route
@@ -59,13 +60,17 @@ async def messages(rt: Runtime, req: Request) -> None:
 async def count_tokens(rt: Runtime, req: Request) -> None:
     key = rt.auth.authenticate(presented_key(req.headers))
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
-    rt.auth.authorize_model(key, request.model)
-    if rt.gateway is not None and not rt.gateway.router.knows(request.model):
-        raise NotFound(f"model {request.model!r} is not served by this gateway", code="model_not_found")
-    req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
+    _known(rt, key, request.model)
+    req.send(200, orjson.dumps({"input_tokens": estimate_tokens(request)}))
 
 
-def _gemini_key(rt: Runtime, req: Request) -> KeyRecord:
+def _known(rt: Runtime, key: KeyRecord, model: str) -> None:
+    rt.auth.authorize_model(key, model)
+    if rt.gateway is not None and not rt.gateway.router.knows(model):
+        raise NotFound(f"model {model!r} is not served by this gateway", code="model_not_found")
+
+
+def gemini_key(rt: Runtime, req: Request) -> KeyRecord:
     """Gemini SDKs send `x-goog-api-key`; REST examples put the key in `?key=`."""
     presented = presented_key(req.headers)
     if presented is None:
@@ -76,7 +81,7 @@ def _gemini_key(rt: Runtime, req: Request) -> KeyRecord:
 
 
 async def generate_content(rt: Runtime, req: Request) -> None:
-    key = _gemini_key(rt, req)
+    key = gemini_key(rt, req)
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
@@ -87,12 +92,27 @@ async def generate_content(rt: Runtime, req: Request) -> None:
 
 
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
-    key = _gemini_key(rt, req)
+    key = gemini_key(rt, req)
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=True)
     apply_session_header(request, req)
     sse = (parse_qs(req.scope.query_string or "").get("alt") or [""])[0] == "sse"
     await run_stream(rt, req, key, request, gemini.ChunkStream(req.request_id, request.model, sse))
+
+
+async def gemini_count_tokens(rt: Runtime, req: Request) -> None:
+    """`{contents, …}` or `{generateContentRequest: {…}}` (as google-genai sends) → `{totalTokens}`."""
+    key = gemini_key(rt, req)
+    body = await req.body(rt.config.server.max_request_bytes)
+    data = decode_object(body)
+    wrapped = data.get("generateContentRequest")
+    if wrapped is not None:
+        if not isinstance(wrapped, dict):
+            raise InvalidRequest("generateContentRequest: expected an object", param="generateContentRequest")
+        body = orjson.dumps(wrapped)
+    request = gemini.parse_request(body, req.params["model"], stream=False)
+    _known(rt, key, request.model)
+    req.send(200, orjson.dumps({"totalTokens": estimate_tokens(request)}))
 
 
 ROUTES = [
@@ -105,6 +125,7 @@ ROUTES = [
         for verb, handler in (
             ("generateContent", generate_content),
             ("streamGenerateContent", stream_generate_content),
+            ("countTokens", gemini_count_tokens),
         )
     ),
 ]
