@@ -88,7 +88,7 @@ Attempt = Callable[[InferenceRequest, CallContext, Target, CallOptions, float], 
 class Failover:
     """What happened to each candidate of one request, for the error when all are exhausted."""
 
-    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "too_big", "wait_ms")
+    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "overloaded", "too_big", "wait_ms")
 
     def __init__(self, plan: RoutePlan) -> None:
         self.errors: list[ProviderError] = []
@@ -99,9 +99,13 @@ class Failover:
         self.limited = plan.cooling_wait_ms > 0
         # Soonest end of a cool-down after repeated upstream failures (an outage, not a limit).
         self.failing_wait_ms = plan.failing_wait_ms
+        self.overloaded = False  # some candidate said it is overloaded (Anthropic 529, Gemini UNAVAILABLE)
 
-    def skip(self, wait_ms: int) -> None:
-        self.limited = True
+    def skip(self, wait_ms: int, *, overloaded: bool = False) -> None:
+        if overloaded:
+            self.overloaded = True
+        else:
+            self.limited = True
         self.wait_ms = wait_ms if self.wait_ms <= 0 else min(self.wait_ms, wait_ms)
 
 
@@ -193,7 +197,7 @@ class Gateway:
         if e.retryable and ctx.target is not None:
             pause_ms = self._cool_down(ctx.target, e)
             if e.upstream_status in (429, 529):
-                fo.skip(pause_ms)
+                fo.skip(pause_ms, overloaded=e.kind == "overloaded")
             fo.errors.append(e)
 
     def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
@@ -286,15 +290,26 @@ class Gateway:
     def _exhausted_error(fo: Failover) -> EnsembleError:
         """The error for the client once no candidate could answer.
 
-        429 when any candidate was at its limit, cooling down or answered 429/529: the client
-        should come back at the soonest time one frees up. Otherwise every attempt failed in
-        another retryable way (5xx, connect error, timeout) and the last error is returned."""
+        429 when any candidate was at its limit, cooling down or answered 429: the client should
+        come back at the soonest time one frees up. 503 `overloaded` when the providers said they are
+        overloaded (529) and none was rate-limited. Otherwise every attempt failed in another
+        retryable way (5xx, connect error, timeout) and the last error is returned (its kind kept:
+        a Gemini UNAVAILABLE stays an overload)."""
         if not fo.limited and not fo.errors and fo.failing_wait_ms > 0:
             return Overloaded(
                 "every endpoint serving this model is cooling down after repeated upstream failures; "
                 f"retry after {fo.failing_wait_ms / 1000:.1f}s",
                 retry_after_s=fo.failing_wait_ms / 1000,
                 code="all_endpoints_failing",
+            )
+        if fo.overloaded and not fo.limited:
+            # The providers' own word: overloaded, not a rate limit. Each client format says so in
+            # its terms (Anthropic 529 overloaded_error, OpenAI 503, Gemini UNAVAILABLE).
+            wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
+            return Overloaded(
+                f"every endpoint serving this model is overloaded; retry after {wait / 1000:.1f}s",
+                retry_after_s=wait / 1000,
+                code="upstream_overloaded",
             )
         if fo.limited or not fo.errors:
             wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
@@ -312,6 +327,7 @@ class Gateway:
             f"every endpoint serving this model failed; last error: {last.message}",
             code=last.code,
             upstream_status=last.upstream_status,
+            kind=last.kind,
         )
 
     # -- the failover loop ------------------------------------------------------------------------

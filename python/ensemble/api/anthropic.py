@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.anthropic import PASSTHROUGH
@@ -434,22 +435,15 @@ class MessageEvents:
         return out + _event("message_stop", {"type": "message_stop"})
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def error_type(status: int) -> str:
-    return _ERROR_TYPES.get(status, "api_error")
+def error_body(error: EnsembleError, kind: str, request_id: str) -> bytes:
+    """Anthropic's error shape; `kind` is the type error_types gives this error for Anthropic clients."""
+    return orjson.dumps(
+        {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
+    )
 
 
 def sse_error(error: EnsembleError) -> bytes:
-    payload = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
-    return _event("error", payload)
+    """The in-band `error` event of a stream that already started (an upstream `overloaded_error`
+    mid-stream stays one)."""
+    kind = error_types.render_as("anthropic", error)[0]
+    return _event("error", {"type": "error", "error": {"type": kind, "message": error.message}})

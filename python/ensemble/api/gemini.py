@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
@@ -420,25 +421,12 @@ class ChunkStream:
         return out if self._sse else out + b"]"
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
-        body = error_payload(error, error.status)
+        body = error_payload(error, *error_types.render_as("gemini", error))
         if self._sse:
             return b"data: " + body + b"\r\n\r\n"
         return (b"[" if self._first else b",\r\n") + body + b"]"
 
 
-_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-def error_payload(error: EnsembleError, status: int) -> bytes:
-    return orjson.dumps(
-        {"error": {"code": status, "message": error.message, "status": _STATUS.get(status, "INTERNAL")}}
-    )
+def error_payload(error: EnsembleError, name: str, code: int) -> bytes:
+    """Google's error shape: `name` and `code` are what error_types gives this error for Gemini clients."""
+    return orjson.dumps({"error": {"code": code, "message": error.message, "status": name}})

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.types import (
@@ -320,23 +321,12 @@ class ChunkWriter:
         return out + b"data: [DONE]\n\n"
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_body(error: EnsembleError, status: int) -> bytes:
-    kind = _ERROR_TYPES.get(status, "api_error" if status < 500 else "server_error")
+def error_body(error: EnsembleError, kind: str) -> bytes:
+    """OpenAI's error shape; `kind` is the type error_types gives this error for OpenAI clients."""
     return orjson.dumps(
         {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
     )
 
 
 def sse_error(error: EnsembleError) -> bytes:
-    return b"data: " + error_body(error, error.status) + b"\n\n"
+    return b"data: " + error_body(error, error_types.render_as("openai", error)[0]) + b"\n\n"

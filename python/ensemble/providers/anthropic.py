@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from ensemble.assembly import parse_arguments
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
     MIN_THINKING_BUDGET,
@@ -382,6 +383,7 @@ class AnthropicDecoder(StreamDecoder):
                 f"provider stream error: {err.get('message') or etype}",
                 code=str(etype),
                 retryable=etype in ("overloaded_error", "api_error", "rate_limit_error"),
+                kind=from_provider("anthropic", str(etype), None),
             )
         return []  # ping, message_stop
 
@@ -419,8 +421,17 @@ class AnthropicWire(WireFormat):
         # 529 overloaded_error is Anthropic's "try elsewhere"; retryable_status covers it (>= 500).
         err = error_object(body)
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
-        return upstream_error(status, headers, body, message=err.get("message"), code=err.get("type"))
+            return upstream_error(status, headers, body, dialect="anthropic")
+        etype = err.get("type")
+        return upstream_error(
+            status,
+            headers,
+            body,
+            message=err.get("message"),
+            code=etype,
+            dialect="anthropic",
+            error_type=etype,
+        )
 
 
 KIND = register(

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
     StreamDecoder,
@@ -322,6 +323,7 @@ class GeminiDecoder(StreamDecoder):
                 f"provider stream error: {err.get('message') or err.get('status') or 'unknown'}",
                 code=str(err.get("status") or "upstream_stream_error"),
                 retryable=retryable_status(code),
+                kind=from_provider("gemini", err.get("status"), code),
             )
         _prompt_block(chunk)
         out: list[StreamDelta] = []
@@ -447,7 +449,7 @@ class GeminiWire(WireFormat):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
+            return upstream_error(status, headers, body, dialect="gemini")
         retry_after = retry_after_seconds(headers)
         for detail in err.get("details") or ():
             delay = detail.get("retryDelay") if isinstance(detail, dict) else None
@@ -461,6 +463,8 @@ class GeminiWire(WireFormat):
             message=err.get("message"),
             code=err.get("status"),
             retry_after_s=retry_after,
+            dialect="gemini",
+            error_type=err.get("status"),
         )
 
 

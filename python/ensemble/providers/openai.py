@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from ensemble.assembly import parse_arguments
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
 from ensemble.providers.registry import ProviderKind, register
@@ -316,10 +317,12 @@ class OpenAIDecoder(StreamDecoder):
     def _generic(self, chunk: Any) -> list[StreamDelta]:
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"] or {}
+            kind = err.get("type") or err.get("code") if isinstance(err, dict) else None
             raise ProviderError(
                 f"provider stream error: {err.get('message', 'unknown error')}",
                 code="upstream_stream_error",
                 retryable=True,  # in-stream errors are overload/server errors; failover before content
+                kind=from_provider("openai", str(kind) if kind else None, None),
             )
         out: list[StreamDelta] = []
         for choice in chunk.get("choices") or ():
@@ -464,11 +467,19 @@ class OpenAIWire(WireFormat):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if isinstance(err, str):
-            return upstream_error(status, headers, body, message=err)
+            return upstream_error(status, headers, body, message=err, dialect="openai")
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
+            return upstream_error(status, headers, body, dialect="openai")
         code = err.get("code") or err.get("type")
-        return upstream_error(status, headers, body, message=err.get("message"), code=code)
+        return upstream_error(
+            status,
+            headers,
+            body,
+            message=err.get("message"),
+            code=code,
+            dialect="openai",
+            error_type=err.get("type") or err.get("code"),
+        )
 
 
 OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Runtime", Request], Awaitable[None]]
 
+
 class HeaderView(Protocol):
     """Request headers: a dict or Granian's RSGIHeaders."""
 
