@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -13,6 +14,8 @@ from ensemble.types import (
     ProviderResult,
     RedactedThinkingBlock,
     RedactedThinkingDelta,
+    ServerToolBlock,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -32,7 +35,7 @@ _JOIN_EVERY = 64
 
 
 class _Pending:
-    __slots__ = ("_joined", "id", "kind", "name", "parts", "signature", "structured")
+    __slots__ = ("_joined", "block", "id", "kind", "name", "parts", "signature", "structured")
 
     def __init__(self, kind: str, id: str = "", name: str = "", structured: bool = False) -> None:
         self.kind = kind
@@ -42,6 +45,7 @@ class _Pending:
         self.parts: list[str] = []
         self._joined = 0  # parts before this index are already joined runs
         self.signature = ""
+        self.block: dict[str, Any] | None = None  # a server-tool block, whole
 
     def add(self, text: str) -> None:
         parts = self.parts
@@ -88,6 +92,9 @@ class Assembler:
                 block.add(delta.thinking)
             if delta.signature:
                 block.signature += delta.signature
+        elif isinstance(delta, ServerToolDelta):
+            block = self._blocks[delta.index] = _Pending("server_tool")
+            block.block = delta.block
         elif isinstance(delta, RedactedThinkingDelta):
             block = self._blocks[delta.index] = _Pending("redacted_thinking")
             block.add(delta.data)
@@ -129,6 +136,8 @@ class Assembler:
                 out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
             elif b.kind == "redacted_thinking":
                 out.append(RedactedThinkingBlock(data=text))
+            elif b.kind == "server_tool":
+                out.append(ServerToolBlock(block=b.block or {}))
             else:
                 arguments = parse_arguments(text)
                 if b.structured and (arguments or not text.strip()):

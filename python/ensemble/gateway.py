@@ -39,6 +39,7 @@ from ensemble.types import (
     ProviderResult,
     RateLimitInfo,
     RedactedThinkingDelta,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -546,7 +547,14 @@ class Gateway:
         return LiveStream(self, request, ctx, iterator, held, t0)
 
 
-CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)
+CONTENT_DELTAS = (
+    TextDelta,
+    ThinkingDelta,
+    RedactedThinkingDelta,
+    ServerToolDelta,
+    ToolCallStart,
+    ToolCallArgs,
+)
 
 
 def _count_upstream_error(target: Target, error: ProviderError) -> None:

@@ -18,7 +18,7 @@ import orjson
 from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
-from ensemble.providers.anthropic import PASSTHROUGH
+from ensemble.providers.anthropic import PASSTHROUGH, SERVER_TOOLS, is_server_tool_block
 from ensemble.types import (
     ContentBlock,
     DocumentContent,
@@ -31,6 +31,9 @@ from ensemble.types import (
     RedactedThinkingBlock,
     RedactedThinkingContent,
     RedactedThinkingDelta,
+    ServerToolBlock,
+    ServerToolContent,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -119,6 +122,8 @@ def _block(raw: dict[str, Any], where: str) -> ContentBlock:
         )
     if kind == "redacted_thinking":
         return RedactedThinkingContent(data=convert(raw.get("data"), str, f"{where}.data"))
+    if is_server_tool_block(kind):  # a server tool's call or result, handed back as it came
+        return ServerToolContent(block=raw)
     raise InvalidRequest(f"{where}.type: unsupported content block type {kind!r}", param="messages")
 
 
@@ -150,8 +155,15 @@ def _messages(raw: Any, i: int) -> list[Message]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where}: expected an object", param="messages")
     role = raw.get("role")
+    if role == "system":
+        if i == 0:  # as Anthropic's API: instructions from the start belong in `system`
+            raise InvalidRequest(
+                f"{where}.role: a system turn cannot come first; use the top-level system parameter",
+                param="messages",
+            )
+        return [_system_turn(raw.get("content"), where)]
     if role not in ("user", "assistant"):
-        raise InvalidRequest(f"{where}.role: must be user or assistant", param="messages")
+        raise InvalidRequest(f"{where}.role: must be user, assistant or system", param="messages")
     content = raw.get("content")
     if isinstance(content, str):
         return [Message(role=role, content=content)]
@@ -187,6 +199,27 @@ def _messages(raw: Any, i: int) -> list[Message]:
     return out
 
 
+def _system_turn(content: Any, where: str) -> Message:
+    """A mid-conversation `role: "system"` turn (Anthropic's feature, sent by Claude Code): text only."""
+    if isinstance(content, str):
+        return Message(role="system", content=content)
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content: expected a string or a list of text blocks", param="messages")
+    blocks: list[ContentBlock] = []
+    for j, b in enumerate(content):
+        if not isinstance(b, dict) or b.get("type") != "text":
+            raise InvalidRequest(
+                f"{where}.content[{j}]: system turns take only text blocks", param="messages"
+            )
+        blocks.append(
+            TextContent(
+                text=convert(b.get("text"), str, f"{where}.content[{j}].text"),
+                cache_control=_cache_control(b, f"{where}.content[{j}]"),
+            )
+        )
+    return Message(role="system", content=blocks)
+
+
 def _system(raw: Any) -> list[Message]:
     if raw is None:
         return []
@@ -207,21 +240,24 @@ def _system(raw: Any) -> list[Message]:
     raise InvalidRequest("system: expected a string or a list of text blocks", param="system")
 
 
-def _tools(raw: Any) -> list[ToolDefinition] | None:
+def _tools(raw: Any) -> tuple[list[ToolDefinition] | None, list[dict[str, Any]]]:
+    """(custom tools, Anthropic-defined tools such as web_search_20250305 kept verbatim for Claude)."""
     if raw is None:
-        return None
+        return None, []
     if not isinstance(raw, list):
         raise InvalidRequest("tools: expected a list", param="tools")
     tools = []
+    defined: list[dict[str, Any]] = []
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
             raise InvalidRequest(f"tools[{i}]: expected an object", param="tools")
         if t.get("type") not in (None, "custom"):
-            raise InvalidRequest(
-                f"tools[{i}].type: server tool {t.get('type')!r} is not supported through Ensemble; "
-                "only custom tools (name, description, input_schema) are",
-                param="tools",
-            )
+            if not isinstance(t.get("type"), str) or not isinstance(t.get("name"), str):
+                raise InvalidRequest(
+                    f"tools[{i}]: an Anthropic-defined tool needs a type and a name", param="tools"
+                )
+            defined.append(t)
+            continue
         schema = t.get("input_schema")
         tools.append(
             ToolDefinition(
@@ -231,7 +267,7 @@ def _tools(raw: Any) -> list[ToolDefinition] | None:
                 cache_control=_cache_control(t, f"tools[{i}]"),
             )
         )
-    return tools
+    return tools or None, defined
 
 
 def _tool_choice(raw: Any) -> Any:
@@ -263,6 +299,9 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     for i, m in enumerate(raw_messages):
         messages += _messages(m, i)
     extras = {k: data[k] for k in _EXTRAS if data.get(k) is not None}
+    tools, defined = _tools(data.get("tools"))
+    if defined:
+        extras[SERVER_TOOLS] = defined
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True:
         extras["parallel_tool_calls"] = False  # OpenAI's name; the Anthropic adapter maps it back
@@ -273,7 +312,7 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
         temperature=optional(data.get("temperature"), float, "temperature"),
         top_p=optional(data.get("top_p"), float, "top_p"),
         stop_sequences=optional(data.get("stop_sequences"), list[str], "stop_sequences"),
-        tools=_tools(data.get("tools")),
+        tools=tools,
         tool_choice=_tool_choice(data.get("tool_choice")),
         stream=convert(data.get("stream") or False, bool, "stream"),
         provider_config=extras or None,
@@ -303,6 +342,8 @@ def render_response(r: InferenceResponse) -> bytes:
             content.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature or ""})
         elif isinstance(b, RedactedThinkingBlock):
             content.append({"type": "redacted_thinking", "data": b.data})
+        elif isinstance(b, ServerToolBlock):
+            content.append(b.block)
         elif isinstance(b, ToolCallBlock):
             call = b.tool_call
             content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
@@ -404,6 +445,19 @@ class MessageEvents:
                 out += self._delta({"type": "signature_delta", "signature": delta.signature})
         elif isinstance(delta, RedactedThinkingDelta):
             out += self._ensure("redacted", delta.index, {"type": "redacted_thinking", "data": delta.data})
+            out += self._close()
+        elif isinstance(delta, ServerToolDelta):
+            # As Anthropic streams them: a server tool's call opens with `input: {}` and gets its
+            # input as one input_json_delta; its results arrive whole in content_block_start.
+            block = delta.block
+            if "input" in block:
+                out += self._ensure("server", delta.index, {**block, "input": {}})
+                if block["input"]:
+                    out += self._delta(
+                        {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+                    )
+            else:
+                out += self._ensure("server", delta.index, block)
             out += self._close()
         elif isinstance(delta, ToolCallStart):
             out += self._ensure(

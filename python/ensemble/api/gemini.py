@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from ensemble import error_types
-from ensemble.api.common import convert, decode_object, optional
+from ensemble.api.common import convert, decode_object, note_omitted, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
 from ensemble.types import (
@@ -130,8 +130,12 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
         response = _get(p, "functionResponse")
         if p.get("thought") is True:
             continue  # the model's own thoughts are not sent back to it
+        signature = _get(p, "thoughtSignature")
         if isinstance(p.get("text"), str):
-            blocks.append(TextContent(text=p["text"]))
+            if isinstance(signature, str) and signature:  # Gemini 3 signs text parts too
+                blocks.append(ThinkingContent(thinking="", signature=signature))
+            if p["text"]:
+                blocks.append(TextContent(text=p["text"]))
         elif isinstance(inline, dict):
             mime = convert(_get(inline, "mimeType"), str, f"{at}.inlineData.mimeType")
             data = convert(inline.get("data"), str, f"{at}.inlineData.data")
@@ -147,7 +151,6 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
                 raise InvalidRequest(f"{at}.functionCall: belongs to model turns", param="contents")
             name = convert(call.get("name"), str, f"{at}.functionCall.name")
             args = convert(call.get("args") or {}, dict[str, Any], f"{at}.functionCall.args")
-            signature = _get(p, "thoughtSignature")
             if isinstance(signature, str) and signature:  # kept for the next call to a Gemini model
                 blocks.append(ThinkingContent(thinking="", signature=signature))
             tool_calls.append(ToolCall(id=calls.new(name, call.get("id")), name=name, arguments=args))
@@ -302,6 +305,7 @@ def _call_part(call_id: str, name: str, args: Any) -> dict[str, Any]:
 
 
 def render_response(r: InferenceResponse) -> bytes:
+    note_omitted(r.blocks, "Gemini", r.id)
     parts: list[dict[str, Any]] = []
     signature = None  # a thinking signature moves to the part after the thoughts, as Gemini sends it
     for b in r.blocks:
@@ -410,6 +414,7 @@ class ChunkStream:
         return self._frame(parts) if parts else None
 
     def finish(self, response: InferenceResponse) -> bytes:
+        note_omitted(response.blocks, "Gemini", response.id)
         parts = self._flush_call() or [self._signed({"text": ""})]
         out = self._frame(
             parts,

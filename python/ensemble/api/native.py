@@ -14,6 +14,7 @@ from ensemble.types import (
     InferenceRequest,
     InferenceResponse,
     RedactedThinkingDelta,
+    ServerToolDelta,
     StreamDelta,
     TextDelta,
     ThinkingDelta,
@@ -92,6 +93,8 @@ def block_payload(delta: StreamDelta) -> dict[str, Any] | None:
         }
     elif isinstance(delta, RedactedThinkingDelta):
         payload = {"type": "redacted_thinking", "index": delta.index, "data": delta.data}
+    elif isinstance(delta, ServerToolDelta):
+        payload = {"type": "server_tool", "index": delta.index, "block": delta.block}
     elif isinstance(delta, ThinkingDelta):
         payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
         if delta.signature:

@@ -23,6 +23,7 @@ import orjson
 
 from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers.anthropic import refuse_anthropic_tools
 from ensemble.providers.base import (
     StreamDecoder,
     Target,
@@ -32,6 +33,7 @@ from ensemble.providers.base import (
     retryable_status,
 )
 from ensemble.providers.registry import ProviderKind, register
+from ensemble.providers.system_turns import leading_count, reminder
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
@@ -45,6 +47,7 @@ from ensemble.types import (
     Message,
     ProviderResult,
     RedactedThinkingContent,
+    ServerToolContent,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -120,9 +123,31 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
     if isinstance(block, ThinkingContent):
         # Thoughts are not sent back to Gemini; their signature goes on the function call (above).
         return None
-    if isinstance(block, RedactedThinkingContent):
+    if isinstance(block, RedactedThinkingContent | ServerToolContent):
         return None  # another provider's encrypted reasoning means nothing to Gemini
     raise InvalidRequest(f"messages[{i}]: unsupported content block", param="messages")
+
+
+def _parts(m: Message, i: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A message's content as parts, and the thought signature left after the last one. A thinking
+    block's signature goes on the part that follows it, where Gemini sent it (canonical answers keep
+    a part's signature on a thinking block right before it)."""
+    if isinstance(m.content, str):
+        return ([{"text": m.content}] if m.content else []), None
+    parts: list[dict[str, Any]] = []
+    signature: str | None = None
+    for b in m.content:
+        if isinstance(b, ThinkingContent):
+            signature = b.signature or signature
+            continue
+        part = _part(b, i)
+        if part is None:
+            continue
+        if signature and m.role == "assistant":
+            part["thoughtSignature"] = signature
+            signature = None
+        parts.append(part)
+    return parts, signature if m.role == "assistant" else None
 
 
 def _tool_response(m: Message) -> dict[str, Any]:
@@ -148,10 +173,16 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         else:
             contents.append({"role": role, "parts": parts})
 
+    lead = leading_count(messages)
     for i, m in enumerate(messages):
         if m.role == "system":
+            # The system prompt is systemInstruction; a later system message stays in place as a
+            # <system-reminder> in the user turn (Gemini has no system turns; system_turns).
             if m.text():
-                system.append({"text": m.text()})
+                if i < lead:
+                    system.append({"text": m.text()})
+                else:
+                    append("user", [{"text": reminder(m.text())}])
             continue
         if m.role == "tool":
             name = names.get(m.tool_call_id or "") or m.name
@@ -163,21 +194,8 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                 )
             append("user", [{"functionResponse": {"name": name, "response": _tool_response(m)}}])
             continue
-        if isinstance(m.content, str):
-            parts: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
-        else:
-            parts = [p for p in (_part(b, i) for b in m.content) if p is not None]
+        parts, signature = _parts(m, i)
         if m.role == "assistant":
-            signature = None
-            if not isinstance(m.content, str):
-                signature = next(
-                    (
-                        b.signature
-                        for b in reversed(m.content)
-                        if isinstance(b, ThinkingContent) and b.signature
-                    ),
-                    None,
-                )
             for c in m.tool_calls or ():
                 names[c.id] = c.name
                 args = c.arguments
@@ -190,10 +208,12 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                             param="messages",
                         ) from None
                 call_part: dict[str, Any] = {"functionCall": {"name": c.name, "args": args}}
-                if signature:  # the thinking signature goes back on the first function call
+                if signature:  # a signature after the content goes back on the first function call
                     call_part["thoughtSignature"] = signature
                     signature = None
                 parts.append(call_part)
+            if signature:  # Gemini 3 ends a signed answer with an empty text part carrying it
+                parts.append({"text": "", "thoughtSignature": signature})
             if not parts:
                 continue
             append("model", parts)
@@ -216,7 +236,8 @@ def _thinking_config(value: Any) -> dict[str, Any] | None:
     return config
 
 
-def request_to_wire(request: InferenceRequest) -> dict[str, Any]:
+def request_to_wire(request: InferenceRequest, model: str = "this model") -> dict[str, Any]:
+    refuse_anthropic_tools(request, model)
     system, contents = contents_to_wire(request.messages)
     if not contents:
         raise InvalidRequest("messages: at least one user or assistant message is required", param="messages")
@@ -360,6 +381,10 @@ class GeminiDecoder(StreamDecoder):
                     )
                 )
             elif "text" in part:
+                if part.get("thoughtSignature"):  # Gemini 3: on a text part, or a last empty one
+                    out.append(
+                        ThinkingDelta(index=self._index("thinking"), signature=part["thoughtSignature"])
+                    )
                 text = part.get("text") or ""
                 if text:
                     out.append(TextDelta(index=self._index("text"), text=text))
@@ -381,11 +406,22 @@ class GeminiDecoder(StreamDecoder):
         return out
 
 
+def _sign(blocks: list[EventBlock], signature: str) -> None:
+    """A part's thoughtSignature as the canonical answer keeps it: on a thinking block right before
+    the part it came on (joining the thoughts just before, as streamed), so it goes back on that
+    part next turn."""
+    last = blocks[-1] if blocks else None
+    if isinstance(last, ThinkingBlock):
+        last.signature = (last.signature or "") + signature
+    else:
+        blocks.append(ThinkingBlock(thinking="", signature=signature))
+
+
 class GeminiWire(WireFormat):
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
-        body = request_to_wire(request)
+        body = request_to_wire(request, target.model.name)
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         headers = {
             "x-goog-api-key": target.endpoint.api_key,
@@ -409,10 +445,7 @@ class GeminiWire(WireFormat):
                 args = call.get("args") or {}
                 has_call = True
                 if part.get("thoughtSignature"):  # see GeminiDecoder
-                    if isinstance(last, ThinkingBlock):
-                        last.signature = (last.signature or "") + part["thoughtSignature"]
-                    else:
-                        blocks.append(ThinkingBlock(thinking="", signature=part["thoughtSignature"]))
+                    _sign(blocks, part["thoughtSignature"])
                 blocks.append(
                     ToolCallBlock(
                         tool_call=ToolCallOut(
@@ -431,7 +464,12 @@ class GeminiWire(WireFormat):
                     last.signature = (last.signature or "") + sig or None
                 else:
                     blocks.append(ThinkingBlock(thinking=text, signature=sig or None))
-            elif part.get("text"):
+            elif "text" in part:
+                if part.get("thoughtSignature"):  # Gemini 3: on a text part, or a last empty one
+                    _sign(blocks, part["thoughtSignature"])
+                    last = blocks[-1]
+                if not part.get("text"):
+                    continue
                 if isinstance(last, TextBlock):
                     last.text += part["text"]
                 else:

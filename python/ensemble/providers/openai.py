@@ -17,6 +17,7 @@ import orjson
 from ensemble.assembly import parse_arguments
 from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers.anthropic import refuse_anthropic_tools
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
@@ -31,6 +32,7 @@ from ensemble.types import (
     Message,
     ProviderResult,
     RedactedThinkingContent,
+    ServerToolContent,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -64,6 +66,7 @@ FOREIGN_KEYS = frozenset(
     {
         "thinking",
         "anthropic_beta",
+        "anthropic_tools",
         "container",
         "mcp_servers",
         "context_management",
@@ -130,7 +133,7 @@ def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
         parts = [
             _content_part(b, i)
             for b in m.content
-            if not isinstance(b, ThinkingContent | RedactedThinkingContent)
+            if not isinstance(b, ThinkingContent | RedactedThinkingContent | ServerToolContent)
         ]
         if m.role in ("system", "assistant") and all(p["type"] == "text" for p in parts):
             out["content"] = "".join(p["text"] for p in parts)
@@ -166,6 +169,7 @@ def request_to_wire(
     skip: frozenset[str] = FOREIGN_KEYS,
     stream_usage: bool = True,
 ) -> dict[str, Any]:
+    refuse_anthropic_tools(request, model_id)
     body: dict[str, Any] = {
         "model": model_id,
         "messages": [message_to_wire(m, i) for i, m in enumerate(request.messages)],
