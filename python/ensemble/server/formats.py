@@ -10,7 +10,6 @@ import orjson
 
 from ensemble.api import anthropic, gemini
 from ensemble.api.common import decode_object, estimate_tokens
-from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, InvalidRequest, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
@@ -40,7 +39,7 @@ class AnthropicEvents:
 
 
 async def messages(rt: Runtime, req: Request) -> None:
-    key = rt.auth.authenticate(presented_key(req.headers))
+    key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     beta = req.header("anthropic-beta")
@@ -58,7 +57,7 @@ async def messages(rt: Runtime, req: Request) -> None:
 
 
 async def count_tokens(rt: Runtime, req: Request) -> None:
-    key = rt.auth.authenticate(presented_key(req.headers))
+    key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
     _known(rt, key, request.model)
     req.send(200, orjson.dumps({"input_tokens": estimate_tokens(request)}))
@@ -70,18 +69,8 @@ def _known(rt: Runtime, key: KeyRecord, model: str) -> None:
         raise NotFound(f"model {model!r} is not served by this gateway", code="model_not_found")
 
 
-def gemini_key(rt: Runtime, req: Request) -> KeyRecord:
-    """Gemini SDKs send `x-goog-api-key`; REST examples put the key in `?key=`."""
-    presented = presented_key(req.headers)
-    if presented is None:
-        query = parse_qs(req.scope.query_string or "")
-        values = query.get("key")
-        presented = values[0] if values else None
-    return rt.auth.authenticate(presented)
-
-
 async def generate_content(rt: Runtime, req: Request) -> None:
-    key = gemini_key(rt, req)
+    key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
@@ -92,7 +81,7 @@ async def generate_content(rt: Runtime, req: Request) -> None:
 
 
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
-    key = gemini_key(rt, req)
+    key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=True)
     apply_session_header(request, req)
@@ -102,7 +91,7 @@ async def stream_generate_content(rt: Runtime, req: Request) -> None:
 
 async def gemini_count_tokens(rt: Runtime, req: Request) -> None:
     """`{contents, …}` or `{generateContentRequest: {…}}` (as google-genai sends) → `{totalTokens}`."""
-    key = gemini_key(rt, req)
+    key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     data = decode_object(body)
     wrapped = data.get("generateContentRequest")

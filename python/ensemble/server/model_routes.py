@@ -1,6 +1,7 @@
 """The provider-format model routes, each answered in its caller's shape (docs/formats.md):
-`GET /v1/models[/{model_id}]` (Anthropic's shape for Anthropic SDKs, OpenAI's otherwise, Gemini's for
-Gemini SDKs that use `/v1/`) and `GET /v1beta/models[/{model}]` (Gemini's)."""
+`GET /v1/models[/{model_id}]` (Anthropic's shape for Anthropic SDKs, Gemini's for Gemini SDKs that
+use `/v1/`, OpenAI's otherwise: the route is `shared`, the dispatcher names the family) and
+`GET /v1beta/models[/{model}]` (Gemini's)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from urllib.parse import parse_qs
 from ensemble.api import model_listing
 from ensemble.api.model_listing import ModelInfo
 from ensemble.errors import InvalidRequest, NotFound
-from ensemble.server.formats import gemini_key
-from ensemble.server.http import Family, Request
-from ensemble.server.inference import authenticate
-from ensemble.server.routes import Route, client_family
+from ensemble.server.http import Request
+from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 
 
@@ -50,28 +49,17 @@ def _int_param(query: dict[str, str], name: str, default: int, maximum: int) -> 
     return value
 
 
-def _caller(rt: Runtime, req: Request) -> Family:
-    """The calling SDK's format, authenticated (errors, 401 included, in its shape too)."""
-    family = client_family(req.headers, req.scope.query_string or "")
-    req.family = family
-    if family == "gemini":
-        gemini_key(rt, req)
-    else:
-        authenticate(rt, req)
-    return family
-
-
-def _send_list(req: Request, family: Family, models: list[ModelInfo]) -> None:
+async def list_models(rt: Runtime, req: Request) -> None:
+    models = served_models(rt)
     query = _query(req)
-    if family == "anthropic":
-        limit = _int_param(query, "limit", 20, 1000)
+    if req.family == "anthropic":
         body = model_listing.anthropic_page(
             models,
-            limit=limit,
+            limit=_int_param(query, "limit", 20, 1000),
             after_id=query.get("after_id"),
             before_id=query.get("before_id"),
         )
-    elif family == "gemini":
+    elif req.family == "gemini":
         size = _int_param(query, "pageSize", 50, 1000)
         token = query.get("pageToken") or "0"
         if not token.isdigit():
@@ -82,38 +70,19 @@ def _send_list(req: Request, family: Family, models: list[ModelInfo]) -> None:
     req.send(200, body)
 
 
-def _send_one(req: Request, family: Family, model: ModelInfo) -> None:
-    if family == "anthropic":
+async def get_model(rt: Runtime, req: Request) -> None:
+    model = _find(rt, req.params["model_id"])
+    if req.family == "anthropic":
         req.send(200, model_listing.anthropic_model(model))
-    elif family == "gemini":
+    elif req.family == "gemini":
         req.send(200, model_listing.gemini_model(model))
     else:
         req.send(200, model_listing.openai_model(model))
 
 
-async def list_v1(rt: Runtime, req: Request) -> None:
-    family = _caller(rt, req)
-    _send_list(req, family, served_models(rt))
-
-
-async def get_v1(rt: Runtime, req: Request) -> None:
-    family = _caller(rt, req)
-    _send_one(req, family, _find(rt, req.params["model_id"]))
-
-
-async def list_gemini(rt: Runtime, req: Request) -> None:
-    gemini_key(rt, req)
-    _send_list(req, "gemini", served_models(rt))
-
-
-async def get_gemini(rt: Runtime, req: Request) -> None:
-    gemini_key(rt, req)
-    _send_one(req, "gemini", _find(rt, req.params["model"]))
-
-
 ROUTES = [
-    Route("GET", "/v1/models", list_v1, family="openai"),
-    Route("GET", "/v1/models/{model_id}", get_v1, family="openai"),
-    Route("GET", "/v1beta/models", list_gemini, family="gemini"),
-    Route("GET", "/v1beta/models/{model}", get_gemini, family="gemini"),
+    Route("GET", "/v1/models", list_models, family="openai", shared=True),
+    Route("GET", "/v1/models/{model_id}", get_model, family="openai", shared=True),
+    Route("GET", "/v1beta/models", list_models, family="gemini"),
+    Route("GET", "/v1beta/models/{model_id}", get_model, family="gemini"),
 ]

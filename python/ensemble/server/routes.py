@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs
 
 from ensemble.errors import MethodNotAllowed, NotFound
+from ensemble.server.access import Auth
 from ensemble.server.http import Family, Request
 
 if TYPE_CHECKING:
@@ -32,7 +33,10 @@ class Route:
     path: str  # "/api/v1/status/{request_id}": a {name} matches one path segment
     handler: Handler
     family: Family = "native"
-    auth: bool = True  # documentation only: handlers authenticate themselves
+    auth: Auth = "client"  # who may call it, checked by the dispatcher before the handler (access.py)
+    # A path several formats share (/v1/models): the family is the calling SDK's (client_family),
+    # so its authentication, answer and errors are all in that SDK's shape.
+    shared: bool = False
 
 
 class RouteTable:
