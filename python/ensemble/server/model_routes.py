@@ -71,7 +71,7 @@ async def list_models(rt: Runtime, req: Request) -> None:
 
 
 async def get_model(rt: Runtime, req: Request) -> None:
-    model = _find(rt, req.params["model_id"])
+    model = _find(rt, req.params["model"])
     if req.family == "anthropic":
         req.send(200, model_listing.anthropic_model(model))
     elif req.family == "gemini":
@@ -82,7 +82,7 @@ async def get_model(rt: Runtime, req: Request) -> None:
 
 ROUTES = [
     Route("GET", "/v1/models", list_models, family="openai", shared=True),
-    Route("GET", "/v1/models/{model_id}", get_model, family="openai", shared=True),
+    Route("GET", "/v1/models/{model}", get_model, family="openai", shared=True),
     Route("GET", "/v1beta/models", list_models, family="gemini"),
-    Route("GET", "/v1beta/models/{model_id}", get_model, family="gemini"),
+    Route("GET", "/v1beta/models/{model}", get_model, family="gemini"),
 ]
