@@ -381,13 +381,13 @@ class GeminiDecoder(StreamDecoder):
                     )
                 )
             elif "text" in part:
-                if part.get("thoughtSignature"):  # Gemini 3: on a text part, or a last empty one
-                    out.append(
-                        ThinkingDelta(index=self._index("thinking"), signature=part["thoughtSignature"])
-                    )
                 text = part.get("text") or ""
                 if text:
                     out.append(TextDelta(index=self._index("text"), text=text))
+                if part.get("thoughtSignature"):  # Gemini 3: on the last text part (see _sign)
+                    out.append(
+                        ThinkingDelta(index=self._index("thinking"), signature=part["thoughtSignature"])
+                    )
         usage = chunk.get("usageMetadata")
         if usage:
             u = usage_from_wire(usage)
@@ -407,9 +407,11 @@ class GeminiDecoder(StreamDecoder):
 
 
 def _sign(blocks: list[EventBlock], signature: str) -> None:
-    """A part's thoughtSignature as the canonical answer keeps it: on a thinking block right before
-    the part it came on (joining the thoughts just before, as streamed), so it goes back on that
-    part next turn."""
+    """A part's thoughtSignature as the canonical answer keeps it: a signature-only thinking block
+    (joining the thoughts just before, as streamed). A function call's comes right before the call;
+    a text part's (Gemini 3 signs the last part of an answer) right after the text, where the
+    streamed answer has it too. It goes back to Gemini on the part after it, or on a final empty
+    text part, as Gemini streams it (docs/formats.md)."""
     last = blocks[-1] if blocks else None
     if isinstance(last, ThinkingBlock):
         last.signature = (last.signature or "") + signature
@@ -465,15 +467,13 @@ class GeminiWire(WireFormat):
                 else:
                     blocks.append(ThinkingBlock(thinking=text, signature=sig or None))
             elif "text" in part:
-                if part.get("thoughtSignature"):  # Gemini 3: on a text part, or a last empty one
+                if part.get("text"):
+                    if isinstance(last, TextBlock):
+                        last.text += part["text"]
+                    else:
+                        blocks.append(TextBlock(text=part["text"]))
+                if part.get("thoughtSignature"):  # Gemini 3: on the last text part (see _sign)
                     _sign(blocks, part["thoughtSignature"])
-                    last = blocks[-1]
-                if not part.get("text"):
-                    continue
-                if isinstance(last, TextBlock):
-                    last.text += part["text"]
-                else:
-                    blocks.append(TextBlock(text=part["text"]))
         return ProviderResult(
             blocks=blocks,
             usage=usage_from_wire(data.get("usageMetadata") or {}),
