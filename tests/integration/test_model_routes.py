@@ -47,7 +47,7 @@ def test_openai_sdk_lists_and_retrieves(server: Ensemble) -> None:
         assert (model.id, model.object, model.owned_by) == ("claude-sonnet-4-5", "model", "mock")
         with pytest.raises(openai.NotFoundError) as e:
             c.models.retrieve("gpt-9")
-        assert e.value.body["type"] == "not_found_error"  # type: ignore[index]
+        assert e.value.body["type"] == "not_found_error"
 
 
 def test_anthropic_sdk_lists_and_retrieves(server: Ensemble) -> None:
@@ -66,13 +66,13 @@ def test_anthropic_sdk_lists_and_retrieves(server: Ensemble) -> None:
         assert model.created_at.year == 1970  # release date unknown: Anthropic's epoch convention
         with pytest.raises(anthropic.NotFoundError) as e:
             c.models.retrieve("claude-9")
-        assert e.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+        assert e.value.body["error"]["type"] == "not_found_error"
     with (
         anthropic.Anthropic(base_url=server.url, api_key="ens_wrong", max_retries=0) as wrong,
         pytest.raises(anthropic.AuthenticationError) as auth,
     ):
         wrong.models.list()
-    assert auth.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert auth.value.body["error"]["type"] == "authentication_error"
 
 
 def test_anthropic_page_shape_on_the_wire(server: Ensemble) -> None:
