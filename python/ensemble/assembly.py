@@ -35,7 +35,7 @@ _JOIN_EVERY = 64
 
 
 class _Pending:
-    __slots__ = ("_joined", "block", "id", "kind", "name", "parts", "signature", "structured")
+    __slots__ = ("_joined", "block", "citations", "id", "kind", "name", "parts", "signature", "structured")
 
     def __init__(self, kind: str, id: str = "", name: str = "", structured: bool = False) -> None:
         self.kind = kind
@@ -46,6 +46,7 @@ class _Pending:
         self._joined = 0  # parts before this index are already joined runs
         self.signature = ""
         self.block: dict[str, Any] | None = None  # a server-tool block, whole
+        self.citations: list[dict[str, Any]] | None = None  # a text block's sources
 
     def add(self, text: str) -> None:
         parts = self.parts
@@ -84,6 +85,10 @@ class Assembler:
                 block = self._blocks[delta.index] = _Pending("text")
             block.add(delta.text)
             self.output_chars += len(delta.text)
+            if delta.citation is not None:
+                if block.citations is None:
+                    block.citations = []
+                block.citations.append(delta.citation)
         elif isinstance(delta, ThinkingDelta):
             block = self._blocks.get(delta.index)
             if block is None:
@@ -131,7 +136,7 @@ class Assembler:
             b = self._blocks[index]
             text = "".join(b.parts)
             if b.kind == "text":
-                out.append(TextBlock(text=text))
+                out.append(TextBlock(text=text, citations=b.citations))
             elif b.kind == "thinking":
                 out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
             elif b.kind == "redacted_thinking":

@@ -171,8 +171,11 @@ class ToolCallOut(msgspec.Struct):
     raw_arguments: str
 
 
-class TextBlock(msgspec.Struct, tag="text", tag_field="type"):
+class TextBlock(msgspec.Struct, tag="text", tag_field="type", omit_defaults=True):
     text: str
+    # The provider's sources for this text (Anthropic `citations`: web search results, documents),
+    # verbatim; absent when it gave none.
+    citations: list[dict[str, Any]] | None = None
 
 
 class ToolCallBlock(msgspec.Struct, tag="tool_call", tag_field="type"):
@@ -212,6 +215,7 @@ EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock |
 class TextDelta(msgspec.Struct, tag="text_delta"):
     index: int
     text: str
+    citation: dict[str, Any] | None = None  # one more source for the block's text (Anthropic citations_delta)
 
 
 class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):

@@ -4,8 +4,8 @@ signed on its text, a Gemini function call signed on the call, Claude thinking +
 + a tool call with prompt caching, Claude's web search server tool, OpenAI reasoning with a tool
 call, …) are replayed verbatim by the fake upstream, JSON and streamed, and read back through the
 native API, OpenAI's, Anthropic's (official SDK) and Gemini's formats. What the provider said must
-come through: every text, tool call, thinking text and signature, server-tool block, usage number
-and the finish reason, wherever the client's format has a place for it; what a format has no
+come through: every text, tool call, thinking text and signature, server-tool block, citation,
+usage number and the finish reason, wherever the client's format has a place for it; what a format has no
 place for is named in `CARRIES` (docs/formats.md says the same)."""
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ CASES = sorted(
 INGRESSES = ["native", "openai", "anthropic", "gemini"]
 # What each client format has a place for (beyond text, tool calls, usage and the finish reason).
 CARRIES = {
-    "native": {"thinking", "signatures", "redacted", "server_tools"},
-    "anthropic": {"thinking", "signatures", "redacted", "server_tools"},
+    "native": {"thinking", "signatures", "redacted", "server_tools", "citations"},
+    "anthropic": {"thinking", "signatures", "redacted", "server_tools", "citations"},
     # Gemini parts: thought text and every signature; no redacted thinking or server-tool blocks.
     "gemini": {"thinking", "signatures"},
     # OpenAI: reasoning_content; Gemini's signatures as extra_content.google.thought_signature.
@@ -85,6 +85,7 @@ def said(expected: dict[str, Any]) -> dict[str, Any]:
         ],
         "redacted": [b["data"] for b in blocks if b["type"] == "redacted_thinking"],
         "server_tools": [b["block"] for b in blocks if b["type"] == "server_tool"],
+        "citations": [c for b in blocks if b["type"] == "text" for c in b.get("citations") or ()],
         "input": usage["input_tokens"],
         "output": usage["output_tokens"],
         "cached": usage["cached_tokens"],
@@ -204,6 +205,7 @@ def read_anthropic(server: Ensemble, model: str, stream: bool) -> dict[str, Any]
         "signatures": [b["signature"] for b in blocks if b["type"] == "thinking" and b["signature"]],
         "redacted": [b["data"] for b in blocks if b["type"] == "redacted_thinking"],
         "server_tools": server_tools,
+        "citations": [c for b in blocks if b["type"] == "text" for c in b.get("citations") or ()],
         "input": u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0),
         "output": u.output_tokens,
         "cached": u.cache_read_input_tokens or 0,

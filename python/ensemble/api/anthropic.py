@@ -337,7 +337,10 @@ def render_response(r: InferenceResponse) -> bytes:
     content: list[dict[str, Any]] = []
     for b in r.blocks:
         if isinstance(b, TextBlock):
-            content.append({"type": "text", "text": b.text})
+            text: dict[str, Any] = {"type": "text", "text": b.text}
+            if b.citations:
+                text["citations"] = b.citations
+            content.append(text)
         elif isinstance(b, ThinkingBlock):
             content.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature or ""})
         elif isinstance(b, RedactedThinkingBlock):
@@ -435,6 +438,8 @@ class MessageEvents:
             out += self._ensure("text", delta.index, {"type": "text", "text": ""})
             if delta.text:
                 out += self._delta({"type": "text_delta", "text": delta.text})
+            if delta.citation is not None:
+                out += self._delta({"type": "citations_delta", "citation": delta.citation})
         elif isinstance(delta, ThinkingDelta):
             out += self._ensure(
                 "thinking", delta.index, {"type": "thinking", "thinking": "", "signature": ""}

@@ -79,6 +79,8 @@ def block_payload(delta: StreamDelta) -> dict[str, Any] | None:
     """The EventBlock delta for a stream delta (None for deltas that carry no block content)."""
     if isinstance(delta, TextDelta):
         payload: dict[str, Any] = {"type": "text", "index": delta.index, "text": delta.text}
+        if delta.citation is not None:
+            payload["citation"] = delta.citation
     elif isinstance(delta, ToolCallStart):
         payload = {
             "type": "tool_call",

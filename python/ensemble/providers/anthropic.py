@@ -354,7 +354,8 @@ def block_from_wire(block: Mapping[str, Any]) -> EventBlock | None:
     if is_server_tool_block(kind):
         return ServerToolBlock(block=dict(block))
     if kind == "text":
-        return TextBlock(text=block.get("text") or "")
+        citations = block.get("citations")
+        return TextBlock(text=block.get("text") or "", citations=list(citations) if citations else None)
     if kind == "thinking":
         return ThinkingBlock(thinking=block.get("thinking") or "", signature=block.get("signature") or None)
     if kind == "redacted_thinking":
@@ -408,6 +409,8 @@ class AnthropicDecoder(StreamDecoder):
             dt = d.get("type")
             if dt == "text_delta":
                 return [TextDelta(index=index, text=d.get("text") or "")]
+            if dt == "citations_delta" and isinstance(d.get("citation"), dict):
+                return [TextDelta(index=index, text="", citation=d["citation"])]
             if dt == "input_json_delta":
                 fragment = d.get("partial_json") or ""
                 if not fragment:
