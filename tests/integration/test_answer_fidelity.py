@@ -337,6 +337,11 @@ def test_server_tool_blocks_are_no_tool_calls_for_openai_clients(
     choice = answer.choices[0]
     assert choice.message.tool_calls is None and choice.finish_reason == "stop"
     assert choice.message.content is not None and "April 30, 1916" in choice.message.content
+    # Claude's web source for the cited text, as OpenAI's own url_citation annotation.
+    assert choice.message.annotations is not None
+    cited = choice.message.annotations[0].url_citation
+    assert cited.url == "https://en.wikipedia.org/wiki/Claude_Shannon"
+    assert choice.message.content[cited.start_index : cited.end_index].startswith("Claude Shannon was born")
 
 
 def test_anthropic_defined_tools_are_refused_for_other_providers(server: Ensemble) -> None:

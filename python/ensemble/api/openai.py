@@ -201,6 +201,27 @@ def _signatures(blocks: list[Any]) -> tuple[str | None, dict[int, str]]:
     return message or pending, calls
 
 
+def _url_citations(blocks: list[Any]) -> list[dict[str, Any]]:
+    """A text block's web sources (Anthropic web search citations) as OpenAI's `url_citation`
+    annotations, spanning that block's text in the joined content."""
+    out: list[dict[str, Any]] = []
+    position = 0
+    for b in blocks:
+        if not isinstance(b, TextBlock):
+            continue
+        for c in b.citations or ():
+            if isinstance(c.get("url"), str):
+                span = {"start_index": position, "end_index": position + len(b.text)}
+                out.append(
+                    {
+                        "type": "url_citation",
+                        "url_citation": {**span, "title": c.get("title") or "", "url": c["url"]},
+                    }
+                )
+        position += len(b.text)
+    return out
+
+
 def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
     """(request, include_usage) from a chat.completions body."""
     data = decode_object(body)
@@ -308,6 +329,9 @@ def render_response(r: InferenceResponse) -> bytes:
         message["reasoning_content"] = thinking
     if signature:
         message["extra_content"] = _google_extra(signature)
+    annotations = _url_citations(r.blocks)
+    if annotations:
+        message["annotations"] = annotations
     body = {
         "id": completion_id(r.id),
         "object": "chat.completion",
