@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ensemble import telemetry
+from ensemble import error_types, telemetry
 from ensemble.api import native
 from ensemble.auth import Authenticator
 from ensemble.batch.store import BatchStore, ClaimedItem, NewItem, now_ms
@@ -67,7 +67,7 @@ def succeeded(response_json: bytes) -> bytes:
 
 
 def errored(error: EnsembleError, request_id: str) -> bytes:
-    body = native.error_payload(error, request_id)["error"]
+    body = native.error_payload(error, request_id, error_types.resolve(error)[0])["error"]
     return msgspec.json.encode({"type": "errored", "error": body})
 
 
