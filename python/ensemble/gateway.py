@@ -100,7 +100,12 @@ class Failover:
         self.limited = plan.cooling_wait_ms > 0
         # Soonest end of a cool-down after repeated upstream failures (an outage, not a limit).
         self.failing_wait_ms = plan.failing_wait_ms
-        self.overloaded = False  # some candidate said it is overloaded (Anthropic 529, Gemini UNAVAILABLE)
+        # Some candidate said it is overloaded (Anthropic 529), now or in a cool-down it is still in.
+        self.overloaded = plan.overloaded_wait_ms > 0
+        if self.overloaded:
+            self.wait_ms = (
+                plan.overloaded_wait_ms if self.wait_ms <= 0 else min(self.wait_ms, plan.overloaded_wait_ms)
+            )
 
     def skip(self, wait_ms: int, *, overloaded: bool = False) -> None:
         if overloaded:
@@ -267,6 +272,7 @@ class Gateway:
         if until > endpoint.cooldown_until:
             endpoint.cooldown_until = until
             endpoint.cooling_for_limit = limit
+            endpoint.cooling_overloaded = limit and error.kind == "overloaded"
         return int(pause * 1000)
 
     def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:

@@ -169,6 +169,21 @@ def test_claude_overloaded_mid_stream_is_in_band_in_every_format(
     assert error["type"] == "overloaded" and error["retryable"] is True
 
 
+def test_an_endpoint_resting_after_an_overload_is_still_overloaded(
+    server: Ensemble, fake: FakeUpstream
+) -> None:
+    """While the endpoint rests for the provider's retry-after, the next caller hears the same reason:
+    overloaded (Anthropic's 529), not a rate limit."""
+    fake.enqueue(ENDPOINTS["anthropic"], {"status": 529, "retry_after": 2})
+    with claude(server) as c:
+        for _ in range(2):  # the second never reaches the provider: the endpoint is resting
+            with pytest.raises(anthropic.OverloadedError) as e:
+                c.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=USER)
+            assert e.value.response.headers["retry-after"] in ("1", "2")
+    assert len(fake.requests(ENDPOINTS["anthropic"])) == 1
+    _cooled(server, "anthropic")
+
+
 def test_gemini_unavailable_is_overloaded_for_claude_clients(server: Ensemble, fake: FakeUpstream) -> None:
     fake.enqueue(ENDPOINTS["gemini"], {"status": 503})
     with claude(server) as c, pytest.raises(anthropic.OverloadedError) as a:

@@ -42,6 +42,7 @@ class Endpoint:
     needs_key: bool
     cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/529 or repeated failures
     cooling_for_limit: bool = False  # the current cool-down is the provider's rate limit, not a failure
+    cooling_overloaded: bool = False  # ... and the provider said it is overloaded (529), not limited
     failures: int = 0  # consecutive 5xx / connect errors / timeouts; a success resets it
     cooldown_after_failures: int = 3  # the provider's setting; 0: failures never cool it down
     in_flight: int = 0
