@@ -343,6 +343,18 @@ def test_server_tools_pass_through_for_claude_and_come_back(server: Ensemble, fa
     assert replayed[1:3] == fixture[1:3]  # the server tool's call and its encrypted results, verbatim
 
 
+def test_a_paused_server_tool_turn_stays_paused(server: Ensemble, fake: FakeUpstream) -> None:
+    answer = orjson.loads((FIXTURES / "anthropic" / "web_search.response.json").read_bytes())
+    answer = {**answer, "content": answer["content"][:2], "stop_reason": "pause_turn"}
+    fake.enqueue(ENDPOINTS["anthropic"], {"replay_json": answer})
+    with claude(server) as c:
+        paused = c.messages.create(
+            model="claude-sonnet-4-5", max_tokens=500, messages=USER, tools=[WEB_SEARCH]
+        )
+    assert paused.stop_reason == "pause_turn"  # the client knows to send it back for Claude to go on
+    assert [b.type for b in paused.content] == ["text", "server_tool_use"]
+
+
 def test_server_tool_blocks_are_no_tool_calls_for_openai_clients(
     server: Ensemble, fake: FakeUpstream
 ) -> None:

@@ -333,6 +333,14 @@ def _usage(input_tokens: int, output_tokens: int, cached: int, creation: int) ->
     }
 
 
+def stop_reason(r: InferenceResponse) -> str:
+    """Anthropic's stop reason. An answer that stops on a server tool's block is Claude pausing a
+    long server-tool turn (`pause_turn`): the client sends it back to let Claude continue."""
+    if r.finish_reason == "stop" and r.blocks and isinstance(r.blocks[-1], ServerToolBlock):
+        return "pause_turn"
+    return STOP_OUT[r.finish_reason]
+
+
 def render_response(r: InferenceResponse) -> bytes:
     content: list[dict[str, Any]] = []
     for b in r.blocks:
@@ -356,7 +364,7 @@ def render_response(r: InferenceResponse) -> bytes:
         "role": "assistant",
         "model": r.model,
         "content": content,
-        "stop_reason": STOP_OUT[r.finish_reason],
+        "stop_reason": stop_reason(r),
         "stop_sequence": None,
         "usage": _usage(r.input_tokens, r.output_tokens, r.cached_prompt_tokens, r.cache_creation_tokens),
     }
@@ -487,7 +495,7 @@ class MessageEvents:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": STOP_OUT[response.finish_reason], "stop_sequence": None},
+                "delta": {"stop_reason": stop_reason(response), "stop_sequence": None},
                 "usage": usage,
             },
         )
