@@ -1,9 +1,11 @@
 """Anthropic Messages as an ingress format: `POST /v1/messages` (JSON and SSE) and
 `POST /v1/messages/count_tokens`.
 
-Requests become InferenceRequests: `system` → system message, `tool_use` blocks → assistant
-tool_calls, `tool_result` blocks → tool messages, thinking / redacted_thinking blocks are kept for
-the next turn. Anthropic-only parameters (`thinking`, `top_k`, `metadata`, `service_tier`) ride
+Requests become InferenceRequests: `system` → system message, `role: "system"` turns inside
+`messages` → system messages at their place (mid-conversation system messages, as Claude Code sends
+them), `tool_use` blocks → assistant tool_calls, `tool_result` blocks → tool messages, thinking /
+redacted_thinking and server-tool blocks are kept for the next turn, Anthropic-defined tools
+(`web_search_20250305`, …) ride verbatim for Claude (docs/formats.md). Anthropic-only parameters (`thinking`, `top_k`, `metadata`, `service_tier`) ride
 in `provider_config`, where the Anthropic adapter takes them and others ignore or translate them.
 Answers and streams are rendered with the event sequence the official `anthropic` SDK expects:
 message_start, ping, content_block_start / _delta / _stop per block, message_delta, message_stop.

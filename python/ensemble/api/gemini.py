@@ -2,7 +2,8 @@
 `:streamGenerateContent` (`?alt=sse` for SSE; without it a streamed JSON array, as Google serves).
 
 Requests become InferenceRequests: `systemInstruction` → system message, `model` turns → assistant,
-`functionCall` parts → tool_calls, `functionResponse` parts → tool messages (matched to the call by
+`functionCall` parts → tool_calls, a part's `thoughtSignature` → a signature-only thinking block
+before it (so it goes back on that part), `functionResponse` parts → tool messages (matched to the call by
 id, or else by name to the latest call of that function), `inlineData`/`fileData` → image, audio or
 document blocks by MIME type. Gemini-only settings (`thinkingConfig`, `topK`, `safetySettings`, …)
 ride in `provider_config` under their Gemini names. Both camelCase and snake_case field names are
