@@ -371,6 +371,34 @@ def test_server_tool_blocks_are_no_tool_calls_for_openai_clients(
     assert choice.message.content[cited.start_index : cited.end_index].startswith("Claude Shannon was born")
 
 
+def test_web_sources_reach_openai_streams_and_gemini_clients(server: Ensemble, fake: FakeUpstream) -> None:
+    url = "https://en.wikipedia.org/wiki/Claude_Shannon"
+    fake.enqueue(
+        ENDPOINTS["anthropic"],
+        {"replay_stream": (FIXTURES / "anthropic" / "web_search.stream.txt").read_text()},
+    )
+    with server.client() as http:
+        r = http.post(
+            "/v1/chat/completions", json={"model": "claude-sonnet-4-5", "messages": USER, "stream": True}
+        )
+    deltas = [
+        c["choices"][0]["delta"]
+        for c in (orjson.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {"))
+        if c["choices"]
+    ]
+    annotations = [a for d in deltas for a in d.get("annotations", ())]
+    assert [a["url_citation"]["url"] for a in annotations] == [url]
+
+    replay_json(fake, "anthropic", "web_search")
+    r = gemini_post(server, "claude-sonnet-4-5", {"contents": [{"parts": [{"text": "hi"}]}]})
+    candidate = r.json()["candidates"][0]
+    grounding = candidate["groundingMetadata"]
+    assert grounding["groundingChunks"] == [{"web": {"uri": url, "title": "Claude Shannon - Wikipedia"}}]
+    segment = grounding["groundingSupports"][0]["segment"]
+    text = "".join(p["text"] for p in candidate["content"]["parts"]).encode()
+    assert text[segment["startIndex"] : segment["endIndex"]].decode().startswith("Claude Shannon was born")
+
+
 def test_anthropic_defined_tools_are_refused_for_other_providers(server: Ensemble) -> None:
     with claude(server) as c, pytest.raises(anthropic.BadRequestError) as e:
         c.messages.create(model="gpt-4o", max_tokens=50, messages=USER, tools=[WEB_SEARCH])

@@ -305,6 +305,25 @@ def _call_part(call_id: str, name: str, args: Any) -> dict[str, Any]:
     return {"functionCall": {"id": call_id, "name": name, "args": args}}
 
 
+def grounding(blocks: list[Any]) -> dict[str, Any] | None:
+    """A text block's web sources (Claude's web search citations) as Gemini's `groundingMetadata`:
+    one `groundingChunks[].web` per source, a `groundingSupports` entry over the cited text."""
+    chunks: list[dict[str, Any]] = []
+    supports: list[dict[str, Any]] = []
+    position = 0
+    for b in blocks:
+        if not isinstance(b, TextBlock):
+            continue
+        cited = [c for c in b.citations or () if isinstance(c.get("url"), str)]
+        if cited:
+            first = len(chunks)
+            chunks += [{"web": {"uri": c["url"], "title": c.get("title") or ""}} for c in cited]
+            segment = {"startIndex": position, "endIndex": position + len(b.text.encode()), "text": b.text}
+            supports.append({"segment": segment, "groundingChunkIndices": list(range(first, len(chunks)))})
+        position += len(b.text.encode())  # Gemini's segment indices count bytes
+    return {"groundingChunks": chunks, "groundingSupports": supports} if chunks else None
+
+
 def render_response(r: InferenceResponse) -> bytes:
     note_omitted(r.blocks, "Gemini", r.id)
     parts: list[dict[str, Any]] = []
@@ -333,6 +352,7 @@ def render_response(r: InferenceResponse) -> bytes:
                 "content": {"role": "model", "parts": parts},
                 "finishReason": FINISH_OUT[r.finish_reason],
                 "index": 0,
+                **({"groundingMetadata": g} if (g := grounding(r.blocks)) else {}),
             }
         ],
         "usageMetadata": _usage(r),
@@ -417,10 +437,14 @@ class ChunkStream:
     def finish(self, response: InferenceResponse) -> bytes:
         note_omitted(response.blocks, "Gemini", response.id)
         parts = self._flush_call() or [self._signed({"text": ""})]
+        candidate: dict[str, Any] = {"finishReason": FINISH_OUT[response.finish_reason]}
+        sources = grounding(response.blocks)
+        if sources:
+            candidate["groundingMetadata"] = sources
         out = self._frame(
             parts,
             {
-                "candidate": {"finishReason": FINISH_OUT[response.finish_reason]},
+                "candidate": candidate,
                 "usageMetadata": _usage(response),
             },
         )

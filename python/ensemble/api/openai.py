@@ -413,6 +413,9 @@ class ChunkWriter:
         reason = orjson.dumps(_FINISH_OUT[response.finish_reason])
         signature = self._signature or self._message_signature
         out = self._frame({"extra_content": _google_extra(signature)}) if signature else b""
+        annotations = _url_citations(response.blocks)
+        if annotations:
+            out += self._frame({"annotations": annotations})
         out += self._open + b'{},"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
         if self._include_usage:
             out += self._usage_open + orjson.dumps(_usage(response)) + b"}\n\n"
