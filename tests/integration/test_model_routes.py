@@ -163,3 +163,11 @@ def test_unknown_paths_answer_in_the_callers_shape(
             assert r.json()["type"] == "error" and error["type"] == "not_found_error"
         else:
             assert error["status"] == "NOT_FOUND" and error["code"] == 404
+
+
+def test_gemini_sdks_on_v1_get_geminis_shape(server: Ensemble) -> None:
+    """google-genai with api_version v1 lists models under /v1/: the key header says who is calling."""
+    listed = httpx.get(server.url + "/v1/models", headers={"x-goog-api-key": server.key}).json()
+    assert [m["name"] for m in listed["models"]] == [f"models/{m}" for m in MODELS]
+    one = httpx.get(server.url + f"/v1/models/mock-1?key={server.key}").json()
+    assert one["name"] == "models/mock-1" and one["displayName"] == "Mock 1"
