@@ -97,6 +97,8 @@ class Assembler:
                 block.add(delta.thinking)
             if delta.signature:
                 block.signature += delta.signature
+            if delta.item_id:
+                block.id = delta.item_id
         elif isinstance(delta, ServerToolDelta):
             block = self._blocks[delta.index] = _Pending("server_tool")
             block.block = delta.block
@@ -138,7 +140,7 @@ class Assembler:
             if b.kind == "text":
                 out.append(TextBlock(text=text, citations=b.citations))
             elif b.kind == "thinking":
-                out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
+                out.append(ThinkingBlock(thinking=text, signature=b.signature or None, item_id=b.id or None))
             elif b.kind == "redacted_thinking":
                 out.append(RedactedThinkingBlock(data=text))
             elif b.kind == "server_tool":

@@ -174,6 +174,11 @@ class WireFormat(ABC):
     @abstractmethod
     def parse(self, body: bytes) -> ProviderResult: ...
 
+    def for_target(self, target: Target) -> WireFormat:
+        """The wire format for one call: a provider type may speak another API for some models
+        (OpenAI's Responses API for `api: responses`)."""
+        return self
+
     @abstractmethod
     def decoder(self) -> StreamDecoder: ...
 
@@ -234,7 +239,8 @@ class HttpProvider(Provider):
         self.wire = wire
 
     async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
-        url, headers, body = self.wire.build(request, target, stream=False)
+        wire = self.wire.for_target(target)
+        url, headers, body = wire.build(request, target, stream=False)
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
@@ -242,9 +248,9 @@ class HttpProvider(Provider):
             self.on_headers(target, resp.headers)
         payload = await resp.read()
         if not 200 <= resp.status < 300:  # 3xx too: redirects are never followed (credentials)
-            raise self.wire.classify(resp.status, resp.headers, payload)
+            raise wire.classify(resp.status, resp.headers, payload)
         try:
-            return self.wire.parse(payload)
+            return wire.parse(payload)
         except ProviderError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -256,7 +262,8 @@ class HttpProvider(Provider):
     async def stream(
         self, request: InferenceRequest, target: Target, opts: CallOptions
     ) -> AsyncIterator[list[StreamDelta]]:
-        url, headers, body = self.wire.build(request, target, stream=True)
+        wire = self.wire.for_target(target)
+        url, headers, body = wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
         # call (overall_timeout); the client's own read timers are off so there is one source of truth.
         watchdog = StallWatchdog(opts.stall_timeout, opts.overall_timeout, opts.clock)
@@ -270,11 +277,11 @@ class HttpProvider(Provider):
                 if self.on_headers is not None:
                     self.on_headers(target, resp.headers)
                 if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
-                    raise self.wire.classify(resp.status, resp.headers, await resp.read())
+                    raise wire.classify(resp.status, resp.headers, await resp.read())
             finally:
                 watchdog.end_read()
-            parser = self.wire.framing()
-            decoder = self.wire.decoder()
+            parser = wire.framing()
+            decoder = wire.decoder()
             chunks = resp.chunks().__aiter__()
             while True:
                 watchdog.begin_read()

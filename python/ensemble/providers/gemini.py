@@ -35,6 +35,7 @@ from ensemble.providers.base import (
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.system_turns import leading_count, reminder
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -138,7 +139,8 @@ def _parts(m: Message, i: int) -> tuple[list[dict[str, Any]], str | None]:
     signature: str | None = None
     for b in m.content:
         if isinstance(b, ThinkingContent):
-            signature = b.signature or signature
+            if b.signature and handed_back(b, "gemini"):  # another provider's signature means nothing here
+                signature = b.signature
             continue
         part = _part(b, i)
         if part is None:

@@ -27,6 +27,7 @@ from ensemble.server import (
     info,
     metrics_endpoint,
     model_routes,
+    responses,
     ui,
     websocket,
 )
@@ -46,6 +47,7 @@ OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the com
 # Every route the server answers, each with the authentication the dispatcher enforces (access.py).
 ROUTES = (
     inference.ROUTES
+    + responses.ROUTES
     + formats.ROUTES
     + info.ROUTES
     + model_routes.ROUTES
