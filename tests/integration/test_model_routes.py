@@ -45,6 +45,7 @@ def test_openai_sdk_lists_and_retrieves(server: Ensemble) -> None:
         assert [m.id for m in c.models.list()] == MODELS
         model = c.models.retrieve("claude-sonnet-4-5")
         assert (model.id, model.object, model.owned_by) == ("claude-sonnet-4-5", "model", "mock")
+        assert model.created == 1759104000  # 2025-09-29, the catalogue's release date
         with pytest.raises(openai.NotFoundError) as e:
             c.models.retrieve("gpt-9")
         assert e.value.body["type"] == "not_found_error"
@@ -61,9 +62,11 @@ def test_anthropic_sdk_lists_and_retrieves(server: Ensemble) -> None:
         pages = c.models.list(limit=2)
         assert [m.id for m in pages.data] == MODELS[:2] and pages.has_more and pages.last_id == MODELS[1]
         assert [m.id for m in c.models.list(limit=2)] == MODELS
-        model = c.models.retrieve("gpt-4o")
-        assert (model.id, model.type, model.display_name) == ("gpt-4o", "model", "GPT 4o")
-        assert model.created_at.year == 1970  # release date unknown: Anthropic's epoch convention
+        model = c.models.retrieve("gpt-4o")  # name and release date from the model catalogue
+        assert (model.id, model.type, model.display_name) == ("gpt-4o", "model", "GPT-4o")
+        assert model.created_at.isoformat() == "2024-05-13T00:00:00+00:00"
+        mock = c.models.retrieve("mock-1")  # unknown to the catalogue: a name from the id, epoch date
+        assert mock.display_name == "Mock 1" and mock.created_at.year == 1970
         with pytest.raises(anthropic.NotFoundError) as e:
             c.models.retrieve("claude-9")
         assert e.value.body["error"]["type"] == "not_found_error"
@@ -88,7 +91,7 @@ def test_anthropic_page_shape_on_the_wire(server: Ensemble) -> None:
         "type": "model",
         "id": "gemini-2.5-flash",
         "display_name": "Gemini 2.5 Flash",
-        "created_at": "1970-01-01T00:00:00Z",
+        "created_at": "2025-06-17T00:00:00Z",
         "max_input_tokens": 200_000,
         "max_tokens": 8192,
     }

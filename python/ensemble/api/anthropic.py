@@ -21,6 +21,7 @@ from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.anthropic import PASSTHROUGH, SERVER_TOOLS, is_server_tool_block
+from ensemble.structured_output import from_anthropic
 from ensemble.types import (
     ContentBlock,
     DocumentContent,
@@ -33,6 +34,7 @@ from ensemble.types import (
     RedactedThinkingBlock,
     RedactedThinkingContent,
     RedactedThinkingDelta,
+    ResponseFormat,
     ServerToolBlock,
     ServerToolContent,
     ServerToolDelta,
@@ -74,6 +76,7 @@ _KNOWN = {
     "stream",
     "tools",
     "tool_choice",
+    "output_format",
     *_EXTRAS,
 }
 
@@ -304,6 +307,7 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     tools, defined = _tools(data.get("tools"))
     if defined:
         extras[SERVER_TOOLS] = defined
+    response_format = _output_format(data, extras)
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True:
         extras["parallel_tool_calls"] = False  # OpenAI's name; the Anthropic adapter maps it back
@@ -318,7 +322,22 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
         tool_choice=_tool_choice(data.get("tool_choice")),
         stream=convert(data.get("stream") or False, bool, "stream"),
         provider_config=extras or None,
+        response_format=response_format,
     )
+
+
+def _output_format(data: dict[str, Any], extras: dict[str, Any]) -> ResponseFormat | None:
+    """`output_config.format` (or the beta's `output_format`) as the canonical response format; the
+    rest of output_config (effort) stays in provider_config."""
+    config = extras.get("output_config")
+    if isinstance(config, dict) and config.get("format") is not None:
+        rest = {k: v for k, v in config.items() if k != "format"}
+        if rest:
+            extras["output_config"] = rest
+        else:
+            del extras["output_config"]
+        return from_anthropic(config["format"], "output_config.format")
+    return from_anthropic(data.get("output_format"), "output_format")
 
 
 def message_id(request_id: str) -> str:

@@ -1,20 +1,23 @@
 """What the model routes say about a model, in each client format's own shape (docs/formats.md).
 
-`ModelInfo` is read from the provider config by `model_info` (one small function, so a richer
-source of display names and capabilities can replace it); `render_*` write it as OpenAI's
-`model` objects, Anthropic's `ModelInfo` pages and Gemini's `Model` resources.
+`ModelInfo` is what the config says of a served model (its limits and capabilities, filled from the
+model catalogue where the provider file leaves them out) with the catalogue's display name and
+release date (docs/catalogue.md); `render_*` write it as OpenAI's `model` objects, Anthropic's
+`ModelInfo` pages and Gemini's `Model` resources.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
+from ensemble import catalogue
 from ensemble.config.schema import ModelConfig
 
 # Anthropic's `created_at` is the model's release date, "an epoch value if the release date is
-# unknown"; the config has no release dates.
+# unknown" (a model the catalogue does not know).
 _EPOCH = "1970-01-01T00:00:00Z"
 _UPPER = {"gpt": "GPT", "ai": "AI", "xai": "xAI", "llm": "LLM"}
 
@@ -27,6 +30,7 @@ class ModelInfo:
     context_window: int
     max_output_tokens: int
     capabilities: frozenset[str]
+    created: str | None = None  # release date, YYYY-MM-DD
 
 
 def display_name(model_id: str) -> str:
@@ -44,21 +48,41 @@ def display_name(model_id: str) -> str:
 
 
 def model_info(name: str, model: ModelConfig, provider: str) -> ModelInfo:
+    known = catalogue.lookup(model.upstream_id) or catalogue.lookup(name)
     return ModelInfo(
         id=name,
         provider=provider,
-        display_name=display_name(name),
+        # The catalogue's name for the model itself (an alias the operator chose keeps its own),
+        # when it has one (for a family match alone it repeats the id).
+        display_name=_known_name(known, name) if name == model.upstream_id else display_name(name),
         context_window=model.context_window,
         max_output_tokens=model.max_output_tokens,
         capabilities=frozenset(model.capabilities),
+        created=known.created if known else None,
     )
+
+
+def _known_name(known: catalogue.ModelInfo | None, name: str) -> str:
+    if known is not None and known.display_name and known.display_name != known.id:
+        return known.display_name
+    return display_name(name)
+
+
+def _created_at(m: ModelInfo) -> str:
+    return f"{m.created}T00:00:00Z" if m.created else _EPOCH
+
+
+def _created_unix(m: ModelInfo) -> int:
+    if not m.created:
+        return 0
+    return int(datetime.strptime(m.created, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
 
 
 # -- OpenAI ------------------------------------------------------------------------------------
 
 
 def _openai(m: ModelInfo) -> dict[str, object]:
-    return {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+    return {"id": m.id, "object": "model", "created": _created_unix(m), "owned_by": m.provider}
 
 
 def openai_list(models: list[ModelInfo]) -> bytes:
@@ -77,7 +101,7 @@ def _anthropic(m: ModelInfo) -> dict[str, object]:
         "type": "model",
         "id": m.id,
         "display_name": m.display_name,
-        "created_at": _EPOCH,
+        "created_at": _created_at(m),
     }
     if m.context_window:
         out["max_input_tokens"] = m.context_window

@@ -94,11 +94,15 @@ def resolve(method: str, path: str) -> Route:
             return r(GEMINI, "stream", model, cache=True)
         if verb == "countTokens":
             return r(GEMINI, "count_tokens", model, cache=True)
+        if verb in ("embedContent", "batchEmbedContents"):
+            return r(GEMINI, "embed" if verb == "embedContent" else "batch_embed", model, cache=True)
         return r(GEMINI, "not_found", model)
     if rest == ["chat", "completions"]:
         return r(OPENAI, "chat", cache=True)
     if rest == ["responses"]:
         return r(OPENAI, "responses", cache=True)
+    if rest == ["embeddings"]:
+        return r(OPENAI, "embeddings", cache=True)
     if rest == ["models"]:
         return r(GEMINI if version == "v1beta" else None, "models", want="GET")
     if rest and rest[0] == "messages":
@@ -493,7 +497,11 @@ class FakeUpstream:
             elif name == "requests" and method == "GET":
                 wanted = query.get("endpoint")
                 eps = [state.endpoint(wanted[0])] if wanted else list(state.endpoints.values())
-                records = sorted((r for e in eps for r in e.records), key=lambda r: r.seq)
+                raw_since = query.get("since", ["0"])[0]
+                if not raw_since.isdigit():
+                    raise ControlError("since: expected a sequence number")
+                since = int(raw_since)  # only records after this seq
+                records = sorted((r for e in eps for r in e.records if r.seq > since), key=lambda r: r.seq)
                 reply = json_reply(200, {"requests": [r.to_json() for r in records]})
             elif name == "reset" and method == "POST":
                 target = data.get("endpoint") if isinstance(data, dict) else None

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import prompt_cache
+from . import embeddings, prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
@@ -134,6 +134,15 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         thinking = _get(gen, "thinkingConfig", "thinking_config")
         if isinstance(thinking, dict):
             conv.thinking = _get(thinking, "includeThoughts", "include_thoughts") is True
+    gen_config = _get(req, "generationConfig", "generation_config")
+    if (
+        isinstance(gen_config, dict)
+        and _get(gen_config, "responseMimeType", "response_mime_type") == "application/json"
+    ):
+        schema = _get(gen_config, "responseJsonSchema", "response_json_schema") or _get(
+            gen_config, "responseSchema", "response_schema"
+        )
+        conv.response_schema = schema if isinstance(schema, dict) else {"type": "object"}
     return conv
 
 
@@ -248,6 +257,8 @@ class GeminiProvider:
                     ]
                 },
             )
+        if action in ("embed", "batch_embed"):
+            return embeddings.gemini_reply(ctx, self.error)
         if action not in ("generate", "stream", "count_tokens"):
             return self.error(404, f"Method not found: {ctx.method} {ctx.extra.get('path', '')}")
         try:

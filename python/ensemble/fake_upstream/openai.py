@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import openai_responses, prompt_cache
+from . import embeddings, openai_responses, prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
@@ -112,6 +112,13 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("Invalid 'max_tokens': must be a positive integer.", "max_tokens")
         conv.max_tokens = max_tokens
+    fmt = req.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        conv.response_schema = schema if isinstance(schema, dict) else {"type": "object"}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        conv.response_schema = {"type": "object"}
     return conv
 
 
@@ -182,6 +189,8 @@ class OpenAIProvider:
                     ],
                 },
             )
+        if ctx.action == "embeddings":
+            return embeddings.openai_reply(ctx, error_body)
         if ctx.action not in ("chat", "responses"):
             return self.error(404, f"Invalid URL ({ctx.method} {ctx.extra.get('path', '')})")
         try:

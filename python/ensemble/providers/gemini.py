@@ -23,6 +23,7 @@ import orjson
 
 from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.anthropic import refuse_anthropic_tools
 from ensemble.providers.base import (
     StreamDecoder,
@@ -36,10 +37,13 @@ from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.system_turns import leading_count, reminder
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.reasoning import handed_back
+from ensemble.structured_output import to_gemini
 from ensemble.types import (
     AudioContent,
     ContentBlock,
     DocumentContent,
+    EmbeddingRequest,
+    EmbeddingResult,
     EventBlock,
     Finish,
     FinishReason,
@@ -287,6 +291,8 @@ def request_to_wire(request: InferenceRequest, model: str = "this model") -> dic
             gen[key] = value
         elif key == "generationConfig" and isinstance(value, dict):
             gen.update(value)
+    if request.response_format is not None:
+        to_gemini(request.response_format, gen)
     if gen:
         body["generationConfig"] = gen
     return body
@@ -486,6 +492,18 @@ class GeminiWire(WireFormat):
     def decoder(self) -> StreamDecoder:
         return GeminiDecoder()
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        headers = {
+            "x-goog-api-key": target.endpoint.api_key,
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        url = f"{target.endpoint.base_url}/v1beta/models/{target.model.upstream_id}:batchEmbedContents"
+        return url, headers, embedding_wire.gemini_body(request, target.model.upstream_id)
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        return embedding_wire.gemini_parse(body, request)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if not isinstance(err, dict):
@@ -514,5 +532,6 @@ KIND = register(
         wire=lambda _config: GeminiWire(),
         default_base_url="https://generativelanguage.googleapis.com",
         cache_ttl=3600.0,  # implicit and explicit context caches default to one hour
+        embeds=True,
     )
 )

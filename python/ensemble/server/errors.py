@@ -13,6 +13,16 @@ from ensemble.errors import EnsembleError, MethodNotAllowed, Overloaded, RateLim
 from ensemble.server.http import Family, Headers
 
 
+def client_status(error: EnsembleError, family: Family) -> int:
+    """The HTTP status a client of this route family gets for `error`: the one rendered, and the
+    one its request-log record carries (docs/accounting.md). From the one table (error_types): an
+    upstream overload is 529 for Anthropic clients, 503 for the others."""
+    kind, status = error_types.resolve(error)
+    if family in ("openai", "anthropic", "gemini"):
+        return error_types.for_ingress(family, kind, status)[1]
+    return status
+
+
 def render(error: EnsembleError, family: Family, request_id: str) -> tuple[int, Headers, bytes]:
     kind, status = error_types.resolve(error)
     headers: Headers = list(error.headers)

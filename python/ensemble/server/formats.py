@@ -12,7 +12,13 @@ from ensemble.api import anthropic, gemini
 from ensemble.api.common import decode_object, estimate_tokens
 from ensemble.errors import EnsembleError, InvalidRequest, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
+from ensemble.server.inference import (
+    answer_headers,
+    apply_session_header,
+    records_refusals,
+    run_generate,
+    run_stream,
+)
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
@@ -38,6 +44,7 @@ class AnthropicEvents:
         return anthropic.sse_error(error)
 
 
+@records_refusals
 async def messages(rt: Runtime, req: Request) -> None:
     key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -52,7 +59,7 @@ async def messages(rt: Runtime, req: Request) -> None:
     req.send(
         200,
         anthropic.render_response(response),
-        headers=proxied_headers(ctx, response.performance.overhead_ms),
+        headers=answer_headers(ctx, response),
     )
 
 
@@ -69,17 +76,17 @@ def _known(rt: Runtime, key: KeyRecord, model: str) -> None:
         raise NotFound(f"model {model!r} is not served by this gateway", code="model_not_found")
 
 
+@records_refusals
 async def generate_content(rt: Runtime, req: Request) -> None:
     key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, gemini.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, gemini.render_response(response), headers=answer_headers(ctx, response))
 
 
+@records_refusals
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
     key = req.client
     body = await req.body(rt.config.server.max_request_bytes)

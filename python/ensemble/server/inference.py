@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import orjson
 
 from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
+from ensemble.server.errors import client_status
 from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
-from ensemble.server.routes import Route
+from ensemble.server.routes import Handler, Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
 from ensemble.streaming.disconnect import DisconnectWatch
@@ -26,6 +30,8 @@ from ensemble.streaming.relay import CoalescedRelay
 from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
 
 log = logging.getLogger("ensemble.server")
+
+T = TypeVar("T")
 
 
 class StreamFormat(Protocol):
@@ -113,6 +119,42 @@ def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
     return headers + rate_limit_headers(ctx.rate_limit)
 
 
+def answer_headers(ctx: CallContext, response: InferenceResponse) -> Headers:
+    """Headers of a whole proxied answer: the proxied ones and what it cost (a stream's cost is in
+    its last event, since headers go before the answer)."""
+    return [*proxied_headers(ctx, response.performance.overhead_ms), ("x-ensemble-cost-usd", response.cost)]
+
+
+def records_refusals(handler: Handler) -> Handler:
+    """An inference route whose refusals before the gateway saw the request (a body its format
+    cannot parse, a field out of range) are in the request log too: one record per authenticated
+    request (docs/accounting.md), with the status the client got."""
+
+    async def handle(rt: Runtime, req: Request) -> None:
+        try:
+            await handler(rt, req)
+        except EnsembleError as e:
+            key = req.authenticated
+            if key is not None and req.call is None and rt.gateway is not None and not req.responded:
+                ctx = req.call = CallContext(req.request_id, key, started=req.started)
+                ctx.model = req.params.get("model") or _model_named(req.body_bytes)
+                rt.gateway.record(ctx, ctx.model, client_status(e, req.family), error=e.message)
+            raise
+
+    handle.__name__ = handler.__name__
+    handle.__doc__ = handler.__doc__
+    return handle
+
+
+def _model_named(body: bytes) -> str:
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model[:200] if isinstance(model, str) else ""
+
+
 def apply_session_header(request: InferenceRequest, req: Request) -> None:
     if request.session_id is None:
         request.session_id = req.header("x-session-id")
@@ -137,25 +179,48 @@ async def run_generate(
     store: bool = True,
     conversation: bytes | None = None,
 ) -> tuple[CallContext, InferenceResponse]:
+    gateway = rt.gateway
+    assert gateway is not None
+
+    async def fall_back(ctx: CallContext, e: EnsembleError) -> bool:
+        return rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e)
+
+    def call(ctx: CallContext) -> Awaitable[InferenceResponse]:
+        ctx.store, ctx.conversation = store, conversation
+        return gateway.generate(request, ctx)
+
+    return await run_call(rt, req, key, request.model, call, fall_back)
+
+
+async def run_call(
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    model: str,
+    call: Callable[[CallContext], Awaitable[T]],
+    fall_back: Callable[[CallContext, EnsembleError], Awaitable[bool]] | None = None,
+) -> tuple[CallContext, T]:
+    """One whole-answer gateway call (`call`) for a request: tracked in flight, a failure recorded
+    with the caller's rate-limit headers, a client that leaves under `cancel` cancelling it.
+    `fall_back` may answer a failure itself (a batch took it) and say so."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
-    ctx.store, ctx.conversation = store, conversation
-    rt.inflight.add(ctx.request_id, key.key_id, request.model)
+    rt.inflight.add(ctx.request_id, key.key_id, model)
     watch = watch_disconnect(rt, req)
     try:
-        response = await rt.gateway.generate(request, ctx)
+        response = await call(ctx)
     except EnsembleError as e:
-        if rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e):
+        if fall_back is not None and await fall_back(ctx, e):
             raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
-        rt.gateway.record(ctx, request.model, e.status, error=e.message)
+        rt.gateway.record(ctx, model, client_status(e, req.family), error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
     except asyncio.CancelledError:
         if watch is None or not watch.take_cancel():
             raise
         gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
-        rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
+        rt.gateway.record(ctx, model, gone.status, error=gone.message)
         req.responded = True  # nothing can be sent to a gone client
         raise gone from None
     finally:
@@ -288,7 +353,7 @@ async def run_stream(
             stream = await rt.gateway.open_stream(request, ctx)
         except EnsembleError as e:
             ctx.rate_limit = rt.admission.info(key)
-            rt.gateway.record(ctx, request.model, e.status, error=e.message)
+            rt.gateway.record(ctx, request.model, client_status(e, req.family), error=e.message)
             e.headers += rate_limit_headers(ctx.rate_limit)
             raise
         await pump(rt, req, stream, fmt, watch)
@@ -313,16 +378,16 @@ async def run_stream(
 # -- handlers ----------------------------------------------------------------------------------
 
 
+@records_refusals
 async def generate(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, native.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, native.render_response(response), headers=answer_headers(ctx, response))
 
 
+@records_refusals
 async def stream_blocks(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -331,6 +396,7 @@ async def stream_blocks(rt: Runtime, req: Request) -> None:
     await run_stream(rt, req, key, request, NativeEvents())
 
 
+@records_refusals
 async def stream_text(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -339,6 +405,7 @@ async def stream_text(rt: Runtime, req: Request) -> None:
     await run_stream(rt, req, key, request, PlainText())
 
 
+@records_refusals
 async def chat_completions(rt: Runtime, req: Request) -> None:
     key = req.client
     request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -347,9 +414,7 @@ async def chat_completions(rt: Runtime, req: Request) -> None:
         await run_stream(rt, req, key, request, OpenAIChunks(req.request_id, request.model, include_usage))
         return
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, openai.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, openai.render_response(response), headers=answer_headers(ctx, response))
 
 
 ROUTES = [
