@@ -17,14 +17,13 @@ import openai
 import orjson
 import pytest
 
-from support.ensemble import Ensemble
+from support.ensemble import Ensemble, fake_provider
 from support.fake import FakeUpstream
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
-KEY = "sk-test-upstream-key-000000"
 PRICING = {"input": 1.0, "output": 2.0}
 ENDPOINTS = {"anthropic": "fid-anthropic", "gemini": "fid-gemini", "openai": "fid-openai"}
 MODELS = {
@@ -37,13 +36,7 @@ MODELS = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
     providers = [
-        {
-            "name": kind,
-            "type": kind,
-            "base_url": fake.endpoint_url(ENDPOINTS[kind]),
-            "endpoints": [{"id": f"{kind}-fid", "api_key": KEY}],
-            "models": [{"name": m, "max_output_tokens": 8192, "pricing": PRICING} for m in models],
-        }
+        fake_provider(kind, fake.endpoint_url(ENDPOINTS[kind]), models, pricing=PRICING)
         for kind, models in MODELS.items()
     ]
     ens = Ensemble(Path(tmp_path_factory.mktemp("fidelity")), providers=providers)

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from support.ensemble import Ensemble
+from support.ensemble import Ensemble, fake_provider
 from support.fake import FakeUpstream
 
 pytestmark = pytest.mark.integration
@@ -55,13 +55,7 @@ FINISH = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
     providers = [
-        {
-            "name": kind,
-            "type": kind,
-            "base_url": fake.endpoint_url(endpoint),
-            "endpoints": [{"id": f"{kind}-golden", "api_key": "sk-test-upstream-key-000000"}],
-            "models": [{"name": model, "max_output_tokens": 8192, "pricing": {"input": 1.0, "output": 2.0}}],
-        }
+        fake_provider(kind, fake.endpoint_url(endpoint), [model], pricing={"input": 1.0, "output": 2.0})
         for kind, (model, endpoint) in PROVIDERS.items()
     ]
     ens = Ensemble(Path(tmp_path_factory.mktemp("golden")), providers=providers)
