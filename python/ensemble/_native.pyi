@@ -49,6 +49,22 @@ class SseParser:
     def reconnection_time(self) -> int | None: ...
 
 @final
+class StreamScanner:
+    """The same-format fast path's scanner: frames one provider stream (``openai``, ``anthropic``
+    or ``gemini`` events) and decodes its common events natively, one call per network read."""
+
+    def __new__(cls, format: str) -> Self: ...
+    def feed(self, chunk: bytes) -> list[tuple[int, int, str] | tuple[int, str, str]]:
+        """Items in order: ``(kind, key, text)`` runs (0 text, 1 thinking, 2 tool arguments, 3 the
+        latest usage object as JSON) and ``(-1, event_type, data)`` events for the provider's
+        decoder. Raises ``SseError`` on bounds."""
+    def close(self) -> None:
+        """End of stream: discard any unterminated event."""
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(events decoded natively, events handed to the decoder) so far."""
+
+@final
 class RateLimiter:
     """Sliding-window RPM/TPM counters per scope; injected clock (``now_ms``)."""
 
