@@ -506,7 +506,8 @@ def test_gemini_format(server: Ensemble, fake: FakeUpstream, model: str) -> None
         streamed = "".join(p.get("text", "") for c in chunks for p in c["candidates"][0]["content"]["parts"])
         assert streamed == text
         assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
-        assert chunks[-1]["usageMetadata"] == usage
+        # Same-format streams pass the provider's own chunks through, which may carry more detail.
+        assert usage.items() <= chunks[-1]["usageMetadata"].items()
 
         # Tool call, as a whole functionCall part, then the function response round trip.
         tools = [

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ensemble._native import SseParser
+from ensemble._native import SseParser, StreamScanner
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import ProviderError
 from ensemble.providers.registry import DEFAULT_CACHE_TTL
@@ -121,11 +121,18 @@ class Provider(ABC):
 
     @abstractmethod
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
         """The answer as batches of deltas: everything decoded from one network read comes together
         (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
-        per read rather than once per token. Nothing is held back to fill a batch."""
+        per read rather than once per token. Nothing is held back to fill a batch. `raw` (only
+        asked of providers whose `passthrough` said yes): RawBatches, one per network read."""
+
+    def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
+        """Whether this stream's upstream bytes can go to a client speaking `ingress` (openai,
+        anthropic, gemini) unchanged: the same-format fast path (docs/performance.md). Only HTTP
+        providers whose wire format the native scanner reads can."""
+        return False
 
     def health(self) -> str:
         """healthy | degraded | unavailable, from credentials and cool-downs."""
@@ -159,6 +166,27 @@ class StreamDecoder(ABC):
     @abstractmethod
     def decode(self, event: str, data: str) -> list[StreamDelta]: ...
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        """The delta for a run the native scanner decoded (`StreamScanner.feed`: fragments of a block
+        this decoder already opened, or the latest usage object): what `decode` would have given
+        for those events together. Wire formats with a `stream_scanner` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no native scanner runs")
+
+
+class RawBatch(list[StreamDelta]):
+    """A batch of deltas with the upstream bytes they were decoded from (the same-format fast path
+    forwards `raw` to the client instead of rendering the deltas). May hold no delta (a ping)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, deltas: list[StreamDelta], raw: bytes) -> None:
+        super().__init__(deltas)
+        self.raw = raw
+
+
+# StreamScanner run kinds (rust/src/scan.rs RunKind) and the marker of an event for the decoder.
+RUN_TEXT, RUN_THINKING, RUN_ARGS, RUN_USAGE, RUN_EVENT = 0, 1, 2, 3, -1
+
 
 class WireFormat(ABC):
     """A provider's HTTP wire format."""
@@ -178,6 +206,17 @@ class WireFormat(ABC):
     def framing(self) -> StreamFraming:
         """A fresh framer for one streamed answer: server-sent events, unless the API frames otherwise."""
         return SseParser()
+
+    # The event format of this wire's streams that the native scanner reads ("openai", "anthropic",
+    # "gemini"), which is also the ingress format whose clients could take the bytes unchanged;
+    # None: no fast path.
+    stream_scanner: str | None = None
+
+    def rewrites_stream(self, request: InferenceRequest, target: Target) -> bool:
+        """Whether a client in this wire's own format must still get the stream rewritten (the one
+        check of the same-format fast path; adapters add their rules here): the client asked for
+        a model name the provider knows by another id (an alias), which the chunks would show."""
+        return request.model != target.model.upstream_id
 
     @abstractmethod
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -251,9 +290,15 @@ class HttpProvider(Provider):
                 code="bad_upstream_response",
             ) from e
 
+    def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
+        wire = self.wire
+        return wire.stream_scanner == ingress and not wire.rewrites_stream(request, target)
+
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
+        """`raw`: the fast path; every network read becomes a RawBatch (its deltas and its bytes),
+        scanned natively (`scanning_reader`)."""
         url, headers, body = self.wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
         # call (overall_timeout); the client's own read timers are off so there is one source of truth.
@@ -271,8 +316,8 @@ class HttpProvider(Provider):
                     raise self.wire.classify(resp.status, resp.headers, await resp.read())
             finally:
                 watchdog.end_read()
-            parser = self.wire.framing()
             decoder = self.wire.decoder()
+            read, close = scanning_reader(self.wire, decoder) if raw else framing_reader(self.wire, decoder)
             chunks = resp.chunks().__aiter__()
             while True:
                 watchdog.begin_read()
@@ -282,26 +327,12 @@ class HttpProvider(Provider):
                     break
                 finally:
                     watchdog.end_read()
-                try:
-                    events = parser.feed(chunk)
-                except ValueError as e:  # SseError is one
-                    raise ProviderError(
-                        f"malformed stream from the provider: {e}", code="bad_upstream_stream"
-                    ) from e
-                batch: list[StreamDelta] = []
-                for event, data, _id, _retry in events:
-                    try:
-                        batch += decoder.decode(event, data)
-                    except ProviderError:
-                        raise
-                    except (ValueError, KeyError, TypeError, IndexError) as e:
-                        raise ProviderError(
-                            f"malformed stream event from the provider ({type(e).__name__})",
-                            code="bad_upstream_stream",
-                        ) from e
-                if batch:
+                batch = read(chunk)
+                if raw:
+                    yield RawBatch(batch, chunk)
+                elif batch:
                     yield batch
-            parser.close()
+            close()
             finished = True
         except asyncio.CancelledError:
             timeout = watchdog.take_cancel()
@@ -317,3 +348,74 @@ class HttpProvider(Provider):
                     resp.release()
                 else:
                     resp.close()
+
+
+# One network read → its deltas; and the end of the stream.
+ChunkReader = tuple[Callable[[bytes], list[StreamDelta]], Callable[[], None]]
+
+
+def _malformed_event(e: Exception) -> ProviderError:
+    return ProviderError(
+        f"malformed stream event from the provider ({type(e).__name__})", code="bad_upstream_stream"
+    )
+
+
+def _malformed_stream(e: ValueError) -> ProviderError:
+    return ProviderError(f"malformed stream from the provider: {e}", code="bad_upstream_stream")
+
+
+def framing_reader(wire: WireFormat, decoder: StreamDecoder) -> ChunkReader:
+    """The canonical path: the wire's framing cuts events, the decoder decodes every one."""
+    parser = wire.framing()
+    decode = decoder.decode
+
+    def read(chunk: bytes) -> list[StreamDelta]:
+        try:
+            events = parser.feed(chunk)
+        except ValueError as e:  # SseError is one
+            raise _malformed_stream(e) from e
+        batch: list[StreamDelta] = []
+        for event, data, _id, _retry in events:
+            try:
+                batch += decode(event, data)
+            except ProviderError:
+                raise
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise _malformed_event(e) from e
+        return batch
+
+    return read, parser.close
+
+
+def scanning_reader(wire: WireFormat, decoder: StreamDecoder) -> ChunkReader:
+    """The fast path: the native scanner decodes the common events of a read into runs (one delta
+    each) and leaves the rest to the decoder, in stream order, so the deltas are the ones
+    `framing_reader` gives, merged (docs/performance.md)."""
+    assert wire.stream_scanner is not None
+    scanner = StreamScanner(wire.stream_scanner)
+    decode = decoder.decode
+    native_run = decoder.native_run
+
+    def read(chunk: bytes) -> list[StreamDelta]:
+        try:
+            items = scanner.feed(chunk)
+        except ValueError as e:
+            raise _malformed_stream(e) from e
+        if len(items) == 1:  # the common read: one run of text
+            kind, key, text = items[0]
+            if kind == RUN_TEXT:
+                return [native_run(kind, key, text)]  # type: ignore[arg-type]
+        batch: list[StreamDelta] = []
+        for kind, key, text in items:
+            try:
+                if kind == RUN_EVENT:
+                    batch += decode(key, text)  # type: ignore[arg-type]
+                else:
+                    batch.append(native_run(kind, key, text))  # type: ignore[arg-type]
+            except ProviderError:
+                raise
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise _malformed_event(e) from e
+        return batch
+
+    return read, scanner.close

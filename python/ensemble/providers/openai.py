@@ -16,7 +16,7 @@ import orjson
 
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
-from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.base import RUN_ARGS, RUN_TEXT, RUN_THINKING, StreamDecoder, Target, WireFormat
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
@@ -268,6 +268,16 @@ class OpenAIDecoder(StreamDecoder):
                 return self._typed(chunk)
         return self._generic(orjson.loads(data))
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # The scanner hands runs only for blocks this decoder allocated (it saw their first event).
+        if kind == RUN_TEXT and self._text is not None:
+            return TextDelta(index=self._text, text=text)
+        if kind == RUN_THINKING and self._thinking is not None:
+            return ThinkingDelta(index=self._thinking, thinking=text)
+        if kind == RUN_ARGS and key in self._tools:
+            return ToolCallArgs(index=self._tools[key], fragment=text)
+        raise ValueError(f"no open block for scanner run {kind}/{key}")
+
     def _typed(self, chunk: _WireChunk) -> list[StreamDelta]:
         out: list[StreamDelta] = []
         for choice in chunk.choices or ():
@@ -398,6 +408,8 @@ class OpenAIDialect:
 
 
 class OpenAIWire(WireFormat):
+    stream_scanner = "openai"
+
     def __init__(self, dialect: OpenAIDialect) -> None:
         self.dialect = dialect
         # Hoisted: read on every request.

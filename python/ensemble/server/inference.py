@@ -17,6 +17,7 @@ from ensemble.api import native, openai
 from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
+from ensemble.providers.base import RawBatch
 from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -30,6 +31,9 @@ log = logging.getLogger("ensemble.server")
 
 class StreamFormat(Protocol):
     content_type: str
+    # The provider wire format whose stream this client could take byte for byte (openai,
+    # anthropic, gemini), or None: always rendered (docs/performance.md, the same-format fast path).
+    passthrough: str | None
 
     def start(self) -> bytes: ...
     def render(self, delta: StreamDelta) -> bytes | None: ...
@@ -39,6 +43,7 @@ class StreamFormat(Protocol):
 
 class NativeEvents:
     content_type = "text/event-stream; charset=utf-8"
+    passthrough: str | None = None
 
     def __init__(self) -> None:
         self._blocks = native.BlockEvents()
@@ -58,6 +63,7 @@ class PlainText:
     """Only the answer's text; a mid-stream failure simply ends the body (logged and recorded)."""
 
     content_type = "text/plain; charset=utf-8"
+    passthrough: str | None = None
 
     def start(self) -> bytes:
         return b""
@@ -77,6 +83,9 @@ class OpenAIChunks:
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
         self._writer = openai.ChunkWriter(request_id, model, include_usage)
+        # The gateway always asks an OpenAI-type provider for the usage chunk: a client that did
+        # not ask for it cannot take the bytes unchanged.
+        self.passthrough = "openai" if include_usage else None
         self.render = self._writer.render  # called per token: no extra frame in between
 
     def start(self) -> bytes:
@@ -186,6 +195,13 @@ async def _pump(
     rt.inflight.streaming(ctx.request_id, stream.target.provider.name)
     relay: CoalescedRelay | None = None
     try:
+        if stream.raw:
+            # The same-format fast path: the provider's bytes are the answer the client gets.
+            while (batch := await stream.next_batch()) is not None:
+                _send_raw(sink, batch, watch)
+            stream.response()
+            await sink.close()
+            return
         head = fmt.start()
         if head:
             sink.write(head)
@@ -254,6 +270,15 @@ def _send(
         sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
+def _send_raw(sink: StreamSink, batch: list[StreamDelta], watch: DisconnectWatch | None) -> None:
+    """Hand one upstream read to the client as it came."""
+    raw = batch.raw if isinstance(batch, RawBatch) else b""
+    if raw:
+        if watch is not None and watch.gone:
+            raise ClientDisconnected("the client closed the connection")
+        sink.write(raw)
+
+
 async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
     if relay is not None:
         relay.cancel()
@@ -269,6 +294,8 @@ async def run_stream(
     cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
+    if fmt.passthrough is not None and rt.config.server.coalescence_window <= 0:
+        ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
     stream: LiveStream | None = None

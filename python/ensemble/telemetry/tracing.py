@@ -115,10 +115,10 @@ class Tracing:
             return result
 
         async def traced_stream(
-            request: InferenceRequest, target: Target, opts: CallOptions
+            request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
         ) -> AsyncIterator[list[StreamDelta]]:
             span = start(target, True)
-            inner = stream(request, target, opts)
+            inner = stream(request, target, opts, raw)
             try:
                 async for batch in inner:
                     yield batch
