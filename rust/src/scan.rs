@@ -96,6 +96,9 @@ enum Hot {
     Append(RunKind, i64, String),
     /// A usage-only update (Gemini): replaces the pending usage.
     Usage(String),
+    /// Gemini's common chunk: a text part and the running usage. The assembler keeps the two
+    /// apart, so the usage may join the read's pending one (the last wins).
+    TextAndUsage(String, String),
 }
 
 impl StreamScanner {
@@ -149,6 +152,10 @@ impl ScanState {
                 match hot {
                     Hot::Append(kind, key, text) => self.append(kind, key, text),
                     Hot::Usage(raw) => self.pending_usage = Some(raw),
+                    Hot::TextAndUsage(text, raw) => {
+                        self.append(RunKind::Text, 0, text);
+                        self.pending_usage = Some(raw);
+                    }
                     Hot::Nothing => {}
                 }
             }
@@ -401,7 +408,7 @@ fn gemini_hot(chunk: &Value<'_>, open: GeminiOpen) -> Option<Hot> {
         (None, None) => Some(Hot::Nothing),
         (Some(t), None) => Some(Hot::Append(RunKind::Text, 0, t)),
         (None, Some(u)) => Some(Hot::Usage(raw_json(u))),
-        (Some(_), Some(_)) => None, // two effects in one event: the decoder orders them
+        (Some(t), Some(u)) => Some(Hot::TextAndUsage(t, raw_json(u))),
     }
 }
 
@@ -588,6 +595,8 @@ mod tests {
         let usage_only = "data: {\"usageMetadata\":{\"promptTokenCount\":3}}\n\n";
         let items = s.feed((only_text("d") + usage_only + usage_only).as_bytes()).unwrap();
         assert_eq!(items, vec![run(RunKind::Text, 0, "d"), run(RunKind::Usage, 0, "{\"promptTokenCount\":3}")]);
+        let items = s.feed((chunk("e", 8) + &chunk("f", 9)).as_bytes()).unwrap();
+        assert_eq!(items, vec![run(RunKind::Text, 0, "ef"), run(RunKind::Usage, 0, "{\"promptTokenCount\":9}")]);
     }
 
     #[test]

@@ -148,6 +148,9 @@ class Behavior:
     malformed_after_chunks: int | None = None  # garbage event after k events, then end
     error_event_after_chunks: int | None = None  # provider error event after k events, then end
     close_connection: bool = False  # close the connection without any response
+    # Answer a streamed request with exactly these bytes (a recorded stream), in `split_bytes`
+    # pieces when the endpoint sets it; the request's own content is ignored.
+    stream_body: str | None = None
 
     @classmethod
     def parse(cls, data: Any) -> tuple[Behavior, int]:
@@ -177,6 +180,8 @@ class Behavior:
                 setattr(b, key, _as_int(key, value))
             elif key == "close_connection":
                 b.close_connection = _as_bool(key, value)
+            elif key == "stream_body":
+                b.stream_body = _as_opt_str(key, value)
             else:
                 raise ControlError(f"{key}: unknown behavior field")
         return b, count

@@ -294,7 +294,8 @@ async def run_stream(
     cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
-    if fmt.passthrough is not None and rt.config.server.coalescence_window <= 0:
+    server = rt.config.server
+    if fmt.passthrough is not None and server.stream_passthrough and server.coalescence_window <= 0:
         ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
