@@ -54,10 +54,11 @@ class StreamScanner:
     or ``gemini`` events) and decodes its common events natively, one call per network read."""
 
     def __new__(cls, format: str) -> Self: ...
-    def feed(self, chunk: bytes) -> list[tuple[int, int, str] | tuple[int, str, str]]:
-        """Items in order: ``(kind, key, text)`` runs (0 text, 1 thinking, 2 tool arguments, 3 the
-        latest usage object as JSON) and ``(-1, event_type, data)`` events for the provider's
-        decoder. Raises ``SseError`` on bounds."""
+    def feed(self, chunk: bytes) -> tuple[int, list[tuple[int, int, str] | tuple[int, str, str]]]:
+        """``(cut, items)``: the length of the read's prefix that ends at its last event boundary,
+        and its items in order: ``(kind, key, text)`` runs (0 text, 1 thinking, 2 tool arguments,
+        3 the latest usage object as JSON) and ``(-1, event_type, data)`` events for the
+        provider's decoder. Raises ``SseError`` on bounds."""
     def close(self) -> None:
         """End of stream: discard any unterminated event."""
     @property

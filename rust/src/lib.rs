@@ -775,11 +775,12 @@ mod bindings {
             Ok(PyStreamScanner { inner: scan::StreamScanner::new(format) })
         }
 
-        /// Scan one network read. Returns its items in order: `(kind, key, text)` runs (kind 0
-        /// text, 1 thinking, 2 tool arguments, 3 the latest usage object as JSON) and
+        /// Scan one network read. Returns `(cut, items)`: the length of the read's prefix that
+        /// ends at its last event boundary, and its items in order: `(kind, key, text)` runs
+        /// (kind 0 text, 1 thinking, 2 tool arguments, 3 the latest usage object as JSON) and
         /// `(-1, event_type, data)` events for the provider's decoder. Raises `SseError` on bounds.
-        fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyList>> {
-            let items = self.inner.feed(chunk).map_err(NativeError::from)?;
+        fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<(usize, Bound<'py, PyList>)> {
+            let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
             let list = PyList::empty(py);
             for item in items {
                 let tuple = match item {
@@ -792,7 +793,7 @@ mod bindings {
                 };
                 list.append(tuple)?;
             }
-            Ok(list)
+            Ok((cut, list))
         }
 
         /// End of stream: an unterminated event is discarded.

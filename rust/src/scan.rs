@@ -72,6 +72,55 @@ enum GeminiOpen {
 pub struct StreamScanner {
     sse: SseParser,
     state: ScanState,
+    bounds: Boundaries,
+}
+
+/// Where events end in the byte stream (a blank line), so the fast path forwards whole events
+/// only: a stream that fails mid-event must not leave half an event before the error event.
+#[derive(Debug, Clone, Copy)]
+struct Boundaries {
+    /// The previous byte ended a line (so a line terminator now is a blank line).
+    at_line_start: bool,
+    /// The previous byte was CR: an LF now belongs to it.
+    prev_cr: bool,
+    /// That CR ended a blank line: its LF moves the cut past itself.
+    cr_ended_event: bool,
+}
+
+impl Boundaries {
+    /// The length of the prefix of `chunk` that ends at the last event boundary in it (0: none).
+    fn cut(&mut self, chunk: &[u8]) -> usize {
+        let mut cut = 0;
+        let mut i = 0;
+        while let Some(p) = memchr::memchr2(b'\r', b'\n', &chunk[i..]) {
+            let at = i + p;
+            if at > i {
+                // Line content before this terminator.
+                self.at_line_start = false;
+                self.prev_cr = false;
+            }
+            if chunk[at] == b'\n' && self.prev_cr {
+                self.prev_cr = false;
+                if self.cr_ended_event {
+                    cut = at + 1; // the LF of a CRLF blank line
+                }
+            } else {
+                let blank = self.at_line_start;
+                if blank {
+                    cut = at + 1;
+                }
+                self.at_line_start = true;
+                self.prev_cr = chunk[at] == b'\r';
+                self.cr_ended_event = self.prev_cr && blank;
+            }
+            i = at + 1;
+        }
+        if i < chunk.len() {
+            self.at_line_start = false;
+            self.prev_cr = false;
+        }
+        cut
+    }
 }
 
 /// Everything but the framing, so an event can be classified while the parser lends it.
@@ -105,6 +154,7 @@ impl StreamScanner {
     pub fn new(format: Format) -> Self {
         StreamScanner {
             sse: SseParser::default(),
+            bounds: Boundaries { at_line_start: true, prev_cr: false, cr_ended_event: false },
             state: ScanState {
                 format,
                 items: Vec::new(),
@@ -129,13 +179,16 @@ impl StreamScanner {
         (self.state.hot_events, self.state.rare_events)
     }
 
-    /// Scans one network read; returns the items the events it completed give, in order.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Item>, SseError> {
+    /// Scans one network read; returns the items the events it completed give, in order, and
+    /// the length of the read's prefix that ends at its last event boundary (the bytes after it
+    /// belong to an event still incomplete).
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(usize, Vec<Item>), SseError> {
         let state = &mut self.state;
         let result = self.sse.feed_with(chunk, &mut |ev| state.event(ev.event_type, ev.data));
         state.flush_usage();
         let items = std::mem::take(&mut state.items);
-        result.map(|()| items)
+        result?;
+        Ok((self.bounds.cut(chunk), items))
     }
 
     /// End of the stream: an unterminated event is discarded (as the SSE parser does).
@@ -512,7 +565,7 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#,
             r#"{"choices":[{"index":0,"delta":{"content":" \"w\""}}]}"#,
         );
-        let items = s.feed(body.as_bytes()).unwrap();
+        let items = s.feed(body.as_bytes()).unwrap().1;
         assert_eq!(items, vec![event(first), run(RunKind::Text, 0, "lo \"w\"")]);
         assert_eq!(s.counts(), (3, 1));
     }
@@ -520,10 +573,10 @@ mod tests {
     #[test]
     fn events_split_across_reads_are_scanned_once_whole() {
         let mut s = StreamScanner::new(Format::OpenAI);
-        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n").unwrap();
+        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n").unwrap().1;
         let mut out = Vec::new();
         for piece in [&b"data: {\"choices\":[{\"del"[..], b"ta\":{\"content\":\"b\"}}]}\r", b"\n\r\n"] {
-            out.extend(s.feed(piece).unwrap());
+            out.extend(s.feed(piece).unwrap().1);
         }
         assert_eq!(out, vec![run(RunKind::Text, 0, "b")]);
     }
@@ -539,11 +592,11 @@ mod tests {
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}"#,
             "not json",
         ] {
-            let items = s.feed(format!("data: {data}\n\n").as_bytes()).unwrap();
+            let items = s.feed(format!("data: {data}\n\n").as_bytes()).unwrap().1;
             assert_eq!(items, vec![event(data)], "{data}");
         }
         let args = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#;
-        assert_eq!(s.feed(format!("data: {args}\n\n").as_bytes()).unwrap(), vec![run(RunKind::Args, 0, "{\"a\"")]);
+        assert_eq!(s.feed(format!("data: {args}\n\n").as_bytes()).unwrap().1, vec![run(RunKind::Args, 0, "{\"a\"")]);
     }
 
     #[test]
@@ -556,7 +609,7 @@ mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}"#,
         );
-        let items = s.feed(body.as_bytes()).unwrap();
+        let items = s.feed(body.as_bytes()).unwrap().1;
         assert_eq!(
             items,
             vec![
@@ -574,8 +627,8 @@ mod tests {
                 "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{j}\"}}}}\n\n"
             )
         };
-        assert!(matches!(s.feed(frag("{").as_bytes()).unwrap()[..], [Item::Event { .. }]));
-        assert_eq!(s.feed((frag("}") + &frag("")).as_bytes()).unwrap(), vec![run(RunKind::Args, 1, "}")]);
+        assert!(matches!(s.feed(frag("{").as_bytes()).unwrap().1[..], [Item::Event { .. }]));
+        assert_eq!(s.feed((frag("}") + &frag("")).as_bytes()).unwrap().1, vec![run(RunKind::Args, 1, "}")]);
     }
 
     #[test]
@@ -589,14 +642,28 @@ mod tests {
         let only_text = |t: &str| {
             format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{t}\"}}],\"role\":\"model\"}}}}]}}\n\n")
         };
-        let items = s.feed((chunk("a", 1) + &only_text("b") + &only_text("c")).as_bytes()).unwrap();
+        let items = s.feed((chunk("a", 1) + &only_text("b") + &only_text("c")).as_bytes()).unwrap().1;
         assert!(matches!(items[0], Item::Event { .. }), "{items:?}");
         assert_eq!(items[1..], [run(RunKind::Text, 0, "bc")]);
         let usage_only = "data: {\"usageMetadata\":{\"promptTokenCount\":3}}\n\n";
-        let items = s.feed((only_text("d") + usage_only + usage_only).as_bytes()).unwrap();
+        let items = s.feed((only_text("d") + usage_only + usage_only).as_bytes()).unwrap().1;
         assert_eq!(items, vec![run(RunKind::Text, 0, "d"), run(RunKind::Usage, 0, "{\"promptTokenCount\":3}")]);
-        let items = s.feed((chunk("e", 8) + &chunk("f", 9)).as_bytes()).unwrap();
+        let items = s.feed((chunk("e", 8) + &chunk("f", 9)).as_bytes()).unwrap().1;
         assert_eq!(items, vec![run(RunKind::Text, 0, "ef"), run(RunKind::Usage, 0, "{\"promptTokenCount\":9}")]);
+    }
+
+    #[test]
+    fn cuts_fall_after_whole_events_whatever_the_line_endings() {
+        let mut s = StreamScanner::new(Format::OpenAI);
+        assert_eq!(s.feed(b"data: 1\n\ndata: 2").unwrap().0, 9);
+        assert_eq!(s.feed(b"\n").unwrap().0, 0);
+        assert_eq!(s.feed(b"\n: c\r\n\r").unwrap().0, 7);
+        assert_eq!(s.feed(b"\ndata: 3\r\r").unwrap().0, 10);
+        assert_eq!(s.feed(b"data: 4\r").unwrap().0, 0);
+        assert_eq!(s.feed(b"\n\r\n").unwrap().0, 3);
+        assert_eq!(s.feed(b"data: 5\r\n").unwrap().0, 0);
+        assert_eq!(s.feed(b"\r\nx").unwrap().0, 2);
+        assert_eq!(s.feed(b"").unwrap().0, 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ def _sse(*events: dict[str, Any] | str, crlf: bool = False, named: bool = False)
     for e in events:
         if isinstance(e, str):
             out.append(e if e.startswith(":") else f"data: {e}")  # a comment, or [DONE]
-            out.append(eol)
+            out.append(eol + eol)
             continue
         data = orjson.dumps(e).decode()
         out.append(f"event: {e['type']}{eol}data: {data}{eol}" if named else f"data: {data}{eol}")

@@ -1,8 +1,9 @@
 """The native stream scanner (the same-format fast path) against the provider decoders alone.
 
-Whatever the split of a stream into network reads, `scanning_reader` must give the assembler what
-`framing_reader` gives it for the whole stream: the same answer, usage, finish reason, model and
-characters counted, or the same error at the same point.
+Whatever the split of a stream into network reads, ScanningReader must give the assembler what
+FramingReader gives it for the same reads: the same answer, usage, finish reason, model and
+characters counted, or the same error at the same point; and what it lets through to the client
+must be the stream's own bytes, whole events at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ensemble._native import StreamScanner
 from ensemble.assembly import Assembler
 from ensemble.errors import ProviderError
 from ensemble.providers.anthropic import AnthropicWire
-from ensemble.providers.base import WireFormat, framing_reader, scanning_reader
+from ensemble.providers.base import FramingReader, ScanningReader, WireFormat
 from ensemble.providers.gemini import GeminiWire
 from ensemble.providers.openai import OPENAI, OpenAIWire
 from support.recorded_streams import RECORDINGS
@@ -33,14 +34,14 @@ WIRES: dict[str, WireFormat] = {
 def assemble(wire: WireFormat, pieces: list[bytes], native: bool) -> tuple[Any, ...]:
     """(result, output chars, error) of decoding `pieces` as consecutive network reads."""
     decoder = wire.decoder()
-    read, close = scanning_reader(wire, decoder) if native else framing_reader(wire, decoder)
+    reader = ScanningReader(wire, decoder) if native else FramingReader(wire, decoder)
     asm = Assembler()
     error = None
     try:
         for piece in pieces:
-            for delta in read(piece):
+            for delta in reader.read(piece):
                 asm.feed(delta)
-        close()
+        reader.close()
     except ProviderError as e:
         error = (type(e).__name__, e.message, e.code, e.retryable, e.status)
     except Exception as e:  # a decoder bug on an odd event must at least be the same bug both ways
@@ -78,6 +79,29 @@ def test_recorded_streams_on_random_splits(name: str, cuts: list[int]) -> None:
     assert assemble(wire, pieces, native=True) == assemble(wire, pieces, native=False)
 
 
+@pytest.mark.parametrize("name", [n for n in RECORDINGS if not n.endswith("_error")])
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12))
+def test_what_goes_to_the_client_is_the_stream_in_whole_events(name: str, cuts: list[int]) -> None:
+    kind, body = RECORDINGS[name]
+    reader = ScanningReader(WIRES[kind], WIRES[kind].decoder())
+    sent = []
+    for piece in split(body.encode(), cuts):
+        reader.read(piece)
+        if reader.out:  # a blank line ends it (its CR may come without the LF, which follows)
+            assert reader.out.endswith((b"\n\n", b"\r\n\r\n", b"\r\n\r")), reader.out[-20:]
+        sent.append(reader.out)
+    assert reader.close() == b""
+    assert b"".join(sent) == body.encode()
+
+
+def test_an_unterminated_last_event_goes_out_at_the_end() -> None:
+    reader = ScanningReader(WIRES["openai"], WIRES["openai"].decoder())
+    reader.read(b'data: {"choices":[]}\n\ndata: [DONE]\n')
+    assert reader.out == b'data: {"choices":[]}\n\n'
+    assert reader.close() == b"data: [DONE]\n"
+
+
 @pytest.mark.parametrize("name", list(RECORDINGS))
 def test_byte_by_byte(name: str) -> None:
     kind, body = RECORDINGS[name]
@@ -90,7 +114,8 @@ def test_the_common_events_are_decoded_natively() -> None:
     """The point of the scanner: text fragments after the first never reach Python one by one."""
     for name, (kind, body) in RECORDINGS.items():
         scanner = StreamScanner(kind)
-        items = scanner.feed(body.encode())
+        cut, items = scanner.feed(body.encode())
+        assert cut == len(body.encode())
         hot, rare = scanner.counts
         assert hot + rare >= 4, name
         if name.endswith("_text"):
@@ -105,9 +130,9 @@ def test_an_unknown_format_is_refused() -> None:
 
 
 def test_a_line_over_the_bound_is_a_malformed_stream() -> None:
-    read, _ = scanning_reader(WIRES["openai"], WIRES["openai"].decoder())
+    reader = ScanningReader(WIRES["openai"], WIRES["openai"].decoder())
     with pytest.raises(ProviderError) as e:
-        read(b"data: " + b"x" * (1 << 20) + b"\n")
+        reader.read(b"data: " + b"x" * (1 << 20) + b"\n")
     assert e.value.code == "bad_upstream_stream"
 
 

@@ -297,8 +297,8 @@ class HttpProvider(Provider):
     async def stream(
         self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
-        """`raw`: the fast path; every network read becomes a RawBatch (its deltas and its bytes),
-        scanned natively (`scanning_reader`)."""
+        """`raw`: the fast path; every network read becomes a RawBatch (its deltas and the whole
+        events it completed, as bytes), scanned natively (ScanningReader)."""
         url, headers, body = self.wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
         # call (overall_timeout); the client's own read timers are off so there is one source of truth.
@@ -317,7 +317,9 @@ class HttpProvider(Provider):
             finally:
                 watchdog.end_read()
             decoder = self.wire.decoder()
-            read, close = scanning_reader(self.wire, decoder) if raw else framing_reader(self.wire, decoder)
+            scanning = ScanningReader(self.wire, decoder) if raw else None
+            reader = scanning or FramingReader(self.wire, decoder)
+            read = reader.read
             chunks = resp.chunks().__aiter__()
             while True:
                 watchdog.begin_read()
@@ -328,11 +330,13 @@ class HttpProvider(Provider):
                 finally:
                     watchdog.end_read()
                 batch = read(chunk)
-                if raw:
-                    yield RawBatch(batch, chunk)
+                if scanning is not None:
+                    yield RawBatch(batch, scanning.out)
                 elif batch:
                     yield batch
-            close()
+            tail = reader.close()
+            if tail:
+                yield RawBatch([], tail)
             finished = True
         except asyncio.CancelledError:
             timeout = watchdog.take_cancel()
@@ -350,10 +354,6 @@ class HttpProvider(Provider):
                     resp.close()
 
 
-# One network read → its deltas; and the end of the stream.
-ChunkReader = tuple[Callable[[bytes], list[StreamDelta]], Callable[[], None]]
-
-
 def _malformed_event(e: Exception) -> ProviderError:
     return ProviderError(
         f"malformed stream event from the provider ({type(e).__name__})", code="bad_upstream_stream"
@@ -364,16 +364,22 @@ def _malformed_stream(e: ValueError) -> ProviderError:
     return ProviderError(f"malformed stream from the provider: {e}", code="bad_upstream_stream")
 
 
-def framing_reader(wire: WireFormat, decoder: StreamDecoder) -> ChunkReader:
+class FramingReader:
     """The canonical path: the wire's framing cuts events, the decoder decodes every one."""
-    parser = wire.framing()
-    decode = decoder.decode
 
-    def read(chunk: bytes) -> list[StreamDelta]:
+    __slots__ = ("_decode", "_parser")
+
+    def __init__(self, wire: WireFormat, decoder: StreamDecoder) -> None:
+        self._parser = wire.framing()
+        self._decode = decoder.decode
+
+    def read(self, chunk: bytes) -> list[StreamDelta]:
+        """The deltas of one network read."""
         try:
-            events = parser.feed(chunk)
+            events = self._parser.feed(chunk)
         except ValueError as e:  # SseError is one
             raise _malformed_stream(e) from e
+        decode = self._decode
         batch: list[StreamDelta] = []
         for event, data, _id, _retry in events:
             try:
@@ -384,38 +390,57 @@ def framing_reader(wire: WireFormat, decoder: StreamDecoder) -> ChunkReader:
                 raise _malformed_event(e) from e
         return batch
 
-    return read, parser.close
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
 
 
-def scanning_reader(wire: WireFormat, decoder: StreamDecoder) -> ChunkReader:
+class ScanningReader:
     """The fast path: the native scanner decodes the common events of a read into runs (one delta
     each) and leaves the rest to the decoder, in stream order, so the deltas are the ones
-    `framing_reader` gives, merged (docs/performance.md)."""
-    assert wire.stream_scanner is not None
-    scanner = StreamScanner(wire.stream_scanner)
-    decode = decoder.decode
-    native_run = decoder.native_run
+    FramingReader gives, merged (docs/performance.md). `out` is what of the stream can go to the
+    client after each read: whole events only (an incomplete one waits for its end), so a stream
+    that fails leaves no half event before the error."""
 
-    def read(chunk: bytes) -> list[StreamDelta]:
+    __slots__ = ("_decode", "_native_run", "_scanner", "_tail", "out")
+
+    def __init__(self, wire: WireFormat, decoder: StreamDecoder) -> None:
+        assert wire.stream_scanner is not None
+        self._scanner = StreamScanner(wire.stream_scanner)
+        self._decode = decoder.decode
+        self._native_run = decoder.native_run
+        self._tail = b""
+        self.out = b""
+
+    def read(self, chunk: bytes) -> list[StreamDelta]:
         try:
-            items = scanner.feed(chunk)
+            cut, items = self._scanner.feed(chunk)
         except ValueError as e:
             raise _malformed_stream(e) from e
-        if len(items) == 1:  # the common read: one run of text
-            kind, key, text = items[0]
-            if kind == RUN_TEXT:
-                return [native_run(kind, key, text)]  # type: ignore[arg-type]
         batch: list[StreamDelta] = []
         for kind, key, text in items:
             try:
                 if kind == RUN_EVENT:
-                    batch += decode(key, text)  # type: ignore[arg-type]
+                    batch += self._decode(key, text)  # type: ignore[arg-type]
                 else:
-                    batch.append(native_run(kind, key, text))  # type: ignore[arg-type]
+                    batch.append(self._native_run(kind, key, text))  # type: ignore[arg-type]
             except ProviderError:
                 raise
             except (ValueError, KeyError, TypeError, IndexError) as e:
                 raise _malformed_event(e) from e
+        tail = self._tail
+        if cut == len(chunk) and not tail:
+            self.out = chunk  # the common read: whole events
+        elif cut == 0:  # no event ended in this read
+            self.out = b""
+            self._tail = tail + chunk
+        else:
+            self.out = tail + chunk[:cut]
+            self._tail = chunk[cut:]
         return batch
 
-    return read, scanner.close
+    def close(self) -> bytes:
+        """End of the stream: the bytes after its last event boundary (sent as they came)."""
+        self._scanner.close()
+        tail, self._tail = self._tail, b""
+        return tail
