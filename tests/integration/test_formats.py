@@ -692,6 +692,7 @@ def test_mid_stream_errors_in_each_format(server: Ensemble, fake: FakeUpstream) 
             headers={"x-goog-api-key": server.key},
             json=gemini_body("hi"),
         )
+    assert r.status_code == 200 and "data: " in r.text, (r.status_code, r.text)
     last = orjson.loads([line for line in r.text.splitlines() if line.startswith("data: ")][-1][6:])
     assert last["error"]["code"] == 502 and "Overloaded" in last["error"]["message"]
 

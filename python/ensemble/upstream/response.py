@@ -108,16 +108,8 @@ class BufferedResponse:
 
     async def _next(self) -> bytes | None:
         while True:
-            chunks = self._chunks
-            if chunks:
-                # Everything received since the last read, as one piece: a chunked HTTP/1.1 body
-                # arrives as one piece per HTTP chunk (an SSE event each, often many per socket
-                # read), and each piece would otherwise cost a pass through the whole stream path.
-                if len(chunks) == 1:
-                    data = chunks.popleft()
-                else:
-                    data = b"".join(chunks)
-                    chunks.clear()
+            if self._chunks:
+                data = self._chunks.popleft()
                 self._buffered -= len(data)
                 self._took(len(data), self._buffered)
                 return data
