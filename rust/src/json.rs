@@ -27,7 +27,11 @@ impl<'a> Value<'a> {
     /// The member `key` of an object (the last one if repeated), None for a missing key or a non-object.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
         match self {
-            Value::Obj(members) => members.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
+            Value::Obj(members) => members
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -75,7 +79,11 @@ fn is_zero(n: &str) -> bool {
 /// Parses one whole JSON document (surrounding whitespace allowed); None when it is not valid (or
 /// uses something this reader refuses, see the module comment).
 pub fn parse(text: &str) -> Option<Value<'_>> {
-    let mut r = Reader { s: text.as_bytes(), text, i: 0 };
+    let mut r = Reader {
+        s: text.as_bytes(),
+        text,
+        i: 0,
+    };
     let v = r.value(0)?;
     r.ws();
     (r.i == r.s.len()).then_some(v)
@@ -328,7 +336,14 @@ mod tests {
         let v = parse(r#" {"a": 1, "b": [true, null, "x\n"], "a": -2.5e3} "#).unwrap();
         assert_eq!(v.get("a"), Some(&Value::Num("-2.5e3")));
         let b = v.get("b").unwrap();
-        assert_eq!(b, &Value::Arr(vec![Value::Bool(true), Value::Null, Value::Str("x\\n", true)]));
+        assert_eq!(
+            b,
+            &Value::Arr(vec![
+                Value::Bool(true),
+                Value::Null,
+                Value::Str("x\\n", true)
+            ])
+        );
     }
 
     #[test]

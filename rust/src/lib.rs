@@ -772,14 +772,20 @@ mod bindings {
             let format = scan::Format::from_name(format).ok_or_else(|| {
                 PyValueError::new_err(format!("no stream scanner for the {format:?} wire format"))
             })?;
-            Ok(PyStreamScanner { inner: scan::StreamScanner::new(format) })
+            Ok(PyStreamScanner {
+                inner: scan::StreamScanner::new(format),
+            })
         }
 
         /// Scan one network read. Returns `(cut, items)`: the length of the read's prefix that
         /// ends at its last event boundary, and its items in order: `(kind, key, text)` runs
         /// (kind 0 text, 1 thinking, 2 tool arguments, 3 the latest usage object as JSON) and
         /// `(-1, event_type, data)` events for the provider's decoder. Raises `SseError` on bounds.
-        fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<(usize, Bound<'py, PyList>)> {
+        fn feed<'py>(
+            &mut self,
+            py: Python<'py>,
+            chunk: &[u8],
+        ) -> PyResult<(usize, Bound<'py, PyList>)> {
             let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
             let list = PyList::empty(py);
             for item in items {

@@ -56,7 +56,11 @@ pub enum RunKind {
 pub enum Item {
     /// Consecutive hot fragments for one block: `key` is the provider's block or tool-call index
     /// (OpenAI text and thinking have none: 0).
-    Run { kind: RunKind, key: i64, text: String },
+    Run {
+        kind: RunKind,
+        key: i64,
+        text: String,
+    },
     /// An event for the Python decoder, as the SSE parser cut it.
     Event { event_type: String, data: String },
 }
@@ -154,7 +158,11 @@ impl StreamScanner {
     pub fn new(format: Format) -> Self {
         StreamScanner {
             sse: SseParser::default(),
-            bounds: Boundaries { at_line_start: true, prev_cr: false, cr_ended_event: false },
+            bounds: Boundaries {
+                at_line_start: true,
+                prev_cr: false,
+                cr_ended_event: false,
+            },
             state: ScanState {
                 format,
                 items: Vec::new(),
@@ -184,7 +192,9 @@ impl StreamScanner {
     /// belong to an event still incomplete).
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(usize, Vec<Item>), SseError> {
         let state = &mut self.state;
-        let result = self.sse.feed_with(chunk, &mut |ev| state.event(ev.event_type, ev.data));
+        let result = self
+            .sse
+            .feed_with(chunk, &mut |ev| state.event(ev.event_type, ev.data));
         state.flush_usage();
         let items = std::mem::take(&mut state.items);
         result?;
@@ -215,19 +225,31 @@ impl ScanState {
             None => {
                 self.rare_events += 1;
                 self.flush_usage();
-                self.items.push(Item::Event { event_type: event_type.to_owned(), data: data.to_owned() });
+                self.items.push(Item::Event {
+                    event_type: event_type.to_owned(),
+                    data: data.to_owned(),
+                });
             }
         }
     }
 
     fn flush_usage(&mut self) {
         if let Some(raw) = self.pending_usage.take() {
-            self.items.push(Item::Run { kind: RunKind::Usage, key: 0, text: raw });
+            self.items.push(Item::Run {
+                kind: RunKind::Usage,
+                key: 0,
+                text: raw,
+            });
         }
     }
 
     fn append(&mut self, kind: RunKind, key: i64, text: String) {
-        if let Some(Item::Run { kind: k, key: last, text: run }) = self.items.last_mut() {
+        if let Some(Item::Run {
+            kind: k,
+            key: last,
+            text: run,
+        }) = self.items.last_mut()
+        {
             if *k == kind && *last == key {
                 run.push_str(&text);
                 return;
@@ -263,13 +285,22 @@ impl ScanState {
     }
 
     fn openai_note(&mut self, chunk: &Value<'_>) {
-        let Some(Value::Arr(choices)) = chunk.get("choices") else { return };
+        let Some(Value::Arr(choices)) = chunk.get("choices") else {
+            return;
+        };
         for choice in choices {
-            if !matches!(choice, Value::Obj(_)) || choice.get("index").map_or(Some(0), Value::as_int) != Some(0) {
+            if !matches!(choice, Value::Obj(_))
+                || choice.get("index").map_or(Some(0), Value::as_int) != Some(0)
+            {
                 continue;
             }
-            let Some(delta) = choice.get("delta") else { continue };
-            let reasoning = delta.get("reasoning_content").filter(|v| v.truthy()).or(delta.get("reasoning"));
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            let reasoning = delta
+                .get("reasoning_content")
+                .filter(|v| v.truthy())
+                .or(delta.get("reasoning"));
             if reasoning.is_some_and(Value::truthy) {
                 self.openai_thinking = true;
             }
@@ -343,7 +374,9 @@ impl ScanState {
     /// Mirrors which block the decoder leaves open after a rare chunk.
     fn gemini_note(&mut self, chunk: &Value<'_>) {
         let parts = gemini_parts(chunk);
-        let Some(Value::Arr(parts)) = parts else { return };
+        let Some(Value::Arr(parts)) = parts else {
+            return;
+        };
         for part in parts {
             if part.get("functionCall").is_some() {
                 self.gemini_open = GeminiOpen::None;
@@ -361,7 +394,10 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
     if chunk.get("usage").is_some_and(|u| !u.is_null()) {
         return None;
     }
-    if chunk.get("model").is_some_and(|m| !matches!(m, Value::Null | Value::Str(..))) {
+    if chunk
+        .get("model")
+        .is_some_and(|m| !matches!(m, Value::Null | Value::Str(..)))
+    {
         return None; // a wrongly typed field sends the decoder down its generic path
     }
     let choices = match chunk.get("choices") {
@@ -389,7 +425,9 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
     let text = |name: &str| -> Option<Option<String>> {
         match delta.get(name) {
             None | Some(Value::Null) => Some(None),
-            Some(v @ Value::Str(..)) => Some(Some(v.as_str()?.into_owned()).filter(|t| !t.is_empty())),
+            Some(v @ Value::Str(..)) => {
+                Some(Some(v.as_str()?.into_owned()).filter(|t| !t.is_empty()))
+            }
             _ => None, // wrongly typed: the generic path
         }
     };
@@ -408,7 +446,9 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
         (Some(t), None, None) if s.openai_text => Some(Hot::Append(RunKind::Text, 0, t)),
         (None, Some(r), None) if s.openai_thinking => Some(Hot::Append(RunKind::Thinking, 0, r)),
         (None, None, Some(calls)) => {
-            let [call] = calls.as_slice() else { return None };
+            let [call] = calls.as_slice() else {
+                return None;
+            };
             let Value::Obj(_) = call else { return None };
             let slot = call.get("index").map_or(Some(0), Value::as_int)?;
             if !s.openai_slots.contains(&slot) || call.get("id").is_some_and(|v| !v.is_null()) {
@@ -422,7 +462,11 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
                 None | Some(Value::Null) => Some(Hot::Nothing),
                 Some(v @ Value::Str(..)) => {
                     let args = v.as_str()?.into_owned();
-                    Some(if args.is_empty() { Hot::Nothing } else { Hot::Append(RunKind::Args, slot, args) })
+                    Some(if args.is_empty() {
+                        Hot::Nothing
+                    } else {
+                        Hot::Append(RunKind::Args, slot, args)
+                    })
                 }
                 _ => None,
             }
@@ -432,14 +476,23 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
 }
 
 fn gemini_parts<'v, 'a>(chunk: &'v Value<'a>) -> Option<&'v Value<'a>> {
-    let Some(Value::Arr(candidates)) = chunk.get("candidates") else { return None };
+    let Some(Value::Arr(candidates)) = chunk.get("candidates") else {
+        return None;
+    };
     candidates.first()?.get("content")?.get("parts")
 }
 
 fn gemini_hot(chunk: &Value<'_>, open: GeminiOpen) -> Option<Hot> {
-    let Value::Obj(members) = chunk else { return None };
+    let Value::Obj(members) = chunk else {
+        return None;
+    };
     // Only these members: anything else (an error, prompt feedback, …) is the decoder's.
-    if members.iter().any(|(k, _)| !matches!(*k, "candidates" | "usageMetadata" | "modelVersion" | "responseId")) {
+    if members.iter().any(|(k, _)| {
+        !matches!(
+            *k,
+            "candidates" | "usageMetadata" | "modelVersion" | "responseId"
+        )
+    }) {
         return None;
     }
     let usage = match chunk.get("usageMetadata") {
@@ -468,7 +521,9 @@ fn gemini_hot(chunk: &Value<'_>, open: GeminiOpen) -> Option<Hot> {
 /// Some(Some(text)) for a candidate that only appends text to the open text block, Some(None) for
 /// one that does nothing, None when the decoder must see it.
 fn gemini_candidate_text(candidate: &Value<'_>, open: GeminiOpen) -> Option<Option<String>> {
-    let Value::Obj(members) = candidate else { return None };
+    let Value::Obj(members) = candidate else {
+        return None;
+    };
     if members.iter().any(|(k, v)| match *k {
         "content" | "index" | "safetyRatings" | "citationMetadata" => false,
         "finishReason" => v.truthy(),
@@ -490,13 +545,20 @@ fn gemini_candidate_text(candidate: &Value<'_>, open: GeminiOpen) -> Option<Opti
         [one] => one,
         _ => return None,
     };
-    let Value::Obj(fields) = part else { return None };
-    if fields.iter().any(|(k, _)| !matches!(*k, "text" | "thoughtSignature")) {
+    let Value::Obj(fields) = part else {
+        return None;
+    };
+    if fields
+        .iter()
+        .any(|(k, _)| !matches!(*k, "text" | "thoughtSignature"))
+    {
         return None; // thought, functionCall, inline data, …
     }
     match part.get("text") {
-        Some(v @ Value::Str(..)) if v.truthy() && open == GeminiOpen::Text => Some(Some(v.as_str()?.into_owned())),
-        Some(Value::Str(s, _)) if s.is_empty() => Some(None),
+        Some(v @ Value::Str(..)) if v.truthy() && open == GeminiOpen::Text => {
+            Some(Some(v.as_str()?.into_owned()))
+        }
+        Some(Value::Str("", _)) => Some(None),
         _ => None,
     }
 }
@@ -549,11 +611,18 @@ mod tests {
     use super::*;
 
     fn run(kind: RunKind, key: i64, text: &str) -> Item {
-        Item::Run { kind, key, text: text.to_owned() }
+        Item::Run {
+            kind,
+            key,
+            text: text.to_owned(),
+        }
     }
 
     fn event(data: &str) -> Item {
-        Item::Event { event_type: "message".into(), data: data.into() }
+        Item::Event {
+            event_type: "message".into(),
+            data: data.into(),
+        }
     }
 
     #[test]
@@ -573,9 +642,14 @@ mod tests {
     #[test]
     fn events_split_across_reads_are_scanned_once_whole() {
         let mut s = StreamScanner::new(Format::OpenAI);
-        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n").unwrap().1;
+        s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n")
+            .unwrap();
         let mut out = Vec::new();
-        for piece in [&b"data: {\"choices\":[{\"del"[..], b"ta\":{\"content\":\"b\"}}]}\r", b"\n\r\n"] {
+        for piece in [
+            &b"data: {\"choices\":[{\"del"[..],
+            b"ta\":{\"content\":\"b\"}}]}\r",
+            b"\n\r\n",
+        ] {
             out.extend(s.feed(piece).unwrap().1);
         }
         assert_eq!(out, vec![run(RunKind::Text, 0, "b")]);
@@ -596,13 +670,17 @@ mod tests {
             assert_eq!(items, vec![event(data)], "{data}");
         }
         let args = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#;
-        assert_eq!(s.feed(format!("data: {args}\n\n").as_bytes()).unwrap().1, vec![run(RunKind::Args, 0, "{\"a\"")]);
+        assert_eq!(
+            s.feed(format!("data: {args}\n\n").as_bytes()).unwrap().1,
+            vec![run(RunKind::Args, 0, "{\"a\"")]
+        );
     }
 
     #[test]
     fn anthropic_deltas_and_pings() {
         let mut s = StreamScanner::new(Format::Anthropic);
-        let start = r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+        let start =
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
         let body = format!(
             "event: content_block_start\ndata: {start}\n\nevent: ping\ndata: {{\"type\": \"ping\"}}\n\n\
              event: content_block_delta\ndata: {}\n\nevent: content_block_delta\ndata: {}\n\n",
@@ -613,7 +691,10 @@ mod tests {
         assert_eq!(
             items,
             vec![
-                Item::Event { event_type: "content_block_start".into(), data: start.into() },
+                Item::Event {
+                    event_type: "content_block_start".into(),
+                    data: start.into()
+                },
                 run(RunKind::Text, 0, "Hi!"),
             ]
         );
@@ -627,8 +708,14 @@ mod tests {
                 "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{j}\"}}}}\n\n"
             )
         };
-        assert!(matches!(s.feed(frag("{").as_bytes()).unwrap().1[..], [Item::Event { .. }]));
-        assert_eq!(s.feed((frag("}") + &frag("")).as_bytes()).unwrap().1, vec![run(RunKind::Args, 1, "}")]);
+        assert!(matches!(
+            s.feed(frag("{").as_bytes()).unwrap().1[..],
+            [Item::Event { .. }]
+        ));
+        assert_eq!(
+            s.feed((frag("}") + &frag("")).as_bytes()).unwrap().1,
+            vec![run(RunKind::Args, 1, "}")]
+        );
     }
 
     #[test]
@@ -642,14 +729,35 @@ mod tests {
         let only_text = |t: &str| {
             format!("data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{t}\"}}],\"role\":\"model\"}}}}]}}\n\n")
         };
-        let items = s.feed((chunk("a", 1) + &only_text("b") + &only_text("c")).as_bytes()).unwrap().1;
+        let items = s
+            .feed((chunk("a", 1) + &only_text("b") + &only_text("c")).as_bytes())
+            .unwrap()
+            .1;
         assert!(matches!(items[0], Item::Event { .. }), "{items:?}");
         assert_eq!(items[1..], [run(RunKind::Text, 0, "bc")]);
         let usage_only = "data: {\"usageMetadata\":{\"promptTokenCount\":3}}\n\n";
-        let items = s.feed((only_text("d") + usage_only + usage_only).as_bytes()).unwrap().1;
-        assert_eq!(items, vec![run(RunKind::Text, 0, "d"), run(RunKind::Usage, 0, "{\"promptTokenCount\":3}")]);
-        let items = s.feed((chunk("e", 8) + &chunk("f", 9)).as_bytes()).unwrap().1;
-        assert_eq!(items, vec![run(RunKind::Text, 0, "ef"), run(RunKind::Usage, 0, "{\"promptTokenCount\":9}")]);
+        let items = s
+            .feed((only_text("d") + usage_only + usage_only).as_bytes())
+            .unwrap()
+            .1;
+        assert_eq!(
+            items,
+            vec![
+                run(RunKind::Text, 0, "d"),
+                run(RunKind::Usage, 0, "{\"promptTokenCount\":3}")
+            ]
+        );
+        let items = s
+            .feed((chunk("e", 8) + &chunk("f", 9)).as_bytes())
+            .unwrap()
+            .1;
+        assert_eq!(
+            items,
+            vec![
+                run(RunKind::Text, 0, "ef"),
+                run(RunKind::Usage, 0, "{\"promptTokenCount\":9}")
+            ]
+        );
     }
 
     #[test]

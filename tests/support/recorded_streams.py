@@ -1,8 +1,9 @@
 """Recorded provider streams, byte for byte as the providers frame them: text, tool calls, thinking,
 usage reported in different places, mid-stream errors, comments and CRLF framing.
 
-Each is (provider type, the ingress format whose clients could take it unchanged, the body). Tests
-replay them through the fake upstream (`stream_body` behaviour) or straight into the decoders.
+Each is (provider type, its events): the provider type is also the ingress format whose clients can
+take the stream unchanged, and each event is one write of the provider (its terminator included).
+Tests replay them through the fake upstream (the `stream_body` behaviour) or into the decoders.
 Every id is fixed (Gemini calls carry one) so two runs of the same recording store the same answer.
 """
 
@@ -13,18 +14,16 @@ from typing import Any
 import orjson
 
 
-def _sse(*events: dict[str, Any] | str, crlf: bool = False, named: bool = False) -> str:
+def _sse(*events: dict[str, Any] | str, crlf: bool = False, named: bool = False) -> list[str]:
     eol = "\r\n" if crlf else "\n"
     out = []
     for e in events:
         if isinstance(e, str):
-            out.append(e if e.startswith(":") else f"data: {e}")  # a comment, or [DONE]
-            out.append(eol + eol)
+            out.append((e if e.startswith(":") else f"data: {e}") + eol + eol)  # a comment, or [DONE]
             continue
         data = orjson.dumps(e).decode()
-        out.append(f"event: {e['type']}{eol}data: {data}{eol}" if named else f"data: {data}{eol}")
-        out.append(eol)
-    return "".join(out)
+        out.append((f"event: {e['type']}{eol}data: {data}{eol}" if named else f"data: {data}{eol}") + eol)
+    return out
 
 
 # --- OpenAI chat.completion.chunk ----------------------------------------------------------
@@ -47,7 +46,7 @@ def _usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) ->
     }
 
 
-_WORDS = ["Hello", "!", " A \"quoted\"", " line\nbreak", " café ☕", " emoji 😀", " back\\slash", " end."]
+_WORDS = ["Hello", "!", ' A "quoted"', " line\nbreak", " café ☕", " emoji 😀", " back\\slash", " end."]
 
 OPENAI_TEXT = _sse(
     _chunk({"role": "assistant", "content": "", "refusal": None}),
@@ -89,11 +88,19 @@ OPENAI_TOOLS = _sse(
     _chunk(
         {
             "tool_calls": [
-                {"index": 1, "id": "call_rec_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}
+                {
+                    "index": 1,
+                    "id": "call_rec_b",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": ""},
+                }
             ]
         }
     ),
-    *(_chunk({"tool_calls": [{"index": 1, "function": {"arguments": frag}}]}) for frag in ['{"tz"', ': "CET"}']),
+    *(
+        _chunk({"tool_calls": [{"index": 1, "function": {"arguments": frag}}]})
+        for frag in ['{"tz"', ': "CET"}']
+    ),
     _chunk({}, "tool_calls"),
     {**_HEAD, "choices": [], "usage": _usage(40, 22)},
     "[DONE]",
@@ -218,7 +225,11 @@ def _gemini(
 
 
 def _gusage(prompt: int, out: int, thoughts: int = 0) -> dict[str, Any]:
-    usage = {"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out + thoughts}
+    usage = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": out,
+        "totalTokenCount": prompt + out + thoughts,
+    }
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
     return usage
@@ -260,7 +271,7 @@ GEMINI_ERROR = _sse(
     crlf=True,
 )
 
-RECORDINGS: dict[str, tuple[str, str]] = {
+RECORDINGS: dict[str, tuple[str, list[str]]] = {
     "openai_text": ("openai", OPENAI_TEXT),
     "openai_usage_in_last": ("openai", OPENAI_USAGE_IN_LAST),
     "openai_tools": ("openai", OPENAI_TOOLS),
@@ -274,3 +285,8 @@ RECORDINGS: dict[str, tuple[str, str]] = {
     "gemini_thoughts_tool": ("gemini", GEMINI_THOUGHTS_TOOL),
     "gemini_error": ("gemini", GEMINI_ERROR),
 }
+
+
+def body(name: str) -> bytes:
+    """A recording's whole stream, as the provider sent it."""
+    return "".join(RECORDINGS[name][1]).encode()

@@ -8,6 +8,7 @@ must be the stream's own bytes, whole events at a time.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from ensemble.providers.anthropic import AnthropicWire
 from ensemble.providers.base import FramingReader, ScanningReader, WireFormat
 from ensemble.providers.gemini import GeminiWire
 from ensemble.providers.openai import OPENAI, OpenAIWire
-from support.recorded_streams import RECORDINGS
+from support.recorded_streams import RECORDINGS, body
 
 WIRES: dict[str, WireFormat] = {
     "openai": OpenAIWire(OPENAI),
@@ -56,25 +57,23 @@ def assemble(wire: WireFormat, pieces: list[bytes], native: bool) -> tuple[Any, 
 def split(body: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(body) + 1) for c in cuts})
     edges = [0, *points, len(body)]
-    return [body[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
 @pytest.mark.parametrize("name", list(RECORDINGS))
 def test_recorded_streams_whole(name: str) -> None:
-    kind, body = RECORDINGS[name]
-    wire = WIRES[kind]
-    canonical = assemble(wire, [body.encode()], native=False)
+    wire = WIRES[RECORDINGS[name][0]]
+    canonical = assemble(wire, [body(name)], native=False)
     assert canonical[0].blocks or canonical[2], "the recording decodes to something"
-    assert assemble(wire, [body.encode()], native=True) == canonical
+    assert assemble(wire, [body(name)], native=True) == canonical
 
 
 @pytest.mark.parametrize("name", list(RECORDINGS))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12))
 def test_recorded_streams_on_random_splits(name: str, cuts: list[int]) -> None:
-    kind, body = RECORDINGS[name]
-    wire = WIRES[kind]
-    pieces = split(body.encode(), cuts)
+    wire = WIRES[RECORDINGS[name][0]]
+    pieces = split(body(name), cuts)
     # The same reads both ways: a stream that fails keeps what the reads before the failure gave.
     assert assemble(wire, pieces, native=True) == assemble(wire, pieces, native=False)
 
@@ -83,16 +82,16 @@ def test_recorded_streams_on_random_splits(name: str, cuts: list[int]) -> None:
 @settings(max_examples=30, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12))
 def test_what_goes_to_the_client_is_the_stream_in_whole_events(name: str, cuts: list[int]) -> None:
-    kind, body = RECORDINGS[name]
+    kind = RECORDINGS[name][0]
     reader = ScanningReader(WIRES[kind], WIRES[kind].decoder())
     sent = []
-    for piece in split(body.encode(), cuts):
+    for piece in split(body(name), cuts):
         reader.read(piece)
         if reader.out:  # a blank line ends it (its CR may come without the LF, which follows)
             assert reader.out.endswith((b"\n\n", b"\r\n\r\n", b"\r\n\r")), reader.out[-20:]
         sent.append(reader.out)
     assert reader.close() == b""
-    assert b"".join(sent) == body.encode()
+    assert b"".join(sent) == body(name)
 
 
 def test_an_unterminated_last_event_goes_out_at_the_end() -> None:
@@ -104,18 +103,18 @@ def test_an_unterminated_last_event_goes_out_at_the_end() -> None:
 
 @pytest.mark.parametrize("name", list(RECORDINGS))
 def test_byte_by_byte(name: str) -> None:
-    kind, body = RECORDINGS[name]
-    raw = body.encode()
+    kind = RECORDINGS[name][0]
+    raw = body(name)
     pieces = [raw[i : i + 1] for i in range(len(raw))]
     assert assemble(WIRES[kind], pieces, native=True) == assemble(WIRES[kind], pieces, native=False)
 
 
 def test_the_common_events_are_decoded_natively() -> None:
     """The point of the scanner: text fragments after the first never reach Python one by one."""
-    for name, (kind, body) in RECORDINGS.items():
+    for name, (kind, _) in RECORDINGS.items():
         scanner = StreamScanner(kind)
-        cut, items = scanner.feed(body.encode())
-        assert cut == len(body.encode())
+        cut, items = scanner.feed(body(name))
+        assert cut == len(body(name))
         hot, rare = scanner.counts
         assert hot + rare >= 4, name
         if name.endswith("_text"):
@@ -150,7 +149,11 @@ def _openai_event(draw: Any) -> str:
     if shape == 1:
         return orjson.dumps({"error": {"message": draw(TEXT)}}).decode()
     if shape == 2:
-        return draw(st.sampled_from(["{", "[]", '"x"', '{"choices": 5}', "{\"choices\":[{\"delta\":{\"content\":\"\\ud800\"}}]}"]))
+        return draw(
+            st.sampled_from(
+                ["{", "[]", '"x"', '{"choices": 5}', '{"choices":[{"delta":{"content":"\\ud800"}}]}']
+            )
+        )
     delta: dict[str, Any] = {}
     if shape in (3, 4, 5):
         delta["content"] = draw(TEXT)
@@ -191,9 +194,17 @@ def _anthropic_event(draw: Any) -> tuple[str, str]:
     elif shape == 2:
         payload = {"type": "content_block_stop", "index": index}
     elif shape == 6:
-        payload = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
+        payload = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": 3},
+        }
     elif shape == 7:
-        payload = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": draw(NULLISH)}}
+        payload = {
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "text_delta", "text": draw(NULLISH)},
+        }
     else:
         kind, field = draw(
             st.sampled_from(

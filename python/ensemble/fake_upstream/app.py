@@ -331,7 +331,8 @@ class FakeUpstream:
         if reply is None and beh is not None and beh.status is not None:
             reply = provider.error(beh.status, beh.message, beh.retry_after)
         if reply is None and beh is not None and beh.stream_body is not None:
-            reply = StreamReply([SSE_CT], [(beh.stream_body.encode(),)], (_MALFORMED_RAW,), sse=False)
+            events: list[Event] = [(item.encode(),) for item in beh.stream_body]
+            reply = StreamReply([SSE_CT], events, (_MALFORMED_RAW,), sse=False)
         if reply is None:
             reply = provider.handle(ctx)
         if cfg.latency_ms and watch is not None and not await watch.sleep(cfg.latency_ms / 1000):

@@ -148,9 +148,9 @@ class Behavior:
     malformed_after_chunks: int | None = None  # garbage event after k events, then end
     error_event_after_chunks: int | None = None  # provider error event after k events, then end
     close_connection: bool = False  # close the connection without any response
-    # Answer a streamed request with exactly these bytes (a recorded stream), in `split_bytes`
-    # pieces when the endpoint sets it; the request's own content is ignored.
-    stream_body: str | None = None
+    # Answer a streamed request with exactly these bytes (a recorded stream; a list: one write per
+    # item, each an event for chunk_gap_ms and the mid-stream behaviours); the request is ignored.
+    stream_body: list[str] | None = None
 
     @classmethod
     def parse(cls, data: Any) -> tuple[Behavior, int]:
@@ -181,7 +181,10 @@ class Behavior:
             elif key == "close_connection":
                 b.close_connection = _as_bool(key, value)
             elif key == "stream_body":
-                b.stream_body = _as_opt_str(key, value)
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                    raise ControlError("stream_body: expected a string or a list of strings")
+                b.stream_body = items
             else:
                 raise ControlError(f"{key}: unknown behavior field")
         return b, count
