@@ -16,6 +16,7 @@ __all__ = [
     "RateLimiter",
     "SseError",
     "SseParser",
+    "StreamScanner",
     "__version__",
     "build_profile",
     "constant_time_eq",
