@@ -19,7 +19,6 @@ from ensemble.batch.routes import cancel_owned, owned, parse_items, service
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import InvalidRequest
 from ensemble.server.http import Request
-from ensemble.server.inference import authenticate
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.types import InferenceRequest, InferenceResponse
@@ -98,7 +97,7 @@ def result_line(custom_id: str, result: dict[str, Any]) -> bytes:
 
 
 async def create(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     body = decode_object(await req.body(rt.config.server.max_request_bytes))
     svc = service(rt)
     items = parse_items(svc, key, body.get("requests"), _params)
@@ -126,7 +125,7 @@ def _cursor(req: Request, name: str) -> str | None:
 
 
 async def list_batches(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     limit = _limit(req)
     rows = await service(rt).store.list_batches(
         key.key_id, limit + 1, _cursor(req, "before_id"), _cursor(req, "after_id")
@@ -142,12 +141,12 @@ async def list_batches(rt: Runtime, req: Request) -> None:
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     req.send(200, orjson.dumps(batch_object(await owned(rt, req, key))))
 
 
 async def results(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     row = await owned(rt, req, key)
     if row.status != "ended":
         raise InvalidRequest(

@@ -16,7 +16,6 @@ from ensemble.batch.service import MAX_ITEMS, BatchService
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import EnsembleError, InvalidRequest, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import authenticate
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
@@ -116,7 +115,7 @@ async def owned(rt: Runtime, req: Request, key: KeyRecord) -> BatchRow:
 
 
 async def create(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     body = decode_object(await req.body(rt.config.server.max_request_bytes))
     svc = service(rt)
     items = parse_items(svc, key, body.get("requests"), _native_fields)
@@ -137,13 +136,13 @@ async def create(rt: Runtime, req: Request) -> None:
 
 
 async def get(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     req.send(200, orjson.dumps(native_view(await owned(rt, req, key))))
 
 
 async def results(rt: Runtime, req: Request) -> None:
     """JSONL, one line per finished item in submission order (so far, while the batch runs)."""
-    key = authenticate(rt, req)
+    key = req.client
     row = await owned(rt, req, key)
     lines = [
         b'{"custom_id":' + orjson.dumps(custom_id) + b',"result":' + orjson.dumps(result) + b"}\n"
@@ -159,7 +158,7 @@ async def results(rt: Runtime, req: Request) -> None:
 
 async def cancel_owned(rt: Runtime, req: Request) -> BatchRow:
     """Cancel the caller's batch named in the path (both batch APIs' cancel route); its row after."""
-    key = authenticate(rt, req)
+    key = req.client
     row = await owned(rt, req, key)
     await service(rt).store.cancel(row.id, key.key_id)
     updated = await service(rt).store.get(row.id, key.key_id)

@@ -19,7 +19,7 @@ from ensemble.batch import anthropic_routes as anthropic_batch_routes
 from ensemble.batch import routes as batch_routes
 from ensemble.config import Config, load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import admin, admin_series, errors, formats, inference, info, ui, websocket
+from ensemble.server import access, admin, errors, formats, inference, info, ui, websocket
 from ensemble.server.busy_poll import BusyPoll
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.reload import Reloader
@@ -32,23 +32,25 @@ log = logging.getLogger("ensemble.server")
 CONFIG_ENV = "ENSEMBLE_CONFIG_FILE"  # how `ensemble serve` tells worker processes which config to load
 OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the command line, as JSON
 
+# Every route the server answers, each with the authentication the dispatcher enforces (access.py).
+ROUTES = (
+    inference.ROUTES
+    + formats.ROUTES
+    + info.ROUTES
+    + admin.ROUTES
+    + ui.ROUTES
+    + telemetry_routes.ROUTES
+    + batch_routes.ROUTES
+    + anthropic_batch_routes.ROUTES
+)
+
 
 class App:
     def __init__(self, config: Config) -> None:
         self.runtime = Runtime(config)
         self.reloader = Reloader(self.runtime, served_config)
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
-        self.routes = RouteTable(
-            inference.ROUTES
-            + formats.ROUTES
-            + info.ROUTES
-            + admin.ROUTES
-            + admin_series.ROUTES
-            + ui.ROUTES
-            + telemetry_routes.ROUTES
-            + batch_routes.ROUTES
-            + anthropic_batch_routes.ROUTES
-        )
+        self.routes = RouteTable(ROUTES)
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -103,6 +105,8 @@ class App:
             req.family = family = route.family
             req.params = params
             route_path = route.path
+            if route.auth != "none":
+                access.check(route.auth, self.runtime.auth, req)
             await route.handler(self.runtime, req)
             status = req.status
         except EnsembleError as e:

@@ -9,13 +9,11 @@ from urllib.parse import parse_qs
 import orjson
 
 from ensemble.api import anthropic, gemini
-from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
-from ensemble.storage.keys import KeyRecord
 from ensemble.types import InferenceResponse, StreamDelta
 
 
@@ -40,7 +38,7 @@ class AnthropicEvents:
 
 
 async def messages(rt: Runtime, req: Request) -> None:
-    key = rt.auth.authenticate(presented_key(req.headers))
+    key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     beta = req.header("anthropic-beta")
@@ -58,7 +56,7 @@ async def messages(rt: Runtime, req: Request) -> None:
 
 
 async def count_tokens(rt: Runtime, req: Request) -> None:
-    key = rt.auth.authenticate(presented_key(req.headers))
+    key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
     rt.auth.authorize_model(key, request.model)
     if rt.gateway is not None and not rt.gateway.router.knows(request.model):
@@ -66,18 +64,8 @@ async def count_tokens(rt: Runtime, req: Request) -> None:
     req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
 
 
-def _gemini_key(rt: Runtime, req: Request) -> KeyRecord:
-    """Gemini SDKs send `x-goog-api-key`; REST examples put the key in `?key=`."""
-    presented = presented_key(req.headers)
-    if presented is None:
-        query = parse_qs(req.scope.query_string or "")
-        values = query.get("key")
-        presented = values[0] if values else None
-    return rt.auth.authenticate(presented)
-
-
 async def generate_content(rt: Runtime, req: Request) -> None:
-    key = _gemini_key(rt, req)
+    key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
@@ -88,7 +76,7 @@ async def generate_content(rt: Runtime, req: Request) -> None:
 
 
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
-    key = _gemini_key(rt, req)
+    key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=True)
     apply_session_header(request, req)

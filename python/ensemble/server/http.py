@@ -20,6 +20,7 @@ from granian.rsgi import Scope
 
 from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
 from ensemble.logs import redact
+from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
 Headers = list[tuple[str, str]]
@@ -178,6 +179,7 @@ class StreamSink:
 
 class Request:
     __slots__ = (
+        "_client",
         "call",
         "family",
         "params",
@@ -198,6 +200,7 @@ class Request:
         self.responded = False
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
+        self._client: KeyRecord | None = None
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()
@@ -209,6 +212,17 @@ class Request:
                 "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
             )
+
+    @property
+    def client(self) -> KeyRecord:
+        """The caller's key record, on routes whose auth is "client" (the dispatcher checked it)."""
+        if self._client is None:
+            raise RuntimeError(f"{self.path}: its route does not authenticate clients (auth='client')")
+        return self._client
+
+    @client.setter
+    def client(self, record: KeyRecord) -> None:
+        self._client = record
 
     @property
     def method(self) -> str:

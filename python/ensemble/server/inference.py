@@ -1,7 +1,8 @@
 """Inference routes: native generate / stream / text stream and OpenAI chat completions.
 
-Each handler: authenticate → parse its format → gateway → render. Every stream format goes through
-one pump, so disconnect handling and mid-stream errors behave the same everywhere.
+Each handler: parse its format → gateway → render (the dispatcher authenticated the caller before:
+`req.client`). Every stream format goes through one pump, so disconnect handling and mid-stream
+errors behave the same everywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Protocol
 
 from ensemble import telemetry
 from ensemble.api import native, openai
-from ensemble.auth import presented_key
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
 from ensemble.providers.base import RawBatch
@@ -120,10 +120,6 @@ def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
         headers.append(("x-ensemble-route-reason", ctx.route.reason))
     headers.append(("x-ensemble-overhead-ms", f"{overhead_ms:.3f}"))
     return headers + rate_limit_headers(ctx.rate_limit)
-
-
-def authenticate(rt: Runtime, req: Request) -> KeyRecord:
-    return rt.auth.authenticate(presented_key(req.headers))
 
 
 def apply_session_header(request: InferenceRequest, req: Request) -> None:
@@ -331,7 +327,7 @@ async def run_stream(
 
 
 async def generate(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
@@ -341,7 +337,7 @@ async def generate(rt: Runtime, req: Request) -> None:
 
 
 async def stream_blocks(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
@@ -349,7 +345,7 @@ async def stream_blocks(rt: Runtime, req: Request) -> None:
 
 
 async def stream_text(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     request.stream = True
@@ -357,7 +353,7 @@ async def stream_text(rt: Runtime, req: Request) -> None:
 
 
 async def chat_completions(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     if request.stream:

@@ -11,7 +11,6 @@ import orjson
 from ensemble.api import openai
 from ensemble.errors import NotFound, Overloaded
 from ensemble.server.http import Request
-from ensemble.server.inference import authenticate
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 
@@ -56,17 +55,15 @@ def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
 
 
 async def models(rt: Runtime, req: Request) -> None:
-    authenticate(rt, req)
     req.send(200, orjson.dumps({"models": _model_entries(rt)}))
 
 
 async def openai_models(rt: Runtime, req: Request) -> None:
-    authenticate(rt, req)
     req.send(200, openai.render_models([(m["id"], m["provider"]) for m in _model_entries(rt)]))
 
 
 async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
-    key = authenticate(rt, req)
+    key = req.client
     request_id = req.params["request_id"]
     assert rt.db is not None and rt.request_log is not None
     await rt.request_log.flush()  # this worker's unwritten answers become visible
@@ -104,7 +101,7 @@ async def _shared(rt: Runtime, request_id: str, key_id: str) -> tuple[Any, ...] 
 
 
 async def status(rt: Runtime, req: Request) -> None:
-    key = authenticate(rt, req)
+    key = req.client
     live = rt.inflight.get(req.params["request_id"], key.key_id)
     if live is not None:  # being answered by this worker right now
         body = {
@@ -139,8 +136,8 @@ async def retrieve(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("GET", "/health", health, auth=False),
-    Route("GET", "/api/v1/health", health, auth=False),
+    Route("GET", "/health", health, auth="none"),
+    Route("GET", "/api/v1/health", health, auth="none"),
     Route("GET", "/api/v1/models", models),
     Route("GET", "/v1/models", openai_models, family="openai"),
     Route("GET", "/api/v1/status/{request_id}", status),

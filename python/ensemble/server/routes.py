@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ensemble.errors import MethodNotAllowed, NotFound
+from ensemble.server.access import Auth
 from ensemble.server.http import Family, Request
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Route:
     path: str  # "/api/v1/status/{request_id}": a {name} matches one path segment
     handler: Handler
     family: Family = "native"
-    auth: bool = True  # documentation only: handlers authenticate themselves
+    auth: Auth = "client"  # who may call it, checked by the dispatcher before the handler (access.py)
 
 
 class RouteTable:

@@ -17,7 +17,7 @@ from importlib.resources.abc import Traversable
 import orjson
 
 from ensemble.errors import NotFound
-from ensemble.server.admin import ADMIN_KEY_ENV
+from ensemble.server.access import ADMIN_KEY_ENV
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -143,8 +143,8 @@ async def not_built(rt: Runtime, req: Request) -> None:
 
 
 ROUTES = [
-    Route("GET", "/ui", redirect, auth=False),
-    Route("GET", PREFIX + "state", state, auth=False),
-    *(Route("GET", path, serve, auth=False) for path in ASSETS),
-    *([] if PREFIX in ASSETS else [Route("GET", PREFIX, not_built, auth=False)]),
+    Route("GET", "/ui", redirect, auth="none"),
+    Route("GET", PREFIX + "state", state, auth="none"),
+    *(Route("GET", path, serve, auth="none") for path in ASSETS),
+    *([] if PREFIX in ASSETS else [Route("GET", PREFIX, not_built, auth="none")]),
 ]

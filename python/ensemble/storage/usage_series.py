@@ -15,20 +15,12 @@ Group = Literal["model", "provider", "key_id"]
 
 BUCKETS: tuple[Bucket, ...] = ("hour", "day")
 GROUPS: tuple[Group, ...] = ("model", "provider", "key_id")
-COLUMNS = (
-    "requests",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "cost_micro_dollars",
-)
 
 _PREFIX = {"hour": 13, "day": 10}  # characters of created_at naming the bucket: YYYY-MM-DDTHH | YYYY-MM-DD
 
-Row = tuple[str, str, tuple[int, ...]]  # (bucket start as YYYY-MM-DDTHH:00:00Z, group value, COLUMNS)
+Row = tuple[
+    str, str, tuple[int, ...]
+]  # (bucket start as YYYY-MM-DDTHH:00:00Z, group value, usage_daily.COLUMNS)
 
 
 def bucket_label(prefix: str, bucket: Bucket) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ensemble import telemetry
 from ensemble.errors import NotFound
-from ensemble.server.admin import require_admin
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -14,11 +13,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def metrics(rt: Runtime, req: Request) -> None:
-    require_admin(req)
     m = telemetry.metrics
     if m is None:
         raise NotFound("metrics are disabled (telemetry.prometheus: false)", code="metrics_disabled")
     req.send(200, m.render(), content_type=CONTENT_TYPE)
 
 
-ROUTES = [Route("GET", "/metrics", metrics, family="admin")]
+ROUTES = [Route("GET", "/metrics", metrics, family="admin", auth="admin")]

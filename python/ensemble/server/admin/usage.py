@@ -1,28 +1,90 @@
-"""`GET /admin/usage/series`: usage over time per model, provider or key (see docs/admin-api.md).
-
-What the dashboard's charts draw: for each UTC hour or day in a range, the requests, errors, tokens
-by kind and cost of every group, zero-filled so that every series has one point per bucket.
-"""
+"""Usage: a key's totals by model and day (`GET /admin/keys/{key_id}/usage`) and usage over time per
+model, provider or key (`GET /admin/usage/series`, the dashboard's charts); see docs/admin-api.md."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from ensemble.errors import InvalidRequest
-from ensemble.server.admin import _usage_json, in_db, query, require_admin, send
+from ensemble.server.admin.common import cost_string, in_db, path_id, query, send
+from ensemble.server.admin.keys import existing_key
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
-from ensemble.storage import usage_series
-from ensemble.storage.usage_series import BUCKETS, COLUMNS, GROUPS, Bucket
+from ensemble.storage import usage_daily, usage_series
+from ensemble.storage.usage_daily import COLUMNS
+from ensemble.storage.usage_series import BUCKETS, GROUPS, Bucket
 
 S = TypeVar("S", bound=str)
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 MAX_BUCKETS = 1000  # 41 days of hours, 2.7 years of days
 STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 DEFAULT_SPAN = {"hour": timedelta(hours=24), "day": timedelta(days=30)}
-PARAMS = ("since", "until", "bucket", "group", "key_id")
+SERIES_PARAMS = ("since", "until", "bucket", "group", "key_id")
+
+
+def _empty_usage() -> dict[str, int]:
+    return dict.fromkeys(COLUMNS, 0)
+
+
+def usage_json(u: dict[str, int]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: u[k] for k in COLUMNS if k != "cost_micro_dollars"}
+    out["cost"] = cost_string(u["cost_micro_dollars"])
+    out["cost_micro_dollars"] = u["cost_micro_dollars"]
+    return out
+
+
+# -- one key's usage by model and day ---------------------------------------------------------------
+
+
+def day_param(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not _DAY.fullmatch(value):
+        raise InvalidRequest(f"{name}: expected a date YYYY-MM-DD", code="invalid_query", param=name)
+    try:
+        datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise InvalidRequest(f"{name}: not a calendar date", code="invalid_query", param=name) from None
+    return value
+
+
+async def key_usage(rt: Runtime, req: Request) -> None:
+    key_id = path_id(req, "key_id")
+    params = query(req, ("since", "until"))
+    since, until = day_param(params, "since"), day_param(params, "until")
+    await existing_key(rt, key_id)
+    assert rt.db is not None and rt.request_log is not None
+    await rt.request_log.flush()  # this worker's buffered records count too
+    rows = await usage_daily.for_key(rt.db, key_id, since, until)
+    totals = _empty_usage()
+    by_model: dict[str, dict[str, int]] = {}
+    by_day: dict[str, dict[str, int]] = {}
+    for day, model, values in rows:
+        for bucket in (
+            totals,
+            by_model.setdefault(model, _empty_usage()),
+            by_day.setdefault(day, _empty_usage()),
+        ):
+            for name, value in zip(COLUMNS, values, strict=True):
+                bucket[name] += value
+    send(
+        req,
+        {
+            "key_id": key_id,
+            "totals": usage_json(totals),
+            "by_model": {m: usage_json(u) for m, u in by_model.items()},
+            "by_day": {d: usage_json(u) for d, u in by_day.items()},
+        },
+    )
+
+
+# -- usage over time: for each UTC hour or day in a range, zero-filled per group -------------------
 
 
 def _choice(params: dict[str, str], name: str, allowed: tuple[S, ...]) -> S:
@@ -81,8 +143,7 @@ def bucket_starts(since: datetime, until: datetime, bucket: Bucket) -> list[str]
 
 
 async def usage_series_route(rt: Runtime, req: Request) -> None:
-    require_admin(req)
-    params = query(req, PARAMS)
+    params = query(req, SERIES_PARAMS)
     bucket = _choice(params, "bucket", BUCKETS)
     group = _choice(params, "group", GROUPS)
     key_id = params.get("key_id")
@@ -112,7 +173,7 @@ async def usage_series_route(rt: Runtime, req: Request) -> None:
         points.setdefault(name, [[0] * len(COLUMNS) for _ in starts])[position[start]] = list(values)
 
     def usage(values: list[int]) -> dict[str, Any]:
-        return _usage_json(dict(zip(COLUMNS, values, strict=True)))
+        return usage_json(dict(zip(COLUMNS, values, strict=True)))
 
     def summed(rows: list[list[int]]) -> list[int]:
         return [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * len(COLUMNS)
@@ -138,4 +199,7 @@ async def usage_series_route(rt: Runtime, req: Request) -> None:
     )
 
 
-ROUTES = [Route("GET", "/admin/usage/series", usage_series_route, family="admin")]
+ROUTES = [
+    Route("GET", "/admin/keys/{key_id}/usage", key_usage, family="admin", auth="admin"),
+    Route("GET", "/admin/usage/series", usage_series_route, family="admin", auth="admin"),
+]
