@@ -317,8 +317,11 @@ class HttpProvider(Provider):
             finally:
                 watchdog.end_read()
             decoder = self.wire.decoder()
-            scanning = ScanningReader(self.wire, decoder) if raw else None
-            reader = scanning or FramingReader(self.wire, decoder)
+            # The scanner decodes for the translating path too (its runs are the same deltas, merged
+            # per read); only the fast path forwards the bytes it lets through.
+            native = self.wire.stream_scanner is not None
+            reader = ScanningReader(self.wire, decoder) if native else FramingReader(self.wire, decoder)
+            scanning = reader if raw and isinstance(reader, ScanningReader) else None
             read = reader.read
             chunks = resp.chunks().__aiter__()
             while True:
@@ -335,7 +338,7 @@ class HttpProvider(Provider):
                 elif batch:
                     yield batch
             tail = reader.close()
-            if tail:
+            if tail and scanning is not None:
                 yield RawBatch([], tail)
             finished = True
         except asyncio.CancelledError:
