@@ -140,6 +140,7 @@ class Gateway:
         self.providers = providers
         for p in providers:
             p.on_headers = self._observe_headers
+            p.native_streams = config.server.native_streams
         self.router = Router(providers, config.cache, self.admission, self.admission.clock, previous=previous)
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),

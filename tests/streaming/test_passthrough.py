@@ -1,11 +1,11 @@
 """The same-format fast path against the canonical path, through real servers and the fake upstream.
 
-Two gateways with the same providers, one with `server.stream_passthrough` on (the default) and one
-with it off, get the same recorded upstream stream for the same request (same X-Request-ID). What
-each stores (the answer, usage, cost, the request-log row) must be the same, byte for byte apart
-from timings; what the fast path's client receives must be the provider's bytes, unchanged, and a
-stream that fails must end with the same error event either way.
-"""
+Two gateways with the same providers, one with `server.native_streams` on (the default: native
+decoding and the fast path) and one with it off (the Python decoders, every stream rendered), get
+the same recorded upstream stream for the same request (same X-Request-ID). What each stores (the
+answer, usage, cost, the request-log row) must be the same, byte for byte apart from timings; what
+the fast path's client receives must be the provider's bytes, unchanged, and a stream that fails
+must end with the same error event either way."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def servers(
 ) -> Iterator[tuple[Ensemble, Ensemble]]:
     fast = make_server(Path(tmp_path_factory.mktemp("fast")), _providers(fake))
     canonical = make_server(
-        Path(tmp_path_factory.mktemp("canonical")), _providers(fake), stream_passthrough=False
+        Path(tmp_path_factory.mktemp("canonical")), _providers(fake), native_streams=False
     )
     yield fast, canonical
     fast.stop()

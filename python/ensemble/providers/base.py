@@ -113,6 +113,8 @@ class Provider(ABC):
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
         # Set by the gateway: sees every upstream response's headers (rate-limit state, docs/routing.md).
         self.on_headers: Callable[[Target, Mapping[str, str]], None] | None = None
+        # Set by the gateway (`server.native_streams`): decode streams with the native scanner.
+        self.native_streams = True
 
     @abstractmethod
     async def complete(
@@ -319,7 +321,7 @@ class HttpProvider(Provider):
             decoder = self.wire.decoder()
             # The scanner decodes for the translating path too (its runs are the same deltas, merged
             # per read); only the fast path forwards the bytes it lets through.
-            native = self.wire.stream_scanner is not None
+            native = self.native_streams and self.wire.stream_scanner is not None
             reader = ScanningReader(self.wire, decoder) if native else FramingReader(self.wire, decoder)
             scanning = reader if raw and isinstance(reader, ScanningReader) else None
             read = reader.read

@@ -291,7 +291,7 @@ async def run_stream(
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     server = rt.config.server
-    if fmt.passthrough is not None and server.stream_passthrough and server.coalescence_window <= 0:
+    if fmt.passthrough is not None and server.native_streams and server.coalescence_window <= 0:
         ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
