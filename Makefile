@@ -114,6 +114,7 @@ lint: check-lint $(BUILT) lint-clients ui-check
 	$(BIN)/ruff format --check python tests benches ui
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest ensemble._native
+	$(BIN)/python -m ensemble.tools.deps > /dev/null
 	cd rust && cargo fmt --check
 	cd rust && cargo clippy -q --all-targets -- -D warnings
 	cd rust && cargo clippy -q --features python -- -D warnings

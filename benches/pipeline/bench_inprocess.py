@@ -26,7 +26,7 @@ import orjson
 import uvloop
 import yaml
 
-from ensemble.config import load_config
+from ensemble.config_loader import load_config
 from ensemble.server.app import App
 
 BIN = Path(sys.executable).parent

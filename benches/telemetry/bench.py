@@ -74,7 +74,7 @@ def write_config(directory: Path, mode: str, sink: str) -> Path:
 def run_mode(mode: str, requests: int, rounds: int, sink: str) -> dict[str, Any]:
     import uvloop
 
-    from ensemble.config import load_config
+    from ensemble.config_loader import load_config
     from ensemble.server.app import App
     from ensemble.storage import database, keys
 

@@ -1,4 +1,8 @@
-"""The `ensemble` command line (see docs/cli.md): serve, reload, migrate, config check, keys, version."""
+"""The `ensemble` command line (see docs/cli.md): serve, reload, migrate, config check, keys, version.
+
+The server (Granian, the app) and Redis are imported inside the subcommands that use them, so that
+`ensemble keys create` or `config check` do not pay for loading them (not to hide import cycles:
+`python -m ensemble.tools.deps` counts these imports too)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import msgspec
 import orjson
 
 from ensemble import __version__
-from ensemble.config import Config, format_duration, load_config
+from ensemble.config import Config, format_duration
+from ensemble.config_loader import load_config
 from ensemble.errors import ConfigError
 from ensemble.providers import registry
 from ensemble.ready_notice import ReadyNotice, key_create_command, local_url, wait_until_accepted
@@ -167,7 +172,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # workers = 2048). Streams are long-lived and mostly idle, so one worker must hold far more
         # (the soak benchmark runs 10,000); overload is bounded by rate limits, not by this.
         backpressure=STREAMS_PER_WORKER,
-        http1_settings=HTTP1Settings(header_read_timeout=30_000, max_buffer_size=65_536 + 8192),
+        # Granian (hyper) closes a connection whose next request head has not fully arrived within
+        # this: a client idling on a keep-alive connection, or sending its head slowly. A connection
+        # that never sends a byte is not timed by Granian 2.8.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, int(s.idle_timeout * 1000)), max_buffer_size=65_536 + 8192
+        ),
         workers_kill_timeout=max(1, int(s.drain_timeout) + 5),
         log_enabled=True,
         log_level=config.logging.level,  # type: ignore[arg-type]

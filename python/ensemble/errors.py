@@ -79,6 +79,13 @@ class MethodNotAllowed(ClientError):
         self.allowed = allowed
 
 
+class RequestTimeout(ClientError):
+    """The body did not arrive within `server.read_timeout` (the error type stays invalid_request)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class RequestTooLarge(ClientError):
     status = 413
     type = "request_too_large"

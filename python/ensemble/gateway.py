@@ -19,6 +19,7 @@ import msgspec
 from ensemble import telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
+from ensemble.call_path import CallPath, DirectCalls
 from ensemble.config.schema import Config, StreamTimeouts
 from ensemble.errors import (
     EnsembleError,
@@ -126,6 +127,7 @@ class Gateway:
         # Called with the request id once its record is written (the in-flight index forgets it).
         self.on_recorded: Callable[[str], None] | None = None
         self.clock: Callable[[], float] = time.monotonic  # stall detection's time source (seconds)
+        self.calls: CallPath = DirectCalls()  # tracing wraps it (telemetry/tracing.py)
         self._configure(config, providers, None)
 
     def reconfigure(self, config: Config, providers: list[Provider]) -> None:
@@ -334,7 +336,7 @@ class Gateway:
 
         The endpoint stays in flight after a successful attempt: the attempt releases it (a whole
         answer at once, a stream when it ends)."""
-        plan = self.prepare(request, ctx)
+        plan = self.calls.plan(self.prepare, request, ctx)
         opts = self.call_options(request.model, streaming)
         fo = Failover(plan)
         for cand in plan.candidates:
@@ -367,11 +369,10 @@ class Gateway:
         result = await self._failover(request, ctx, False, self._whole_answer)
         return self.finish(request, ctx, result)
 
-    @staticmethod
     async def _whole_answer(
-        request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+        self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> ProviderResult:
-        result = await target.provider.complete(request, target, opts)
+        result = await self.calls.complete(request, target, opts)
         target.endpoint.in_flight -= 1
         ctx.upstream_s += time.perf_counter() - t0
         ctx.ttft_s = ctx.upstream_s
@@ -518,7 +519,7 @@ class Gateway:
     ) -> LiveStream:
         ingress = ctx.passthrough
         raw = ingress is not None and target.provider.passthrough(ingress, request, target)
-        iterator = target.provider.stream(request, target, opts, raw=raw).__aiter__()
+        iterator = self.calls.stream(request, target, opts, raw).__aiter__()
         held: list[StreamDelta] = []
         held_bytes: list[bytes] = []
         try:

@@ -10,13 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
 import pytest
+import redis as redis_client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ensemble.storage import keysync
+from ensemble.storage.keysync import WireKey
 from support.ensemble import MOCK_PROVIDER, Ensemble, openai_provider
 from support.fake import FakeUpstream
+from support.records import key_record
+from support.shared import RedisServer
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +124,39 @@ def test_metrics_count_known_traffic_exactly(tmp_path: Path, fake: FakeUpstream)
         assert ("ensemble_redis_sync_lag_seconds", frozenset()) in s
     finally:
         server.stop()
+
+
+def test_redis_sync_lag_is_measured_when_a_key_change_arrives(tmp_path: Path) -> None:
+    """The gauge carries a key change's publish-to-apply time, through a real redis-server: a change
+    published (as another instance would) 2 s before it reaches the channel shows a lag of 2 s."""
+    redis = RedisServer()
+    ns = "lag-test"
+    server = Ensemble(
+        tmp_path,
+        config={"redis": {"address": redis.address, "namespace": ns}},
+        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
+    )
+    name = "ensemble_redis_sync_lag_seconds"
+    try:
+        # A change through the admin API is applied by this instance's own subscriber: a real lag.
+        r = httpx.post(
+            f"{server.url}/admin/keys", json={"name": "lag"}, headers={"authorization": f"Bearer {ADMIN}"}
+        )
+        assert r.status_code == 201 and "warning" not in r.headers, r.text
+        assert 0 < wait_until(lambda: value(scrape(server), name), what="a measured sync lag") < 2
+        # A late delivery: its lag is the time since it was published, and the next quick rate-limit
+        # settle does not hide it.
+        late = WireKey(digest="ab" * 32, record=key_record(key_id="key_late"), published_at=time.time() - 2.0)
+        client = redis_client.Redis(host="127.0.0.1", port=redis.port)
+        client.publish(keysync.channel_name(ns), msgspec.json.encode(late))
+        client.close()
+        lag = wait_until(
+            lambda: (v := value(scrape(server), name)) >= 2.0 and v, what="the late change's lag"
+        )
+        assert lag < 10
+    finally:
+        server.stop()
+        redis.stop()
 
 
 def test_metrics_aggregate_across_workers(tmp_path: Path) -> None:

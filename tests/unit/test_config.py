@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.config import load_config, parse_duration
+from ensemble.config import parse_duration
+from ensemble.config_loader import load_config
 from ensemble.errors import ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"

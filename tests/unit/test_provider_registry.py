@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import ensemble.providers
-from ensemble.config import load_config
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
+from ensemble.config_loader import load_config
 from ensemble.errors import ConfigError
 from ensemble.providers import build_provider, registry
 from ensemble.providers.base import HttpProvider

@@ -84,6 +84,19 @@ async def test_two_instances_never_admit_more_than_the_limit(client: redis.async
     assert one.sync.rounds > 1 and two.sync.rounds > 1
 
 
+async def test_each_settle_reports_its_round_trip_as_the_sync_lag(client: redis.asyncio.Redis) -> None:
+    inst = Instance(client, "lag")
+    seen: list[float] = []
+    inst.sync.on_lag = seen.append
+    inst.admission.configure_key(key(rpm=10))
+    inst.sync.watch("key:key_test")
+    assert inst.sync.lag == 0.0
+    await inst.settle()
+    await inst.settle()
+    assert len(seen) == 2 and all(0 < lag < 5 for lag in seen)
+    assert inst.sync.lag == seen[-1]
+
+
 async def test_a_crashed_instances_lease_returns_to_the_pool(client: redis.asyncio.Redis) -> None:
     k = key(rpm=8)
     crashed, alive = Instance(client, "t2", grant_ttl=0.5), Instance(client, "t2", grant_ttl=0.5)

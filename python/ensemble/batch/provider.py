@@ -20,11 +20,15 @@ import msgspec
 import orjson
 
 from ensemble import telemetry
+from ensemble.api import native
+from ensemble.batch.results import errored, succeeded
 from ensemble.batch.store import BatchStore, ClaimedItem, now_ms
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext
 from ensemble.providers.base import Endpoint, HttpProvider, Provider, Target
 from ensemble.router import RouteDecision
+from ensemble.storage import keys
+from ensemble.storage.keys import KeyRecord
 from ensemble.types import InferenceRequest, Usage
 from ensemble.usage.pricing import Price
 
@@ -308,21 +312,14 @@ class ProviderBatches:
         ctx.route = PROVIDER_BATCH  # sent in the provider's own batch, not through the router
         ctx.model = request.model
         response = gateway.finish(request, ctx, parsed)  # prices (discounted), records usage once
-        from ensemble.api import native
-        from ensemble.batch.service import succeeded
-
         await self._finished(item, "succeeded", succeeded(native.render_response(response)))
 
-    async def _key(self, key_id: str) -> Any:
-        from ensemble.batch.service import BatchService
-
-        service = self.rt.batches
-        return await service.key(key_id) if isinstance(service, BatchService) else None
+    async def _key(self, key_id: str) -> KeyRecord | None:
+        """The key the item belongs to, as stored now (revoked keys stop their batches)."""
+        return await keys.fetch_key(self.store.conn, key_id)
 
     async def _settle(self, item: ClaimedItem, state: str, error: EnsembleError | None = None) -> None:
         """A final state that is not a success; errors are recorded in the request log once."""
-        from ensemble.batch.service import errored
-
         if error is not None:
             gateway = self.rt.gateway
             key = await self._key(item.key_id)

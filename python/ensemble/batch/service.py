@@ -27,16 +27,17 @@ import msgspec
 from ensemble import telemetry
 from ensemble.api import native
 from ensemble.auth import Authenticator
+from ensemble.batch.provider import ProviderBatches
+from ensemble.batch.results import errored, succeeded
 from ensemble.batch.store import BatchStore, ClaimedItem, NewItem, now_ms
 from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, RateLimited
 from ensemble.gateway import CallContext
-from ensemble.storage import database
-from ensemble.storage.keys import _COLUMNS, KeyRecord, _record
+from ensemble.storage import database, keys
+from ensemble.storage.keys import KeyRecord
 from ensemble.types import InferenceRequest
 from ensemble.validate import check_request
 
 if TYPE_CHECKING:
-    from ensemble.batch.provider import ProviderBatches
     from ensemble.server.http import Request
     from ensemble.server.runtime import Runtime
 
@@ -62,15 +63,6 @@ def accepts_async(prefer: str | None) -> bool:
     return any(p.split(";", 1)[0].strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def succeeded(response_json: bytes) -> bytes:
-    return b'{"type":"succeeded","response":' + response_json + b"}"
-
-
-def errored(error: EnsembleError, request_id: str) -> bytes:
-    body = native.error_payload(error, request_id)["error"]
-    return msgspec.json.encode({"type": "errored", "error": body})
-
-
 class BatchService:
     def __init__(self, rt: Runtime, store: BatchStore) -> None:
         self.rt = rt
@@ -91,8 +83,6 @@ class BatchService:
         # Its own connection: the request log's transactions on the shared one must not interleave.
         store = BatchStore(await database.connect(rt.config.database.path))
         service = cls(rt, store)
-        from ensemble.batch.provider import ProviderBatches
-
         service.provider_batches = ProviderBatches(rt, store, service.owner, service.lease_ms)
         return service
 
@@ -238,9 +228,7 @@ class BatchService:
 
     async def key(self, key_id: str) -> KeyRecord | None:
         """The key a batch belongs to, as stored now (revoked keys stop their batches)."""
-        async with self.store.conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) as cur:
-            row = await cur.fetchone()
-        return _record(tuple(row)) if row is not None else None
+        return await keys.fetch_key(self.store.conn, key_id)
 
     async def _run_item(self, item: ClaimedItem) -> None:
         gateway = self.rt.gateway

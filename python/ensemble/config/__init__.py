@@ -1,7 +1,7 @@
-"""Configuration: schema (msgspec structs), YAML + ${ENV} loading, validation with key paths."""
+"""Configuration: the schema (msgspec structs) and its value types. Reading and checking a config file
+is `ensemble.config_loader` (above the provider registry, whose types it checks)."""
 
 from ensemble.config.durations import Duration, format_duration, parse_duration
-from ensemble.config.loader import load_config
 from ensemble.config.schema import Config, EndpointConfig, ModelConfig, ProviderConfig
 
 __all__ = [
@@ -11,6 +11,5 @@ __all__ = [
     "ModelConfig",
     "ProviderConfig",
     "format_duration",
-    "load_config",
     "parse_duration",
 ]

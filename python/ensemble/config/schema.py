@@ -15,7 +15,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ServerConfig(_Strict):
-    # "": by ENSEMBLE_ENVIRONMENT when the config is loaded (see `by_environment` in loader.py).
+    # "": by ENSEMBLE_ENVIRONMENT when the config is loaded (see `by_environment` in config_loader.py).
     host: str = ""
     port: int = 5180
     workers: int = 1

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Protocol
 from ensemble._native import SseParser, StreamScanner
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import ProviderError
-from ensemble.providers.registry import DEFAULT_CACHE_TTL
 from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
 from ensemble.usage.pricing import Price
 
 if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
     from ensemble.upstream import UpstreamClient, UpstreamResponse
+
+DEFAULT_CACHE_TTL = 300.0  # seconds; what most providers keep a prompt prefix for (Anthropic: 5 minutes)
 
 
 @dataclass(eq=False)

@@ -17,9 +17,12 @@ import importlib
 import importlib.metadata
 import logging
 import pkgutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ensemble.providers.base import DEFAULT_CACHE_TTL, HttpProvider
 
 if TYPE_CHECKING:
     import msgspec
@@ -31,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ensemble.providers")
 
 ENTRY_POINT_GROUP = "ensemble.providers"
-DEFAULT_CACHE_TTL = 300.0  # seconds; what most providers keep a prompt prefix for (Anthropic: 5 minutes)
 
 
 def _always(_config: ProviderConfig) -> bool:
@@ -72,8 +74,6 @@ class ProviderKind:
             raise TypeError(
                 f"provider type {self.type!r} registers neither a wire format nor a build function"
             )
-        from ensemble.providers.base import HttpProvider
-
         return HttpProvider(
             config,
             client,
@@ -101,10 +101,9 @@ def discover() -> None:
     """Import every module of this package and every `ensemble.providers` entry point (idempotent:
     modules already imported are not imported again, so calling it after adding one picks it up)."""
     global _discovered
-    import ensemble.providers as package
-
+    package = sys.modules[__package__]  # ensemble.providers, loaded before any of its modules
     for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{info.name}")
+        importlib.import_module(f"{__package__}.{info.name}")
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in _failed:
             continue

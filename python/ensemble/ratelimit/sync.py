@@ -35,6 +35,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,6 +198,8 @@ class RateLimitSync:
         self.rounds = 0  # successful settle round trips
         self.settled = 0  # scopes settled by them
         self.sharing = False  # leases in force (False: local limits only)
+        self.lag = 0.0  # seconds from sending the last settle to applying the view it returned
+        self.on_lag: Callable[[float], None] | None = None  # told each new lag (the metrics gauge)
 
     def redis_key(self, scope: str) -> str:
         return f"{self.ns}:ratelimit:{scope}"
@@ -336,6 +339,7 @@ class RateLimitSync:
                     *(dr, dt, keep_r, keep_t, want_r, want_t, ttl_ms),
                 ]
             )
+        sent = time.monotonic()
         try:
             results = await self._round_trip(calls)
         except NoScriptError:
@@ -378,6 +382,9 @@ class RateLimitSync:
                 self.leases.drop(scope)
         self.rounds += 1
         self.settled += len(batch)
+        self.lag = time.monotonic() - sent
+        if self.on_lag is not None:
+            self.on_lag(self.lag)
         if not self.sharing:
             self.sharing = True
         self.health.ok("ratelimit")

@@ -11,21 +11,31 @@ import time
 from typing import Any
 
 import orjson
-from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-from granian.rsgi import Scope
 
 from ensemble import logs, telemetry
-from ensemble.batch import anthropic_routes as anthropic_batch_routes
-from ensemble.batch import routes as batch_routes
-from ensemble.config import Config, load_config
+from ensemble.config import Config
+from ensemble.config_loader import load_config
 from ensemble.errors import EnsembleError, RateLimited
-from ensemble.server import access, admin, errors, formats, inference, info, ui, websocket
+from ensemble.server import (
+    access,
+    admin,
+    anthropic_batch_routes,
+    batch_routes,
+    errors,
+    formats,
+    inference,
+    info,
+    metrics_endpoint,
+    ui,
+    websocket,
+)
 from ensemble.server.busy_poll import BusyPoll
+from ensemble.server.granian_rsgi import HTTPProtocol, Scope
 from ensemble.server.http import Request, new_request_id
+from ensemble.server.read_deadlines import ReadDeadlines
 from ensemble.server.reload import Reloader
 from ensemble.server.routes import RouteTable
 from ensemble.server.runtime import Runtime
-from ensemble.telemetry import routes as telemetry_routes
 
 log = logging.getLogger("ensemble.server")
 
@@ -39,7 +49,7 @@ ROUTES = (
     + info.ROUTES
     + admin.ROUTES
     + ui.ROUTES
-    + telemetry_routes.ROUTES
+    + metrics_endpoint.ROUTES
     + batch_routes.ROUTES
     + anthropic_batch_routes.ROUTES
 )
@@ -50,6 +60,9 @@ class App:
         self.runtime = Runtime(config)
         self.reloader = Reloader(self.runtime, served_config)
         self.busy_poll = BusyPoll(float(config.server.busy_poll))
+        # server.read_timeout is read at start, like Granian's settings; 0 turns it off.
+        timeout = float(config.server.read_timeout)
+        self.read_deadlines = ReadDeadlines(timeout) if timeout > 0 else None
         self.routes = RouteTable(ROUTES)
 
     # Granian's lifecycle hooks: the loop is not running yet in init, and no longer in del.
@@ -70,6 +83,8 @@ class App:
         log.info("worker %d ready", os.getpid())
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.read_deadlines is not None:
+            self.read_deadlines.close()
         loop.run_until_complete(self.runtime.shutdown())
         log.info("worker %d stopped", os.getpid())
 
@@ -100,7 +115,7 @@ class App:
         route_path = "unmatched"
         status = 0
         try:
-            req = Request(scope, proto)
+            req = Request(scope, proto, self.read_deadlines)
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params

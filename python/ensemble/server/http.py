@@ -13,13 +13,10 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-from granian._granian import RSGIProtocolClosed as ProtocolClosed
-from granian._granian import RSGIProtocolError as ProtocolError
-from granian.rsgi import Scope
-
-from ensemble.errors import EnsembleError, InvalidRequest, RequestTooLarge
+from ensemble.errors import EnsembleError, InvalidRequest, RequestTimeout, RequestTooLarge
 from ensemble.logs import redact
+from ensemble.server.granian_rsgi import HTTPProtocol, ProtocolClosed, ProtocolError, Scope
+from ensemble.server.read_deadlines import ReadDeadlines
 from ensemble.storage.keys import KeyRecord
 
 Family = Literal["native", "openai", "anthropic", "gemini", "admin"]
@@ -181,6 +178,7 @@ class Request:
     __slots__ = (
         "_client",
         "call",
+        "deadlines",
         "family",
         "params",
         "proto",
@@ -191,9 +189,10 @@ class Request:
         "status",
     )
 
-    def __init__(self, scope: Scope, proto: HTTPProtocol) -> None:
+    def __init__(self, scope: Scope, proto: HTTPProtocol, deadlines: ReadDeadlines | None = None) -> None:
         self.scope = scope
         self.proto = proto
+        self.deadlines = deadlines  # server.read_timeout for the body; None: no bound
         self.started = time.perf_counter()
         self.family: Family = "native"
         self.params: dict[str, str] = {}
@@ -241,12 +240,24 @@ class Request:
         return self.scope.headers
 
     async def body(self, limit: int) -> bytes:
-        """The whole request body, refusing (413) anything over `limit` bytes before reading it all."""
+        """The whole request body, refusing (413) anything over `limit` bytes before reading it all,
+        and (408) one that has not fully arrived within server.read_timeout."""
+        deadlines = self.deadlines
+        task = deadlines.begin() if deadlines is not None else None
         try:
             return await self._body(limit)
+        except asyncio.CancelledError:
+            if task is not None and deadlines is not None and deadlines.end(task):
+                raise RequestTimeout(
+                    f"the request body did not arrive within {deadlines.timeout:g}s (server.read_timeout)"
+                ) from None
+            raise
         except (ProtocolClosed, ProtocolError) as e:
             # A body cut short (the client went away mid-upload) is the client's doing, not a 500.
             raise ClientDisconnected("the client closed the connection before sending the whole body") from e
+        finally:
+            if task is not None and deadlines is not None:
+                deadlines.end(task)
 
     async def _body(self, limit: int) -> bytes:
         length = self.header("content-length")

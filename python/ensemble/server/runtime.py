@@ -25,11 +25,11 @@ from ensemble.gateway import Gateway
 from ensemble.providers import build_provider
 from ensemble.providers.base import Endpoint, Provider
 from ensemble.ratelimit import Admission
+from ensemble.scaleout import Scaleout
 from ensemble.storage import database
 from ensemble.storage.credentials import CredentialCache
 from ensemble.storage.crypto import Cipher, CryptoError
 from ensemble.storage.keys import KeyRecord, load_changed
-from ensemble.storage.scaleout import Scaleout
 from ensemble.streaming.inflight import InFlightIndex
 from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.telemetry import runtime as telemetry_setup
@@ -66,7 +66,7 @@ class Runtime:
         )
         self.gateway: Gateway | None = None
         self.batches: BatchService | None = None
-        # Redis (shared limits, key sync) and S3 (responses), when configured; see storage/scaleout.py
+        # Redis (shared limits, key sync) and S3 (responses), when configured; see ensemble/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.inflight = InFlightIndex()
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).

@@ -19,13 +19,11 @@ import re
 from typing import Any
 
 import orjson
-from granian._granian import RSGIProtocolClosed as ProtocolClosed
-from granian._granian import RSGIProtocolError as ProtocolError
-from granian.rsgi import WebsocketMessageType
 
 from ensemble.api import native
 from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, ProviderError
 from ensemble.gateway import CallContext, LiveStream
+from ensemble.server.granian_rsgi import ProtocolClosed, ProtocolError, WebsocketMessageType
 from ensemble.server.http import ClientDisconnected
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord

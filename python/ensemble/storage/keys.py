@@ -163,6 +163,13 @@ async def load_changed(
     return out, newest
 
 
+async def fetch_key(conn: aiosqlite.Connection, key_id: str) -> KeyRecord | None:
+    """One key as stored now, on an async connection (the batch runner's)."""
+    async with conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)) as cur:
+        row = await cur.fetchone()
+    return _record(tuple(row)) if row is not None else None
+
+
 def get_key(conn: sqlite3.Connection, key_id: str) -> KeyRecord | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     return _record(row) if row else None

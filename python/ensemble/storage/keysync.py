@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import msgspec
@@ -38,6 +39,9 @@ MAX_RECONNECT_DELAY = 5.0
 class WireKey(msgspec.Struct, frozen=True):
     digest: str  # hex
     record: KeyRecord
+    # Unix time of the publish; a subscriber's lag is its application time minus this (0: not sent
+    # by writers older than this field, so no lag is measured).
+    published_at: float = 0.0
 
 
 _encode = msgspec.json.Encoder().encode
@@ -53,7 +57,7 @@ def channel_name(ns: str) -> str:
 
 
 def _wire(digest: bytes, record: KeyRecord) -> bytes:
-    return _encode(WireKey(digest=digest.hex(), record=record))
+    return _encode(WireKey(digest=digest.hex(), record=record, published_at=time.time()))
 
 
 def publish_sync(client: redis.Redis, ns: str, digest: bytes, record: KeyRecord) -> None:
@@ -100,6 +104,8 @@ class KeySync:
         self.apply = apply
         self.loaded = 0  # records applied by the last full load
         self.applied = 0  # records applied from the channel
+        self.lag = 0.0  # seconds from the last change's publish to its application here
+        self.on_lag: Callable[[float], None] | None = None  # told each new lag (the metrics gauge)
 
     async def seed(self, local: Iterable[tuple[bytes, KeyRecord]]) -> None:
         """Copy keys only this instance's SQLite knows into the shared table (never overwriting)."""
@@ -169,3 +175,8 @@ class KeySync:
             return
         self.apply([(bytes.fromhex(wire.digest), wire.record)])
         self.applied += 1
+        if wire.published_at:
+            # Instance clocks may disagree a little: a change never arrives before it was made.
+            self.lag = max(time.time() - wire.published_at, 0.0)
+            if self.on_lag is not None:
+                self.on_lag(self.lag)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ensemble.errors import EnsembleError, ProviderError
-from ensemble.gateway import LiveStream
 from ensemble.streaming.coalesce import Coalescer
 from ensemble.types import StreamDelta
+
+if TYPE_CHECKING:  # the gateway hands the relay its streams; providers (below it) use this package
+    from ensemble.gateway import LiveStream
 
 log = logging.getLogger("ensemble.streaming")
 

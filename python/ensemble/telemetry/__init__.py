@@ -3,8 +3,9 @@
 Both are set up per worker process by `setup()` from the runtime's startup. The rest of the code
 reaches them through the module globals `metrics` and `tracing`, which stay `None` when the feature
 is off, so a disabled feature costs one attribute load and an `is None` test per hook, nothing more.
-Tracing is wired in by wrapping (the app's handler, the gateway's routing step, each provider's
-calls) only when `telemetry.otlp_endpoint` is set: with it unset no tracer code is on the hot path.
+Tracing is wired in by wrapping (the app's handler, the gateway's call path: routing and each
+upstream call) only when `telemetry.otlp_endpoint` is set: with it unset no tracer code is on the
+hot path.
 
 With `server.workers > 1` prometheus-client runs in its multiprocess mode: `ensemble serve` points
 `PROMETHEUS_MULTIPROC_DIR` at a fresh per-run directory before the workers start, every worker
@@ -25,7 +26,9 @@ tracing: Tracing | None = None
 
 
 def setup(config: Config) -> None:
-    """Create this process's metrics and tracer (idempotent per process)."""
+    """Create this process's metrics and tracer (idempotent per process). Each is imported only when
+    enabled: prometheus_client fixes its multiprocess mode at import, and the OpenTelemetry SDK must
+    not load at all with tracing off (tests/unit/test_telemetry_off.py)."""
     global metrics, tracing
     if config.telemetry.prometheus and metrics is None:
         from ensemble.telemetry.metrics import Metrics
@@ -48,7 +51,8 @@ def shutdown() -> None:
 
 
 def set_redis_sync_lag(seconds: float) -> None:
-    """For the Redis sync loop: how far behind the shared counters this worker's view is."""
+    """For the Redis syncs: how far behind Redis this worker is (a key change's publish-to-apply
+    time, or the round trip that brought the latest shared rate-limit view)."""
     m = metrics
     if m is not None:
         m.redis_sync_lag.set(seconds)

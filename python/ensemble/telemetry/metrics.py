@@ -138,7 +138,8 @@ class Metrics:
         )
         self.redis_sync_lag = Gauge(
             "ensemble_redis_sync_lag_seconds",
-            "Age of the shared rate-limit view from Redis (worst worker)",
+            "Seconds from a change in Redis to its application here: a key change's publish to "
+            "apply, or a rate-limit settle's round trip (worst worker)",
             registry=r,
             multiprocess_mode="livemax",
         )

@@ -25,7 +25,7 @@ def start(rt: Runtime) -> None:
     if metrics is not None:
         rt._tasks.append(asyncio.get_running_loop().create_task(_sample(rt), name="telemetry-sample"))
     if tracing is not None:
-        tracing.wrap_gateway(rt.gateway)
+        rt.gateway.calls = tracing.wrap(rt.gateway.calls)
         log.info("tracing: exporting spans over OTLP/HTTP to %s", rt.config.telemetry.otlp_endpoint)
     providers_changed(rt)
 
@@ -36,10 +36,6 @@ def providers_changed(rt: Runtime) -> None:
     metrics = telemetry.metrics
     if metrics is not None:
         metrics.known_models = frozenset(rt.gateway.router.models())
-    tracing = telemetry.tracing
-    if tracing is not None:
-        for provider in rt.providers:
-            tracing.wrap_provider(provider)
 
 
 async def _sample(rt: Runtime) -> None:

@@ -1,13 +1,13 @@
 """OpenTelemetry traces: one server span per request, child spans for routing and each upstream call.
 
-Spans are batched and sent over OTLP/HTTP (protobuf) by the SDK's background thread. Everything here
-is attached by wrapping (`wrap_*`) when tracing is on, so a build without `otlp_endpoint` runs the
+Spans are batched and sent over OTLP/HTTP (protobuf) by the SDK's background thread. When tracing is
+on, the app opens the server span and the gateway's call path (call_path.py) is replaced by
+`TracedCalls`, a wrapper around it; nothing is patched, and a build without `otlp_endpoint` runs the
 exact same code as one without this module.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -22,8 +22,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from ensemble import __version__
 
 if TYPE_CHECKING:
-    from ensemble.gateway import CallContext, Gateway
-    from ensemble.providers.base import CallOptions, Provider, Target
+    from ensemble.call_path import CallPath, Prepare
+    from ensemble.gateway import CallContext
+    from ensemble.providers.base import CallOptions, Target
     from ensemble.router import RoutePlan
     from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
 
@@ -58,81 +59,9 @@ class Tracing:
     def shutdown(self) -> None:
         self.provider.shutdown()  # flushes what is still batched
 
-    # -- wrappers --------------------------------------------------------------------------------
-
-    def wrap_gateway(self, gateway: Gateway) -> None:
-        """`prepare` (validation, admission, candidate selection) becomes the routing span."""
-        prepare = gateway.prepare
-        tracer = self.tracer
-
-        @functools.wraps(prepare)
-        def traced_prepare(request: InferenceRequest, ctx: CallContext) -> RoutePlan:
-            with tracer.start_as_current_span("ensemble.route") as span:
-                span.set_attribute("ensemble.request_id", ctx.request_id)
-                span.set_attribute("ensemble.model", request.model)
-                plan = prepare(request, ctx)
-                span.set_attribute("ensemble.candidates", len(plan.candidates))
-                span.set_attribute(
-                    "ensemble.candidate_endpoints", [c.target.endpoint.id for c in plan.candidates]
-                )
-                span.set_attribute("ensemble.route_reason", plan.decision.reason)
-                return plan
-
-        gateway.prepare = traced_prepare  # type: ignore[method-assign]
-
-    def wrap_provider(self, provider: Provider) -> None:
-        """Each upstream attempt (failovers included) becomes an `ensemble.upstream` span."""
-        complete = provider.complete
-        stream = provider.stream
-        tracer = self.tracer
-
-        def start(target: Target, streaming: bool) -> Any:
-            span = tracer.start_span("ensemble.upstream", kind=SpanKind.CLIENT)
-            span.set_attribute("ensemble.provider", target.provider.name)
-            span.set_attribute("ensemble.endpoint", target.endpoint.id)
-            span.set_attribute("ensemble.upstream_model", target.model.upstream_id)
-            span.set_attribute("ensemble.stream", streaming)
-            return span
-
-        def fail(span: Any, error: BaseException) -> None:
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, getattr(error, "code", type(error).__name__)))
-            status = getattr(error, "upstream_status", None)
-            if status is not None:
-                span.set_attribute("http.response.status_code", status)
-
-        async def traced_complete(
-            request: InferenceRequest, target: Target, opts: CallOptions
-        ) -> ProviderResult:
-            span = start(target, False)
-            try:
-                result = await complete(request, target, opts)
-            except BaseException as e:
-                fail(span, e)
-                raise
-            finally:
-                span.end()
-            return result
-
-        async def traced_stream(
-            request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
-        ) -> AsyncIterator[list[StreamDelta]]:
-            span = start(target, True)
-            inner = stream(request, target, opts, raw)
-            try:
-                async for batch in inner:
-                    yield batch
-            except BaseException as e:
-                fail(span, e)
-                raise
-            finally:
-                aclose = getattr(inner, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-                span.end()
-
-        provider.complete = traced_complete  # type: ignore[method-assign]
-        provider.stream = traced_stream  # type: ignore[method-assign]
+    def wrap(self, calls: CallPath) -> CallPath:
+        """The gateway's call path with a span around routing and around each upstream attempt."""
+        return TracedCalls(calls, self.tracer)
 
     def request_span(self, scope: Any) -> Any:
         """The server span around one HTTP exchange (a context manager; the span is current inside)."""
@@ -156,3 +85,67 @@ class Tracing:
         span.update_name(f"{method} {route}")
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
+
+
+class TracedCalls:
+    """A CallPath around another: `ensemble.route` for planning, `ensemble.upstream` per attempt
+    (failovers included; a stream's span ends with the stream)."""
+
+    def __init__(self, inner: CallPath, tracer: Tracer) -> None:
+        self.inner = inner
+        self.tracer = tracer
+
+    def plan(self, prepare: Prepare, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+        with self.tracer.start_as_current_span("ensemble.route") as span:
+            span.set_attribute("ensemble.request_id", ctx.request_id)
+            span.set_attribute("ensemble.model", request.model)
+            plan = self.inner.plan(prepare, request, ctx)
+            span.set_attribute("ensemble.candidates", len(plan.candidates))
+            span.set_attribute(
+                "ensemble.candidate_endpoints", [c.target.endpoint.id for c in plan.candidates]
+            )
+            span.set_attribute("ensemble.route_reason", plan.decision.reason)
+            return plan
+
+    async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
+        span = self._start(target, streaming=False)
+        try:
+            return await self.inner.complete(request, target, opts)
+        except BaseException as e:
+            _failed(span, e)
+            raise
+        finally:
+            span.end()
+
+    async def stream(
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+    ) -> AsyncIterator[list[StreamDelta]]:
+        span = self._start(target, streaming=True)
+        inner = self.inner.stream(request, target, opts, raw)
+        try:
+            async for batch in inner:
+                yield batch
+        except BaseException as e:
+            _failed(span, e)
+            raise
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            span.end()
+
+    def _start(self, target: Target, streaming: bool) -> Any:
+        span = self.tracer.start_span("ensemble.upstream", kind=SpanKind.CLIENT)
+        span.set_attribute("ensemble.provider", target.provider.name)
+        span.set_attribute("ensemble.endpoint", target.endpoint.id)
+        span.set_attribute("ensemble.upstream_model", target.model.upstream_id)
+        span.set_attribute("ensemble.stream", streaming)
+        return span
+
+
+def _failed(span: Any, error: BaseException) -> None:
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, getattr(error, "code", type(error).__name__)))
+    status = getattr(error, "upstream_status", None)
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)

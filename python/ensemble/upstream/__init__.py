@@ -1,5 +1,6 @@
 """Talking to providers over HTTP: one small client interface, so the transport can be swapped."""
 
-from ensemble.upstream.client import UpstreamClient, UpstreamResponse, create_client
+from ensemble.upstream.client import UpstreamClient, UpstreamResponse
+from ensemble.upstream.transports import create_client
 
 __all__ = ["UpstreamClient", "UpstreamResponse", "create_client"]

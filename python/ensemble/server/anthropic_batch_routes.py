@@ -15,9 +15,9 @@ import orjson
 
 from ensemble.api import anthropic
 from ensemble.api.common import decode_object
-from ensemble.batch.routes import cancel_owned, owned, parse_items, service
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import InvalidRequest
+from ensemble.server.batch_routes import cancel_owned, owned, parse_items, service
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -141,13 +141,11 @@ async def list_batches(rt: Runtime, req: Request) -> None:
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
-    key = req.client
-    req.send(200, orjson.dumps(batch_object(await owned(rt, req, key))))
+    req.send(200, orjson.dumps(batch_object(await owned(rt, req))))
 
 
 async def results(rt: Runtime, req: Request) -> None:
-    key = req.client
-    row = await owned(rt, req, key)
+    row = await owned(rt, req)
     if row.status != "ended":
         raise InvalidRequest(
             f"message batch {row.id} is still processing; results are available once it has ended",

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from ensemble import telemetry
 from ensemble.config.schema import Config
 from ensemble.ratelimit import Admission
 from ensemble.ratelimit.lease import Leases
@@ -75,6 +76,7 @@ class Scaleout:
             sync_interval=self.config.rate_limit.sync_interval,
             clock_ms=self.admission.clock,
         )
+        self.keysync.on_lag = self.ratesync.on_lag = self._report_lag
         for scope in list(self._watch_early):
             self.ratesync.watch(scope)
         # Endpoint scopes are admitted on the local counters plus everyone's usage (the shared
@@ -94,6 +96,13 @@ class Scaleout:
             if scopes:
                 await asyncio.wait_for(self.ratesync.settle(scopes), STARTUP_WAIT)
         self._tasks.append(loop.create_task(self.ratesync.run(), name="redis-ratelimit-sync"))
+
+    def _report_lag(self, _latest: float) -> None:
+        """ensemble_redis_sync_lag_seconds: the larger of the last key change's publish-to-apply
+        time and the last rate-limit settle's round trip (a slow key delivery is not hidden by the
+        next quick settle)."""
+        assert self.keysync is not None and self.ratesync is not None
+        telemetry.set_redis_sync_lag(max(self.keysync.lag, self.ratesync.lag))
 
     def watch_key(self, record: KeyRecord) -> None:
         scope = self.admission.key_scope(record.key_id)

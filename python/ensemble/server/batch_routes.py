@@ -106,7 +106,9 @@ def native_view(row: BatchRow) -> dict[str, Any]:
     }
 
 
-async def owned(rt: Runtime, req: Request, key: KeyRecord) -> BatchRow:
+async def owned(rt: Runtime, req: Request) -> BatchRow:
+    """The caller's batch named in the path (404 for another key's: nothing leaks)."""
+    key = req.client
     batch_id = req.params["batch_id"]
     row = await service(rt).store.get(batch_id, key.key_id)
     if row is None:
@@ -136,14 +138,12 @@ async def create(rt: Runtime, req: Request) -> None:
 
 
 async def get(rt: Runtime, req: Request) -> None:
-    key = req.client
-    req.send(200, orjson.dumps(native_view(await owned(rt, req, key))))
+    req.send(200, orjson.dumps(native_view(await owned(rt, req))))
 
 
 async def results(rt: Runtime, req: Request) -> None:
     """JSONL, one line per finished item in submission order (so far, while the batch runs)."""
-    key = req.client
-    row = await owned(rt, req, key)
+    row = await owned(rt, req)
     lines = [
         b'{"custom_id":' + orjson.dumps(custom_id) + b',"result":' + orjson.dumps(result) + b"}\n"
         for custom_id, _request_id, result in await service(rt).store.results(row.id)
@@ -159,7 +159,7 @@ async def results(rt: Runtime, req: Request) -> None:
 async def cancel_owned(rt: Runtime, req: Request) -> BatchRow:
     """Cancel the caller's batch named in the path (both batch APIs' cancel route); its row after."""
     key = req.client
-    row = await owned(rt, req, key)
+    row = await owned(rt, req)
     await service(rt).store.cancel(row.id, key.key_id)
     updated = await service(rt).store.get(row.id, key.key_id)
     assert updated is not None
