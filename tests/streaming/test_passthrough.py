@@ -78,9 +78,9 @@ def _request(kind: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     return f"/v1beta/models/{MODELS[kind]}:streamGenerateContent?alt=sse", {"contents": contents}, {}
 
 
-def _replay(fake: FakeUpstream, server: Ensemble, name: str, request_id: str) -> bytes:
+def _replay(fake: FakeUpstream, server: Ensemble, name: str, request_id: str, **extra: Any) -> bytes:
     kind, events = RECORDINGS[name]
-    behavior: dict[str, Any] = {"stream_body": events}
+    behavior: dict[str, Any] = {"stream_body": events, **extra}
     if name.endswith("_error"):
         # The error comes well after the content before it (so the stream has started, and what
         # came first reached the client) whatever the machine's load.
@@ -136,6 +136,24 @@ def test_fast_and_canonical_paths_store_the_same(
         assert fast_row["status"] == "success" and fast_row["cost_micro_dollars"] > 0
         assert via_fast == upstream  # the provider's bytes, unchanged
         assert via_canonical != upstream  # (the canonical path renders its own)
+
+
+@pytest.mark.parametrize("name", ["openai_text", "anthropic_text", "gemini_text"])
+def test_a_connection_reset_mid_stream_ends_both_paths_alike(
+    servers: tuple[Ensemble, Ensemble], fake: FakeUpstream, name: str
+) -> None:
+    """The provider's connection drops after 5 events (each arriving on its own, before a pause):
+    the same error row and usage so far, and the client's stream ends with the same error event."""
+    fast, canonical = servers
+    request_id = f"pt-reset-{name}"
+    reset = {"stall_after_chunks": 5, "stall_ms": 150, "reset_after_chunks": 5}
+    via_canonical = _replay(fake, canonical, name, request_id, **reset)
+    via_fast = _replay(fake, fast, name, request_id, **reset)
+    fast_row, fast_answer = _stored(fast, request_id)
+    assert (fast_row, fast_answer) == _stored(canonical, request_id)
+    assert fast_row["status"] == "error" and fast_answer is None
+    assert _events(via_fast)[:-1] == _events(body(name))[:5]
+    assert _events(via_fast)[-1] == _events(via_canonical)[-1]
 
 
 def test_a_rewrite_falls_back_to_the_canonical_path(
