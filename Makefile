@@ -55,7 +55,7 @@ test-python: $(BUILT)
 
 # The streaming and upstream-facing integration tests once more with every provider on HTTP/2
 # (h2c to the fake upstream; docs/upstream.md). The whole suite passes so too, in ~3x the time.
-H2_TESTS ?= tests/streaming tests/integration/test_formats.py tests/integration/test_failover_errors.py
+H2_TESTS ?= tests/streaming tests/integration/test_formats.py tests/integration/test_failover_errors.py tests/integration/test_responses_api.py
 test-python-h2: $(BUILT)
 	ENSEMBLE_UPSTREAM_HTTP=2 $(BIN)/python -m pytest $(H2_TESTS) $(PYTEST_ARGS)
 

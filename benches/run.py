@@ -6,6 +6,9 @@ Starts the fake upstream (no latency) and three front ends on the same load:
   ensemble    wrk → `ensemble serve` with the full pipeline on (auth, key rate limits with high
               limits, validation, routing, cost, request log) → fake upstream
 for JSON and SSE (20 chunks) chat completions, at concurrency 1 and 64, with 1 (and 2) workers.
+The same Ensemble is then measured on the OpenAI Responses route (`ensemble-responses`: POST
+/v1/responses translated to the same chat-completions upstream, JSON and SSE at concurrency 64),
+and its CPU per request is compared with the chat row's.
 The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
 the proxy takes both cores and shares them with the load generator and the upstream).
 
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +46,7 @@ BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-bench-upstream-key-0000000000"
 MODEL = "gpt-4o-mini"
 PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 MESSAGES = [{"role": "user", "content": "Say hello to the benchmark, please."}]
 
 
@@ -203,11 +208,29 @@ def body(stream: bool) -> bytes:
     return orjson.dumps(req)
 
 
+def responses_body(stream: bool) -> bytes:
+    import orjson
+
+    req: dict[str, object] = {"model": MODEL, "input": MESSAGES[0]["content"], "max_output_tokens": 64}
+    if stream:
+        req["stream"] = True
+    return orjson.dumps(req)
+
+
 def measure(
-    target: str, proc: Proc, url: str, key: str, workers: int, fmt: str, c: int, duration: float
+    target: str,
+    proc: Proc,
+    url: str,
+    key: str,
+    workers: int,
+    fmt: str,
+    c: int,
+    duration: float,
+    path: str = PATH,
+    make_body: Callable[[bool], bytes] = body,
 ) -> Result:
     cpu = proc.cpu_seconds()
-    rps, p50, p99, err, n = wrk(url + PATH, body(fmt == "sse"), key, c, duration)
+    rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
     cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
     return Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n)
 
@@ -371,6 +394,21 @@ def main() -> None:
                             b, e = median_rounds(pairs)
                             results += [b, e]
                             completed += e.completed
+                    for fmt in ("json", "sse"):  # the Responses route beside chat, same server and load
+                        r = measure(
+                            "ensemble-responses",
+                            ens,
+                            ens_url,
+                            key,
+                            workers,
+                            fmt,
+                            max(concurrencies),
+                            duration,
+                            RESPONSES_PATH,
+                            responses_body,
+                        )
+                        results.append(r)
+                        completed += r.completed
                 finally:
                     ens.stop()
                     base.stop()
@@ -379,8 +417,21 @@ def main() -> None:
         fake.stop()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     print_table(results, markdown=args.markdown)
+    print_responses_cpu(results)
     if not args.no_upstream:
         upstream_section(quick=args.quick)
+
+
+def print_responses_cpu(results: list[Result]) -> None:
+    """The Responses route's CPU per request against the chat row of the same server and load."""
+    chat = {(r.fmt, r.concurrency, r.workers): r for r in results if r.target == "ensemble"}
+    for r in results:
+        c = chat.get((r.fmt, r.concurrency, r.workers))
+        if r.target == "ensemble-responses" and c is not None and c.cpu_us and r.cpu_us:
+            print(
+                f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
+                f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / c.cpu_us - 1) * 100:+.1f}%)"
+            )
 
 
 def upstream_section(quick: bool) -> None:

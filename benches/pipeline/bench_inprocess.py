@@ -128,6 +128,7 @@ def main() -> None:
             "model": "mock-1",
             "messages": [{"role": "user", "content": "Say hello, benchmark."}],
         }
+        responses: dict[str, Any] = {"model": "mock-1", "input": msg["messages"][0]["content"]}
         cases = [
             ("json", "/v1/chat/completions", orjson.dumps(msg)),
             ("sse", "/v1/chat/completions", orjson.dumps({**msg, "stream": True})),
@@ -137,6 +138,8 @@ def main() -> None:
                 orjson.dumps({**msg, "stream": True, "stream_options": {"include_usage": True}}),
             ),
             ("native json", "/api/v1/generate", orjson.dumps(msg)),
+            ("responses json", "/v1/responses", orjson.dumps(responses)),
+            ("responses sse", "/v1/responses", orjson.dumps({**responses, "stream": True})),
         ]
         for name, path, body in cases:
             loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
@@ -144,7 +147,7 @@ def main() -> None:
                 prof = cProfile.Profile()
                 prof.enable()
             us = loop.run_until_complete(drive(app, key, path, body, args.requests))
-            print(f"{name:12s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
+            print(f"{name:14s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
             if args.profile:
                 prof.disable()
                 pstats.Stats(prof).sort_stats("tottime").print_stats(18)

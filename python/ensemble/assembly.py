@@ -88,6 +88,8 @@ class Assembler:
                 block.add(delta.thinking)
             if delta.signature:
                 block.signature += delta.signature
+            if delta.item_id:
+                block.id = delta.item_id
         elif isinstance(delta, RedactedThinkingDelta):
             block = self._blocks[delta.index] = _Pending("redacted_thinking")
             block.add(delta.data)
@@ -126,7 +128,7 @@ class Assembler:
             if b.kind == "text":
                 out.append(TextBlock(text=text))
             elif b.kind == "thinking":
-                out.append(ThinkingBlock(thinking=text, signature=b.signature or None))
+                out.append(ThinkingBlock(thinking=text, signature=b.signature or None, item_id=b.id or None))
             elif b.kind == "redacted_thinking":
                 out.append(RedactedThinkingBlock(data=text))
             else:

@@ -335,6 +335,12 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
             for key in ("input", "output", "cache_read", "cache_write"):
                 if getattr(m.pricing, key) < 0:
                     bad(file, f"models[{i}].pricing.{key}", "must not be negative")
+            if m.api == "responses" and p.type != "openai":
+                bad(
+                    file,
+                    f"models[{i}].api",
+                    f"'responses' is for providers of type 'openai' (this is {p.type!r})",
+                )
         kind = registry.kind(p.type)
         if not p.base_url:
             p.base_url = kind.default_base_url

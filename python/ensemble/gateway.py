@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ensemble import telemetry
+from ensemble import reasoning, telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.call_path import CallPath, DirectCalls
@@ -82,6 +82,10 @@ class CallContext:
     # The client's stream format when it could take a same-format provider's bytes unchanged
     # (openai, anthropic, gemini; the route decides, each attempt's provider confirms).
     passthrough: str | None = None
+    store: bool = True  # keep the answer for retrieval (the Responses API's `store: false` says no)
+    # What an ingress keeps beside the answer to continue the conversation later (Responses
+    # `previous_response_id`: the canonical input and the parameters the answer echoes).
+    conversation: bytes | None = None
 
 
 T = TypeVar("T")
@@ -391,6 +395,7 @@ class Gateway:
         self._reconcile_endpoint(ctx, usage)
         ctx.rate_limit = self.admission.info(ctx.key)
         cost = result.cost if result.cost is not None else target.price.cost(usage)
+        reasoning.stamp(result.blocks, target.provider.type)
         elapsed = time.perf_counter() - ctx.started
         response = InferenceResponse(
             id=ctx.request_id,
@@ -498,7 +503,8 @@ class Gateway:
                 latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
                 error=error[:500],
                 created_at=now_iso(),
-                response_body=msgspec.json.encode(response) if response is not None else None,
+                response_body=msgspec.json.encode(response) if response is not None and ctx.store else None,
+                conversation=ctx.conversation if response is not None and ctx.store else None,
                 route_reason=route.reason if route is not None else "",
                 cache_value_usd=route.cache_value if route is not None else 0.0,
                 cost_penalty_usd=route.cost_penalty if route is not None else 0.0,

@@ -52,11 +52,20 @@ class AudioContent(msgspec.Struct, tag="audio", tag_field="type", forbid_unknown
     source: MediaSource
 
 
-class ThinkingContent(msgspec.Struct, tag="thinking", tag_field="type", forbid_unknown_fields=True):
-    """A thinking block echoed back in a multi-turn conversation (providers require the signature)."""
+class ThinkingContent(
+    msgspec.Struct, tag="thinking", tag_field="type", forbid_unknown_fields=True, omit_defaults=True
+):
+    """A thinking block echoed back in a multi-turn conversation (providers require the signature).
+
+    `origin` is the provider type whose model made the signature (OpenAI's `encrypted_content`,
+    Anthropic's `signature`, Gemini's `thoughtSignature`); None when the client did not say. A
+    signature goes back only to a provider of its origin (ensemble.reasoning); `item_id` is the
+    id the provider gave the reasoning item, where its API wants it back (OpenAI Responses)."""
 
     thinking: str
     signature: str | None = None
+    origin: str | None = None
+    item_id: str | None = None
 
 
 class RedactedThinkingContent(
@@ -168,6 +177,10 @@ class ToolCallBlock(msgspec.Struct, tag="tool_call", tag_field="type"):
 class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
     thinking: str
     signature: str | None = None
+    # The provider type that made `signature` (stamped by the gateway), and the provider's id of the
+    # reasoning item where it has one: see ThinkingContent.
+    origin: str | None = None
+    item_id: str | None = None
 
 
 class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
@@ -196,6 +209,7 @@ class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):
     index: int
     thinking: str = ""
     signature: str = ""
+    item_id: str = ""  # the provider's id of the reasoning item (OpenAI Responses), on any delta of it
 
 
 class RedactedThinkingDelta(msgspec.Struct, tag="redacted_thinking_delta"):

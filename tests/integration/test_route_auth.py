@@ -17,7 +17,7 @@ from support.ensemble import MOCK_PROVIDER, Ensemble
 
 pytestmark = pytest.mark.integration
 
-SAMPLE_PARAMS = {"request_id": "req_0", "batch_id": "batch_0", "model": "mock-1"}
+SAMPLE_PARAMS = {"request_id": "req_0", "batch_id": "batch_0", "model": "mock-1", "response_id": "resp_0"}
 CLIENT_ROUTES = [r for r in app.ROUTES if r.auth == "client"]
 
 

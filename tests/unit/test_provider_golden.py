@@ -18,9 +18,9 @@ import pytest
 
 from ensemble._native import SseParser
 from ensemble.assembly import Assembler
-from ensemble.config.schema import Pricing, ProviderConfig
+from ensemble.config.schema import ModelConfig, Pricing, ProviderConfig
 from ensemble.providers import registry
-from ensemble.providers.base import WireFormat
+from ensemble.providers.base import Target, WireFormat
 from ensemble.types import ProviderResult, ToolCallBlock
 from ensemble.usage.pricing import Price, format_cost, micro_dollars
 
@@ -37,6 +37,10 @@ def _wire(provider_type: str) -> WireFormat:
 WIRES: dict[str, WireFormat] = {
     t: _wire(t) for t in ("openai", "xai", "openrouter", "anthropic", "gemini", "openai_compatible")
 }
+# OpenAI-type models with `api: responses` speak OpenAI's Responses API instead of chat completions.
+WIRES["openai_responses"] = WIRES["openai"].for_target(
+    Target(provider=None, endpoint=None, model=ModelConfig(name="gpt-5", api="responses"), price=None)  # type: ignore[arg-type]
+)
 CASES = sorted(
     (p.parent.name, p.name.removesuffix(".expected.json")) for p in FIXTURES.glob("*/*.expected.json")
 )

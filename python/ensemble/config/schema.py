@@ -148,6 +148,9 @@ class ModelConfig(_Strict):
     capabilities: list[Literal["streaming", "tools", "thinking", "vision"]] = msgspec.field(
         default_factory=lambda: ["streaming", "tools"]
     )
+    # Which upstream API an OpenAI-type provider calls for this model: chat completions, or the
+    # Responses API (models OpenAI serves only there; reasoning items round-trip). docs/responses.md
+    api: Literal["chat", "responses"] = "chat"
 
     @property
     def upstream_id(self) -> str:

@@ -350,6 +350,7 @@ class AnthropicProvider:
             cfg.cache_creation_tokens,
             cfg.reasoning_tokens,
             lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
         )
 
     def handle(self, ctx: Ctx) -> Reply | StreamReply:

@@ -96,6 +96,8 @@ def resolve(method: str, path: str) -> Route:
         return r(GEMINI, "not_found", model)
     if rest == ["chat", "completions"]:
         return r(OPENAI, "chat", cache=True)
+    if rest == ["responses"]:
+        return r(OPENAI, "responses", cache=True)
     if rest == ["models"]:
         return r(GEMINI if version == "v1beta" else None, "models", want="GET")
     if rest and rest[0] == "messages":

@@ -89,6 +89,8 @@ class EndpointConfig:
     record: bool = True  # keep request recordings (GET /_fake/requests)
     prompt_cache: bool = False  # simulate the provider's prompt cache (prompt_cache.py)
     prompt_cache_ttl_ms: float = 300_000.0
+    # {"name": tool, "arguments": {...}}: the tool call to make when that tool is offered (content.py)
+    tool_call: dict[str, Any] | None = None
 
     def update(self, data: dict[str, Any]) -> None:
         """Apply a partial update; raises ControlError on unknown keys or bad values."""
@@ -113,6 +115,10 @@ class EndpointConfig:
                 parsed[key] = _as_bool(key, value)
             elif key == "require_api_key":
                 parsed[key] = _as_opt_str(key, value)
+            elif key == "tool_call":
+                if value is not None and not (isinstance(value, dict) and isinstance(value.get("name"), str)):
+                    raise ControlError('tool_call: expected {"name": str, "arguments": object} or null')
+                parsed[key] = value
             elif key == "framing":
                 if value is not None and value not in FRAMINGS:
                     raise ControlError(f"framing: expected one of {', '.join(FRAMINGS)} or null")

@@ -14,6 +14,7 @@ Rules (documented contract for tests):
   array [], object {}, enum → first value). Streamed argument JSON is split into
   ``max(2, chunks // 4)`` fragments (capped at its length); ``N`` = number of fragments.
   If ``max_tokens`` is below that, the answer is truncated text instead (finish = length).
+  The endpoint's ``tool_call`` config ``{"name", "arguments"}`` scripts the call instead.
 * Reasoning tokens ``R`` = config ``reasoning_tokens``, or, when thinking was requested and that is
   0, the number of thinking pieces.
 * Cache: ``C`` = config ``cached_tokens``, ``W`` = config ``cache_creation_tokens``.
@@ -212,27 +213,40 @@ def split_chars(text: str, n: int) -> list[str]:
     return out
 
 
-def choose_tool(conv: Conversation) -> ToolSpec | None:
+def choose_tool(conv: Conversation, preferred: str | None = None) -> ToolSpec | None:
     if not conv.tools or conv.tool_mode == "none" or not conv.last_is_user or conv.last_is_tool_result:
         return None
-    if conv.forced_tool is not None:
-        for tool in conv.tools:
-            if tool.name == conv.forced_tool:
+    for name in (conv.forced_tool, preferred):
+        for tool in conv.tools if name is not None else ():
+            if tool.name == name:
                 return tool
     return conv.tools[0]
 
 
 def make_plan(
-    provider: str, conv: Conversation, chunks: int, cached: int, creation: int, reasoning: int, dumps: Any
+    provider: str,
+    conv: Conversation,
+    chunks: int,
+    cached: int,
+    creation: int,
+    reasoning: int,
+    dumps: Any,
+    tool_call: dict[str, Any] | None = None,
 ) -> Plan:
-    """Build the answer. ``dumps`` renders tool arguments the way the format writes JSON."""
+    """Build the answer. ``dumps`` renders tool arguments the way the format writes JSON.
+    ``tool_call`` ({"name", "arguments"}, the endpoint's ``tool_call`` config) scripts the call:
+    that tool when it is offered, with those arguments."""
     max_tokens = conv.max_tokens
     thinking = thinking_pieces(conv.last_user_text) if conv.thinking else []
     r = reasoning or len(thinking)
     prompt = count_tokens(conv.prompt_chars)
-    tool = choose_tool(conv)
+    scripted = tool_call.get("name") if tool_call else None
+    tool = choose_tool(conv, scripted)
     if tool is not None:
-        args = tool_arguments(tool.schema)
+        if tool_call is not None and tool.name == scripted:
+            args = dict(tool_call.get("arguments") or {})
+        else:
+            args = tool_arguments(tool.schema)
         arguments: str = dumps(args)
         fragments = split_chars(arguments, max(2, chunks // 4))
         if max_tokens is None or max_tokens >= len(fragments):

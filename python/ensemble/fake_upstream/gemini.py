@@ -271,6 +271,7 @@ class GeminiProvider:
             0,
             cfg.reasoning_tokens,
             lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
         )
         if action == "count_tokens":
             return json_reply(200, {"totalTokens": plan.prompt_tokens}, cacheable=True)

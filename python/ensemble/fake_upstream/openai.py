@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import prompt_cache
+from . import openai_responses, prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
@@ -182,7 +182,7 @@ class OpenAIProvider:
                     ],
                 },
             )
-        if ctx.action != "chat":
+        if ctx.action not in ("chat", "responses"):
             return self.error(404, f"Invalid URL ({ctx.method} {ctx.extra.get('path', '')})")
         try:
             req = orjson.loads(ctx.body)
@@ -193,6 +193,8 @@ class OpenAIProvider:
         model = req.get("model")
         if not isinstance(model, str) or not model:
             return json_reply(400, error_body(400, "you must provide a model parameter", "model"))
+        if ctx.action == "responses":
+            return self._responses(ctx, req, model)
         try:
             conv = parse_conversation(req)
         except BadRequest as exc:
@@ -206,6 +208,7 @@ class OpenAIProvider:
             0,
             cfg.reasoning_tokens,
             lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
         )
         prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
         tokens = plan.prompt_tokens + plan.output_tokens
@@ -251,6 +254,27 @@ class OpenAIProvider:
         return Reply(
             200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-", cacheable=not plan.tool
         )
+
+    def _responses(self, ctx: Ctx, req: dict[str, Any], model: str) -> Reply | StreamReply:
+        try:
+            conv = openai_responses.parse_conversation(req)
+        except openai_responses.BadRequest as exc:
+            return json_reply(400, error_body(400, exc.message, exc.param))
+        cfg = ctx.config
+        plan = make_plan(
+            "openai",
+            conv,
+            cfg.chunks,
+            cfg.cached_tokens,
+            0,
+            cfg.reasoning_tokens,
+            lambda o: orjson.dumps(o).decode(),
+            tool_call=cfg.tool_call,
+        )
+        prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
+        if req.get("stream") is True:
+            return openai_responses.stream(req, model, plan)
+        return openai_responses.reply(req, model, plan)
 
     def _events(self, model: str, plan: Plan, include_usage: bool) -> list[Event]:
         cid = ID_MARK  # one id and timestamp per stream, filled in at send time

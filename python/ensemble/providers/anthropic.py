@@ -30,6 +30,7 @@ from ensemble.providers.base import (
 )
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -166,7 +167,11 @@ def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         if isinstance(m.content, str):
             blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
         else:
-            blocks = [content_to_wire(b, i) for b in m.content]
+            blocks = [
+                content_to_wire(b, i)
+                for b in m.content
+                if not isinstance(b, ThinkingContent) or handed_back(b, "anthropic")
+            ]
         if m.role == "assistant":
             for c in m.tool_calls or ():
                 args = c.arguments if isinstance(c.arguments, dict) else parse_arguments(c.arguments)

@@ -203,6 +203,11 @@ class WireFormat(ABC):
     @abstractmethod
     def parse(self, body: bytes) -> ProviderResult: ...
 
+    def for_target(self, target: Target) -> WireFormat:
+        """The wire format for one call: a provider type may speak another API for some models
+        (OpenAI's Responses API for `api: responses`)."""
+        return self
+
     @abstractmethod
     def decoder(self) -> StreamDecoder: ...
 
@@ -274,7 +279,8 @@ class HttpProvider(Provider):
         self.wire = wire
 
     async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
-        url, headers, body = self.wire.build(request, target, stream=False)
+        wire = self.wire.for_target(target)
+        url, headers, body = wire.build(request, target, stream=False)
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
@@ -282,9 +288,9 @@ class HttpProvider(Provider):
             self.on_headers(target, resp.headers)
         payload = await resp.read()
         if not 200 <= resp.status < 300:  # 3xx too: redirects are never followed (credentials)
-            raise self.wire.classify(resp.status, resp.headers, payload)
+            raise wire.classify(resp.status, resp.headers, payload)
         try:
-            return self.wire.parse(payload)
+            return wire.parse(payload)
         except ProviderError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -294,7 +300,7 @@ class HttpProvider(Provider):
             ) from e
 
     def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
-        wire = self.wire
+        wire = self.wire.for_target(target)
         return wire.stream_scanner == ingress and not wire.rewrites_stream(request, target)
 
     async def stream(
@@ -302,7 +308,8 @@ class HttpProvider(Provider):
     ) -> AsyncIterator[list[StreamDelta]]:
         """`raw`: the fast path; every network read becomes a RawBatch (its deltas and the whole
         events it completed, as bytes), scanned natively (ScanningReader)."""
-        url, headers, body = self.wire.build(request, target, stream=True)
+        wire = self.wire.for_target(target)
+        url, headers, body = wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
         # call (overall_timeout); the client's own read timers are off so there is one source of truth.
         watchdog = StallWatchdog(opts.stall_timeout, opts.overall_timeout, opts.clock)
@@ -316,14 +323,14 @@ class HttpProvider(Provider):
                 if self.on_headers is not None:
                     self.on_headers(target, resp.headers)
                 if not 200 <= resp.status < 300:  # a 3xx is an error, not an empty answer
-                    raise self.wire.classify(resp.status, resp.headers, await resp.read())
+                    raise wire.classify(resp.status, resp.headers, await resp.read())
             finally:
                 watchdog.end_read()
-            decoder = self.wire.decoder()
+            decoder = wire.decoder()
             # The scanner decodes for the translating path too (its runs are the same deltas, merged
             # per read); only the fast path forwards the bytes it lets through.
-            native = self.native_streams and self.wire.stream_scanner is not None
-            reader = ScanningReader(self.wire, decoder) if native else FramingReader(self.wire, decoder)
+            native = self.native_streams and wire.stream_scanner is not None
+            reader = ScanningReader(wire, decoder) if native else FramingReader(wire, decoder)
             scanning = reader if raw and isinstance(reader, ScanningReader) else None
             read = reader.read
             chunks = resp.chunks().__aiter__()

@@ -34,6 +34,7 @@ from ensemble.providers.base import (
 )
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.reasoning import handed_back
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -175,7 +176,7 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                     (
                         b.signature
                         for b in reversed(m.content)
-                        if isinstance(b, ThinkingContent) and b.signature
+                        if isinstance(b, ThinkingContent) and b.signature and handed_back(b, "gemini")
                     ),
                     None,
                 )

@@ -17,6 +17,8 @@ import orjson
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import RUN_ARGS, RUN_TEXT, RUN_THINKING, StreamDecoder, Target, WireFormat
+from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
+from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
@@ -74,16 +76,9 @@ FOREIGN_KEYS = frozenset(
         "user_profile_id",
         "workspace_id",
         "labels",
+        HOSTED_TOOLS_KEY,  # the Responses ingress's hosted tools: only its upstream mode runs them
     }
 )
-
-
-def _foreign(key: str, skip: frozenset[str]) -> bool:
-    return key in skip or any(c.isupper() for c in key)
-
-
-def _data_url(media_type: str | None, data: str | None) -> str:
-    return f"data:{media_type or 'application/octet-stream'};base64,{data or ''}"
 
 
 def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
@@ -91,7 +86,7 @@ def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
         return {"type": "text", "text": block.text}
     if isinstance(block, ImageContent):
         src = block.source
-        url = src.url if src.type == "url" else _data_url(src.media_type, src.data)
+        url = src.url if src.type == "url" else data_url(src.media_type, src.data)
         return {"type": "image_url", "image_url": {"url": url}}
     if isinstance(block, DocumentContent):
         src = block.source
@@ -102,7 +97,7 @@ def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
             )
         return {
             "type": "file",
-            "file": {"filename": "document", "file_data": _data_url(src.media_type, src.data)},
+            "file": {"filename": "document", "file_data": data_url(src.media_type, src.data)},
         }
     if isinstance(block, AudioContent):
         src = block.source
@@ -200,7 +195,7 @@ def request_to_wire(
             body["stream_options"] = {"include_usage": True}
     if request.provider_config:
         for key, value in request.provider_config.items():
-            if not _foreign(key, skip):
+            if not foreign(key, skip):
                 body.setdefault(key, value)
     return body
 
@@ -419,6 +414,11 @@ class OpenAIWire(WireFormat):
         self.extra_headers = dict(dialect.headers)
         self.report_cost = dialect.reports_cost
         self.path = dialect.path
+        # Models with `api: responses` are called through OpenAI's Responses API instead.
+        self._responses = ResponsesWire(self.skip, self.extra_headers, self.classify)
+
+    def for_target(self, target: Target) -> WireFormat:
+        return self._responses if target.model.api == "responses" else self
 
     def build(
         self, request: InferenceRequest, target: Target, stream: bool

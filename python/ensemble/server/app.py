@@ -26,6 +26,7 @@ from ensemble.server import (
     inference,
     info,
     metrics_endpoint,
+    responses,
     ui,
     websocket,
 )
@@ -45,6 +46,7 @@ OVERRIDES_ENV = "ENSEMBLE_SERVE_OVERRIDES"  # host/port/workers given on the com
 # Every route the server answers, each with the authentication the dispatcher enforces (access.py).
 ROUTES = (
     inference.ROUTES
+    + responses.ROUTES
     + formats.ROUTES
     + info.ROUTES
     + admin.ROUTES

@@ -138,10 +138,17 @@ def watch_disconnect(rt: Runtime, req: Request) -> DisconnectWatch | None:
 
 
 async def run_generate(
-    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    request: InferenceRequest,
+    *,
+    store: bool = True,
+    conversation: bytes | None = None,
 ) -> tuple[CallContext, InferenceResponse]:
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
+    ctx.store, ctx.conversation = store, conversation
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
     try:
@@ -282,7 +289,14 @@ async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
 
 
 async def run_stream(
-    rt: Runtime, req: Request, key: KeyRecord, request: InferenceRequest, fmt: StreamFormat
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    request: InferenceRequest,
+    fmt: StreamFormat,
+    *,
+    store: bool = True,
+    conversation: bytes | None = None,
 ) -> None:
     """A streamed answer on any HTTP route: open (with failover), then pump, watching the client.
 
@@ -290,6 +304,7 @@ async def run_stream(
     cancel` a disconnect cancels this task wherever it waits, and the upstream call is dropped."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
+    ctx.store, ctx.conversation = store, conversation
     server = rt.config.server
     if fmt.passthrough is not None and server.native_streams and server.coalescence_window <= 0:
         ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)

@@ -145,6 +145,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE request_log ADD COLUMN cache_value_usd REAL NOT NULL DEFAULT 0;
     ALTER TABLE request_log ADD COLUMN cost_penalty_usd REAL NOT NULL DEFAULT 0;
     """,
+    # 4: what the Responses API keeps beside a stored answer to continue it (previous_response_id):
+    # the canonical input and the echoed parameters, JSON (docs/responses.md).
+    """
+    ALTER TABLE responses ADD COLUMN conversation BLOB;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -48,6 +48,8 @@ class LogRecord(msgspec.Struct):
     route_reason: str = ""
     cache_value_usd: float = 0.0
     cost_penalty_usd: float = 0.0
+    # What the ingress keeps to continue the conversation (Responses previous_response_id), or None.
+    conversation: bytes | None = None
 
 
 _INSERT_LOG = """
@@ -58,10 +60,12 @@ VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 """
 
 _STORE_RESPONSE = """
-INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body)
-VALUES (?,?,?,?,?,?,?,?)
+INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body,
+    conversation)
+VALUES (?,?,?,?,?,?,?,?,?)
 ON CONFLICT (request_id) DO UPDATE SET
-    status = excluded.status, completed_at = excluded.completed_at, body = excluded.body
+    status = excluded.status, completed_at = excluded.completed_at, body = excluded.body,
+    conversation = excluded.conversation
 WHERE responses.key_id = excluded.key_id
 """
 
@@ -232,6 +236,7 @@ class RequestLog:
                 r.created_at,
                 r.created_at,
                 r.response_body,
+                r.conversation,
             )
             for r in batch
         ]
