@@ -54,7 +54,9 @@ class StreamScanner:
     """The same-format fast path's scanner: frames one provider stream (``openai``, ``anthropic``
     or ``gemini`` events) and decodes its common events natively, one call per network read."""
 
-    def __new__(cls, format: str) -> Self: ...
+    def __new__(cls, format: str, merge: bool = True) -> Self:
+        """``merge``: consecutive fragments of one block become one run per read (False: one run
+        per event)."""
     def feed(self, chunk: bytes) -> tuple[int, list[tuple[int, int, str] | tuple[int, str, str]]]:
         """``(cut, items)``: the length of the read's prefix that ends at its last event boundary,
         and its items in order: ``(kind, key, text)`` runs (0 text, 1 thinking, 2 tool arguments,

@@ -767,14 +767,17 @@ mod bindings {
 
     #[pymethods]
     impl PyStreamScanner {
+        /// `merge`: consecutive fragments of one block become one run per read (false: one
+        /// run per event).
         #[new]
-        fn new(format: &str) -> PyResult<Self> {
+        #[pyo3(signature = (format, merge = true))]
+        fn new(format: &str, merge: bool) -> PyResult<Self> {
             let format = scan::Format::from_name(format).ok_or_else(|| {
                 PyValueError::new_err(format!("no stream scanner for the {format:?} wire format"))
             })?;
-            Ok(PyStreamScanner {
-                inner: scan::StreamScanner::new(format),
-            })
+            let mut inner = scan::StreamScanner::new(format);
+            inner.set_merge(merge);
+            Ok(PyStreamScanner { inner })
         }
 
         /// Scan one network read. Returns `(cut, items)`: the length of the read's prefix that

@@ -130,6 +130,9 @@ impl Boundaries {
 /// Everything but the framing, so an event can be classified while the parser lends it.
 struct ScanState {
     format: Format,
+    /// Merge consecutive fragments of one block into one run (else one run per event, for a
+    /// consumer that renders each event on its own).
+    merge: bool,
     items: Vec<Item>,
     pending_usage: Option<String>,
     hot_events: u64,
@@ -165,6 +168,7 @@ impl StreamScanner {
             },
             state: ScanState {
                 format,
+                merge: true,
                 items: Vec::new(),
                 pending_usage: None,
                 hot_events: 0,
@@ -180,6 +184,12 @@ impl StreamScanner {
 
     pub fn format(&self) -> Format {
         self.state.format
+    }
+
+    /// One run per event instead of one per block and read (the translating path renders every
+    /// delta as a client event, so the client keeps the provider's granularity).
+    pub fn set_merge(&mut self, merge: bool) {
+        self.state.merge = merge;
     }
 
     /// Events decoded here so far, and events handed to the decoder.
@@ -214,10 +224,10 @@ impl ScanState {
                 self.hot_events += 1;
                 match hot {
                     Hot::Append(kind, key, text) => self.append(kind, key, text),
-                    Hot::Usage(raw) => self.pending_usage = Some(raw),
+                    Hot::Usage(raw) => self.usage(raw),
                     Hot::TextAndUsage(text, raw) => {
                         self.append(RunKind::Text, 0, text);
-                        self.pending_usage = Some(raw);
+                        self.usage(raw);
                     }
                     Hot::Nothing => {}
                 }
@@ -230,6 +240,20 @@ impl ScanState {
                     data: data.to_owned(),
                 });
             }
+        }
+    }
+
+    /// A usage update: merged, only the read's last one is handed on (each replaces the one
+    /// before); unmerged, each in its place.
+    fn usage(&mut self, raw: String) {
+        if self.merge {
+            self.pending_usage = Some(raw);
+        } else {
+            self.items.push(Item::Run {
+                kind: RunKind::Usage,
+                key: 0,
+                text: raw,
+            });
         }
     }
 
@@ -250,7 +274,7 @@ impl ScanState {
             text: run,
         }) = self.items.last_mut()
         {
-            if *k == kind && *last == key {
+            if self.merge && *k == kind && *last == key {
                 run.push_str(&text);
                 return;
             }
@@ -772,6 +796,20 @@ mod tests {
         assert_eq!(s.feed(b"data: 5\r\n").unwrap().0, 0);
         assert_eq!(s.feed(b"\r\nx").unwrap().0, 2);
         assert_eq!(s.feed(b"").unwrap().0, 0);
+    }
+
+    #[test]
+    fn without_merging_every_event_is_its_own_run() {
+        let mut s = StreamScanner::new(Format::Anthropic);
+        s.set_merge(false);
+        let delta = |t: &str| {
+            format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{t}\"}}}}\n\n")
+        };
+        let items = s.feed((delta("a") + &delta("b")).as_bytes()).unwrap().1;
+        assert_eq!(
+            items,
+            vec![run(RunKind::Text, 0, "a"), run(RunKind::Text, 0, "b")]
+        );
     }
 
     #[test]

@@ -101,6 +101,28 @@ def test_an_unterminated_last_event_goes_out_at_the_end() -> None:
     assert reader.close() == b"data: [DONE]\n"
 
 
+def deltas(reader: FramingReader | ScanningReader, pieces: list[bytes]) -> list[Any]:
+    out: list[Any] = []
+    try:
+        for piece in pieces:
+            out.append(reader.read(piece))
+    except ProviderError as e:
+        out.append((e.message, e.code))
+    return out
+
+
+@pytest.mark.parametrize("name", list(RECORDINGS))
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12))
+def test_unmerged_runs_are_the_decoders_deltas_one_for_one(name: str, cuts: list[int]) -> None:
+    """The translating path renders every delta as a client event: unmerged, the scanner gives the
+    very deltas the decoder gives, read by read, so clients keep the provider's granularity."""
+    wire = WIRES[RECORDINGS[name][0]]
+    pieces = split(body(name), cuts)
+    native = deltas(ScanningReader(wire, wire.decoder(), merge=False), pieces)
+    assert native == deltas(FramingReader(wire, wire.decoder()), pieces)
+
+
 @pytest.mark.parametrize("name", list(RECORDINGS))
 def test_byte_by_byte(name: str) -> None:
     kind = RECORDINGS[name][0]

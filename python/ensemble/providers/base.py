@@ -330,7 +330,7 @@ class HttpProvider(Provider):
             # The scanner decodes for the translating path too (its runs are the same deltas, merged
             # per read); only the fast path forwards the bytes it lets through.
             native = self.native_streams and wire.stream_scanner is not None
-            reader = ScanningReader(wire, decoder) if native else FramingReader(wire, decoder)
+            reader = ScanningReader(wire, decoder, merge=raw) if native else FramingReader(wire, decoder)
             scanning = reader if raw and isinstance(reader, ScanningReader) else None
             read = reader.read
             chunks = resp.chunks().__aiter__()
@@ -417,9 +417,10 @@ class ScanningReader:
 
     __slots__ = ("_decode", "_native_run", "_scanner", "_tail", "out")
 
-    def __init__(self, wire: WireFormat, decoder: StreamDecoder) -> None:
+    def __init__(self, wire: WireFormat, decoder: StreamDecoder, merge: bool = True) -> None:
         assert wire.stream_scanner is not None
-        self._scanner = StreamScanner(wire.stream_scanner)
+        # Merged runs only where the deltas are not rendered one client event each (the fast path).
+        self._scanner = StreamScanner(wire.stream_scanner, merge)
         self._decode = decoder.decode
         self._native_run = decoder.native_run
         self._tail = b""
