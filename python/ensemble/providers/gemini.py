@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.base import (
     RUN_TEXT,
     RUN_USAGE,
@@ -39,6 +40,8 @@ from ensemble.types import (
     AudioContent,
     ContentBlock,
     DocumentContent,
+    EmbeddingRequest,
+    EmbeddingResult,
     EventBlock,
     Finish,
     FinishReason,
@@ -459,6 +462,18 @@ class GeminiWire(WireFormat):
     def decoder(self) -> StreamDecoder:
         return GeminiDecoder()
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        headers = {
+            "x-goog-api-key": target.endpoint.api_key,
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        url = f"{target.endpoint.base_url}/v1beta/models/{target.model.upstream_id}:batchEmbedContents"
+        return url, headers, embedding_wire.gemini_body(request, target.model.upstream_id)
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        return embedding_wire.gemini_parse(body, request)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if not isinstance(err, dict):
@@ -485,5 +500,6 @@ KIND = register(
         wire=lambda _config: GeminiWire(),
         default_base_url="https://generativelanguage.googleapis.com",
         cache_ttl=3600.0,  # implicit and explicit context caches default to one hour
+        embeds=True,
     )
 )
