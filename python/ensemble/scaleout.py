@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -24,7 +23,7 @@ from ensemble.ratelimit.sync import RateLimitSync
 from ensemble.storage import keysync
 from ensemble.storage import redis as shared
 from ensemble.storage.keys import KeyRecord
-from ensemble.storage.keysync import Apply, KeySync
+from ensemble.storage.keysync import Apply, KeySync, LocalKeys
 from ensemble.storage.s3 import S3Store, StoredResponse
 from ensemble.usage.request_log import RequestLog
 
@@ -50,9 +49,7 @@ class Scaleout:
     def redis_configured(self) -> bool:
         return bool(self.config.redis.address)
 
-    async def start(
-        self, request_log: RequestLog, local_keys: Callable[[], Iterable[tuple[bytes, KeyRecord]]]
-    ) -> None:
+    async def start(self, request_log: RequestLog, local_keys: LocalKeys) -> None:
         loop = asyncio.get_running_loop()
         if self.config.persistence.s3.bucket:
             self.s3 = S3Store(self.config.persistence.s3)
@@ -86,8 +83,7 @@ class Scaleout:
             self.ratesync.track(lim.scope)
         # A restarted instance serves only once it holds the full key table (or Redis is down).
         try:
-            await asyncio.wait_for(self.keysync.seed(local_keys()), STARTUP_WAIT)
-            await asyncio.wait_for(self.keysync.load_all(), STARTUP_WAIT)
+            await asyncio.wait_for(self.keysync.reconcile(local_keys), STARTUP_WAIT)
         except (redis.RedisError, OSError, TimeoutError) as e:
             self.health.failed("keys", e if not isinstance(e, TimeoutError) else TimeoutError("start-up"))
         self._tasks.append(loop.create_task(self.keysync.run(local_keys), name="redis-key-sync"))
@@ -137,14 +133,14 @@ class Scaleout:
         if self.s3 is not None:
             await self.s3.close(limit_s=self.config.server.drain_timeout)
 
-    async def publish_key(self, digest: bytes, record: KeyRecord) -> bool:
+    async def publish_key(self, digest: bytes, record: KeyRecord, version: int = 0) -> bool:
         """Share a created/updated/disabled/revoked key with every instance (the admin API calls
         this after writing its own SQLite). False when Redis is configured but unreachable."""
         if self._client is None:
             return True
         try:
             await asyncio.wait_for(
-                keysync.publish(self._client, shared.namespace(self.config.redis), digest, record),
+                keysync.publish(self._client, shared.namespace(self.config.redis), digest, record, version),
                 STARTUP_WAIT,
             )
         except (redis.RedisError, OSError, TimeoutError) as e:

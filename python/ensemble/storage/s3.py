@@ -57,8 +57,15 @@ class StoredResponse:
     body: bytes
 
 
-def object_key(prefix: str, request_id: str, created_at: str) -> str:
+def object_key(prefix: str, key_id: str, request_id: str, created_at: str) -> str:
+    """Named by key *and* request id: an X-Request-ID another key reuses is another object, so no key
+    can overwrite another's answer."""
     day = created_at[:10]  # YYYY-MM-DD of an ISO-8601 UTC timestamp
+    return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{key_id}/{request_id}.json"
+
+
+def _legacy_object_key(prefix: str, request_id: str, day: str) -> str:
+    """Where answers stored before the key id was in the name are (still read, never written)."""
     return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{request_id}.json"
 
 
@@ -151,7 +158,7 @@ class S3Store:
         assert rec.response_body is not None
         self._client.put_object(
             Bucket=self.bucket,
-            Key=object_key(self.prefix, rec.request_id, rec.created_at),
+            Key=object_key(self.prefix, rec.key_id, rec.request_id, rec.created_at),
             Body=rec.response_body,
             ContentType="application/json",
             Metadata={
@@ -182,22 +189,26 @@ class S3Store:
         if not request_id or "/" in request_id or len(request_id) > 200:
             return None
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self._pool, self._find, request_id)
+        if "/" in key_id:
+            return None
+        found = await loop.run_in_executor(self._pool, self._find, request_id, key_id)
         if found is None or found.key_id != key_id:
             return None
         return found
 
-    def _find(self, request_id: str) -> StoredResponse | None:
+    def _find(self, request_id: str, key_id: str) -> StoredResponse | None:
         today = datetime.now(UTC)
         for back in range(LOOKUP_DAYS):
             day = (today - timedelta(days=back)).strftime("%Y-%m-%d")
-            key = object_key(self.prefix, request_id, day)
-            try:
-                obj = self._client.get_object(Bucket=self.bucket, Key=key)
-            except botocore.exceptions.ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    continue
-                raise
+            for key in (
+                object_key(self.prefix, key_id, request_id, day),
+                _legacy_object_key(self.prefix, request_id, day),
+            ):
+                obj = self._get(key)
+                if obj is not None and obj.get("Metadata", {}).get("key-id") == key_id:
+                    break
+            else:
+                continue
             meta = obj.get("Metadata", {})
             return StoredResponse(
                 request_id=request_id,
@@ -210,6 +221,14 @@ class S3Store:
                 body=obj["Body"].read(),
             )
         return None
+
+    def _get(self, key: str) -> Any:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
 
     def view(self) -> dict[str, Any]:
         return {
