@@ -13,7 +13,7 @@ BUILT      := $(VENV)/.ensemble-built
 MATURIN    := $(shell sed -n 's/^ *"\(maturin==[0-9.]*\)",*$$/\1/p' pyproject.toml)
 CHECK       = @PYTHON=$(PYTHON) scripts/prerequisites.sh "make $(or $(MAKECMDGOALS),$@)"
 
-.PHONY: ui ui-check ui-screenshots soak bench-rss dev run test test-quick test-rust test-python fuzz-http test-python-h2 test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean check-test check-lint
+.PHONY: ui ui-check ui-screenshots soak bench-rss bench-h2 dev run test test-quick test-rust test-python fuzz-http test-python-h2 test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean check-test check-lint
 
 $(BIN)/maturin:
 	$(CHECK) python rust
@@ -136,6 +136,13 @@ soak: $(BUILT)
 bench: $(BUILT)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-h2
+
+# The HTTP/2 pool's targets: 2,000 streams to one host over <= 100 connections, CPU per event against
+# HTTP/1.1 in the same run (client pinned to one core, as a bench worker is), cancel-to-RST delay.
+# Options: BENCH_H2_ARGS="--rounds 3 --streams 2000"
+bench-h2: $(BUILT)
+	$(BIN)/python benches/upstream/bench_streams.py --pin $(BENCH_H2_ARGS)
 
 # Memory soak: RSS of one worker over BENCH_RSS_REQUESTS (default 1M) JSON requests.
 bench-rss: $(BUILT)
