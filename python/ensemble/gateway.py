@@ -29,7 +29,7 @@ from ensemble.errors import (
     RateLimited,
     UpstreamTimeout,
 )
-from ensemble.providers.base import CallOptions, Provider, Target
+from ensemble.providers.base import CallOptions, Provider, RawBatch, Target
 from ensemble.providers.embedding_wire import estimated_tokens
 from ensemble.ratelimit import Admission, EndpointLimits, Reservation
 from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
@@ -84,6 +84,9 @@ class CallContext:
     route: RouteDecision | None = None
     # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
     endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
+    # The client's stream format when it could take a same-format provider's bytes unchanged
+    # (openai, anthropic, gemini; the route decides, each attempt's provider confirms).
+    passthrough: str | None = None
     store: bool = True  # keep the answer for retrieval (the Responses API's `store: false` says no)
     # What an ingress keeps beside the answer to continue the conversation later (Responses
     # `previous_response_id`: the canonical input and the parameters the answer echoes).
@@ -158,6 +161,7 @@ class Gateway:
         self.providers = providers
         for p in providers:
             p.on_headers = self._observe_headers
+            p.native_streams = config.server.native_streams
         self.router = Router(providers, config.cache, self.admission, self.admission.clock, previous=previous)
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
@@ -665,8 +669,11 @@ class Gateway:
     async def _first_content(
         self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> LiveStream:
-        iterator = self.calls.stream(request, target, opts).__aiter__()
+        ingress = ctx.passthrough
+        raw = ingress is not None and target.provider.passthrough(ingress, request, target)
+        iterator = self.calls.stream(request, target, opts, raw).__aiter__()
         held: list[StreamDelta] = []
+        held_bytes: list[bytes] = []
         try:
             while True:
                 try:
@@ -674,13 +681,17 @@ class Gateway:
                 except StopAsyncIteration:
                     break
                 held += batch
+                if isinstance(batch, RawBatch):
+                    held_bytes.append(batch.raw)
                 if any(isinstance(delta, CONTENT_DELTAS) for delta in batch):
                     break
         except BaseException:
             await _close(iterator)
             raise
         ctx.ttft_s = time.perf_counter() - t0
-        return LiveStream(self, request, ctx, iterator, held, t0)
+        if raw:
+            held = RawBatch(held, b"".join(held_bytes))
+        return LiveStream(self, request, ctx, iterator, held, t0, raw=raw)
 
 
 def _answered(ctx: CallContext, target: Target, t0: float) -> None:
@@ -731,8 +742,11 @@ class LiveStream:
         iterator: AsyncIterator[list[StreamDelta]],
         held: list[StreamDelta],
         t0: float,
+        raw: bool = False,
     ) -> None:
         self.gateway = gateway
+        # The same-format fast path: batches are RawBatches whose bytes go to the client unchanged.
+        self.raw = raw
         self.request = request
         self.ctx = ctx
         self.assembler = Assembler()
@@ -761,7 +775,7 @@ class LiveStream:
             batch, self._ready = self._ready, []
             return batch
         batch = self._held
-        if batch:
+        if batch or isinstance(batch, RawBatch):  # held raw bytes go out even with no delta
             self._held = []
         else:
             try:
@@ -780,7 +794,7 @@ class LiveStream:
 
     async def next(self) -> StreamDelta | None:
         """The next delta, or None at the end of the answer."""
-        if not self._ready:
+        while not self._ready:  # a raw batch may hold no delta
             batch = await self.next_batch()
             if batch is None:
                 return None

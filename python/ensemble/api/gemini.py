@@ -373,6 +373,8 @@ class ChunkStream:
         self._model = model
         self._sse = sse
         self.content_type = "text/event-stream; charset=utf-8" if sse else "application/json; charset=utf-8"
+        # Providers are always asked for SSE: only an `alt=sse` client can take their bytes unchanged.
+        self.passthrough = "gemini" if sse else None
         self._first = True
         self._call: tuple[str, str, list[str]] | None = None  # id, name, fragments
         self._call_index = -1

@@ -348,6 +348,9 @@ class FakeUpstream:
         reply: Reply | StreamReply | None = provider.precheck(ctx)
         if reply is None and beh is not None and beh.status is not None:
             reply = provider.error(beh.status, beh.message, beh.retry_after)
+        if reply is None and beh is not None and beh.stream_body is not None:
+            events: list[Event] = [(item.encode(),) for item in beh.stream_body]
+            reply = StreamReply([SSE_CT], events, (_MALFORMED_RAW,), sse=False)
         if reply is None:
             reply = provider.handle(ctx)
             if beh is not None:

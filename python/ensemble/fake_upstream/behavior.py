@@ -159,6 +159,9 @@ class Behavior:
     # streaming one. Golden tests feed the providers' documented examples through these.
     replay_json: Any = None
     replay_stream: str | None = None
+    # Answer a streamed request with exactly these bytes (a recorded stream; a list: one write per
+    # item, each an event for chunk_gap_ms and the mid-stream behaviours); the request is ignored.
+    stream_body: list[str] | None = None
 
     @classmethod
     def parse(cls, data: Any) -> tuple[Behavior, int]:
@@ -194,6 +197,11 @@ class Behavior:
                 b.replay_json = value
             elif key == "replay_stream":
                 b.replay_stream = _as_opt_str(key, value)
+            elif key == "stream_body":
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                    raise ControlError("stream_body: expected a string or a list of strings")
+                b.stream_body = items
             else:
                 raise ControlError(f"{key}: unknown behavior field")
         return b, count

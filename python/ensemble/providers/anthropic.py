@@ -23,6 +23,9 @@ from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
     MIN_THINKING_BUDGET,
+    RUN_ARGS,
+    RUN_TEXT,
+    RUN_THINKING,
     StreamDecoder,
     Target,
     WireFormat,
@@ -409,6 +412,17 @@ class AnthropicDecoder(StreamDecoder):
             reasoning_tokens=0,
         )
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # Anthropic's block index is the canonical one; the first argument fragment of a tool block
+        # came through `decode` (the scanner leaves it there), so content_block_stop sees it.
+        if kind == RUN_TEXT:
+            return TextDelta(index=key, text=text)
+        if kind == RUN_THINKING:
+            return ThinkingDelta(index=key, thinking=text)
+        if kind == RUN_ARGS:
+            return ToolCallArgs(index=key, fragment=text)
+        raise ValueError(f"no scanner run {kind} in Anthropic streams")
+
     def decode(self, event: str, data: str) -> list[StreamDelta]:
         if not data:
             return []
@@ -503,6 +517,8 @@ class AnthropicDecoder(StreamDecoder):
 
 
 class AnthropicWire(WireFormat):
+    stream_scanner = "anthropic"
+
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:

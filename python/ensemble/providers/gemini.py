@@ -26,6 +26,8 @@ from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers import embedding_wire
 from ensemble.providers.anthropic import refuse_anthropic_tools
 from ensemble.providers.base import (
+    RUN_TEXT,
+    RUN_USAGE,
     StreamDecoder,
     Target,
     WireFormat,
@@ -341,6 +343,25 @@ class GeminiDecoder(StreamDecoder):
         self._current = (kind, index)
         return index
 
+    @staticmethod
+    def _usage(usage: Mapping[str, Any]) -> UsageDelta:
+        u = usage_from_wire(usage)
+        return UsageDelta(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_tokens=u.cached_tokens,
+            cache_creation_tokens=0,
+            reasoning_tokens=u.reasoning_tokens,
+        )
+
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # Text runs continue the open text block (the scanner tracks it as `_index` would).
+        if kind == RUN_TEXT and self._current is not None and self._current[0] == "text":
+            return TextDelta(index=self._current[1], text=text)
+        if kind == RUN_USAGE:
+            return self._usage(orjson.loads(text))
+        raise ValueError(f"no open block for scanner run {kind}")
+
     def decode(self, event: str, data: str) -> list[StreamDelta]:
         if not data.strip():
             return []
@@ -398,16 +419,7 @@ class GeminiDecoder(StreamDecoder):
                     )
         usage = chunk.get("usageMetadata")
         if usage:
-            u = usage_from_wire(usage)
-            out.append(
-                UsageDelta(
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    cached_tokens=u.cached_tokens,
-                    cache_creation_tokens=0,
-                    reasoning_tokens=u.reasoning_tokens,
-                )
-            )
+            out.append(self._usage(usage))
         reason = candidate.get("finishReason")
         if reason:
             out.append(Finish(reason=_finish(reason, self._tool_call), model=chunk.get("modelVersion")))
@@ -428,6 +440,8 @@ def _sign(blocks: list[EventBlock], signature: str) -> None:
 
 
 class GeminiWire(WireFormat):
+    stream_scanner = "gemini"
+
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:

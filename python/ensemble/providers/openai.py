@@ -19,7 +19,7 @@ from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers import embedding_wire
 from ensemble.providers.anthropic import refuse_anthropic_tools
-from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.base import RUN_ARGS, RUN_TEXT, RUN_THINKING, StreamDecoder, Target, WireFormat
 from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
 from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
@@ -323,6 +323,16 @@ class OpenAIDecoder(StreamDecoder):
                 return self._typed(chunk)
         return self._generic(orjson.loads(data))
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # The scanner hands runs only for blocks this decoder allocated (it saw their first event).
+        if kind == RUN_TEXT and self._text is not None:
+            return TextDelta(index=self._text, text=text)
+        if kind == RUN_THINKING and self._thinking is not None:
+            return ThinkingDelta(index=self._thinking, thinking=text)
+        if kind == RUN_ARGS and key in self._tools:
+            return ToolCallArgs(index=self._tools[key], fragment=text)
+        raise ValueError(f"no open block for scanner run {kind}/{key}")
+
     def _typed(self, chunk: _WireChunk) -> list[StreamDelta]:
         out: list[StreamDelta] = []
         for choice in chunk.choices or ():
@@ -493,6 +503,8 @@ class OpenAIDialect:
 
 
 class OpenAIWire(WireFormat):
+    stream_scanner = "openai"
+
     def __init__(self, dialect: OpenAIDialect) -> None:
         self.dialect = dialect
         # Hoisted: read on every request.

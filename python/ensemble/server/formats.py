@@ -27,6 +27,7 @@ from ensemble.types import InferenceResponse, StreamDelta
 
 class AnthropicEvents:
     content_type = "text/event-stream; charset=utf-8"
+    passthrough: str | None = "anthropic"
 
     def __init__(self, request_id: str, model: str) -> None:
         self._events = anthropic.MessageEvents(request_id, model)
