@@ -1,6 +1,6 @@
 """`make bench`: Ensemble's throughput, latency, overhead and memory against a bare pass-through.
 
-Starts the fake upstream (no latency) and, one at a time, three front ends on the same load:
+Starts the fake upstream (no latency) and three front ends on the same load:
   direct      wrk → fake upstream (the floor every proxy adds to)
   baseline    wrk → bare Granian RSGI + aiohttp pass-through → fake upstream
   ensemble    wrk → `ensemble serve` with the full pipeline on (auth, key rate limits with high
@@ -12,7 +12,14 @@ and its CPU per request is compared with the chat row's.
 The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
 the proxy takes both cores and shares them with the load generator and the upstream).
 
-    python benches/run.py [--duration 10] [--workers 1,2] [--quick] [--markdown]
+Baseline and Ensemble run side by side (idle while the other is measured) and every cell is
+measured baseline, then Ensemble, for `--rounds` interleaved rounds: a machine shared with other
+work drifts between rounds, not within a pair, so the ratios ("vs baseline") are per round, and the
+table shows each cell's median round. Then the HTTP/2 upstream section (benches/upstream/
+bench_streams.py: 2,000 concurrent streams to one host, connections and CPU per event, HTTP/1.1 vs
+HTTP/2), unless `--no-upstream`.
+
+    python benches/run.py [--duration 10] [--workers 1,2] [--rounds 3] [--quick] [--markdown]
 """
 
 from __future__ import annotations
@@ -216,19 +223,26 @@ def measure(
     url: str,
     key: str,
     workers: int,
-    concurrencies: list[int],
+    fmt: str,
+    c: int,
     duration: float,
     path: str = PATH,
     make_body: Callable[[bool], bytes] = body,
-) -> list[Result]:
-    out = []
-    for fmt in ("json", "sse"):
-        for c in concurrencies:
-            cpu = proc.cpu_seconds()
-            rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
-            cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
-            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n))
-    return out
+) -> Result:
+    cpu = proc.cpu_seconds()
+    rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
+    cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
+    return Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n)
+
+
+def median_rounds(pairs: list[tuple[Result, Result]]) -> tuple[Result, Result]:
+    """The (baseline, ensemble) pair of the round whose req/s ratio is the median one; errors and
+    requests of every round are counted."""
+    ranked = sorted(pairs, key=lambda p: p[1].rps / max(p[0].rps, 1e-9))
+    base, ens = ranked[len(ranked) // 2]
+    base.errors, ens.errors = sum(p[0].errors for p in pairs), sum(p[1].errors for p in pairs)
+    ens.completed = sum(p[1].completed for p in pairs)
+    return base, ens
 
 
 def start_ensemble(upstream: str, workers: int, workdir: Path) -> tuple[Proc, str, str]:
@@ -328,7 +342,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     ap.add_argument("--workers", default="1,2", help="worker counts for the proxies (default 1,2)")
     ap.add_argument("--concurrency", default="1,64", help="connection counts (default 1,64)")
-    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker only")
+    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker, 1 round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (default 3)")
+    ap.add_argument("--no-upstream", action="store_true", help="skip the HTTP/2 upstream section")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument(
         "--rss-requests",
@@ -343,6 +359,7 @@ def main() -> None:
     duration = 3.0 if args.quick else args.duration
     worker_counts = [1] if args.quick else [int(w) for w in args.workers.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rounds = 1 if args.quick else max(1, args.rounds)
 
     if args.rss_requests:
         rss_soak(args.rss_requests)
@@ -356,35 +373,53 @@ def main() -> None:
                 rps, p50, p99, err, _ = wrk(upstream + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration)
                 results.append(Result("direct", fmt, c, 1, rps, p50, p99, err))
         for workers in worker_counts:
-            base, base_url = start_baseline(upstream, workers)
-            try:
-                results += measure("baseline", base, base_url, UPSTREAM_KEY, workers, concurrencies, duration)
-            finally:
-                base.stop()
             with tempfile.TemporaryDirectory() as tmp:
+                base, base_url = start_baseline(upstream, workers)
                 ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
+                completed = 0
                 try:
-                    *_, warm = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
-                    measured = measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
-                    measured += measure(
-                        "ensemble-responses",
-                        ens,
-                        ens_url,
-                        key,
-                        workers,
-                        [max(concurrencies)],
-                        duration,
-                        RESPONSES_PATH,
-                        responses_body,
-                    )
-                    results += measured
+                    *_, completed = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
+                    wrk(base_url + PATH, body(False), UPSTREAM_KEY, 8, 1)
+                    for fmt in ("json", "sse"):
+                        for c in concurrencies:
+                            pairs = [
+                                (
+                                    measure(
+                                        "baseline", base, base_url, UPSTREAM_KEY, workers, fmt, c, duration
+                                    ),
+                                    measure("ensemble", ens, ens_url, key, workers, fmt, c, duration),
+                                )
+                                for _ in range(rounds)
+                            ]
+                            b, e = median_rounds(pairs)
+                            results += [b, e]
+                            completed += e.completed
+                    for fmt in ("json", "sse"):  # the Responses route beside chat, same server and load
+                        r = measure(
+                            "ensemble-responses",
+                            ens,
+                            ens_url,
+                            key,
+                            workers,
+                            fmt,
+                            max(concurrencies),
+                            duration,
+                            RESPONSES_PATH,
+                            responses_body,
+                        )
+                        results.append(r)
+                        completed += r.completed
                 finally:
                     ens.stop()
-                check_request_log(Path(tmp), warm + sum(r.completed for r in measured))
+                    base.stop()
+                check_request_log(Path(tmp), completed)
     finally:
         fake.stop()
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     print_table(results, markdown=args.markdown)
     print_responses_cpu(results)
+    if not args.no_upstream:
+        upstream_section(quick=args.quick)
 
 
 def print_responses_cpu(results: list[Result]) -> None:
@@ -397,6 +432,14 @@ def print_responses_cpu(results: list[Result]) -> None:
                 f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
                 f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / c.cpu_us - 1) * 100:+.1f}%)"
             )
+
+
+def upstream_section(quick: bool) -> None:
+    """The HTTP/2 pool's numbers beside the table (benches/upstream/, docs/upstream.md)."""
+    print("\nUpstream pool: 2,000 concurrent streams to one host, HTTP/1.1 vs HTTP/2", flush=True)
+    argv = [sys.executable, str(ROOT / "benches" / "upstream" / "bench_streams.py"), "--streams", "2000"]
+    argv += ["--events", "20", "--rounds", "1"] if quick else ["--rounds", "3"]
+    subprocess.run(argv, cwd=ROOT, check=True, timeout=900)
 
 
 def start_fake() -> tuple[Proc, str]:
@@ -486,6 +529,7 @@ def print_table(results: list[Result], markdown: bool) -> None:
         "+p99 ms",
         "req/s vs baseline",
         "CPU µs/req",
+        "CPU vs baseline",
         "RSS MB",
         "errors",
     ]
@@ -507,6 +551,9 @@ def print_table(results: list[Result], markdown: bool) -> None:
                 "" if r.target == "direct" else f"{r.p99_ms - d.p99_ms:+.3f}",
                 ratio,
                 "" if r.cpu_us is None else f"{r.cpu_us:.0f}",
+                f"{r.cpu_us / b.cpu_us:.2f}"
+                if b and b.cpu_us and r.cpu_us and r.target == "ensemble"
+                else "",
                 "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
                 str(r.errors),
             ]

@@ -2,9 +2,12 @@
 
 What is left when the server socket, Granian and the upstream are taken away: auth, parsing,
 validation, routing, admission, the provider adapter, pricing, recording and rendering. Prints
-µs per request for JSON and SSE; `--profile` adds the top cProfile entries.
+µs per request for JSON and SSE; `--profile` adds the top cProfile entries. `--upstream` puts the
+fake upstream (a subprocess, 20 chunks) behind an OpenAI-type provider instead of the mock, so the
+upstream client and the stream path (the same-format fast path for SSE) are measured too (the
+upstream's own CPU is not counted).
 
-    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile]
+    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--upstream]
 """
 
 from __future__ import annotations
@@ -31,7 +34,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rsgi_fakes import Proto, Scope  # noqa: E402
 
 
-def setup(tmp: Path) -> tuple[App, str]:
+def openai_provider(upstream: str) -> dict[str, Any]:
+    return {
+        "name": "openai",
+        "type": "openai",
+        "base_url": upstream,
+        "endpoints": [{"id": "fake", "api_key": "sk-fake", "rpm_limit": 10**9, "tpm_limit": 10**12}],
+        "models": [{"name": "mock-1", "upstream": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
+    }
+
+
+def start_fake() -> tuple[subprocess.Popen[bytes], str]:
+    """The fake upstream with provider rate limits lifted and recording off (as `make bench`)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ensemble.fake_upstream", "--port", str(port), "--chunks", "20"]
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.put(
+                url + "/_fake/config",
+                json={"ratelimit_requests": 10**9, "ratelimit_tokens": 10**12, "record": False},
+            ).raise_for_status()
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the fake upstream did not start")
+
+
+def setup(tmp: Path, upstream: str | None = None) -> tuple[App, str]:
     (tmp / "providers").mkdir()
     (tmp / "ensemble.yaml").write_text(
         yaml.safe_dump(
@@ -42,15 +80,14 @@ def setup(tmp: Path) -> tuple[App, str]:
             }
         )
     )
+    provider = {
+        "name": "mock",
+        "type": "mock",
+        "mock": {"chunks": 20},
+        "models": [{"name": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
+    }
     (tmp / "providers" / "mock.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "mock",
-                "type": "mock",
-                "mock": {"chunks": 20},
-                "models": [{"name": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
-            }
-        )
+        yaml.safe_dump(openai_provider(upstream) if upstream else provider)
     )
     config = str(tmp / "ensemble.yaml")
     key = subprocess.run(
@@ -80,10 +117,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--upstream", action="store_true", help="the fake upstream instead of the mock provider")
     args = ap.parse_args()
     loop = uvloop.new_event_loop()
+    fake, upstream = start_fake() if args.upstream else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        app, key = setup(Path(tmp))
+        app, key = setup(Path(tmp), upstream)
         app.__rsgi_init__(loop)
         msg: dict[str, Any] = {
             "model": "mock-1",
@@ -93,6 +132,11 @@ def main() -> None:
         cases = [
             ("json", "/v1/chat/completions", orjson.dumps(msg)),
             ("sse", "/v1/chat/completions", orjson.dumps({**msg, "stream": True})),
+            (
+                "sse+usage",
+                "/v1/chat/completions",
+                orjson.dumps({**msg, "stream": True, "stream_options": {"include_usage": True}}),
+            ),
             ("native json", "/api/v1/generate", orjson.dumps(msg)),
             ("responses json", "/v1/responses", orjson.dumps(responses)),
             ("responses sse", "/v1/responses", orjson.dumps({**responses, "stream": True})),
@@ -108,6 +152,9 @@ def main() -> None:
                 prof.disable()
                 pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         app.__rsgi_del__(loop)
+    if fake is not None:
+        fake.terminate()
+        fake.wait()
 
 
 if __name__ == "__main__":
