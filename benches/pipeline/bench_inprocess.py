@@ -4,7 +4,10 @@ What is left when the server socket, Granian and the upstream are taken away: au
 validation, routing, admission, the provider adapter, pricing, recording and rendering. Prints
 µs per request for JSON and SSE; `--profile` adds the top cProfile entries.
 
-    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile]
+    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--rounds N]
+
+`--rounds N` measures the cases N times in turn (interleaved, so a busy machine weighs on every
+case alike) and prints each case's median and the Responses rows against the chat rows.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     loop = uvloop.new_event_loop()
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,17 +102,27 @@ def main() -> None:
             ("responses json", "/v1/responses", orjson.dumps(responses)),
             ("responses sse", "/v1/responses", orjson.dumps({**responses, "stream": True})),
         ]
-        for name, path, body in cases:
-            loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
-            if args.profile:
-                prof = cProfile.Profile()
-                prof.enable()
-            us = loop.run_until_complete(drive(app, key, path, body, args.requests))
-            print(f"{name:14s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
-            if args.profile:
-                prof.disable()
-                pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        runs: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for _ in range(args.rounds):
+            for name, path, body in cases:
+                loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
+                if args.profile:
+                    prof = cProfile.Profile()
+                    prof.enable()
+                us = loop.run_until_complete(drive(app, key, path, body, args.requests))
+                runs[name].append(us)
+                print(f"{name:14s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
+                if args.profile:
+                    prof.disable()
+                    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         app.__rsgi_del__(loop)
+    if args.rounds > 1:
+        median = {name: statistics.median(v) for name, v in runs.items()}
+        for fmt in ("json", "sse"):
+            r, c = median[f"responses {fmt}"], median[fmt]
+            print(
+                f"median of {args.rounds}: responses {fmt} {r:.1f} µs vs chat {c:.1f} µs ({(r / c - 1) * 100:+.1f}%)"
+            )
 
 
 if __name__ == "__main__":

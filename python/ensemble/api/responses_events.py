@@ -347,8 +347,11 @@ class EventWriter:
         )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
+        """A mid-stream failure as the API reports one: an `error` event (flat: code, message, param,
+        the SDK's ResponseErrorEvent), then the terminal `response.failed` with the output so far."""
         out = self._close()
         code = "server_error" if error.status >= 500 else error.code
+        out += self._event("error", {"code": code, "message": error.message, "param": error.param})
         done = [message_item(d[1], d[2]) if isinstance(d, tuple) else d for d in self._done]
         failed = tail_fields("failed", done, None, error={"code": code, "message": error.message})
         return out + self._response_event("response.failed", failed)

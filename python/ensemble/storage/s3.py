@@ -62,6 +62,12 @@ def object_key(prefix: str, request_id: str, created_at: str) -> str:
     return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{request_id}.json"
 
 
+def conversation_key(prefix: str, request_id: str, created_at: str) -> str:
+    """Where a Responses answer's conversation is kept (the same day as its answer; the
+    `conversations/` folder never collides with a year)."""
+    return object_key(prefix + "conversations/", request_id, created_at)
+
+
 class S3Store:
     def __init__(self, config: S3Config, *, capacity: int = 10_000, threads: int = 4) -> None:
         self.config = config
@@ -149,6 +155,14 @@ class S3Store:
 
     def _put(self, rec: LogRecord) -> None:
         assert rec.response_body is not None
+        if rec.conversation is not None:  # first, so a visible answer always has its conversation
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=conversation_key(self.prefix, rec.request_id, rec.created_at),
+                Body=rec.conversation,
+                ContentType="application/json",
+                Metadata={"key-id": rec.key_id},
+            )
         self._client.put_object(
             Bucket=self.bucket,
             Key=object_key(self.prefix, rec.request_id, rec.created_at),
@@ -186,6 +200,40 @@ class S3Store:
         if found is None or found.key_id != key_id:
             return None
         return found
+
+    async def fetch_conversation(self, request_id: str, key_id: str) -> tuple[StoredResponse, bytes] | None:
+        """A Responses answer and its conversation, if both exist and belong to `key_id`."""
+        found = await self.fetch(request_id, key_id)
+        if found is None:
+            return None
+        loop = asyncio.get_running_loop()
+        key = conversation_key(self.prefix, request_id, found.created_at)
+        body = await loop.run_in_executor(self._pool, self._get, key)
+        return (found, body) if body is not None else None
+
+    async def delete(self, request_id: str, created_at: str) -> None:
+        """Remove an answer and its conversation (a missing object is no error)."""
+        keys = [
+            object_key(self.prefix, request_id, created_at),
+            conversation_key(self.prefix, request_id, created_at),
+        ]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._pool,
+            lambda: self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            ),
+        )
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            obj = self._client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        body: bytes = obj["Body"].read()
+        return body
 
     def _find(self, request_id: str) -> StoredResponse | None:
         today = datetime.now(UTC)
