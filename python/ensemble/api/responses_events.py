@@ -19,7 +19,6 @@ from ensemble.api.responses_render import (
     reasoning_item,
     response_id,
     tail_fields,
-    usage,
 )
 from ensemble.api.responses_render import (
     item_id as make_item_id,
@@ -87,6 +86,22 @@ _DELTA_EVENT = {
     "tool": b"response.function_call_arguments.delta",
 }
 
+
+# The final event of a text-only answer: `% (sequence number, response head[, incomplete reason])`,
+# then _COMPLETED_TAIL `% (output items, usage numbers, cost JSON)`, in responses_render's order.
+_COMPLETED_HEAD = (
+    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":%d,"response":%s,'
+    b'"status":"completed","error":null,"incomplete_details":null'
+)
+_INCOMPLETE_HEAD = (
+    b'event: response.incomplete\ndata: {"type":"response.incomplete","sequence_number":%d,"response":%s,'
+    b'"status":"incomplete","error":null,"incomplete_details":{"reason":"%s"}'
+)
+_COMPLETED_TAIL = (
+    b',"output":[%s],"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,'
+    b'"cache_write_tokens":%d},"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},'
+    b'"total_tokens":%d,"cost":%s}}}\n\n'
+)
 
 # head_fields of the response object, in order: id, created_at, model, previous_response_id, echo.
 _HEAD = (
@@ -186,13 +201,13 @@ class EventWriter:
             item_id = delta.item_id
         item = self._items[index] = self._current = _Open(kind, item_id, output_index)
         self._text_index = index if kind == "text" else -1
-        where = {"item_id": item_id, "output_index": output_index}
         if kind == "text":
             # Our own ids: letters, digits and "_", so the template needs no escaping.
             ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
             self._seq = seq + 2
             item.delta_format = _TEXT_DELTA % (ident, oi)
             return out + _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
+        where = {"item_id": item_id, "output_index": output_index}
         if kind == "thinking":
             out += self._event(
                 "response.output_item.added",
@@ -319,31 +334,26 @@ class EventWriter:
         return out + self._response_event(kind, final)
 
     def _text_completed(self, response: InferenceResponse) -> bytes:
-        """The final event of a text-only answer, from the items already written (same JSON)."""
+        """The final event of a text-only answer, from the items already written (same JSON as
+        render's, usage included: one bytes-format call instead of a dict and its serialisation)."""
         incomplete = INCOMPLETE.get(response.finish_reason)
-        kind = b"response.incomplete" if incomplete else b"response.completed"
-        details = b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null"
         seq = self._seq
         self._seq = seq + 1
-        return (
-            b"event: "
-            + kind
-            + b'\ndata: {"type":"'
-            + kind
-            + b'","sequence_number":'
-            + str(seq).encode()
-            + b',"response":'
-            + self._head_json
-            + b',"status":"'
-            + kind[9:]
-            + b'","error":null,'
-            + b'"incomplete_details":'
-            + details
-            + b',"output":['
-            + b",".join(self._done_json)
-            + b'],"usage":'
-            + orjson.dumps(usage(response))
-            + b"}}\n\n"
+        output = self._done_json[0] if len(self._done_json) == 1 else b",".join(self._done_json)
+        if incomplete:
+            head = _INCOMPLETE_HEAD % (seq, self._head_json, incomplete.encode())
+        else:
+            head = _COMPLETED_HEAD % (seq, self._head_json)
+        inp, out = response.input_tokens, response.output_tokens
+        return head + _COMPLETED_TAIL % (
+            output,
+            inp,
+            response.cached_prompt_tokens,
+            response.cache_creation_tokens,
+            out,
+            response.reasoning_tokens,
+            inp + out,
+            orjson.dumps(float(response.cost)),
         )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
