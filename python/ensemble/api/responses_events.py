@@ -81,6 +81,8 @@ _TEXT_DELTA = (
     b'"output_index":%s,"content_index":0,"sequence_number":%%d,"delta":%%s,"logprobs":[]}\n\n'
 )
 
+_ID_PREFIX = {"text": "msg", "thinking": "rs", "tool": "fc"}
+
 _DELTA_EVENT = {
     "thinking": b"response.reasoning_summary_text.delta",
     "tool": b"response.function_call_arguments.delta",
@@ -193,10 +195,9 @@ class EventWriter:
     # -- items ------------------------------------------------------------------------------------
 
     def _open(self, index: int, kind: str, delta: StreamDelta) -> bytes:
-        out = self._close()
+        out = self._close() if self._current is not None else b""
         output_index = len(self._done)
-        prefix = {"text": "msg", "thinking": "rs", "tool": "fc"}[kind]
-        item_id = make_item_id(prefix, self._base, index)
+        item_id = make_item_id(_ID_PREFIX[kind], self._base, index)
         if isinstance(delta, ThinkingDelta) and delta.item_id:
             item_id = delta.item_id
         item = self._items[index] = self._current = _Open(kind, item_id, output_index)
