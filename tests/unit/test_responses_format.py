@@ -220,6 +220,21 @@ def test_text_only_final_event_is_the_json_answer(finish: Any) -> None:
     assert final == whole
 
 
+@pytest.mark.parametrize("finish", ["stop", "length"])
+@pytest.mark.parametrize("texts", [["Hello"], ["Hel", 'lo "quoted" \u00e9'], []])
+def test_render_json_is_render(finish: Any, texts: list[str]) -> None:
+    echo = parse(input="x", metadata={"k": "v"}, temperature=0.5).echo
+    answer = _answer([TextBlock(t) for t in texts], finish)
+    expected = responses_render.render(answer, echo, "resp_prev", False, created_at=123)
+    assert orjson.loads(responses_render.render_json(answer, echo, "resp_prev", False, 123)) == expected
+    tools = _answer(
+        [TextBlock("a"), ToolCallBlock(ToolCallOut(id="c", name="f", arguments={}, raw_arguments="{}"))],
+        finish,
+    )
+    got = orjson.loads(responses_render.render_json(tools, echo, None, False, 123))
+    assert got == responses_render.render(tools, echo, None, False, created_at=123)
+
+
 def test_a_chat_response_format_becomes_text_format_upstream() -> None:
     schema = {"type": "object", "properties": {}}
     request = InferenceRequest(

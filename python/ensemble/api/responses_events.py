@@ -12,13 +12,15 @@ import orjson
 
 from ensemble.api.responses_render import (
     INCOMPLETE,
+    TEXT_ITEM,
     base_of,
     call_item,
     final_fields,
+    head_json,
     message_item,
     reasoning_item,
-    response_id,
     tail_fields,
+    text_tail_json,
 )
 from ensemble.api.responses_render import (
     item_id as make_item_id,
@@ -70,11 +72,6 @@ _TEXT_DONE = (
     b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
     b'"output_index":%s,"item":%s}\n\n'
 )
-_TEXT_ITEM = (
-    b'{"id":%s,"type":"message","role":"assistant","status":"completed",'
-    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
-)
-
 # A text delta's event with the item's id and output index in place: `% (sequence number, delta JSON)`.
 _TEXT_DELTA = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":%s,'
@@ -89,26 +86,6 @@ _DELTA_EVENT = {
 }
 
 
-# The final event of a text-only answer: `% (sequence number, response head[, incomplete reason])`,
-# then _COMPLETED_TAIL `% (output items, usage numbers, cost JSON)`, in responses_render's order.
-_COMPLETED_HEAD = (
-    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":%d,"response":%s,'
-    b'"status":"completed","error":null,"incomplete_details":null'
-)
-_INCOMPLETE_HEAD = (
-    b'event: response.incomplete\ndata: {"type":"response.incomplete","sequence_number":%d,"response":%s,'
-    b'"status":"incomplete","error":null,"incomplete_details":{"reason":"%s"}'
-)
-_COMPLETED_TAIL = (
-    b',"output":[%s],"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,'
-    b'"cache_write_tokens":%d},"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},'
-    b'"total_tokens":%d,"cost":%s}}}\n\n'
-)
-
-# head_fields of the response object, in order: id, created_at, model, previous_response_id, echo.
-_HEAD = (
-    b'{"id":%s,"object":"response","created_at":%d,"background":false,"model":%s,"previous_response_id":%s%s'
-)
 _IN_PROGRESS = b',"status":"in_progress","error":null,"incomplete_details":null,"output":[],"usage":null}'
 
 
@@ -172,14 +149,7 @@ class EventWriter:
         )
 
     def _head(self) -> bytes:
-        """head_fields as JSON without the closing brace, from a template (no merged dict)."""
-        return _HEAD % (
-            orjson.dumps(response_id(self._request_id)),
-            self._created_at,
-            orjson.dumps(self._model),
-            orjson.dumps(self._previous),
-            (b"," + orjson.dumps(self._echo)[1:-1]) if self._echo else b"",
-        )
+        return head_json(self._request_id, self._model, self._echo, self._previous, self._created_at)
 
     def start(self) -> bytes:
         self._head_json = self._head()
@@ -268,7 +238,7 @@ class EventWriter:
             )
             self._seq = seq + 3
             self._done.append(("text", item.item_id, text))
-            done_json = _TEXT_ITEM % (ident, t)
+            done_json = TEXT_ITEM % (ident, t)
             self._done_json.append(done_json)
             return _TEXT_DONE % (seq, ident, oi, t, seq + 1, ident, oi, t, seq + 2, oi, done_json)
         self._done_json.clear()  # not only text: the final object is built from the whole answer
@@ -335,26 +305,17 @@ class EventWriter:
         return out + self._response_event(kind, final)
 
     def _text_completed(self, response: InferenceResponse) -> bytes:
-        """The final event of a text-only answer, from the items already written (same JSON as
-        render's, usage included: one bytes-format call instead of a dict and its serialisation)."""
-        incomplete = INCOMPLETE.get(response.finish_reason)
+        """The final event of a text-only answer, from the items already written (render's JSON)."""
+        kind = b"response.incomplete" if INCOMPLETE.get(response.finish_reason) else b"response.completed"
         seq = self._seq
         self._seq = seq + 1
         output = self._done_json[0] if len(self._done_json) == 1 else b",".join(self._done_json)
-        if incomplete:
-            head = _INCOMPLETE_HEAD % (seq, self._head_json, incomplete.encode())
-        else:
-            head = _COMPLETED_HEAD % (seq, self._head_json)
-        inp, out = response.input_tokens, response.output_tokens
-        return head + _COMPLETED_TAIL % (
-            output,
-            inp,
-            response.cached_prompt_tokens,
-            response.cache_creation_tokens,
-            out,
-            response.reasoning_tokens,
-            inp + out,
-            orjson.dumps(float(response.cost)),
+        return b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s%s}\n\n' % (
+            kind,
+            kind,
+            seq,
+            self._head_json,
+            text_tail_json(response, output),
         )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:

@@ -187,20 +187,22 @@ async def create(rt: Runtime, req: Request) -> None:
         await run_stream(rt, req, key, request, writer, store=call.store, conversation=conversation)
         return
     ctx, response = await run_generate(rt, req, key, request, store=call.store, conversation=conversation)
-    body = responses_render.render(response, call.echo, call.previous_response_id, call.include_encrypted)
+    body = responses_render.render_json(
+        response, call.echo, call.previous_response_id, call.include_encrypted
+    )
     headers = proxied_headers(ctx, response.performance.overhead_ms)
     headers.append(("x-ensemble-cost-usd", response.cost))
-    req.send(200, orjson.dumps(body), headers=headers)
+    req.send(200, body, headers=headers)
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
     key = req.client
     stored = await load(rt, key, req.params["response_id"])
     conv = stored.conversation
-    body = responses_render.render(
+    body = responses_render.render_json(
         stored.answer, conv.echo, conv.previous_response_id, conv.include_encrypted, stored.created_at
     )
-    req.send(200, orjson.dumps(body))
+    req.send(200, body)
 
 
 async def delete(rt: Runtime, req: Request) -> None:
