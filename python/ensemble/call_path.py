@@ -8,19 +8,27 @@ with tracing off the request path holds no tracer code and nothing is patched at
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ensemble.gateway import CallContext
     from ensemble.providers.base import CallOptions, Target
     from ensemble.router import RoutePlan
-    from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
+    from ensemble.types import (
+        EmbeddingRequest,
+        EmbeddingResult,
+        InferenceRequest,
+        ProviderResult,
+        StreamDelta,
+    )
 
-Prepare = Callable[["InferenceRequest", "CallContext"], "RoutePlan"]
+# What one call asks for: an answer, or embeddings (each has its own `prepare`).
+R = TypeVar("R", "InferenceRequest", "EmbeddingRequest")
+Prepare = Callable[[R, "CallContext"], "RoutePlan"]
 
 
 class CallPath(Protocol):
-    def plan(self, prepare: Prepare, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+    def plan(self, prepare: Prepare[R], request: R, ctx: CallContext) -> RoutePlan:
         """Validation, admission and candidate selection (`prepare`) for one request."""
         ...
 
@@ -36,9 +44,15 @@ class CallPath(Protocol):
         """One upstream attempt for a stream; it ends when the iterator does."""
         ...
 
+    def embed(
+        self, request: EmbeddingRequest, target: Target, opts: CallOptions
+    ) -> Awaitable[EmbeddingResult]:
+        """One upstream attempt for embeddings."""
+        ...
+
 
 class DirectCalls:
-    def plan(self, prepare: Prepare, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+    def plan(self, prepare: Prepare[R], request: R, ctx: CallContext) -> RoutePlan:
         return prepare(request, ctx)
 
     def complete(
@@ -50,3 +64,8 @@ class DirectCalls:
         self, request: InferenceRequest, target: Target, opts: CallOptions
     ) -> AsyncIterator[list[StreamDelta]]:
         return target.provider.stream(request, target, opts)
+
+    def embed(
+        self, request: EmbeddingRequest, target: Target, opts: CallOptions
+    ) -> Awaitable[EmbeddingResult]:
+        return target.provider.embed(request, target, opts)

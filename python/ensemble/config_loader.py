@@ -342,6 +342,9 @@ def _check_semantics(config: Config, main: str, files: dict[str, str], c: _Colle
                     f"'responses' is for providers of type 'openai' (this is {p.type!r})",
                 )
         kind = registry.kind(p.type)
+        for i, m in enumerate(p.models):
+            if m.kind == "embedding" and not kind.embeds:
+                bad(file, f"models[{i}].kind", f"provider type {p.type!r} has no embeddings API")
         if not p.base_url:
             p.base_url = kind.default_base_url
         if not kind.local:

@@ -30,10 +30,14 @@ from ensemble.errors import (
     UpstreamTimeout,
 )
 from ensemble.providers.base import CallOptions, Provider, Target
+from ensemble.providers.embedding_wire import estimated_tokens
 from ensemble.ratelimit import Admission, EndpointLimits, Reservation
 from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
 from ensemble.storage.keys import KeyRecord, now_iso
 from ensemble.types import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingResult,
     InferenceRequest,
     InferenceResponse,
     Performance,
@@ -86,8 +90,9 @@ class CallContext:
 
 
 T = TypeVar("T")
+R = TypeVar("R")  # what one call asks for: an InferenceRequest, or an EmbeddingRequest
 # One upstream attempt of the failover loop: (request, ctx, target, options, start time) -> answer.
-Attempt = Callable[[InferenceRequest, CallContext, Target, CallOptions, float], Awaitable[T]]
+Attempt = Callable[[R, CallContext, Target, CallOptions, float], Awaitable[T]]
 
 
 class Failover:
@@ -161,8 +166,15 @@ class Gateway:
         check_request(request, model.models[request.model] if model else None)
         Authenticator.authorize_model(ctx.key, request.model)
         plan = self.router.plan(request.model, request)
-        self.drop_rules.apply(request)
         model_cfg = self.router.models()[request.model][0].models[request.model]
+        if model_cfg.kind == "embedding":
+            raise InvalidRequest(
+                f"model: {request.model!r} is an embedding model; send it to POST /v1/embeddings "
+                "(or Gemini's :embedContent)",
+                param="model",
+                code="model_not_chat",
+            )
+        self.drop_rules.apply(request)
         max_out = request.max_tokens or min(model_cfg.max_output_tokens or 1024, 1024)
         ctx.reservation = self.admission.admit_key(ctx.key, estimate_prompt_tokens(request) + max_out)
         return plan
@@ -323,7 +335,17 @@ class Gateway:
     # -- the failover loop ------------------------------------------------------------------------
 
     async def _failover(
-        self, request: InferenceRequest, ctx: CallContext, streaming: bool, attempt: Attempt[T]
+        self,
+        request: InferenceRequest,
+        ctx: CallContext,
+        streaming: bool,
+        attempt: Attempt[InferenceRequest, T],
+    ) -> T:
+        plan = self.calls.plan(self.prepare, request, ctx)
+        return await self._try(plan, request, ctx, self.call_options(request.model, streaming), attempt)
+
+    async def _try(
+        self, plan: RoutePlan, request: R, ctx: CallContext, opts: CallOptions, attempt: Attempt[R, T]
     ) -> T:
         """Try the route plan's candidates in order until one answers; the answer of the first
         attempt that succeeds is returned (docs/routing.md, steps 2 to 5).
@@ -336,8 +358,6 @@ class Gateway:
 
         The endpoint stays in flight after a successful attempt: the attempt releases it (a whole
         answer at once, a stream when it ends)."""
-        plan = self.calls.plan(self.prepare, request, ctx)
-        opts = self.call_options(request.model, streaming)
         fo = Failover(plan)
         for cand in plan.candidates:
             if not self._admit_endpoint(plan, cand, ctx, fo):
@@ -373,10 +393,90 @@ class Gateway:
         self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> ProviderResult:
         result = await self.calls.complete(request, target, opts)
-        target.endpoint.in_flight -= 1
-        ctx.upstream_s += time.perf_counter() - t0
-        ctx.ttft_s = ctx.upstream_s
+        _answered(ctx, target, t0)
         return result
+
+    # -- embeddings ------------------------------------------------------------------------------
+
+    def prepare_embedding(self, request: EmbeddingRequest, ctx: CallContext) -> RoutePlan:
+        """`prepare` for an embeddings call: the same checks and admission, no prompt cache to
+        route by (embedding APIs have none), and the model must be one that embeds."""
+        ctx.model = request.model
+        Authenticator.authorize_model(ctx.key, request.model)
+        plan = self.router.plan(request.model, None)
+        model_cfg = self.router.models()[request.model][0].models[request.model]
+        if model_cfg.kind != "embedding":
+            raise InvalidRequest(
+                f"model: {request.model!r} cannot embed: it is a chat model (models that embed are "
+                "marked `kind: embedding` in their provider file)",
+                param="model",
+                code="model_cannot_embed",
+            )
+        ctx.reservation = self.admission.admit_key(ctx.key, estimated_tokens(request))
+        return plan
+
+    async def embed(self, request: EmbeddingRequest, ctx: CallContext) -> EmbeddingResponse:
+        plan = self.calls.plan(self.prepare_embedding, request, ctx)
+        opts = self.call_options(request.model, False)
+        try:
+            result = await self._try(plan, request, ctx, opts, self._embedding)
+        except InvalidRequest as e:
+            if e.code != "exceeds_token_limit":
+                raise
+            raise InvalidRequest(  # the chat wording names max_tokens, which an embeddings call has not
+                f"input: these inputs need an estimated {estimated_tokens(request)} tokens, more than the "
+                "tokens-per-minute limit of every endpoint serving this model; send fewer or shorter inputs",
+                param="input",
+                code="exceeds_token_limit",
+            ) from None
+        return self.finish_embedding(request, ctx, result)
+
+    async def _embedding(
+        self, request: EmbeddingRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
+    ) -> EmbeddingResult:
+        result = await self.calls.embed(request, target, opts)
+        _answered(ctx, target, t0)
+        return result
+
+    def finish_embedding(
+        self, request: EmbeddingRequest, ctx: CallContext, result: EmbeddingResult
+    ) -> EmbeddingResponse:
+        target = ctx.target
+        assert target is not None
+        usage = result.usage
+        self._settle(ctx, usage)
+        cost = result.cost if result.cost is not None else target.price.cost(usage)
+        elapsed = time.perf_counter() - ctx.started
+        response = EmbeddingResponse(
+            id=ctx.request_id,
+            model=request.model,
+            provider=target.provider.name,
+            endpoint_id=target.endpoint.id,
+            vectors=result.vectors,
+            input_tokens=usage.input_tokens,
+            cost=format_cost(cost),
+            cost_micro_dollars=micro_dollars(cost),
+            processing_time_ms=round(elapsed * 1000, 3),
+            performance=Performance(
+                ttft_ms=round((ctx.ttft_s or 0.0) * 1000, 3),
+                upstream_ms=round(ctx.upstream_s * 1000, 3),
+                overhead_ms=round(max(elapsed - ctx.upstream_s, 0.0) * 1000, 3),
+            ),
+            rate_limit=ctx.rate_limit,
+        )
+        # The vectors are not stored for retrieval (they are large, and the client has them).
+        self.record(
+            ctx, request.model, 200, usage=usage, cost_micro=response.cost_micro_dollars, succeeded=True
+        )
+        return response
+
+    def _settle(self, ctx: CallContext, usage: Usage) -> None:
+        """Reconcile what admission reserved with the real usage, and read the key's rate-limit state."""
+        if ctx.reservation is not None:  # reconcile first so the rate-limit info is current
+            self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
+            ctx.reservation = None
+        self._reconcile_endpoint(ctx, usage)
+        ctx.rate_limit = self.admission.info(ctx.key)
 
     def finish(
         self, request: InferenceRequest, ctx: CallContext, result: ProviderResult
@@ -385,11 +485,7 @@ class Gateway:
         target = ctx.target
         assert target is not None
         usage = result.usage
-        if ctx.reservation is not None:  # reconcile first so the rate-limit info is current
-            self.admission.reconcile(ctx.reservation, usage.input_tokens + usage.output_tokens)
-            ctx.reservation = None
-        self._reconcile_endpoint(ctx, usage)
-        ctx.rate_limit = self.admission.info(ctx.key)
+        self._settle(ctx, usage)
         cost = result.cost if result.cost is not None else target.price.cost(usage)
         reasoning.stamp(result.blocks, target.provider.type)
         elapsed = time.perf_counter() - ctx.started
@@ -444,15 +540,17 @@ class Gateway:
         cost_micro: int = 0,
         response: InferenceResponse | None = None,
         error: str = "",
+        succeeded: bool = False,
     ) -> None:
         """Exactly one log/usage record per authenticated inference request (idempotent per ctx).
 
-        Whatever was reserved is reconciled against the usage actually recorded (0 when none)."""
+        A success carries its `response` (stored for retrieval) or says `succeeded` (nothing to
+        store). Whatever was reserved is reconciled against the usage actually recorded (0 when none)."""
         if ctx.recorded:
             return
         ctx.recorded = True
         try:
-            self._record(ctx, model, http_status, usage, cost_micro, response, error)
+            self._record(ctx, model, http_status, usage, cost_micro, response, error, succeeded)
         finally:
             if self.on_recorded is not None:
                 self.on_recorded(ctx.request_id)
@@ -466,6 +564,7 @@ class Gateway:
         cost_micro: int,
         response: InferenceResponse | None,
         error: str,
+        succeeded: bool,
     ) -> None:
         usage = usage or Usage()
         if ctx.reservation is not None:
@@ -488,7 +587,7 @@ class Gateway:
                 model=model,
                 provider=target.provider.name if target else "",
                 endpoint_id=target.endpoint.id if target else "",
-                status="success" if response is not None else "error",
+                status="success" if response is not None or succeeded else "error",
                 http_status=http_status,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
@@ -535,6 +634,13 @@ class Gateway:
             raise
         ctx.ttft_s = time.perf_counter() - t0
         return LiveStream(self, request, ctx, iterator, held, t0)
+
+
+def _answered(ctx: CallContext, target: Target, t0: float) -> None:
+    """A whole answer arrived: the endpoint is free again and the wait counts as upstream time."""
+    target.endpoint.in_flight -= 1
+    ctx.upstream_s += time.perf_counter() - t0
+    ctx.ttft_s = ctx.upstream_s
 
 
 CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)

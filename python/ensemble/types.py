@@ -4,6 +4,9 @@ InferenceRequest  — what the client asked for, whatever format it spoke.
 StreamDelta       — one increment of an answer (text, thinking, a tool-call fragment, usage, finish).
 ProviderResult    — a whole answer from one provider call: blocks, usage, finish reason.
 InferenceResponse — the native response shape (see the README's routes), priced and timed.
+EmbeddingRequest  — texts (or token arrays) to turn into vectors, whatever format asked.
+EmbeddingResult   — the vectors one provider call returned, with usage, before pricing.
+EmbeddingResponse — an EmbeddingResult priced and timed, for the ingress format to render.
 """
 
 from __future__ import annotations
@@ -302,6 +305,48 @@ class InferenceResponse(msgspec.Struct):
     cost: str
     cost_micro_dollars: int
     usage: UsageOut
+    processing_time_ms: float
+    performance: Performance
+    rate_limit: RateLimitInfo | None = None
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+class EmbeddingRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """`inputs` are texts, or (OpenAI's pre-tokenised form) token-id arrays, one vector each."""
+
+    model: str
+    inputs: list[str] | list[list[int]]
+    dimensions: int | None = None  # a shorter vector, where the model supports it
+    user: str | None = None  # the end user, for the provider's abuse monitoring (OpenAI `user`)
+    task_type: str | None = None  # Gemini `taskType` (RETRIEVAL_QUERY, …); others ignore it
+    title: str | None = None  # Gemini `title` of a RETRIEVAL_DOCUMENT; others ignore it
+
+    def tokenised(self) -> bool:
+        return bool(self.inputs) and not isinstance(self.inputs[0], str)
+
+
+class EmbeddingResult(msgspec.Struct):
+    """Vectors as packed little-endian float32 (what OpenAI's base64 encodes), one per input, in order:
+    4 bytes a dimension, so a 3072-wide batch costs no Python float objects until a client wants JSON
+    numbers. `usage.input_tokens` is what was billed; embeddings have no output tokens."""
+
+    vectors: list[bytes]
+    usage: Usage
+    upstream_model: str | None = None
+    cost: Decimal | None = None  # the provider's own charge (OpenRouter), else priced from the config
+
+
+class EmbeddingResponse(msgspec.Struct):
+    id: str
+    model: str
+    provider: str
+    endpoint_id: str
+    vectors: list[bytes]
+    input_tokens: int
+    cost: str
+    cost_micro_dollars: int
     processing_time_ms: float
     performance: Performance
     rate_limit: RateLimitInfo | None = None

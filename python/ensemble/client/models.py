@@ -115,6 +115,7 @@ class Model(msgspec.Struct):
     max_output_tokens: int | None = None
     pricing: dict[str, Any] = msgspec.field(default_factory=dict)
     capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
+    kind: str = "chat"  # "embedding": served by the embeddings routes only
 
 
 class ModelList(msgspec.Struct):

@@ -138,6 +138,9 @@ class Pricing(_Strict):
 class ModelConfig(_Strict):
     name: str
     upstream: str = ""
+    # What the model does: `chat` answers messages (every chat route), `embedding` turns text into
+    # vectors (POST /v1/embeddings, Gemini :embedContent); each is refused on the other's routes.
+    kind: Literal["chat", "embedding"] = "chat"
     context_window: int = 0
     max_output_tokens: int = 0
     pricing: Pricing = msgspec.field(default_factory=Pricing)

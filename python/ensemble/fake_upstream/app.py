@@ -93,11 +93,15 @@ def resolve(method: str, path: str) -> Route:
             return r(GEMINI, "stream", model, cache=True)
         if verb == "countTokens":
             return r(GEMINI, "count_tokens", model, cache=True)
+        if verb in ("embedContent", "batchEmbedContents"):
+            return r(GEMINI, "embed" if verb == "embedContent" else "batch_embed", model, cache=True)
         return r(GEMINI, "not_found", model)
     if rest == ["chat", "completions"]:
         return r(OPENAI, "chat", cache=True)
     if rest == ["responses"]:
         return r(OPENAI, "responses", cache=True)
+    if rest == ["embeddings"]:
+        return r(OPENAI, "embeddings", cache=True)
     if rest == ["models"]:
         return r(GEMINI if version == "v1beta" else None, "models", want="GET")
     if rest and rest[0] == "messages":

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from . import prompt_cache
+from . import embeddings, prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan
 from .wire import ID_MARK, JSON_CT, Ctx, Event, Headers, HeaderView, Reply, StreamReply, json_reply
@@ -248,6 +248,8 @@ class GeminiProvider:
                     ]
                 },
             )
+        if action in ("embed", "batch_embed"):
+            return embeddings.gemini_reply(ctx, self.error)
         if action not in ("generate", "stream", "count_tokens"):
             return self.error(404, f"Method not found: {ctx.method} {ctx.extra.get('path', '')}")
         try:

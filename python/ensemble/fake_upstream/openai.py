@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from . import openai_responses, prompt_cache
+from . import embeddings, openai_responses, prompt_cache
 from .behavior import EndpointState
 from .content import Conversation, Plan, ToolSpec, as_list, make_plan, new_id
 from .wire import (
@@ -182,6 +182,8 @@ class OpenAIProvider:
                     ],
                 },
             )
+        if ctx.action == "embeddings":
+            return embeddings.openai_reply(ctx, error_body)
         if ctx.action not in ("chat", "responses"):
             return self.error(404, f"Invalid URL ({ctx.method} {ctx.extra.get('path', '')})")
         try:

@@ -1,7 +1,8 @@
 """The interface every provider adapter implements, and the HTTP plumbing they share.
 
 A provider turns an InferenceRequest into an answer: `complete` for a whole ProviderResult,
-`stream` for StreamDeltas as they arrive. HTTP providers only describe their wire format
+`stream` for StreamDeltas as they arrive; providers whose API embeds also turn an EmbeddingRequest
+into vectors (`embed`). HTTP providers only describe their wire format
 (`WireFormat`: build the request, parse a response, frame and decode the stream, classify errors);
 `HttpProvider` does the sending, stream framing (SSE in Rust unless the wire format says otherwise)
 and error mapping for all of them. Each type registers itself in `registry`.
@@ -14,19 +15,22 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ensemble._native import SseParser
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
-from ensemble.errors import ProviderError
+from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.streaming.watchdog import Clock, StallWatchdog
-from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
+from ensemble.types import EmbeddingRequest, EmbeddingResult, InferenceRequest, ProviderResult, StreamDelta
 from ensemble.usage.pricing import Price
 
 if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
     from ensemble.upstream import UpstreamClient, UpstreamResponse
 
 DEFAULT_CACHE_TTL = 300.0  # seconds; what most providers keep a prompt prefix for (Anthropic: 5 minutes)
+
+
+R = TypeVar("R")
 
 
 @dataclass(eq=False)
@@ -128,6 +132,11 @@ class Provider(ABC):
         (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
         per read rather than once per token. Nothing is held back to fill a batch."""
 
+    async def embed(self, request: EmbeddingRequest, target: Target, opts: CallOptions) -> EmbeddingResult:
+        """The request's vectors; types whose API has no embeddings refuse (the config check keeps
+        `kind: embedding` off them, so this is only reached through a plugin's or a test's setup)."""
+        raise cannot_embed(request.model, self.type)
+
     def health(self) -> str:
         """healthy | degraded | unavailable, from credentials and cool-downs."""
         usable = [e for e in self.endpoints if e.has_credential]
@@ -189,6 +198,20 @@ class WireFormat(ABC):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """The ProviderError for an upstream error status, retryable or not."""
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        """(url, headers, body) of an embeddings call, for APIs that have one."""
+        raise cannot_embed(request.model, target.provider.type)
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        raise cannot_embed(request.model, "")
+
+
+def cannot_embed(model: str, provider_type: str) -> InvalidRequest:
+    where = f"provider type {provider_type!r} has no embeddings API" if provider_type else "no embeddings API"
+    return InvalidRequest(
+        f"model: {model!r} cannot embed ({where})", param="model", code="model_cannot_embed"
+    )
+
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after") or headers.get("Retry-After")
@@ -240,6 +263,26 @@ class HttpProvider(Provider):
     async def complete(self, request: InferenceRequest, target: Target, opts: CallOptions) -> ProviderResult:
         wire = self.wire.for_target(target)
         url, headers, body = wire.build(request, target, stream=False)
+        return await self._call(wire, url, headers, body, target, opts, wire.parse)
+
+    async def embed(self, request: EmbeddingRequest, target: Target, opts: CallOptions) -> EmbeddingResult:
+        wire = self.wire  # embeddings have one API per type (`for_target` picks among chat APIs)
+        url, headers, body = wire.build_embedding(request, target)
+        return await self._call(
+            wire, url, headers, body, target, opts, lambda payload: wire.parse_embedding(payload, request)
+        )
+
+    async def _call(
+        self,
+        wire: WireFormat,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        target: Target,
+        opts: CallOptions,
+        parse: Callable[[bytes], R],
+    ) -> R:
+        """One whole-answer upstream call: errors classified by `wire`, the answer parsed by `parse`."""
         resp = await self.client.post(
             url, headers, body, read_timeout=opts.stall_timeout, total_timeout=opts.overall_timeout
         )
@@ -249,7 +292,7 @@ class HttpProvider(Provider):
         if not 200 <= resp.status < 300:  # 3xx too: redirects are never followed (credentials)
             raise wire.classify(resp.status, resp.headers, payload)
         try:
-            return wire.parse(payload)
+            return parse(payload)
         except ProviderError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as e:

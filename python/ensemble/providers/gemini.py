@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.base import (
     StreamDecoder,
     Target,
@@ -37,6 +38,8 @@ from ensemble.types import (
     AudioContent,
     ContentBlock,
     DocumentContent,
+    EmbeddingRequest,
+    EmbeddingResult,
     EventBlock,
     Finish,
     FinishReason,
@@ -445,6 +448,18 @@ class GeminiWire(WireFormat):
     def decoder(self) -> StreamDecoder:
         return GeminiDecoder()
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        headers = {
+            "x-goog-api-key": target.endpoint.api_key,
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        url = f"{target.endpoint.base_url}/v1beta/models/{target.model.upstream_id}:batchEmbedContents"
+        return url, headers, embedding_wire.gemini_body(request, target.model.upstream_id)
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        return embedding_wire.gemini_parse(body, request)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if not isinstance(err, dict):
@@ -471,5 +486,6 @@ KIND = register(
         wire=lambda _config: GeminiWire(),
         default_base_url="https://generativelanguage.googleapis.com",
         cache_ttl=3600.0,  # implicit and explicit context caches default to one hour
+        embeds=True,
     )
 )

@@ -4,24 +4,31 @@ The answer echoes the start of the last user message; with tools offered (and to
 "none") it calls the first or forced tool instead, with arguments built from the tool's schema.
 `provider_config: {thinking: true}` adds a thinking block. Latency and chunking come from the
 provider file's `mock:` options. Tokens: prompt = characters/4 (at least 1), answer = its words.
+
+Models marked `kind: embedding` embed: each input's vector is derived from a hash of it (same input,
+same vector; unit length; `dimensions` wide, 256 when not asked), tokens as for a prompt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import orjson
 
+from ensemble import vectors
 from ensemble.assembly import Assembler
 from ensemble.config.durations import Duration
 from ensemble.config.schema import ProviderConfig
 from ensemble.providers.base import CallOptions, Provider, Target
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.types import (
+    EmbeddingRequest,
+    EmbeddingResult,
     Finish,
     InferenceRequest,
     ProviderResult,
@@ -31,8 +38,11 @@ from ensemble.types import (
     ToolCallArgs,
     ToolCallStart,
     ToolChoiceNamed,
+    Usage,
     UsageDelta,
 )
+
+MOCK_DIMENSIONS = 256
 
 _PLACEHOLDER = {"string": "test", "number": 1, "integer": 1, "boolean": True, "array": [], "object": {}}
 
@@ -137,6 +147,30 @@ class MockProvider(Provider):
         if batch:
             yield batch
 
+    async def embed(self, request: EmbeddingRequest, target: Target, opts: CallOptions) -> EmbeddingResult:
+        if self.options.latency:
+            await asyncio.sleep(self.options.latency)
+        width = request.dimensions or MOCK_DIMENSIONS
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in request.inputs]
+        tokens = sum(max(1, len(t) // 4) if isinstance(t, str) else max(1, len(t)) for t in request.inputs)
+        return EmbeddingResult(
+            vectors=[mock_vector(text, width) for text in texts],
+            usage=Usage(input_tokens=tokens),
+            upstream_model=request.model,
+        )
+
+
+def mock_vector(text: str, width: int) -> bytes:
+    """A unit vector of `width` components read from a hash chain seeded by `text`."""
+    raw = b""
+    block = text.encode()
+    while len(raw) < 2 * width:
+        block = hashlib.blake2b(block, digest_size=64).digest()
+        raw += block
+    components = [int.from_bytes(raw[2 * i : 2 * i + 2], "little", signed=True) for i in range(width)]
+    norm = math.sqrt(sum(c * c for c in components)) or 1.0
+    return vectors.pack(c / norm for c in components)
+
 
 def _split(words: list[str], parts: int) -> list[str]:
     """Join words back with their spaces, cut into at most `parts` nearly equal pieces."""
@@ -160,5 +194,6 @@ KIND = register(
         local=True,
         options=MockOptions,
         needs_credential=lambda _config: False,
+        embeds=True,
     )
 )

@@ -16,6 +16,7 @@ import orjson
 
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
+from ensemble.providers import embedding_wire
 from ensemble.providers.base import StreamDecoder, Target, WireFormat
 from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
 from ensemble.providers.openai_responses import ResponsesWire
@@ -24,6 +25,8 @@ from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.types import (
     AudioContent,
     DocumentContent,
+    EmbeddingRequest,
+    EmbeddingResult,
     EventBlock,
     Finish,
     FinishReason,
@@ -390,6 +393,9 @@ class OpenAIDialect:
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
     reports_cost: bool = False  # `usage.cost` is what the call really cost, in USD (OpenRouter)
     path: str = "/v1/chat/completions"  # after the endpoint's base_url
+    embeddings_path: str = "/v1/embeddings"
+    # Ask for base64 vectors (OpenAI, OpenRouter); APIs not known to encode them are asked for floats.
+    embeddings_base64: bool = False
 
 
 class OpenAIWire(WireFormat):
@@ -461,6 +467,20 @@ class OpenAIWire(WireFormat):
     def decoder(self) -> StreamDecoder:
         return OpenAIDecoder(self.report_cost)
 
+    def build_embedding(self, request: EmbeddingRequest, target: Target) -> tuple[str, dict[str, str], bytes]:
+        key = target.endpoint.api_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers["Content-Type"] = "application/json"
+        headers["Accept"] = "application/json"
+        headers.update(self.extra_headers)
+        body = embedding_wire.openai_body(request, target.model.upstream_id, self.dialect.embeddings_base64)
+        return f"{target.endpoint.base_url}{self.dialect.embeddings_path}", headers, body
+
+    def parse_embedding(self, body: bytes, request: EmbeddingRequest) -> EmbeddingResult:
+        return embedding_wire.openai_parse(
+            body, request, upstream_cost if self.report_cost else lambda _usage: None
+        )
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if isinstance(err, str):
@@ -471,7 +491,7 @@ class OpenAIWire(WireFormat):
         return upstream_error(status, headers, body, message=err.get("message"), code=code)
 
 
-OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens")
+OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens", embeddings_base64=True)
 
 KIND = register(
     ProviderKind(
@@ -479,5 +499,6 @@ KIND = register(
         wire=lambda _config: OpenAIWire(OPENAI),
         default_base_url="https://api.openai.com",
         cache_ttl=86400.0,
+        embeds=True,
     )
 )

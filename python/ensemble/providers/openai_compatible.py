@@ -10,6 +10,9 @@ config/examples/providers/):
       headers: {}                      # sent with every request
       drop_keys: [top_k]               # provider_config keys never forwarded
       requires_api_key: true           # false for local servers that take no key
+
+Models marked `kind: embedding` are called at the embeddings route beside `path` (`/v1/embeddings`
+for the default), asking for float vectors, which every such API returns.
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ def dialect(config: ProviderConfig) -> OpenAIDialect:
         drop_keys=FOREIGN_KEYS | frozenset(o.drop_keys),
         headers=dict(o.headers),
         path=o.path,
+        embeddings_path=embeddings_path(o.path),
     )
+
+
+def embeddings_path(chat_path: str) -> str:
+    """The embeddings route beside the chat route: /v1/chat/completions → /v1/embeddings."""
+    root = chat_path.removesuffix("/chat/completions")
+    return (root if root != chat_path else "/v1") + "/embeddings"
 
 
 def check(config: ProviderConfig) -> list[tuple[str, str]]:
@@ -75,5 +85,6 @@ KIND = register(
         options=OpenAICompatibleOptions,
         needs_credential=lambda config: options(config).requires_api_key,
         check=check,
+        embeds=True,
     )
 )

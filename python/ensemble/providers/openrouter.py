@@ -9,7 +9,9 @@ from __future__ import annotations
 from ensemble.providers.openai import FOREIGN_KEYS, OpenAIDialect, OpenAIWire
 from ensemble.providers.registry import ProviderKind, register
 
-OPENROUTER = OpenAIDialect(drop_keys=FOREIGN_KEYS, headers={"X-Title": "Ensemble"}, reports_cost=True)
+OPENROUTER = OpenAIDialect(
+    drop_keys=FOREIGN_KEYS, headers={"X-Title": "Ensemble"}, reports_cost=True, embeddings_base64=True
+)
 
 KIND = register(
     ProviderKind(
@@ -17,5 +19,6 @@ KIND = register(
         wire=lambda _config: OpenAIWire(OPENROUTER),
         default_base_url="https://openrouter.ai/api",
         cache_ttl=300.0,
+        embeds=True,
     )
 )

@@ -64,6 +64,8 @@ class ProviderKind:
     options: builtins.type[msgspec.Struct] | None = None
     # Whether an endpoint without an api_key is unavailable (per config: some types make it optional).
     needs_credential: Callable[[ProviderConfig], bool] = _always
+    # The API has an embeddings endpoint the adapter speaks: models of this type may be `kind: embedding`.
+    embeds: bool = False
     # Rules the options' types cannot say: (key path inside the provider file, problem) pairs.
     check: Callable[[ProviderConfig], list[tuple[str, str]]] = _no_problems
 

@@ -21,6 +21,7 @@ from ensemble.server import (
     admin,
     anthropic_batch_routes,
     batch_routes,
+    embeddings,
     errors,
     formats,
     inference,
@@ -48,6 +49,7 @@ ROUTES = (
     inference.ROUTES
     + responses.ROUTES
     + formats.ROUTES
+    + embeddings.ROUTES
     + info.ROUTES
     + admin.ROUTES
     + ui.ROUTES

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from ensemble import telemetry
 from ensemble.api import native, openai
@@ -26,6 +27,8 @@ from ensemble.streaming.relay import CoalescedRelay
 from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
 
 log = logging.getLogger("ensemble.server")
+
+T = TypeVar("T")
 
 
 class StreamFormat(Protocol):
@@ -137,25 +140,48 @@ async def run_generate(
     store: bool = True,
     conversation: bytes | None = None,
 ) -> tuple[CallContext, InferenceResponse]:
+    gateway = rt.gateway
+    assert gateway is not None
+
+    async def fall_back(ctx: CallContext, e: EnsembleError) -> bool:
+        return rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e)
+
+    def call(ctx: CallContext) -> Awaitable[InferenceResponse]:
+        ctx.store, ctx.conversation = store, conversation
+        return gateway.generate(request, ctx)
+
+    return await run_call(rt, req, key, request.model, call, fall_back)
+
+
+async def run_call(
+    rt: Runtime,
+    req: Request,
+    key: KeyRecord,
+    model: str,
+    call: Callable[[CallContext], Awaitable[T]],
+    fall_back: Callable[[CallContext, EnsembleError], Awaitable[bool]] | None = None,
+) -> tuple[CallContext, T]:
+    """One whole-answer gateway call (`call`) for a request: tracked in flight, a failure recorded
+    with the caller's rate-limit headers, a client that leaves under `cancel` cancelling it.
+    `fall_back` may answer a failure itself (a batch took it) and say so."""
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
-    ctx.store, ctx.conversation = store, conversation
-    rt.inflight.add(ctx.request_id, key.key_id, request.model)
+    rt.inflight.add(ctx.request_id, key.key_id, model)
     watch = watch_disconnect(rt, req)
     try:
-        response = await rt.gateway.generate(request, ctx)
+        response = await call(ctx)
     except EnsembleError as e:
-        if rt.batches is not None and await rt.batches.fall_back(req, key, request, ctx, e):
+        if fall_back is not None and await fall_back(ctx, e):
             raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
-        rt.gateway.record(ctx, request.model, e.status, error=e.message)
+        rt.gateway.record(ctx, model, e.status, error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
     except asyncio.CancelledError:
         if watch is None or not watch.take_cancel():
             raise
         gone = ClientDisconnected("the client disconnected; the upstream call was cancelled")
-        rt.gateway.record(ctx, request.model, gone.status, error=gone.message)
+        rt.gateway.record(ctx, model, gone.status, error=gone.message)
         req.responded = True  # nothing can be sent to a gone client
         raise gone from None
     finally:

@@ -49,6 +49,7 @@ def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
                     "cache_write": model.pricing.cache_write,
                 },
                 "capabilities": {c: c in caps for c in ("streaming", "tools", "thinking", "vision")},
+                "kind": model.kind,  # chat | embedding: which routes answer for it
             }
         )
     return out

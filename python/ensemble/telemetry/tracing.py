@@ -22,11 +22,17 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from ensemble import __version__
 
 if TYPE_CHECKING:
-    from ensemble.call_path import CallPath, Prepare
+    from ensemble.call_path import CallPath, Prepare, R
     from ensemble.gateway import CallContext
     from ensemble.providers.base import CallOptions, Target
     from ensemble.router import RoutePlan
-    from ensemble.types import InferenceRequest, ProviderResult, StreamDelta
+    from ensemble.types import (
+        EmbeddingRequest,
+        EmbeddingResult,
+        InferenceRequest,
+        ProviderResult,
+        StreamDelta,
+    )
 
 # Spans leave in batches; a short delay keeps traces timely without a send per request.
 EXPORT_DELAY_MS = 1000
@@ -95,7 +101,7 @@ class TracedCalls:
         self.inner = inner
         self.tracer = tracer
 
-    def plan(self, prepare: Prepare, request: InferenceRequest, ctx: CallContext) -> RoutePlan:
+    def plan(self, prepare: Prepare[R], request: R, ctx: CallContext) -> RoutePlan:
         with self.tracer.start_as_current_span("ensemble.route") as span:
             span.set_attribute("ensemble.request_id", ctx.request_id)
             span.set_attribute("ensemble.model", request.model)
@@ -111,6 +117,16 @@ class TracedCalls:
         span = self._start(target, streaming=False)
         try:
             return await self.inner.complete(request, target, opts)
+        except BaseException as e:
+            _failed(span, e)
+            raise
+        finally:
+            span.end()
+
+    async def embed(self, request: EmbeddingRequest, target: Target, opts: CallOptions) -> EmbeddingResult:
+        span = self._start(target, streaming=False)
+        try:
+            return await self.inner.embed(request, target, opts)
         except BaseException as e:
             _failed(span, e)
             raise
