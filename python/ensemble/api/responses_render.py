@@ -196,13 +196,14 @@ def render_json(
     created_at: int | None = None,
 ) -> bytes:
     """render() as JSON; a text-only answer straight from the templates."""
-    if not all(type(b) is TextBlock for b in r.blocks):
+    texts = [b.text for b in r.blocks if isinstance(b, TextBlock)]
+    if len(texts) != len(r.blocks):
         return orjson.dumps(render(r, echo, previous_response_id, include_encrypted, created_at))
     created = created_at if created_at is not None else int(time.time())
     base = base_of(r.id)
     items = b",".join(
-        TEXT_ITEM % (orjson.dumps(item_id("msg", base, i)), orjson.dumps(b.text))
-        for i, b in enumerate(r.blocks)
+        TEXT_ITEM % (orjson.dumps(item_id("msg", base, i)), orjson.dumps(text))
+        for i, text in enumerate(texts)
     )
     return head_json(r.id, r.model, echo, previous_response_id, created) + text_tail_json(r, items)
 
