@@ -12,7 +12,7 @@ and its CPU per request is compared with the chat row's.
 The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
 the proxy takes both cores and shares them with the load generator and the upstream).
 
-    python benches/run.py [--duration 10] [--workers 1,2] [--quick] [--markdown]
+    python benches/run.py [--duration 10] [--workers 1,2] [--quick] [--markdown] [--pairs N]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,9 +221,10 @@ def measure(
     duration: float,
     path: str = PATH,
     make_body: Callable[[bool], bytes] = body,
+    fmts: tuple[str, ...] = ("json", "sse"),
 ) -> list[Result]:
     out = []
-    for fmt in ("json", "sse"):
+    for fmt in fmts:
         for c in concurrencies:
             cpu = proc.cpu_seconds()
             rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
@@ -331,6 +333,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker only")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more interleaved chat/Responses pairs per format at the top concurrency (median printed)",
+    )
+    ap.add_argument(
         "--rss-requests",
         type=int,
         default=0,
@@ -349,6 +358,7 @@ def main() -> None:
         return
     fake, upstream = start_fake()
     results: list[Result] = []
+    pairs: list[tuple[Result, Result, float]] = []
     try:
         path = PATH
         for fmt in ("json", "sse"):
@@ -365,37 +375,60 @@ def main() -> None:
                 ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
                 try:
                     *_, warm = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
-                    measured = measure("ensemble", ens, ens_url, key, workers, concurrencies, duration)
-                    measured += measure(
-                        "ensemble-responses",
-                        ens,
-                        ens_url,
-                        key,
-                        workers,
-                        [max(concurrencies)],
-                        duration,
-                        RESPONSES_PATH,
-                        responses_body,
-                    )
-                    results += measured
+                    # Each Responses row right after the chat row it is compared with (a busy
+                    # machine weighs on both alike); --pairs repeats such pairs at the top load.
+                    top = max(concurrencies)
+                    measured = []
+                    for round_ in range(1 + args.pairs):
+                        for fmt in ("json", "sse"):
+                            cs = concurrencies if round_ == 0 else [top]
+                            chat = measure("ensemble", ens, ens_url, key, workers, cs, duration, fmts=(fmt,))
+                            responses = measure(
+                                "ensemble-responses",
+                                ens,
+                                ens_url,
+                                key,
+                                workers,
+                                [top],
+                                duration,
+                                RESPONSES_PATH,
+                                responses_body,
+                                fmts=(fmt,),
+                            )
+                            pairs.append((chat[-1], responses[-1], os.getloadavg()[0]))
+                            measured += chat + responses
+                            if round_ == 0:
+                                results += chat + responses
                 finally:
                     ens.stop()
                 check_request_log(Path(tmp), warm + sum(r.completed for r in measured))
     finally:
         fake.stop()
+    results.sort(key=lambda r: TARGETS.index(r.target))  # the table's order; stable within a target
     print_table(results, markdown=args.markdown)
-    print_responses_cpu(results)
+    print_responses_cpu(pairs)
 
 
-def print_responses_cpu(results: list[Result]) -> None:
-    """The Responses route's CPU per request against the chat row of the same server and load."""
-    chat = {(r.fmt, r.concurrency, r.workers): r for r in results if r.target == "ensemble"}
-    for r in results:
-        c = chat.get((r.fmt, r.concurrency, r.workers))
-        if r.target == "ensemble-responses" and c is not None and c.cpu_us and r.cpu_us:
+TARGETS = ["direct", "baseline", "ensemble", "ensemble-responses"]
+
+
+def print_responses_cpu(pairs: list[tuple[Result, Result, float]]) -> None:
+    """The Responses route's CPU per request against the chat row measured just before it (same
+    server, load and format), each pair with the 1-minute load average, then the median ratio."""
+    ratios: dict[tuple[str, int], list[float]] = {}
+    for c, r, load in pairs:
+        if not (c.cpu_us and r.cpu_us):
+            continue
+        ratio = r.cpu_us / c.cpu_us - 1
+        ratios.setdefault((r.fmt, r.workers), []).append(ratio)
+        print(
+            f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
+            f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({ratio * 100:+.1f}%), load {load:.1f}"
+        )
+    for (fmt, workers), values in ratios.items():
+        if len(values) > 1:
             print(
-                f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
-                f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / c.cpu_us - 1) * 100:+.1f}%)"
+                f"responses vs chat, {fmt} w{workers}: median of {len(values)} pairs {statistics.median(values) * 100:+.1f}%"
             )
 
 
