@@ -115,6 +115,8 @@ def test_made_on_a_retrieved_and_continued_on_b_deleted_everywhere(pair: Pair) -
             client.responses.create(model="mock-1", previous_response_id=first.id, input="again")
         assert e.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert _s3_keys_of(pair, request_id) == []
+    with a.client(key) as http:  # nor as the stored answer of its request, on the instance that made it
+        assert http.get(f"/api/v1/retrieve/{request_id}").status_code == 404
     with pytest.raises(openai.NotFoundError):
         on_a.responses.delete(first.id)
     # The others stay.
