@@ -35,3 +35,20 @@ def _refuse_unmarked_subprocesses(event: str, args: tuple[Any, ...]) -> None:
 
 
 sys.addaudithook(_refuse_unmarked_subprocesses)
+
+
+@pytest.fixture(autouse=True)
+def upstream_conformance(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test whose upstream requests (to any fake upstream) the real provider would refuse:
+    checked against the official SDKs' request types and the documented per-model rules
+    (tests/support/conformance.py). A test that sends a refused body on purpose is marked
+    `nonconforming_upstream`."""
+    yield
+    from support import fake
+
+    found = [p for upstream in list(fake.LIVE) for p in upstream.conformance_problems()]
+    found, fake.UNCHECKED[:] = found + fake.UNCHECKED, []
+    if found and request.node.get_closest_marker("nonconforming_upstream") is None:
+        pytest.fail(
+            "upstream requests the real API would refuse:\n  " + "\n  ".join(found[:20]), pytrace=False
+        )

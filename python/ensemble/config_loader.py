@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from ensemble import catalogue
+from ensemble.catalogue import Catalogue
 from ensemble.config.durations import Duration, parse_duration
 from ensemble.config.http_version import HttpVersion, parse_http_version
 from ensemble.config.schema import Config, EndpointConfig, ProviderConfig, StreamTimeouts
@@ -206,6 +208,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
                 provider_sources.append((str(provider_file), "", expand_env(data, env)))
 
     providers: list[ProviderConfig] = []
+    raw_models: list[tuple[ProviderConfig, Any]] = []
     files: dict[str, str] = {}
     for file, prefix, data in provider_sources:
         pc = _Collector(file)
@@ -216,6 +219,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
             provider = msgspec.convert(data, ProviderConfig, strict=False, dec_hook=_dec_hook)
             provider.options = options
             providers.append(provider)
+            raw_models.append((provider, data.get("models")))
             files.setdefault(provider.name, file)
     if collector.problems:
         raise ConfigError(collector.problems)
@@ -223,11 +227,33 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     config = msgspec.convert(raw, Config, strict=False, dec_hook=_dec_hook)
     config.providers = providers
     config.source = str(main)
+    known = catalogue.shipped().extended(config.catalogue)
+    for provider, models in raw_models:
+        fill_from_catalogue(provider, models, known)
     by_environment(config, env.get("ENSEMBLE_ENVIRONMENT") or "development")
     _check_semantics(config, str(main), files, collector)
     if collector.problems:
         raise ConfigError(collector.problems)
     return config
+
+
+def fill_from_catalogue(provider: ProviderConfig, raw: Any, known: Catalogue) -> None:
+    """Model fields a provider file leaves out (context_window, max_output_tokens, pricing,
+    capabilities) come from the model catalogue when it knows the model (docs/catalogue.md)."""
+    given = raw if isinstance(raw, list) else []
+    for i, model in enumerate(provider.models):
+        keys = given[i] if i < len(given) and isinstance(given[i], dict) else {}
+        info = known.lookup(model.upstream_id) or known.lookup(model.name)
+        if info is None:
+            continue
+        if "context_window" not in keys and info.context_window:
+            model.context_window = info.context_window
+        if "max_output_tokens" not in keys and info.max_output_tokens:
+            model.max_output_tokens = info.max_output_tokens
+        if "pricing" not in keys and info.pricing is not None:
+            model.pricing = info.pricing
+        if "capabilities" not in keys and info.capabilities:
+            model.capabilities = list(info.capabilities)  # type: ignore[arg-type]
 
 
 def by_environment(config: Config, environment: str) -> None:

@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import msgspec
 
-from ensemble import reasoning, telemetry
+from ensemble import catalogue, reasoning, telemetry
 from ensemble.assembly import Assembler
 from ensemble.auth import Authenticator
 from ensemble.call_path import CallPath, DirectCalls
@@ -156,6 +156,7 @@ class Gateway:
         self._default_timeouts = config.streaming_timeouts["default"]
         self._call_options: dict[tuple[str, bool], CallOptions] = {}
         self.drop_rules = DropRules(config.parameter_validation)
+        self.catalogue = catalogue.install(config.catalogue)
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -184,6 +185,19 @@ class Gateway:
         if lim is not None:  # None: a reload removed the endpoint while this call was in flight
             self.admission.observe(lim, headers, self.admission.clock())
 
+    def _fit(
+        self, request: InferenceRequest, target: Target, ctx: CallContext, fo: Failover
+    ) -> InferenceRequest:
+        """The request as this attempt's model accepts it (the catalogue's rules for its family,
+        docs/catalogue.md); a refusal before anything went upstream gives the key's tokens back."""
+        try:
+            return self.catalogue.fit(request, target.model.upstream_id, ctx.request_id)
+        except InvalidRequest:
+            if fo.attempts == 0 and ctx.reservation is not None:
+                self.admission.release(ctx.reservation)
+                ctx.reservation = None
+            raise
+
     def _admit_endpoint(self, plan: RoutePlan, cand: Candidate, ctx: CallContext, fo: Failover) -> bool:
         """Per-endpoint admission for one attempt; on success the attempt is the context's target."""
         tokens = ctx.reservation.tokens if ctx.reservation is not None else 1
@@ -203,6 +217,7 @@ class Gateway:
 
     def _attempt_failed(self, ctx: CallContext, e: ProviderError, fo: Failover) -> None:
         """An attempt failed before anything reached the client: give back its tokens."""
+        lim = None
         if ctx.endpoint_reservation is not None:
             lim, tokens, at = ctx.endpoint_reservation
             # The request stays counted (the provider saw it); the reserved tokens were not used.
@@ -211,7 +226,10 @@ class Gateway:
         if e.retryable and ctx.target is not None:
             pause_ms = self._cool_down(ctx.target, e)
             if e.upstream_status in (429, 529):
-                fo.skip(pause_ms)
+                # The Retry-After the client gets must be true: the endpoint is free again once
+                # both its cool-down and what the provider's headers said are over.
+                view_ms = self.admission.upstream_wait(lim, self.admission.clock()) if lim is not None else 0
+                fo.skip(max(pause_ms, view_ms))
             fo.errors.append(e)
 
     def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
@@ -360,13 +378,19 @@ class Gateway:
         answer at once, a stream when it ends)."""
         fo = Failover(plan)
         for cand in plan.candidates:
+            # Chat requests are fitted to each candidate's model family; embeddings have no rules.
+            fitted = (
+                cast(R, self._fit(request, cand.target, ctx, fo))
+                if isinstance(request, InferenceRequest)
+                else request
+            )
             if not self._admit_endpoint(plan, cand, ctx, fo):
                 continue
             target = cand.target
             t0 = time.perf_counter()
             target.endpoint.in_flight += 1
             try:
-                answer = await attempt(request, ctx, target, opts, t0)
+                answer = await attempt(fitted, ctx, target, opts, t0)
             except ProviderError as e:
                 target.endpoint.in_flight -= 1
                 ctx.upstream_s += time.perf_counter() - t0

@@ -391,6 +391,8 @@ def test_mid_stream_failure_is_error_then_response_failed(
     assert deltas and failed.response.output_text == deltas
 
 
+# Talks to the fake directly, with the test's own client bodies (a forged reasoning item among them).
+@pytest.mark.nonconforming_upstream
 def test_fake_upstream_speaks_responses(fake: FakeUpstream) -> None:
     """The fake's own Responses stream, parsed by the SDK: what the upstream mode is tested against."""
     c = openai.OpenAI(

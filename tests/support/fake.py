@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -12,6 +14,12 @@ from support.processes import Process, free_port
 
 if TYPE_CHECKING:
     from support.tls import LocalCA
+
+
+# Fakes alive now, and what stopped ones left unchecked: the `upstream_conformance` fixture
+# (tests/conftest.py) checks every upstream request a test made (support.conformance).
+LIVE: weakref.WeakSet[FakeUpstream] = weakref.WeakSet()
+UNCHECKED: list[str] = []
 
 
 class FakeUpstream:
@@ -44,6 +52,21 @@ class FakeUpstream:
             lambda: httpx.get(f"{self.url}/_fake/health", timeout=1, verify=verify).status_code == 200
         )
         self.http = httpx.Client(base_url=self.url, timeout=10, verify=verify)
+        self._checked_seq = 0
+        self._unchecked: list[str] = []
+        LIVE.add(self)
+
+    def conformance_problems(self) -> list[str]:
+        """What the real providers would refuse in the requests received since the last call."""
+        from support.conformance import problems
+
+        found, self._unchecked = self._unchecked, []
+        resp = self.http.get("/_fake/requests", params={"since": self._checked_seq})
+        resp.raise_for_status()
+        for record in resp.json()["requests"]:
+            self._checked_seq = max(self._checked_seq, record["seq"])
+            found += problems(record)
+        return found
 
     def endpoint_url(self, endpoint: str) -> str:
         """The base_url that makes Ensemble talk to the virtual endpoint `endpoint`."""
@@ -72,8 +95,13 @@ class FakeUpstream:
         return counts
 
     def reset(self) -> None:
+        self._unchecked += self.conformance_problems()
         self.http.post("/_fake/reset").raise_for_status()
 
     def stop(self) -> None:
+        if self in LIVE:
+            LIVE.discard(self)
+            with contextlib.suppress(httpx.HTTPError):  # the process is gone already: nothing to read
+                UNCHECKED.extend(self.conformance_problems())
         self.http.close()
         self.process.stop()

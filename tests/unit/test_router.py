@@ -420,3 +420,25 @@ def test_endpoint_status_reports_utilisation() -> None:
     rows = {r["endpoint_id"]: r for r in admission.endpoint_status()}
     assert set(rows) == {"e0", "e1", "e2"}
     assert all(r["requests_in_window"] == 2 and r["utilisation"] == 0.02 for r in rows.values())
+
+
+def test_a_429s_retry_after_bounds_the_full_window_reset() -> None:
+    """OpenAI and Anthropic refill continuously: after a 429 with `retry-after: 2`, a
+    `x-ratelimit-reset-requests: 1m0s` is when the window is full, not when the next request goes."""
+    view = UpstreamView()
+    headers = {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m0s",
+        "retry-after": "2",
+    }
+    assert parse_headers(headers, view, 10_000, 0.0)
+    assert view.reset_at_ms == 12_000
+    admission = Admission(window_s=60, default_rpm=0, default_tpm=0, clock=lambda: 10_000)
+    lim = admission.endpoint("e1", "m")
+    admission.observe(lim, headers, 10_000)
+    assert admission.upstream_wait(lim, 10_000) == 2_000
+    assert admission.upstream_wait(lim, 12_000) == 0
+    del headers["retry-after"]  # no explicit word: the window's reset stands
+    assert parse_headers(headers, view, 10_000, 0.0)
+    assert view.reset_at_ms == 70_000

@@ -18,6 +18,7 @@ import orjson
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.anthropic import PASSTHROUGH
+from ensemble.structured_output import from_anthropic
 from ensemble.types import (
     ContentBlock,
     DocumentContent,
@@ -30,6 +31,7 @@ from ensemble.types import (
     RedactedThinkingBlock,
     RedactedThinkingContent,
     RedactedThinkingDelta,
+    ResponseFormat,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -68,6 +70,7 @@ _KNOWN = {
     "stream",
     "tools",
     "tool_choice",
+    "output_format",
     *_EXTRAS,
 }
 
@@ -262,6 +265,7 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     for i, m in enumerate(raw_messages):
         messages += _messages(m, i)
     extras = {k: data[k] for k in _EXTRAS if data.get(k) is not None}
+    response_format = _output_format(data, extras)
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True:
         extras["parallel_tool_calls"] = False  # OpenAI's name; the Anthropic adapter maps it back
@@ -276,7 +280,22 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
         tool_choice=_tool_choice(data.get("tool_choice")),
         stream=convert(data.get("stream") or False, bool, "stream"),
         provider_config=extras or None,
+        response_format=response_format,
     )
+
+
+def _output_format(data: dict[str, Any], extras: dict[str, Any]) -> ResponseFormat | None:
+    """`output_config.format` (or the beta's `output_format`) as the canonical response format; the
+    rest of output_config (effort) stays in provider_config."""
+    config = extras.get("output_config")
+    if isinstance(config, dict) and config.get("format") is not None:
+        rest = {k: v for k, v in config.items() if k != "format"}
+        if rest:
+            extras["output_config"] = rest
+        else:
+            del extras["output_config"]
+        return from_anthropic(config["format"], "output_config.format")
+    return from_anthropic(data.get("output_format"), "output_format")
 
 
 def estimate_tokens(request: InferenceRequest) -> int:

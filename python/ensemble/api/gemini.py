@@ -19,6 +19,7 @@ import orjson
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
+from ensemble.structured_output import from_gemini, lower_types
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -63,19 +64,6 @@ def _snake(name: str) -> str:
 def _get(obj: dict[str, Any], camel: str) -> Any:
     value = obj.get(camel)
     return obj.get(_snake(camel)) if value is None else value
-
-
-def _lower_types(schema: Any) -> Any:
-    """Gemini's OpenAPI-style schemas spell types in capitals (`OBJECT`, `STRING`); JSON Schema, which
-    other providers validate tools against, needs them lower-case."""
-    if isinstance(schema, dict):
-        out = {k: _lower_types(v) for k, v in schema.items()}
-        if isinstance(out.get("type"), str):
-            out["type"] = out["type"].lower()
-        return out
-    if isinstance(schema, list):
-        return [_lower_types(v) for v in schema]
-    return schema
 
 
 def _media(mime: str, source: MediaSource) -> ContentBlock:
@@ -202,7 +190,7 @@ def _tools(raw: Any) -> list[ToolDefinition] | None:
                 raise InvalidRequest(f"{at}: expected an object", param="tools")
             schema = _get(d, "parametersJsonSchema")
             if schema is None:
-                schema = _lower_types(d.get("parameters") or {"type": "object", "properties": {}})
+                schema = lower_types(d.get("parameters") or {"type": "object", "properties": {}})
             out.append(
                 ToolDefinition(
                     name=convert(d.get("name"), str, f"{at}.name"),
@@ -232,6 +220,15 @@ def _tool_choice(raw: Any) -> Any:
     raise InvalidRequest(
         "toolConfig.functionCallingConfig.mode: must be AUTO, ANY, NONE or VALIDATED", param="toolConfig"
     )
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+# Read into the canonical response_format instead of riding along in provider_config.
+_STRUCTURED = frozenset({"responseMimeType", "responseSchema", "responseJsonSchema"})
 
 
 def parse_request(body: bytes, model: str, *, stream: bool) -> InferenceRequest:
@@ -264,10 +261,14 @@ def parse_request(body: bytes, model: str, *, stream: bool) -> InferenceRequest:
         value = _get(data, key)
         if value is not None:
             extras[key] = value
-    for key in GENERATION_KEYS:
+    for key in GENERATION_KEYS - _STRUCTURED:
         value = _get(gen, key)
         if value is not None and key != "candidateCount":
             extras[key] = value
+    if isinstance(extras.get("thinkingConfig"), dict):
+        # google-genai writes this object's own keys in snake_case (thinking_budget); the API
+        # takes both, adapters read one spelling.
+        extras["thinkingConfig"] = {_camel(k): v for k, v in extras["thinkingConfig"].items()}
     stop = _get(gen, "stopSequences")
     return InferenceRequest(
         model=model,
@@ -280,6 +281,7 @@ def parse_request(body: bytes, model: str, *, stream: bool) -> InferenceRequest:
         tool_choice=_tool_choice(_get(data, "toolConfig")),
         stream=stream,
         provider_config=extras or None,
+        response_format=from_gemini(gen),
     )
 
 

@@ -135,6 +135,49 @@ class Pricing(_Strict):
     cache_write: float = 0.0
 
 
+class ThinkingRules(_Strict):
+    """What a family refuses while thinking/reasoning is on (see docs/catalogue.md)."""
+
+    temperature: float | None = None  # the only temperature accepted (Claude: 1); others are dropped
+    top_p_min: float | None = None  # a lower top_p is dropped (Claude: 0.95)
+    unsupported: list[str] = msgspec.field(default_factory=list)  # dropped (Claude: top_k)
+    refused: list[str] = msgspec.field(default_factory=list)  # 400 naming it (forced_tool_choice)
+
+
+class ModelFamily(_Strict):
+    """A family of models sharing parameter rules, matched by globs on the provider's model id."""
+
+    match: list[str] = msgspec.field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
+    unsupported: list[str] = msgspec.field(default_factory=list)  # dropped (logged)
+    refused: list[str] = msgspec.field(default_factory=list)  # 400 naming the parameter
+    exclusive: list[list[str]] = msgspec.field(default_factory=list)  # keep the first present, drop the rest
+    thinking: ThinkingRules | None = None
+    token_limit_field: str = ""  # the wire field max_tokens goes in, where the family needs one
+    # How a JSON schema for the answer reaches these models: the API's own structured-output
+    # field, or (models older than the field) an instruction with the schema in the system prompt.
+    structured_output: Literal["native", "instruction"] = "native"
+
+
+class CatalogueModel(_Strict):
+    """Known facts about one model; unset fields fall back to the shipped catalogue's."""
+
+    display_name: str | None = None
+    created: str | None = None  # release date, YYYY-MM-DD
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    pricing: Pricing | None = None
+    capabilities: list[Literal["streaming", "tools", "thinking", "vision"]] | None = None
+
+
+class CatalogueConfig(_Strict):
+    """Extends or overrides the shipped model catalogue (python/ensemble/catalogue/models.yaml): a
+    family with a shipped name replaces it; a model with a shipped name overrides the fields given."""
+
+    families: dict[str, ModelFamily] = msgspec.field(default_factory=dict)
+    models: dict[str, CatalogueModel] = msgspec.field(default_factory=dict)
+
+
 class ModelConfig(_Strict):
     name: str
     upstream: str = ""
@@ -193,6 +236,7 @@ class Config(_Strict):
     streaming_timeouts: dict[str, StreamTimeouts] = msgspec.field(default_factory=_default_stream_timeouts)
     provider_timeouts: ProviderTimeouts = msgspec.field(default_factory=ProviderTimeouts)
     parameter_validation: ParameterValidationConfig = msgspec.field(default_factory=ParameterValidationConfig)
+    catalogue: CatalogueConfig = msgspec.field(default_factory=CatalogueConfig)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)

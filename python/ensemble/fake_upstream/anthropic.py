@@ -164,6 +164,10 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
             conv.forced_tool = choice["name"]
     thinking = req.get("thinking")
     conv.thinking = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    config = req.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else req.get("output_format")
+    if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+        conv.response_schema = fmt["schema"]
     return conv
 
 

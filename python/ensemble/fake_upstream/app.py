@@ -483,7 +483,11 @@ class FakeUpstream:
             elif name == "requests" and method == "GET":
                 wanted = query.get("endpoint")
                 eps = [state.endpoint(wanted[0])] if wanted else list(state.endpoints.values())
-                records = sorted((r for e in eps for r in e.records), key=lambda r: r.seq)
+                raw_since = query.get("since", ["0"])[0]
+                if not raw_since.isdigit():
+                    raise ControlError("since: expected a sequence number")
+                since = int(raw_since)  # only records after this seq
+                records = sorted((r for e in eps for r in e.records if r.seq > since), key=lambda r: r.seq)
                 reply = json_reply(200, {"requests": [r.to_json() for r in records]})
             elif name == "reset" and method == "POST":
                 target = data.get("endpoint") if isinstance(data, dict) else None

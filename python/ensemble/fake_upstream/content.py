@@ -15,6 +15,10 @@ Rules (documented contract for tests):
   ``max(2, chunks // 4)`` fragments (capped at its length); ``N`` = number of fragments.
   If ``max_tokens`` is below that, the answer is truncated text instead (finish = length).
   The endpoint's ``tool_call`` config ``{"name", "arguments"}`` scripts the call instead.
+* Structured output requested (OpenAI ``response_format``, Anthropic ``output_config.format``,
+  Gemini ``responseMimeType: application/json`` with ``responseJsonSchema``/``responseSchema``):
+  the text is the JSON of an instance built from the schema like tool arguments, in ``chunks``
+  pieces (``{}`` for a bare JSON object).
 * Reasoning tokens ``R`` = config ``reasoning_tokens``, or, when thinking was requested and that is
   0, the number of thinking pieces.
 * Cache: ``C`` = config ``cached_tokens``, ``W`` = config ``cache_creation_tokens``.
@@ -99,6 +103,9 @@ class Conversation:
     forced_tool: str | None = None
     max_tokens: int | None = None
     thinking: bool = False
+    # Structured output asked for (JSON schema; {"type": "object"} for any JSON object): the
+    # answer is then JSON built from it, as a model bound to the schema would give.
+    response_schema: dict[str, Any] | None = None
     # (role, text, ends at a cache breakpoint) per system block / message, in prompt order: what a
     # provider's prompt cache sees (prompt_cache.py).
     segments: list[tuple[str, str, bool]] = field(default_factory=list)
@@ -253,6 +260,8 @@ def make_plan(
             call = ToolCall(tool.name, arguments, args, fragments)
             return Plan([], call, thinking, "tool", prompt, len(fragments), r, cached, creation)
     pieces = text_pieces(provider, conv.last_user_text, chunks)
+    if conv.response_schema is not None:
+        pieces = split_chars(dumps(tool_arguments(conv.response_schema)), chunks)
     finish = "stop"
     if max_tokens is not None and max_tokens < len(pieces):
         pieces = pieces[: max(max_tokens, 0)]

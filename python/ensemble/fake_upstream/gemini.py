@@ -134,6 +134,15 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         thinking = _get(gen, "thinkingConfig", "thinking_config")
         if isinstance(thinking, dict):
             conv.thinking = _get(thinking, "includeThoughts", "include_thoughts") is True
+    gen_config = _get(req, "generationConfig", "generation_config")
+    if (
+        isinstance(gen_config, dict)
+        and _get(gen_config, "responseMimeType", "response_mime_type") == "application/json"
+    ):
+        schema = _get(gen_config, "responseJsonSchema", "response_json_schema") or _get(
+            gen_config, "responseSchema", "response_schema"
+        )
+        conv.response_schema = schema if isinstance(schema, dict) else {"type": "object"}
     return conv
 
 

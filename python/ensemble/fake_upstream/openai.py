@@ -112,6 +112,13 @@ def parse_conversation(req: dict[str, Any]) -> Conversation:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise BadRequest("Invalid 'max_tokens': must be a positive integer.", "max_tokens")
         conv.max_tokens = max_tokens
+    fmt = req.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        conv.response_schema = schema if isinstance(schema, dict) else {"type": "object"}
+    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        conv.response_schema = {"type": "object"}
     return conv
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import catalogue
 from ensemble.assembly import parse_arguments
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
@@ -28,6 +29,7 @@ from ensemble.providers.base import (
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.reasoning import handed_back
+from ensemble.structured_output import to_anthropic
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -224,6 +226,9 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
         if key in PASSTHROUGH:
             body[key] = value
     _from_gemini(extras, body)
+    if request.response_format is not None:
+        info = catalogue.lookup(model.upstream_id)
+        to_anthropic(request.response_format, body, info is None or info.structured_output == "native")
     top_k = body.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise InvalidRequest("top_k: must be a non-negative integer", param="top_k")
@@ -255,7 +260,8 @@ def _from_gemini(extras: dict[str, Any], body: dict[str, Any]) -> None:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     top_k = extras.get("topK")
     if "top_k" not in body and top_k is not None:
-        body["top_k"] = top_k
+        # Gemini's topK is a number (google-genai sends 5.0); Anthropic's top_k an integer.
+        body["top_k"] = int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k
 
 
 def usage_from_wire(u: Mapping[str, Any]) -> Usage:

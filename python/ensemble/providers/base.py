@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ensemble._native import SseParser
+from ensemble.catalogue.rules import MIN_THINKING_BUDGET, REASONING_BUDGETS, reasoning_budget
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.streaming.watchdog import Clock, StallWatchdog
 from ensemble.types import EmbeddingRequest, EmbeddingResult, InferenceRequest, ProviderResult, StreamDelta
 from ensemble.usage.pricing import Price
+
+__all__ = ["MIN_THINKING_BUDGET", "REASONING_BUDGETS", "reasoning_budget"]
 
 if TYPE_CHECKING:  # the HTTP client itself (aiohttp, ~0.3 s to import) is the server's, not config checking's
     from ensemble.upstream import UpstreamClient, UpstreamResponse
@@ -221,22 +224,6 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None  # an HTTP-date; rare from LLM providers, treated as unknown
-
-
-# OpenAI's reasoning_effort as a thinking budget for providers that take one (Anthropic, Gemini).
-REASONING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
-MIN_THINKING_BUDGET = 1024
-
-
-def reasoning_budget(effort: str, max_tokens: int | None) -> int | None:
-    """The thinking budget for an effort level, kept below max_tokens; None when no thinking fits
-    (or the effort is "none" or unknown)."""
-    budget = REASONING_BUDGETS.get(effort)
-    if budget is None:
-        return None
-    if max_tokens is not None:
-        budget = min(budget, max_tokens - 1)
-    return budget if budget >= MIN_THINKING_BUDGET else None
 
 
 def retryable_status(status: int) -> bool:

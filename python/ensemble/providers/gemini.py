@@ -34,6 +34,7 @@ from ensemble.providers.base import (
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.reasoning import handed_back
+from ensemble.structured_output import to_gemini
 from ensemble.types import (
     AudioContent,
     ContentBlock,
@@ -267,6 +268,8 @@ def request_to_wire(request: InferenceRequest) -> dict[str, Any]:
             gen[key] = value
         elif key == "generationConfig" and isinstance(value, dict):
             gen.update(value)
+    if request.response_format is not None:
+        to_gemini(request.response_format, gen)
     if gen:
         body["generationConfig"] = gen
     return body

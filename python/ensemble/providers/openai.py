@@ -22,6 +22,7 @@ from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
 from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
 from ensemble.providers.upstream_errors import error_object, upstream_error
+from ensemble.structured_output import JSON_OBJECT_INSTRUCTION, to_openai
 from ensemble.types import (
     AudioContent,
     DocumentContent,
@@ -34,7 +35,9 @@ from ensemble.types import (
     InferenceRequest,
     Message,
     ProviderResult,
+    RedactedThinkingBlock,
     RedactedThinkingContent,
+    RedactedThinkingDelta,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -113,7 +116,24 @@ def _content_part(block: Any, i: int = 0) -> dict[str, Any]:
     raise InvalidRequest(f"messages[{i}]: unsupported content block {type(block).__name__}", param="messages")
 
 
-def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
+def reasoning_details_to_wire(m: Message) -> list[dict[str, Any]]:
+    """An earlier turn's thinking as OpenRouter `reasoning_details`, so signed or encrypted
+    reasoning goes back to the model that made it."""
+    if isinstance(m.content, str):
+        return []
+    out: list[dict[str, Any]] = []
+    for b in m.content:
+        if isinstance(b, ThinkingContent):
+            detail: dict[str, Any] = {"type": "reasoning.text", "text": b.thinking, "index": len(out)}
+            if b.signature:
+                detail["signature"] = b.signature
+            out.append(detail)
+        elif isinstance(b, RedactedThinkingContent):
+            out.append({"type": "reasoning.encrypted", "data": b.data, "index": len(out)})
+    return out
+
+
+def message_to_wire(m: Message, i: int = 0, reasoning_details: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role}
     if m.role == "tool":
         out["tool_call_id"] = m.tool_call_id or ""
@@ -151,6 +171,8 @@ def message_to_wire(m: Message, i: int = 0) -> dict[str, Any]:
             out["content"] = None
     if m.name:
         out["name"] = m.name
+    if reasoning_details and m.role == "assistant" and (details := reasoning_details_to_wire(m)):
+        out["reasoning_details"] = details
     return out
 
 
@@ -162,10 +184,11 @@ def request_to_wire(
     max_tokens_field: str,
     skip: frozenset[str] = FOREIGN_KEYS,
     stream_usage: bool = True,
+    reasoning_details: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model_id,
-        "messages": [message_to_wire(m, i) for i, m in enumerate(request.messages)],
+        "messages": [message_to_wire(m, i, reasoning_details) for i, m in enumerate(request.messages)],
     }
     if request.max_tokens is not None:
         body[max_tokens_field] = request.max_tokens
@@ -192,6 +215,13 @@ def request_to_wire(
             if isinstance(choice, ToolChoiceNamed)
             else choice
         )
+    if request.response_format is not None:
+        body["response_format"] = to_openai(request.response_format)
+        # OpenAI refuses JSON mode unless a message mentions JSON; other formats' clients do not know.
+        if request.response_format.type == "json_object" and not any(
+            "json" in m.text().lower() for m in request.messages
+        ):
+            body["messages"].insert(0, {"role": "system", "content": JSON_OBJECT_INSTRUCTION})
     if stream:
         body["stream"] = True
         if stream_usage:
@@ -236,6 +266,28 @@ def upstream_cost(u: Mapping[str, Any]) -> Decimal | None:
     return value if value.is_finite() and value >= 0 else None
 
 
+def reasoning_blocks(details: Any) -> list[EventBlock]:
+    """OpenRouter `reasoning_details` of a whole answer as thinking blocks: text and summaries (one
+    block, with the signature), encrypted reasoning as redacted thinking."""
+    blocks: list[EventBlock] = []
+    thinking: ThinkingBlock | None = None
+    for d in details if isinstance(details, list) else ():
+        if not isinstance(d, dict):
+            continue
+        if d.get("type") == "reasoning.encrypted" and isinstance(d.get("data"), str):
+            blocks.append(RedactedThinkingBlock(data=d["data"]))
+            continue
+        text = d.get("text") if d.get("type") == "reasoning.text" else d.get("summary")
+        if thinking is None:
+            thinking = ThinkingBlock(thinking="")
+            blocks.append(thinking)
+        if isinstance(text, str):
+            thinking.thinking += text
+        if isinstance(d.get("signature"), str) and d["signature"]:
+            thinking.signature = d["signature"]
+    return blocks
+
+
 class OpenAIDecoder(StreamDecoder):
     """chat.completion.chunk events → deltas. Block indexes: thinking, text and each tool call get
     their own, allocated in order of first appearance."""
@@ -273,7 +325,11 @@ class OpenAIDecoder(StreamDecoder):
                 continue
             delta = choice.delta
             if delta is not None:
-                self._content(out, delta.reasoning_content or delta.reasoning, delta.content)
+                reasoning = delta.reasoning_content or delta.reasoning
+                if delta.reasoning_details:
+                    self._details(out, delta.reasoning_details)
+                    reasoning = None
+                self._content(out, reasoning, delta.content)
                 for call in delta.tool_calls or ():
                     fn = call.function or _NO_FUNCTION
                     self._tool_call(out, call.index, call.id, fn.name, fn.arguments)
@@ -292,6 +348,29 @@ class OpenAIDecoder(StreamDecoder):
             if self._text is None:
                 self._text = self._alloc()
             out.append(TextDelta(index=self._text, text=content))
+
+    def _details(self, out: list[StreamDelta], details: Any) -> None:
+        """OpenRouter `reasoning_details` pieces: text and summaries (with their signature) join
+        the thinking block; encrypted reasoning is a redacted block of its own."""
+        for d in details if isinstance(details, list) else ():
+            if not isinstance(d, dict):
+                continue
+            if d.get("type") == "reasoning.encrypted" and isinstance(d.get("data"), str):
+                out.append(RedactedThinkingDelta(index=self._alloc(), data=d["data"]))
+                continue
+            text = d.get("text") if d.get("type") == "reasoning.text" else d.get("summary")
+            signature = d.get("signature")
+            if not text and not signature:
+                continue
+            if self._thinking is None:
+                self._thinking = self._alloc()
+            out.append(
+                ThinkingDelta(
+                    index=self._thinking,
+                    thinking=text if isinstance(text, str) else "",
+                    signature=signature if isinstance(signature, str) else "",
+                )
+            )
 
     def _tool_call(self, out: list[StreamDelta], slot: Any, call_id: Any, name: Any, arguments: Any) -> None:
         if slot not in self._tools:
@@ -324,7 +403,11 @@ class OpenAIDecoder(StreamDecoder):
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            self._content(out, delta.get("reasoning_content") or delta.get("reasoning"), delta.get("content"))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if delta.get("reasoning_details"):
+                self._details(out, delta["reasoning_details"])
+                reasoning = None
+            self._content(out, reasoning, delta.get("content"))
             for call in delta.get("tool_calls") or ():
                 fn = call.get("function") or {}
                 self._tool_call(
@@ -357,6 +440,7 @@ class _WireDelta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[Any] | None = None
     tool_calls: list[_WireToolCall] | None = None
 
 
@@ -392,6 +476,9 @@ class OpenAIDialect:
     drop_keys: frozenset[str] = FOREIGN_KEYS | {"top_k"}
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every request
     reports_cost: bool = False  # `usage.cost` is what the call really cost, in USD (OpenRouter)
+    # Earlier turns' thinking goes back as `reasoning_details` (OpenRouter: signed / encrypted
+    # reasoning the model needs again, e.g. Claude's signatures, OpenAI's encrypted reasoning).
+    reasoning_details: bool = False
     path: str = "/v1/chat/completions"  # after the endpoint's base_url
     embeddings_path: str = "/v1/embeddings"
     # Ask for base64 vectors (OpenAI, OpenRouter); APIs not known to encode them are asked for floats.
@@ -424,6 +511,7 @@ class OpenAIWire(WireFormat):
             max_tokens_field=self.max_tokens_field,
             skip=self.skip,
             stream_usage=self.stream_usage,
+            reasoning_details=self.dialect.reasoning_details,
         )
         key = target.endpoint.api_key
         headers = {"Authorization": f"Bearer {key}"} if key else {}  # keyless: local servers (vLLM, Ollama)
@@ -436,9 +524,9 @@ class OpenAIWire(WireFormat):
         data = orjson.loads(body)
         choice = data["choices"][0]
         message = choice.get("message") or {}
-        blocks: list[EventBlock] = []
+        blocks: list[EventBlock] = reasoning_blocks(message.get("reasoning_details"))
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if reasoning:
+        if reasoning and not blocks:  # reasoning_details, when given, carry the same text and more
             blocks.append(ThinkingBlock(thinking=reasoning))
         if message.get("content"):
             blocks.append(TextBlock(text=message["content"]))

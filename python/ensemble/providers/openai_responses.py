@@ -117,8 +117,9 @@ def _assistant_items(m: Message) -> list[dict[str, Any]]:
 
     def flush() -> None:
         if text:
-            content = [{"type": "output_text", "text": "".join(text)}]
-            out.append({"type": "message", "role": "assistant", "content": content})
+            # An earlier assistant turn as an easy input message (text content): an
+            # `output_text` part belongs to an output message item, which needs its id and status.
+            out.append({"type": "message", "role": "assistant", "content": "".join(text)})
             text.clear()
 
     for b in blocks if isinstance(blocks, list) else ():
@@ -177,8 +178,9 @@ def request_body(
         tool: dict[str, Any] = {"type": "function", "name": t.name, "parameters": t.parameters}
         if t.description:
             tool["description"] = t.description
-        if t.strict is not None:
-            tool["strict"] = t.strict
+        # Responses function tools are strict unless told otherwise (Chat Completions' are not):
+        # say it, so a schema written for non-strict mode is not refused.
+        tool["strict"] = bool(t.strict)
         tools.append(tool)
     tools += extras.get(HOSTED_KEY) or []
     if tools:

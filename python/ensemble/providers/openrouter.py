@@ -1,7 +1,8 @@
 """OpenRouter (`type: openrouter`): OpenAI's Chat Completions at openrouter.ai/api, in front of many
 vendors. It takes `max_tokens` and `top_k` (passed on to the model's vendor), wants an `X-Title`
 naming the calling app, and reports what each call really cost in `usage.cost` (USD), which wins
-over the configured price list.
+over the configured price list. Reasoning comes as `reasoning_details` (text with signatures,
+summaries, encrypted data): read into thinking blocks, and sent back on later assistant turns.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from ensemble.providers.openai import FOREIGN_KEYS, OpenAIDialect, OpenAIWire
 from ensemble.providers.registry import ProviderKind, register
 
 OPENROUTER = OpenAIDialect(
-    drop_keys=FOREIGN_KEYS, headers={"X-Title": "Ensemble"}, reports_cost=True, embeddings_base64=True
+    drop_keys=FOREIGN_KEYS,
+    headers={"X-Title": "Ensemble"},
+    reports_cost=True,
+    embeddings_base64=True,
+    reasoning_details=True,
 )
 
 KIND = register(

@@ -221,6 +221,14 @@ class Admission:
             view.consume(tokens)  # (without a provider statement there is nothing to spend from)
         return 0
 
+    def upstream_wait(self, lim: EndpointLimits, now: int) -> int:
+        """Ms until the provider's own statement (its headers) lets this endpoint take a request
+        again; 0 when it does now."""
+        view = lim.upstream
+        if view.reset_at_ms > now and (view.remaining_requests == 0 or view.remaining_tokens == 0):
+            return view.reset_at_ms - now
+        return 0
+
     def reconcile_endpoint(self, lim: EndpointLimits, reserved: int, actual: int, at_ms: int) -> None:
         self.limiter.reconcile(lim.scopes, reserved, actual, at_ms, self.clock())
 

@@ -3,7 +3,8 @@
 OpenAI / xAI / OpenRouter: `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` with resets as
 Go-style durations (`1s`, `6m0s`, `20ms`). Anthropic: `anthropic-ratelimit-{requests,tokens,
 input-tokens}-{limit,remaining,reset}` with resets as RFC 3339 timestamps. `retry-after` on a 429 or
-529 is handled by the endpoint's cool-down (gateway), not here.
+529 sets the endpoint's cool-down (gateway) and, since both providers refill continuously, bounds an
+exhausted view's reset: the window's full reset is not when the next request is accepted.
 """
 
 from __future__ import annotations
@@ -136,4 +137,9 @@ def parse_headers(headers: Mapping[str, str], view: UpstreamView, now_ms: int, w
     else:
         known = [t for t in (req_at, tok_at) if t is not None]
         view.reset_at_ms = max(known) if known else now_ms + DEFAULT_VIEW_MS
+    # OpenAI and Anthropic refill continuously: the reset headers say when the window is full
+    # again, a 429's retry-after when the next request is accepted. The explicit one wins.
+    retry_after = parse_duration_ms(get("retry-after") or "")
+    if retry_after is not None and (view.remaining_requests == 0 or view.remaining_tokens == 0):
+        view.reset_at_ms = min(view.reset_at_ms, now_ms + int(min(retry_after, MAX_VIEW_MS)))
     return True

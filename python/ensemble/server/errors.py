@@ -20,8 +20,14 @@ def effective_status(error: EnsembleError) -> int:
     return error.status
 
 
+def client_status(error: EnsembleError, family: Family) -> int:
+    """The HTTP status a client of this route family gets for `error`: the one rendered, and the
+    one its request-log record carries (docs/accounting.md)."""
+    return effective_status(error)
+
+
 def render(error: EnsembleError, family: Family, request_id: str) -> tuple[int, Headers, bytes]:
-    status = effective_status(error)
+    status = client_status(error, family)
     headers: Headers = list(error.headers)
     if isinstance(error, RateLimited | Overloaded) and error.retry_after_s is not None:
         headers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))

@@ -11,7 +11,13 @@ import orjson
 from ensemble.api import anthropic, gemini
 from ensemble.errors import EnsembleError, NotFound
 from ensemble.server.http import Request
-from ensemble.server.inference import apply_session_header, proxied_headers, run_generate, run_stream
+from ensemble.server.inference import (
+    answer_headers,
+    apply_session_header,
+    records_refusals,
+    run_generate,
+    run_stream,
+)
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.types import InferenceResponse, StreamDelta
@@ -36,6 +42,7 @@ class AnthropicEvents:
         return anthropic.sse_error(error)
 
 
+@records_refusals
 async def messages(rt: Runtime, req: Request) -> None:
     key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -50,7 +57,7 @@ async def messages(rt: Runtime, req: Request) -> None:
     req.send(
         200,
         anthropic.render_response(response),
-        headers=proxied_headers(ctx, response.performance.overhead_ms),
+        headers=answer_headers(ctx, response),
     )
 
 
@@ -63,17 +70,17 @@ async def count_tokens(rt: Runtime, req: Request) -> None:
     req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
 
 
+@records_refusals
 async def generate_content(rt: Runtime, req: Request) -> None:
     key = req.client
     body = await req.body(rt.config.server.max_request_bytes)
     request = gemini.parse_request(body, req.params["model"], stream=False)
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, gemini.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, gemini.render_response(response), headers=answer_headers(ctx, response))
 
 
+@records_refusals
 async def stream_generate_content(rt: Runtime, req: Request) -> None:
     key = req.client
     body = await req.body(rt.config.server.max_request_bytes)

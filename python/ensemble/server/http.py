@@ -177,6 +177,7 @@ class StreamSink:
 class Request:
     __slots__ = (
         "_client",
+        "body_bytes",
         "call",
         "deadlines",
         "family",
@@ -200,6 +201,7 @@ class Request:
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
         self._client: KeyRecord | None = None
+        self.body_bytes = b""  # the body once read (a refusal's record names the model in it)
         supplied = scope.headers.get("x-request-id")
         if supplied is None:
             self.request_id = new_request_id()
@@ -224,6 +226,11 @@ class Request:
         self._client = record
 
     @property
+    def authenticated(self) -> KeyRecord | None:
+        """The caller's key record if the dispatcher authenticated one, else None."""
+        return self._client
+
+    @property
     def method(self) -> str:
         return self.scope.method
 
@@ -245,7 +252,8 @@ class Request:
         deadlines = self.deadlines
         task = deadlines.begin() if deadlines is not None else None
         try:
-            return await self._body(limit)
+            self.body_bytes = await self._body(limit)
+            return self.body_bytes
         except asyncio.CancelledError:
             if task is not None and deadlines is not None and deadlines.end(task):
                 raise RequestTimeout(

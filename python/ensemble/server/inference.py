@@ -14,12 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+import orjson
+
 from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
+from ensemble.server.errors import client_status
 from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
-from ensemble.server.routes import Route
+from ensemble.server.routes import Handler, Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
 from ensemble.streaming.disconnect import DisconnectWatch
@@ -116,6 +119,42 @@ def proxied_headers(ctx: CallContext, overhead_ms: float) -> Headers:
     return headers + rate_limit_headers(ctx.rate_limit)
 
 
+def answer_headers(ctx: CallContext, response: InferenceResponse) -> Headers:
+    """Headers of a whole proxied answer: the proxied ones and what it cost (a stream's cost is in
+    its last event, since headers go before the answer)."""
+    return [*proxied_headers(ctx, response.performance.overhead_ms), ("x-ensemble-cost-usd", response.cost)]
+
+
+def records_refusals(handler: Handler) -> Handler:
+    """An inference route whose refusals before the gateway saw the request (a body its format
+    cannot parse, a field out of range) are in the request log too: one record per authenticated
+    request (docs/accounting.md), with the status the client got."""
+
+    async def handle(rt: Runtime, req: Request) -> None:
+        try:
+            await handler(rt, req)
+        except EnsembleError as e:
+            key = req.authenticated
+            if key is not None and req.call is None and rt.gateway is not None and not req.responded:
+                ctx = req.call = CallContext(req.request_id, key, started=req.started)
+                ctx.model = req.params.get("model") or _model_named(req.body_bytes)
+                rt.gateway.record(ctx, ctx.model, client_status(e, req.family), error=e.message)
+            raise
+
+    handle.__name__ = handler.__name__
+    handle.__doc__ = handler.__doc__
+    return handle
+
+
+def _model_named(body: bytes) -> str:
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model[:200] if isinstance(model, str) else ""
+
+
 def apply_session_header(request: InferenceRequest, req: Request) -> None:
     if request.session_id is None:
         request.session_id = req.header("x-session-id")
@@ -174,7 +213,7 @@ async def run_call(
         if fall_back is not None and await fall_back(ctx, e):
             raise  # answered 202 (queued into a batch): a responded request's error is not rendered
         ctx.rate_limit = rt.admission.info(key)
-        rt.gateway.record(ctx, model, e.status, error=e.message)
+        rt.gateway.record(ctx, model, client_status(e, req.family), error=e.message)
         e.headers += rate_limit_headers(ctx.rate_limit)
         raise
     except asyncio.CancelledError:
@@ -314,7 +353,7 @@ async def run_stream(
             stream = await rt.gateway.open_stream(request, ctx)
         except EnsembleError as e:
             ctx.rate_limit = rt.admission.info(key)
-            rt.gateway.record(ctx, request.model, e.status, error=e.message)
+            rt.gateway.record(ctx, request.model, client_status(e, req.family), error=e.message)
             e.headers += rate_limit_headers(ctx.rate_limit)
             raise
         await pump(rt, req, stream, fmt, watch)
@@ -339,16 +378,16 @@ async def run_stream(
 # -- handlers ----------------------------------------------------------------------------------
 
 
+@records_refusals
 async def generate(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
     apply_session_header(request, req)
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, native.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, native.render_response(response), headers=answer_headers(ctx, response))
 
 
+@records_refusals
 async def stream_blocks(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -357,6 +396,7 @@ async def stream_blocks(rt: Runtime, req: Request) -> None:
     await run_stream(rt, req, key, request, NativeEvents())
 
 
+@records_refusals
 async def stream_text(rt: Runtime, req: Request) -> None:
     key = req.client
     request = native.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -365,6 +405,7 @@ async def stream_text(rt: Runtime, req: Request) -> None:
     await run_stream(rt, req, key, request, PlainText())
 
 
+@records_refusals
 async def chat_completions(rt: Runtime, req: Request) -> None:
     key = req.client
     request, include_usage = openai.parse_request(await req.body(rt.config.server.max_request_bytes))
@@ -373,9 +414,7 @@ async def chat_completions(rt: Runtime, req: Request) -> None:
         await run_stream(rt, req, key, request, OpenAIChunks(req.request_id, request.model, include_usage))
         return
     ctx, response = await run_generate(rt, req, key, request)
-    req.send(
-        200, openai.render_response(response), headers=proxied_headers(ctx, response.performance.overhead_ms)
-    )
+    req.send(200, openai.render_response(response), headers=answer_headers(ctx, response))
 
 
 ROUTES = [
