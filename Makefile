@@ -1,4 +1,4 @@
-# Ensemble — the vocabulary: make run | test | test-quick | lint | dev | fuzz | bench | ui
+# Ensemble — the vocabulary: make run | test | test-quick | lint | dev | fuzz | fuzz-http | bench | ui
 # Everything installs into .venv (override with VENV=...); nothing global but apt packages in .ci/run.
 # Each target first checks the tools it needs (scripts/prerequisites.sh) and names what is missing.
 
@@ -13,7 +13,7 @@ BUILT      := $(VENV)/.ensemble-built
 MATURIN    := $(shell sed -n 's/^ *"\(maturin==[0-9.]*\)",*$$/\1/p' pyproject.toml)
 CHECK       = @PYTHON=$(PYTHON) scripts/prerequisites.sh "make $(or $(MAKECMDGOALS),$@)"
 
-.PHONY: ui ui-check ui-screenshots soak bench-rss dev run test test-quick test-rust test-python test-python-h2 test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean check-test check-lint
+.PHONY: ui ui-check ui-screenshots soak bench-rss bench-h2 dev run test test-quick test-rust test-python fuzz-http test-python-h2 test-clients test-clients-ts test-clients-go lint lint-clients fmt fuzz bench clean check-test check-lint
 
 $(BIN)/maturin:
 	$(CHECK) python rust
@@ -136,6 +136,13 @@ soak: $(BUILT)
 bench: $(BUILT)
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python benches/run.py $(BENCH_ARGS)
+	@$(MAKE) --no-print-directory bench-h2
+
+# The HTTP/2 pool's targets: 2,000 streams to one host over <= 100 connections, CPU per event against
+# HTTP/1.1 in the same run (client pinned to one core, as a bench worker is), cancel-to-RST delay.
+# Options: BENCH_H2_ARGS="--rounds 3 --streams 2000"
+bench-h2: $(BUILT)
+	$(BIN)/python benches/upstream/bench_streams.py --pin $(BENCH_H2_ARGS)
 
 # Memory soak: RSS of one worker over BENCH_RSS_REQUESTS (default 1M) JSON requests.
 bench-rss: $(BUILT)
@@ -144,6 +151,11 @@ bench-rss: $(BUILT)
 
 fuzz:
 	rust/fuzz/run.sh $${FUZZ_SECONDS:-60}
+
+# Thousands of hostile HTTP requests over every route (docs/security.md); fails on a 5xx, a hang,
+# a worker restart or a crash, and prints its counts.
+fuzz-http: $(BUILT)
+	$(BIN)/python -m pytest -q -s tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf clients/typescript/node_modules clients/typescript/dist clients/typescript/build-test ui/node_modules

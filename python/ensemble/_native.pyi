@@ -194,9 +194,9 @@ class H2Pool:
         headers: list[tuple[str, str]],
         body: bytes,
     ) -> H2Stream: ...
-    def drain(self) -> list[tuple[int, int, Any]]:
-        """``(token, kind, payload)``: 0 headers ``(status, dict)``, 1 data ``bytes``, 2 end,
-        3 failure ``(code, message)``, 4 fall back to HTTP/1.1."""
+    def drain(self) -> list[Any]:
+        """Flat ``token, kind, payload`` triples: 0 headers ``(status, dict)``, 1 data ``bytes``,
+        2 end, 3 failure ``(code, message)``, 4 fall back to HTTP/1.1."""
     def connections(self) -> int:
         """Open HTTP/2 connections (all hosts)."""
     def close(self) -> None: ...

@@ -167,6 +167,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         interface=Interfaces.RSGI,
         loop=Loops.uvloop,
         workers=s.workers,
+        # A worker that dies (SIGKILL, OOM, a crash) is replaced; the replacement records its
+        # in-flight requests as failed (usage/journal.py). Two deaths of one worker within 5.5 s
+        # are a crash loop, and Granian exits.
+        respawn_failed_workers=True,
         backlog=2048,
         # Granian admits at most `backpressure` concurrent requests per worker (default backlog /
         # workers = 2048). Streams are long-lived and mostly idle, so one worker must hold far more
@@ -285,8 +289,8 @@ def _publish_key(config: Config, digest: bytes, record: keys.KeyRecord) -> bool:
     except Exception as e:  # redis/network errors: the key exists locally; say it was not shared
         _err(
             f"could not publish key {record.key_id} to Redis at "
-            f"{shared.display_address(config.redis.address)} ({type(e).__name__}); other instances "
-            "do not know it until it is published (run the command again when Redis is back)"
+            f"{shared.display_address(config.redis.address)} ({type(e).__name__}); it is saved here, "
+            "and the servers of this instance share it with the others as soon as Redis is back"
         )
         return False
     finally:
@@ -378,7 +382,8 @@ def _revoke_shared(config: Config, key_id: str) -> bool | None:
     except Exception as e:  # redis/network errors
         _err(
             f"could not revoke {key_id} in Redis at {shared.display_address(config.redis.address)} "
-            f"({type(e).__name__}); instances that share keys through it still accept the key"
+            f"({type(e).__name__}); the revoke applies on this instance now and reaches the others "
+            "as soon as Redis is back (if the key is in this instance's database)"
         )
         return None
     finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -24,7 +23,7 @@ from ensemble.ratelimit.sync import RateLimitSync
 from ensemble.storage import keysync
 from ensemble.storage import redis as shared
 from ensemble.storage.keys import KeyRecord
-from ensemble.storage.keysync import Apply, KeySync
+from ensemble.storage.keysync import Apply, KeySync, LocalKeys
 from ensemble.storage.s3 import S3Store, StoredResponse
 from ensemble.usage.request_log import RequestLog
 
@@ -54,9 +53,7 @@ class Scaleout:
     def redis_configured(self) -> bool:
         return bool(self.config.redis.address)
 
-    async def start(
-        self, request_log: RequestLog, local_keys: Callable[[], Iterable[tuple[bytes, KeyRecord]]]
-    ) -> None:
+    async def start(self, request_log: RequestLog, local_keys: LocalKeys) -> None:
         loop = asyncio.get_running_loop()
         if self.config.persistence.s3.bucket:
             self.s3 = S3Store(self.config.persistence.s3)
@@ -90,8 +87,7 @@ class Scaleout:
             self.ratesync.track(lim.scope)
         # A restarted instance serves only once it holds the full key table (or Redis is down).
         try:
-            await asyncio.wait_for(self.keysync.seed(local_keys()), STARTUP_WAIT)
-            await asyncio.wait_for(self.keysync.load_all(), STARTUP_WAIT)
+            await asyncio.wait_for(self.keysync.reconcile(local_keys), STARTUP_WAIT)
         except (redis.RedisError, OSError, TimeoutError) as e:
             self.health.failed("keys", e if not isinstance(e, TimeoutError) else TimeoutError("start-up"))
         self._tasks.append(loop.create_task(self.keysync.run(local_keys), name="redis-key-sync"))
@@ -141,14 +137,14 @@ class Scaleout:
         if self.s3 is not None:
             await self.s3.close(limit_s=self.config.server.drain_timeout)
 
-    async def publish_key(self, digest: bytes, record: KeyRecord) -> bool:
+    async def publish_key(self, digest: bytes, record: KeyRecord, version: int = 0) -> bool:
         """Share a created/updated/disabled/revoked key with every instance (the admin API calls
         this after writing its own SQLite). False when Redis is configured but unreachable."""
         if self._client is None:
             return True
         try:
             await asyncio.wait_for(
-                keysync.publish(self._client, shared.namespace(self.config.redis), digest, record),
+                keysync.publish(self._client, shared.namespace(self.config.redis), digest, record, version),
                 STARTUP_WAIT,
             )
         except (redis.RedisError, OSError, TimeoutError) as e:
@@ -164,31 +160,35 @@ class Scaleout:
 
     async def fetch_conversation(self, request_id: str, key_id: str) -> tuple[StoredResponse, bytes] | None:
         """A Responses answer another instance stored, with its conversation (S3), unless deleted."""
-        if self.s3 is None or await self.response_deleted(request_id):
+        if self.s3 is None or await self.response_deleted(key_id, request_id):
             return None
         return await self.s3.fetch_conversation(request_id, key_id)
 
-    def _tombstone(self, request_id: str) -> str:
-        return f"{shared.namespace(self.config.redis)}:responses:deleted:{request_id}"
+    def _tombstone(self, key_id: str, request_id: str) -> str:
+        # Per key, like the stored answers: a request id another key reuses is another response.
+        return f"{shared.namespace(self.config.redis)}:responses:deleted:{key_id}:{request_id}"
 
-    async def delete_response(self, request_id: str, created_at: str) -> None:
+    async def delete_response(self, key_id: str, request_id: str, created_at: str) -> None:
         """A Responses DELETE reaches every copy: the S3 objects go, and a tombstone in Redis tells
         the other instances that their own SQLite copy is gone too (they check it on every read)."""
         if self._client is not None:
             await asyncio.wait_for(
-                self._client.set(self._tombstone(request_id), b"1", ex=TOMBSTONE_TTL), SHARED_READ_WAIT
+                self._client.set(self._tombstone(key_id, request_id), b"1", ex=TOMBSTONE_TTL),
+                SHARED_READ_WAIT,
             )
         if self.s3 is not None:
-            await self.s3.delete(request_id, created_at)
+            await self.s3.delete(key_id, request_id, created_at)
 
-    async def response_deleted(self, request_id: str) -> bool:
+    async def response_deleted(self, key_id: str, request_id: str) -> bool:
         """Whether a DELETE on any instance removed this response. Redis unreachable: False (the
         read is answered from what this instance holds rather than failing)."""
         if self._client is None:
             return False
         assert self.health is not None
         try:
-            found = await asyncio.wait_for(self._client.exists(self._tombstone(request_id)), SHARED_READ_WAIT)
+            found = await asyncio.wait_for(
+                self._client.exists(self._tombstone(key_id, request_id)), SHARED_READ_WAIT
+            )
         except (redis.RedisError, OSError, TimeoutError) as e:
             self.health.failed("responses", e if not isinstance(e, TimeoutError) else TimeoutError("read"))
             return False

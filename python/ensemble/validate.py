@@ -11,6 +11,9 @@ from ensemble.types import InferenceRequest
 
 log = logging.getLogger("ensemble.validate")
 
+# provider_config entries an adapter sends as an HTTP header (anthropic_beta -> anthropic-beta).
+_HEADER_VALUED = ("anthropic_beta",)
+
 _DROPPABLE = ("temperature", "top_p", "max_tokens", "stop_sequences", "tools", "tool_choice")
 
 
@@ -43,6 +46,18 @@ def check_request(request: InferenceRequest, model: ModelConfig | None) -> None:
         names = [t.name for t in request.tools]
         if len(set(names)) != len(names):
             raise InvalidRequest("tools: tool names must be unique", param="tools")
+    _check_header_values(request)
+
+
+def _check_header_values(request: InferenceRequest) -> None:
+    """A line break in a value bound for an upstream header is the client's mistake (and a smuggling
+    attempt): refused here as a 400 naming the field, before any provider is tried."""
+    config = request.provider_config or {}
+    for param in _HEADER_VALUED:
+        value = config.get(param)
+        parts = value if isinstance(value, list) else [value]
+        if any(isinstance(p, str) and ("\r" in p or "\n" in p) for p in parts):
+            raise InvalidRequest(f"{param}: must not contain line breaks (CR or LF)", param=param)
 
 
 class DropRules:

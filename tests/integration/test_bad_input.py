@@ -167,3 +167,27 @@ def test_openai_route_errors_use_openai_shape(mock_gateway: Ensemble) -> None:
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     r = post(mock_gateway, GOOD, path="/v1/chat/completions", key="")
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_request_id_reused_by_another_key_is_its_own_answer(mock_gateway: Ensemble) -> None:
+    """Stored answers are keyed by (key, request id): another key reusing an X-Request-ID neither
+    overwrites the first key's stored answer nor has its own dropped (docs/security.md)."""
+    other = mock_gateway.create_key("reuser")
+    mock_gateway.wait_for_key(other)
+    rid = "req-reused-on-one-instance"
+    made = {}
+    for key, text in ((mock_gateway.key, "first"), (other, "second, longer question")):
+        r = post(
+            mock_gateway,
+            {**GOOD, "messages": [{"role": "user", "content": text}]},
+            key=key,
+            **{"x-request-id": rid},
+        )
+        assert r.status_code == 200 and r.headers["x-request-id"] == rid
+        made[key] = r.json()
+    assert made[mock_gateway.key] != made[other]
+    for key in (mock_gateway.key, other):
+        got = httpx.get(
+            f"{mock_gateway.url}/api/v1/retrieve/{rid}", headers={"authorization": f"Bearer {key}"}
+        )
+        assert got.status_code == 200 and got.json() == made[key]

@@ -362,3 +362,33 @@ def test_batch_calls_are_bounded_so_interactive_requests_go_first(tmp_path: Path
         in_flight += delta
         peak = max(peak, in_flight)
     assert peak == 2
+
+
+def test_concurrent_submissions_are_all_accepted(mock_gateway: Ensemble) -> None:
+    """20 batches submitted at once on each batch API: every one accepted and answered (they used
+    to share one SQLite connection's transaction: 'cannot start a transaction within a transaction')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    native = {"requests": [{"custom_id": "c0", "model": "mock-1", "messages": ask("concurrent")}]}
+    shaped = {
+        "requests": [
+            {
+                "custom_id": "c0",
+                "params": {"model": "mock-1", "max_tokens": 10, "messages": ask("concurrent")},
+            }
+        ]
+    }
+
+    def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        with mock_gateway.client() as c:
+            return c.post(path, json=body, headers={"x-api-key": mock_gateway.key})
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: post("/api/v1/batch", native), range(20)))
+        answers += list(pool.map(lambda _: post("/v1/messages/batches", shaped), range(20)))
+    assert [r.status_code for r in answers] == [200] * 40, [r.text for r in answers if r.status_code != 200][
+        :3
+    ]
+    with mock_gateway.client() as c:
+        for r in answers[:20]:
+            assert wait_ended(c, r.json()["batch_id"])["status"] == "ended"

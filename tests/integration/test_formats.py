@@ -770,6 +770,28 @@ def test_anthropic_cache_control_and_beta_passthrough(server: Ensemble, fake: Fa
             assert "anthropic-beta" not in record["headers"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"anthropic_beta": "tools-2024\r\nx-injected: 1"}),
+        ("/v1/chat/completions", {"anthropic_beta": ["ok", "bad\nx-injected: 1"]}),
+        ("/api/v1/generate", {"providerConfig": {"anthropic_beta": "bad\rvalue"}}),
+    ],
+)
+def test_line_break_in_a_forwarded_header_is_a_400(
+    server: Ensemble, fake: FakeUpstream, path: str, body: dict[str, Any]
+) -> None:
+    """A CR/LF in a value bound for an upstream header is the client's mistake: 400 naming the
+    field, and nothing reaches the provider (it used to be a 502 from the upstream client)."""
+    before = len(fake.requests("ep-anthropic"))
+    request = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}], **body}
+    with server.client() as http:
+        r = http.post(path, json=request)
+    assert r.status_code == 400, r.text
+    assert "anthropic_beta" in r.json()["error"]["message"]
+    assert len(fake.requests("ep-anthropic")) == before
+
+
 def test_openai_sdk_streams_claude_reasoning(server: Ensemble) -> None:
     chunks = list(
         gpt(server).chat.completions.create(

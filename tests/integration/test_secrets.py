@@ -129,6 +129,31 @@ def test_upstream_errors_echoing_a_key_are_masked(world: World) -> None:
     assert world.call(model="gpt-cfg", path="/v1/chat/completions").status_code == 422
 
 
+def test_fragments_of_a_key_echoed_by_an_upstream_are_masked(world: World) -> None:
+    """An upstream that echoes the key in two halves, or only a piece of it: every 8-character run
+    of a known secret is masked (the last test checks every body and the log for all of them)."""
+    plant_credential(world)
+    half = len(STORED) // 2
+    echoes = [
+        f"key begins {STORED[:half]} and ends {STORED[half:]}",
+        f"key '{STORED[5:17]}…' rejected",
+        f"{CONFIGURED[:10]}-{CONFIGURED[10:]}",
+    ]
+    for endpoint, model, message in (
+        ("vault", None, echoes[0]),
+        ("vault", None, echoes[1]),
+        ("cfg", "gpt-cfg", echoes[2]),
+    ):
+        world.fake.enqueue(endpoint, {"status": 400, "message": message})
+        r = world.call(**({"model": model} if model else {}))
+        assert r.status_code == 400 and "…redacted" in r.text, r.text
+        assert not any(w in r.text for w in windows(STORED) | windows(CONFIGURED)), r.text
+
+
+def windows(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
 def test_client_keys_sent_in_odd_places_are_not_echoed(world: World) -> None:
     key = world.client_key
     assert world.call(model=key).status_code == 404  # "model '…' is not served"
@@ -232,6 +257,11 @@ def test_no_secret_in_logs_bodies_admin_responses_or_the_database(world: World) 
         "admin key": ADMIN,
         "stored key's middle": STORED[4:-4],
     }
+    for label, secret in (("stored provider key", STORED), ("configured provider key", CONFIGURED)):
+        for piece in windows(secret):
+            assert piece not in output, f"8 characters of the {label} in the server's log"
+            for i, body in enumerate(world.bodies):
+                assert piece not in body, f"8 characters of the {label} in response #{i}: {body[:300]}"
     for label, secret in planted.items():
         assert secret not in output, f"{label} in the server's log"
         for i, body in enumerate(world.bodies):

@@ -208,3 +208,43 @@ def test_anthropic_route_gets_error_event_after_a_mid_stream_stall(
     kind, data = events[-1]
     assert kind == "error" and "stream stalled" in data["error"]["message"], data
     assert log_row(server, "req-midstall-anthropic")["http_status"] == 504
+
+
+@pytest.mark.parametrize(
+    ("name", "behavior"),
+    [
+        ("reset", {"reset_after_chunks": 3}),
+        ("midstall", {"stall_after_chunks": 3, "stall_ms": 8000}),
+        ("errevt", {"error_event_after_chunks": 3}),
+    ],
+)
+def test_plain_text_stream_is_aborted_not_ended_on_a_broken_answer(
+    server: Ensemble, fake: FakeUpstream, name: str, behavior: dict[str, object]
+) -> None:
+    """`/api/v1/generate/stream` has no in-band error: a broken answer ends with the connection
+    aborted (no terminating chunk), so an HTTP client sees an incomplete body, never a complete one."""
+    body = {"model": f"s-{name}", "messages": HELLO}
+    with server.client() as c:
+        whole = c.post("/api/v1/generate/stream", json=body)
+        assert whole.status_code == 200 and whole.text  # complete: ends normally
+        fake.enqueue(f"solo-{name}", behavior)
+        got = b""
+        rid = f"req-plain-broken-{name}"
+        with (
+            pytest.raises(httpx.RemoteProtocolError),  # "incomplete chunked read" (or, under load, nothing)
+            c.stream("POST", "/api/v1/generate/stream", json=body, headers={"x-request-id": rid}) as r,
+        ):
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                got += chunk
+    assert whole.text.startswith(got.decode()) and len(got) < len(whole.content)
+    assert log_row(server, rid)["status"] == "error"
+
+
+def test_the_fault_run_left_no_unretrieved_exceptions(server: Ensemble) -> None:
+    """Every future a fault completed with an exception was awaited or its exception taken:
+    asyncio logs "exception was never retrieved" when such a future is collected, at the latest
+    at the worker's shutdown (runs last in this module, after every fault above)."""
+    assert server.stop() == 0
+    output = server.process.output()
+    assert "was never retrieved" not in output, output[-4000:]

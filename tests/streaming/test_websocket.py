@@ -23,7 +23,7 @@ from .conftest import HELLO, fake_record, log_row, make_server, solo_providers
 
 pytestmark = pytest.mark.integration
 
-NAMES = ["many", "cancel", "mid", "gone"]
+NAMES = ["many", "cancel", "mid", "gone", "garbage"]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,38 @@ async def test_many_concurrent_requests_on_one_socket(server: Ensemble, fake: Fa
     # 20 answers of ~300 ms each, concurrently: far less than 20 x 300 ms.
     assert elapsed < 3.0
     assert log_row(server, "ws-many-7")["status"] == "success"
+
+
+async def test_garbage_after_auth_gets_an_error_and_the_socket_goes_on(
+    server: Ensemble, fake: FakeUpstream
+) -> None:
+    """Not JSON, not an object, invalid UTF-8 bytes: each gets an `error` message (no request id),
+    the request already running on the socket finishes, and the next one is served."""
+    fake.configure("solo-w-garbage", chunk_gap_ms=40, chunks=6)
+    ws = await connect(server)
+    await ws.send("not json")  # the first message after auth: what used to end the socket (1005)
+    await ws.send(
+        orjson.dumps({"type": "request", "request_id": "g-1", "model": "s-w-garbage", "messages": HELLO})
+    )
+    for garbage in ("[1, 2]", b"\xff\xfe{", "{", '"a string"'):
+        await ws.send(garbage)
+    errors: list[dict[str, Any]] = []
+    done = False
+    while not done or len(errors) < 5:
+        msg = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if msg["type"] == "error":
+            errors.append(msg)
+        done = done or (msg["type"] == "done" and msg["request_id"] == "g-1")
+    assert [e["error"]["code"] for e in errors] == ["invalid_json"] * 5
+    assert all(e["request_id"] is None for e in errors)
+    await ws.send(
+        orjson.dumps({"type": "request", "request_id": "g-2", "model": "s-w-garbage", "messages": HELLO})
+    )
+    got = await collect(ws, {"g-2"})
+    assert got["g-2"][-1]["type"] == "done"
+    await ws.close()
+    output = server.process.output()
+    assert "Traceback" not in output and "UnboundLocalError" not in output, output[-3000:]
 
 
 async def test_cancel_one_request_closes_its_upstream(server: Ensemble, fake: FakeUpstream) -> None:

@@ -78,3 +78,17 @@ class Process:
                 self.signal(signal.SIGKILL)
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def worker_pids(process: Process) -> set[int]:
+    """Granian's worker processes under `ensemble serve`: its live children (zombies excluded)."""
+    pid = process.proc.pid
+    out = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, IndexError):
+            continue
+        if state != "Z":
+            out.add(int(child))
+    return out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
 from ensemble.config.schema import S3Config
+from ensemble.storage.keys import now_iso
 from ensemble.storage.s3 import S3Store, object_key
 from ensemble.usage.request_log import LogRecord
 from support.processes import free_port
@@ -47,7 +49,10 @@ def record(request_id: str, key_id: str = "key_owner", status: str = "success") 
 
 
 def test_object_key_layout() -> None:
-    assert object_key("responses/", "req_1", "2026-01-02T03:04:05Z") == "responses/2026/01/02/req_1.json"
+    assert (
+        object_key("responses/", "key_a", "req_1", "2026-01-02T03:04:05Z")
+        == "responses/2026/01/02/key_a/req_1.json"
+    )
 
 
 async def test_uploads_retry_until_s3_is_back() -> None:
@@ -68,8 +73,35 @@ async def test_uploads_retry_until_s3_is_back() -> None:
             if store.written:
                 break
         assert store.written == 1 and store.failed == 0
-        assert await asyncio.to_thread(server.keys) == ["p/2026/11/24/req_late.json"]
+        assert await asyncio.to_thread(server.keys) == ["p/2026/11/24/key_owner/req_late.json"]
         await store.close(limit_s=5)
         assert store.view()["state"] == "ok"
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_a_request_id_reused_by_another_key_is_another_object() -> None:
+    """Answers are named by key and request id: a second key reusing an X-Request-ID neither
+    overwrites the first key's answer nor is dropped; each key reads back its own."""
+    server = await asyncio.to_thread(MotoS3, "reuse-bucket")
+    store = S3Store(S3Config(bucket="reuse-bucket", prefix="r/", endpoint_url=server.url))
+    store.start()
+    try:
+        today = now_iso()
+        for key_id in ("key_victim", "key_other"):
+            rec = msgspec.structs.replace(
+                record("req_shared", key_id=key_id), created_at=today, response_body=key_id.encode()
+            )
+            store.submit(rec)
+        await store.close(limit_s=10)
+        assert store.written == 2
+        keys = await asyncio.to_thread(server.keys, "r/")
+        assert sorted(k.rsplit("/", 2)[-2] for k in keys) == ["key_other", "key_victim"]
+        reader = S3Store(S3Config(bucket="reuse-bucket", prefix="r/", endpoint_url=server.url))
+        for key_id in ("key_victim", "key_other"):
+            found = await reader.fetch("req_shared", key_id)
+            assert found is not None and found.body == key_id.encode() and found.key_id == key_id
+        assert await reader.fetch("req_shared", "key_third") is None
+        await reader.close(limit_s=1)
     finally:
         await asyncio.to_thread(server.stop)

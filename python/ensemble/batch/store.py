@@ -9,7 +9,11 @@ over cannot overwrite the new owner's result.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +21,8 @@ import aiosqlite
 import orjson
 
 from ensemble.storage.keys import now_iso
+
+TX_TRIES = 200  # x 5 ms: a second for another coroutine's read to finish before a BEGIN/COMMIT fails
 
 # States an item can be in; the last four are final.
 PENDING_STATES = ("queued", "running", "submitted")
@@ -72,6 +78,36 @@ _BATCH_COLUMNS = "id, key_id, origin, status, request_count, created_at, created
 class BatchStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
+        # One connection, many coroutines (concurrent submissions, the runner): a second BEGIN on
+        # it while a transaction is open fails ("cannot start a transaction within a transaction"),
+        # so transactions take turns.
+        self._tx_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._tx_lock:
+            await self._retrying("BEGIN IMMEDIATE")
+            try:
+                yield
+                await self._retrying("COMMIT")
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+
+    async def _retrying(self, statement: str) -> None:
+        """BEGIN or COMMIT, waiting out another coroutine's read still stepping on this connection:
+        SQLite refuses to commit while a statement is in progress, and refuses at once (no busy
+        wait) to start writing from a read snapshot another connection has since written past.
+        Either ends within a few loop turns."""
+        for attempt in range(TX_TRIES):
+            try:
+                await self.conn.execute(statement)
+                return
+            except sqlite3.OperationalError as e:
+                transient = "statements in progress" in str(e) or "database is locked" in str(e)
+                if not transient or attempt == TX_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.005)
 
     async def close(self) -> None:
         await self.conn.close()
@@ -82,8 +118,7 @@ class BatchStore:
         self, batch_id: str, key_id: str, origin: str, items: list[NewItem], *, ready_ms: int, expires_ms: int
     ) -> None:
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.conn.execute(
                 "INSERT INTO batches (id, key_id, origin, status, request_count, created_at, created_ms, "
                 "ready_ms, expires_ms) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -107,10 +142,6 @@ class BatchStore:
                     for i, it in enumerate(items)
                 ],
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
 
     async def join_fallback(
         self,
@@ -129,8 +160,7 @@ class BatchStore:
         then the runner starts it. Returns the batch id. The pending row in `responses` makes
         /api/v1/status answer `pending` for the request id right away."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             async with self.conn.execute(
                 "SELECT id, request_count FROM batches WHERE key_id = ? AND origin = 'fallback' "
                 "AND status = 'in_progress' AND ready_ms > ? AND request_count < ? "
@@ -168,13 +198,9 @@ class BatchStore:
             )
             await self.conn.execute(
                 "INSERT INTO responses (request_id, key_id, status, model, provider, created_at) "
-                "VALUES (?,?,'pending',?,?,?) ON CONFLICT (request_id) DO NOTHING",
+                "VALUES (?,?,'pending',?,?,?) ON CONFLICT (key_id, request_id) DO NOTHING",
                 (item.request_id, key_id, item.model, provider, now_iso()),
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         return batch_id
 
     # -- reading ---------------------------------------------------------------------------------
@@ -249,8 +275,7 @@ class BatchStore:
         """Queued items become `canceled` now; running ones finish; provider batches are canceled
         upstream by the runner. Returns False when there is no such batch for this key."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             cur = await self.conn.execute(
                 "UPDATE batches SET status = 'canceling', cancel_initiated_at = ? "
                 "WHERE id = ? AND key_id = ? AND status = 'in_progress'",
@@ -268,10 +293,6 @@ class BatchStore:
                     (batch_id,),
                 )
                 await self._mark_unanswered(batch_id, "canceled")
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         if changed:
             await self.finalize(batch_id)
             return True
@@ -283,16 +304,16 @@ class BatchStore:
     async def _mark_unanswered(self, batch_id: str, why: str) -> None:
         """Fallback requests that will never run: their /api/v1/status says `failed`, not pending forever."""
         await self.conn.execute(
-            "UPDATE responses SET status = 'failed', completed_at = ? WHERE status = 'pending' AND request_id IN "
+            "UPDATE responses SET status = 'failed', completed_at = ? WHERE status = 'pending' "
+            "AND key_id = (SELECT key_id FROM batches WHERE id = ?) AND request_id IN "
             f"(SELECT request_id FROM batch_items WHERE batch_id = ? AND state = '{why}')",
-            (now_iso(), batch_id),
+            (now_iso(), batch_id, batch_id),
         )
 
     async def expire(self) -> int:
         """Items still queued past their batch's expiry are `expired`."""
         now = now_ms()
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             async with self.conn.execute(
                 "SELECT DISTINCT i.batch_id FROM batch_items i JOIN batches b ON b.id = i.batch_id "
                 "WHERE i.state = 'queued' AND b.expires_ms <= ?",
@@ -306,10 +327,6 @@ class BatchStore:
                     (orjson.dumps({"type": "expired"}), iso_of_ms(now), batch_id),
                 )
                 await self._mark_unanswered(batch_id, "expired")
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
         for batch_id in ids:
             await self.finalize(batch_id)
         return len(ids)
@@ -411,8 +428,7 @@ class BatchStore:
         poll_ms: int,
     ) -> None:
         """Items were accepted into the provider batch `upstream_id`: record it for the poller."""
-        await self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._transaction():
             await self.conn.execute(
                 "INSERT INTO upstream_batches (id, batch_id, provider, endpoint_id, status, next_poll_ms, created_at) "
                 "VALUES (?,?,?,?,'in_progress',?,?)",
@@ -423,10 +439,6 @@ class BatchStore:
                 "lease_until_ms = 0 WHERE batch_id = ? AND idx = ? AND lease_owner = ?",
                 [(upstream_id, it.batch_id, it.idx, owner) for it in items],
             )
-            await self.conn.execute("COMMIT")
-        except BaseException:
-            await self.conn.execute("ROLLBACK")
-            raise
 
     async def claim_upstream(
         self, owner: str, limit: int, lease_ms: int

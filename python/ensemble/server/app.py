@@ -120,6 +120,7 @@ class App:
         status = 0
         try:
             req = Request(scope, proto, self.read_deadlines)
+            req.check_request_id()
             route, params = self.routes.match(scope.method, scope.path)
             req.family = family = route.family
             req.params = params
@@ -128,12 +129,15 @@ class App:
                 access.check(route.auth, self.runtime.auth, req)
             await route.handler(self.runtime, req)
             status = req.status
+            # A handler that answered without reading a body (GET /health with one): read it now,
+            # or the connection closes under the client's next request.
+            await req.drain()
         except EnsembleError as e:
-            status = self._fail(req, proto, e, family)
+            status = await self._fail(req, proto, e, family)
         except Exception:
             rid = req.request_id if req else "-"
             log.exception("unhandled error in %s %s (request %s)", scope.method, scope.path[:200], rid)
-            status = self._fail(
+            status = await self._fail(
                 req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family
             )
         call = req.call if req is not None else None
@@ -151,7 +155,7 @@ class App:
         return route_path, status, req.request_id if req is not None else "", model, provider
 
     @staticmethod
-    def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> int:
+    async def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> int:
         if req is not None and req.responded:
             return req.status  # a stream already started; its pump reported the error in-band
         metrics = telemetry.metrics
@@ -160,6 +164,10 @@ class App:
         request_id = req.request_id if req is not None else new_request_id()
         status, headers, body = errors.render(error, family, request_id)
         headers = [("content-type", "application/json"), ("x-request-id", request_id), *headers]
+        # A refusal before the body was read (401, 404, 405, 413): drain it so the client's next
+        # request on this connection is answered, or tell the client the connection ends here.
+        if req is None or not await req.drain():
+            headers.append(("connection", "close"))
         proto.response_bytes(status, headers, body)
         return status
 

@@ -24,6 +24,12 @@ Headers = list[tuple[str, str]]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
+# An unread request body is read and dropped, up to this much and this long, before answering
+# without it (a refusal), so the keep-alive connection can carry the client's next request.
+# Past either bound the answer says `connection: close` instead (docs/security.md).
+DRAIN_BYTES = 1024 * 1024
+DRAIN_SECONDS = 2.0
+
 
 class _RequestIds:
     """`req_` + 8 random hex digits per process + a 16-digit counter: unique across processes and
@@ -174,8 +180,13 @@ class StreamSink:
         self._proto = None
 
 
+def _valid_request_id(supplied: str) -> bool:
+    return _REQUEST_ID.fullmatch(supplied) is not None and redact(supplied) == supplied
+
+
 class Request:
     __slots__ = (
+        "_body_done",
         "_client",
         "body_bytes",
         "call",
@@ -200,15 +211,19 @@ class Request:
         self.responded = False
         self.status = 0
         self.call: Any = None  # the gateway's CallContext once an inference handler made one (telemetry)
+        self._body_done: bool | None = None  # None: unread; False: begun, not finished; True: read
         self._client: KeyRecord | None = None
         self.body_bytes = b""  # the body once read (a refusal's record names the model in it)
         supplied = scope.headers.get("x-request-id")
-        if supplied is None:
-            self.request_id = new_request_id()
-        elif _REQUEST_ID.fullmatch(supplied) and redact(supplied) == supplied:
-            self.request_id = supplied
-        else:
-            self.request_id = new_request_id()
+        self.request_id = (
+            supplied if supplied is not None and _valid_request_id(supplied) else new_request_id()
+        )
+
+    def check_request_id(self) -> None:
+        """A supplied X-Request-ID we would not echo is the client's mistake (the request was given
+        a fresh id to answer with)."""
+        supplied = self.scope.headers.get("x-request-id")
+        if supplied is not None and supplied != self.request_id:
             raise InvalidRequest(
                 "X-Request-ID: must be 1-128 characters of letters, digits and . _ : - (and not an API key)",
                 code="invalid_request_id",
@@ -276,15 +291,47 @@ class Request:
                 raise InvalidRequest("Content-Length: not a number", code="invalid_content_length") from None
             if declared > limit:
                 raise RequestTooLarge(f"request body is {declared} bytes; the limit is {limit}")
-            return await self.proto()
+            self._body_done = False
+            body: bytes = await self.proto()
+            self._body_done = True
+            return body
         chunks: list[bytes] = []
         size = 0
+        self._body_done = False
         async for chunk in self.proto:
             size += len(chunk)
             if size > limit:
                 raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
+        self._body_done = True
         return b"".join(chunks)
+
+    def _declares_body(self) -> bool:
+        length = self.header("content-length")
+        if length is not None:
+            return length.strip() != "0"
+        return self.header("transfer-encoding") is not None
+
+    async def drain(self) -> bool:
+        """Read and drop what is left of the request body, bounded by DRAIN_BYTES and DRAIN_SECONDS;
+        False when it could not be (too big, too slow, cut off): the connection cannot be reused."""
+        if self._body_done or not self._declares_body():
+            return True
+        length = self.header("content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > DRAIN_BYTES):
+            return False
+        self._body_done = False
+        size = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for chunk in self.proto:
+                    size += len(chunk)
+                    if size > DRAIN_BYTES:
+                        return False
+        except (TimeoutError, ProtocolClosed, ProtocolError):
+            return False
+        self._body_done = True
+        return True
 
     def _headers(self, content_type: str, extra: Sequence[tuple[str, str]]) -> Headers:
         return [("content-type", content_type), ("x-request-id", self.request_id), *extra]

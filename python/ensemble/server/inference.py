@@ -25,6 +25,7 @@ from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSin
 from ensemble.server.routes import Handler, Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
+from ensemble.streaming.abort import abort_connection
 from ensemble.streaming.disconnect import DisconnectWatch
 from ensemble.streaming.relay import CoalescedRelay
 from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
@@ -60,10 +61,15 @@ class NativeEvents:
         return native.sse_error(error, request_id)
 
 
+ABORT_GRACE_S = 0.05  # a broken plain-text answer: how long its text has to leave before the abort
+
+
 class PlainText:
-    """Only the answer's text; a mid-stream failure simply ends the body (logged and recorded)."""
+    """Only the answer's text. Plain text has no in-band error, so a mid-stream failure aborts the
+    connection instead of ending the body: the client sees an incomplete answer (docs/streaming.md)."""
 
     content_type = "text/plain; charset=utf-8"
+    abort_on_error = True
 
     def start(self) -> bytes:
         return b""
@@ -289,25 +295,34 @@ async def _pump(
         log.warning("stream %s failed after it started: %s", ctx.request_id, e.message)
         await _abort(stream, relay)
         stream.fail(e)
-        try:
-            tail = fmt.error(e, ctx.request_id)
-            if tail:
-                sink.write(tail)
-            await sink.close()
-        except ClientDisconnected:
-            pass
+        await _end_broken(req, sink, fmt, e, ctx.request_id)
     except Exception:
         log.exception("stream %s failed unexpectedly", ctx.request_id)
         await _abort(stream, relay)
         error = ProviderError("internal error while streaming", code="internal_error")
         stream.fail(error)
-        with contextlib.suppress(ClientDisconnected):
-            sink.write(fmt.error(error, ctx.request_id))
-            await sink.close()
+        await _end_broken(req, sink, fmt, error, ctx.request_id)
     finally:
         if relay is not None:
             relay.cancel()
         sink.release()
+
+
+async def _end_broken(
+    req: Request, sink: StreamSink, fmt: StreamFormat, error: EnsembleError, request_id: str
+) -> None:
+    """End a stream that failed after it started: the format's in-band error, or (plain text)
+    what was produced so far and then an aborted connection, never a normal end."""
+    with contextlib.suppress(ClientDisconnected):
+        tail = fmt.error(error, request_id)
+        if tail:
+            sink.write(tail)
+        await sink.close()
+        if getattr(fmt, "abort_on_error", False) and req.scope.http_version.startswith("1"):
+            # Granian writes from its own thread: give it the moment to send what was handed over
+            # (the handler keeps the transport, so the body cannot end cleanly meanwhile).
+            await asyncio.sleep(ABORT_GRACE_S)
+            abort_connection(req.scope.client, req.scope.server)
 
 
 def _send(

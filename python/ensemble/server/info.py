@@ -75,7 +75,7 @@ async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
     ) as cur:
         row = await cur.fetchone()
     found = tuple(row[:7]) if row is not None else await _shared(rt, request_id, key.key_id)
-    if row is not None and row[7] and await rt.scaleout.response_deleted(request_id):
+    if row is not None and row[7] and await rt.scaleout.response_deleted(key.key_id, request_id):
         # A Responses answer deleted on another instance (docs/responses.md): gone here too.
         await rt.db.execute(
             "UPDATE responses SET body = NULL, conversation = NULL WHERE request_id = ? AND key_id = ?",

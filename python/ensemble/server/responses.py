@@ -103,7 +103,7 @@ async def load(rt: Runtime, key: KeyRecord, resp_id: str, param: str | None = No
     ) as cur:
         row = await cur.fetchone()
     if row is not None:
-        if await rt.scaleout.response_deleted(str(row[3])):
+        if await rt.scaleout.response_deleted(key.key_id, str(row[3])):
             await _forget_locally(rt, key, (str(row[3]),))
         else:
             return _stored(bytes(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
@@ -211,7 +211,7 @@ async def delete(rt: Runtime, req: Request) -> None:
     stored = await load(rt, key, resp_id)  # 404 unless this key's
     await _forget_locally(rt, key, responses_render.request_ids(resp_id))
     try:  # the S3 copies and the tombstone the other instances read
-        await rt.scaleout.delete_response(stored.request_id, stored.created_iso)
+        await rt.scaleout.delete_response(key.key_id, stored.request_id, stored.created_iso)
     except Exception as e:  # Redis/S3 unreachable: the client retries the DELETE
         log.warning(
             "deleting stored response %s everywhere failed: %s", stored.request_id[:100], type(e).__name__

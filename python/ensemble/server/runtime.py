@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -29,11 +31,12 @@ from ensemble.scaleout import Scaleout
 from ensemble.storage import database
 from ensemble.storage.credentials import CredentialCache
 from ensemble.storage.crypto import Cipher, CryptoError
-from ensemble.storage.keys import KeyRecord, load_changed
+from ensemble.storage.keys import KeyRecord, Versioned, load_changed, store_shared
 from ensemble.streaming.inflight import InFlightIndex
 from ensemble.streaming.lag import LoopLagMonitor
 from ensemble.telemetry import runtime as telemetry_setup
 from ensemble.upstream import create_client
+from ensemble.usage.journal import InFlightJournal, take_orphans
 from ensemble.usage.request_log import RequestLog
 
 log = logging.getLogger("ensemble.server")
@@ -69,11 +72,13 @@ class Runtime:
         # Redis (shared limits, key sync) and S3 (responses), when configured; see ensemble/scaleout.py
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.inflight = InFlightIndex()
+        self.journal: InFlightJournal | None = None
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
         self.lag = LoopLagMonitor(report_every=float(os.environ.get("ENSEMBLE_LOOP_LAG_REPORT") or 0))
         self._keys_seen_ms = 0
-        self._local_records: list[tuple[bytes, KeyRecord]] = []
-        self._shared_digests: set[bytes] = set()  # keys Redis told us about: local rows no longer win
+        self._keys_loaded = False
+        self._key_versions: dict[bytes, int] = {}  # digest -> version of the record applied
+        self._shared_to_store: list[Versioned] = []  # learnt from Redis, not yet in this SQLite
         self._tasks: list[asyncio.Task[None]] = []
         self.background: set[asyncio.Task[Any]] = set()
         self.accepting = True
@@ -99,6 +104,7 @@ class Runtime:
             keep_rows=self.config.logging.request_log,
             capacity=self.config.logging.request_log_buffer,
         )
+        await self._open_journal(self.request_log)
         self.request_log.start()
         await self.scaleout.start(self.request_log, self._local_keys)
         self.gateway = Gateway(self.config, self.providers, self.admission, self.request_log)
@@ -140,10 +146,29 @@ class Runtime:
                 self.request_log.written,
                 self.request_log.dropped,
             )
+        if self.journal is not None:
+            self.journal.close()
         await self.upstream.close()
         await telemetry_setup.stop(self)
         if self.db is not None:
             await self.db.close()
+
+    async def _open_journal(self, request_log: RequestLog) -> None:
+        """This worker's crash journal, after taking over what dead workers left (usage/journal.py)."""
+        if self.config.database.path == ":memory:":
+            return
+        directory = Path(self.config.database.path).parent / "journal"
+        orphans = take_orphans(directory)
+        self.journal = InFlightJournal(directory)
+        self.journal.open()
+        request_log.journal = self.inflight.journal = self.journal
+        if orphans:
+            written = await request_log.recover(orphans)
+            log.warning(
+                "recovered %d request(s) a dead worker left unwritten (%d recorded as failed: worker died)",
+                written,
+                sum(o.record is None for o in orphans),
+            )
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run work that must outlive its request (finishing an answer for a gone client)."""
@@ -154,34 +179,60 @@ class Runtime:
     # -- key table ------------------------------------------------------------------------------
 
     async def sync_keys(self) -> int:
+        """Apply key changes saved in this instance's SQLite (by the CLI, the admin API, or learnt
+        from other instances); the first call loads the whole table."""
         assert self.db is not None
+        await self._store_shared_keys()
         changed, newest = await load_changed(self.db, self._keys_seen_ms)
-        if self._keys_seen_ms == 0:
-            self._local_records = list(changed)
-            self.keys.load(list(changed))
+        if not self._keys_loaded:  # an explicit flag: with no key saved yet the newest time stays 0
+            self._keys_loaded = True
+            self.keys.load([(d, r) for d, r, _ in changed])
+            self._key_versions = {d: v for d, _, v in changed}
+            for _, record, _ in changed:
+                self._apply_limits(record)
+            applied = len(changed)
         else:
-            # A key Redis told us about is not overridden by this instance's (older) local row.
-            changed = [(d, r) for d, r in changed if d not in self._shared_digests]
-            for digest, record in changed:
-                self.keys.upsert(digest, record)
-        for _, record in changed:
-            self._apply_limits(record)
+            applied = sum(self._apply_key(d, r, v) for d, r, v in changed)
         self._keys_seen_ms = newest
-        return len(changed)
+        return applied
+
+    def _apply_key(self, digest: bytes, record: KeyRecord, version: int) -> bool:
+        """Newest version wins, wherever it was saved (this SQLite or another instance's via Redis)."""
+        if version < self._key_versions.get(digest, -1):
+            return False
+        self._key_versions[digest] = version
+        self.keys.upsert(digest, record)
+        self._apply_limits(record)
+        return True
 
     def _apply_limits(self, record: KeyRecord) -> None:
         self.admission.configure_key(record)
         self.scaleout.watch_key(record)
 
-    def _apply_shared_keys(self, changed: Iterable[tuple[bytes, KeyRecord]]) -> None:
-        """Key records from Redis (full load or a published change) win over the local table."""
-        for digest, record in changed:
-            self._shared_digests.add(digest)
-            self.keys.upsert(digest, record)
-            self._apply_limits(record)
+    def _apply_shared_keys(self, changed: Iterable[Versioned]) -> None:
+        """Key records from Redis (full load or a published change): applied when newer than what
+        this instance holds, and kept in its SQLite (written at the next key poll)."""
+        for digest, record, version in changed:
+            if self._apply_key(digest, record, version):
+                self._shared_to_store.append((digest, record, version))
+        if self._shared_to_store and self.db is not None:
+            self.spawn(self._store_shared_keys(), name="store-shared-keys")
 
-    def _local_keys(self) -> list[tuple[bytes, KeyRecord]]:
-        return self._local_records
+    async def _store_shared_keys(self) -> None:
+        assert self.db is not None
+        if not self._shared_to_store:
+            return
+        batch, self._shared_to_store = self._shared_to_store, []
+        try:
+            await store_shared(self.db, batch)
+        except sqlite3.OperationalError as e:  # busy (another writer): the next key poll tries again
+            log.debug("keeping shared key changes for the next poll: %s", e)
+            self._shared_to_store[:0] = batch
+
+    async def _local_keys(self) -> list[Versioned]:
+        """This instance's whole key table with versions, for reconciling with Redis."""
+        assert self.db is not None
+        return (await load_changed(self.db, 0))[0]
 
     async def _poll_keys(self) -> None:
         while True:

@@ -103,6 +103,7 @@ class Session:
 
     async def serve(self) -> None:
         while not self.closed:
+            data: dict[str, Any] | None = None  # bound before receive(), which raises on garbage
             try:
                 data = await self.receive()
                 if data is None:
@@ -111,7 +112,6 @@ class Session:
             except EnsembleError as e:
                 rid = data.get("request_id") if isinstance(data, dict) else None
                 await self.send(_error(rid if isinstance(rid, str) else None, e))
-            data = None
 
     def dispatch(self, data: dict[str, Any]) -> None:
         kind = data.pop("type", None)

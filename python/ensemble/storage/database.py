@@ -150,6 +150,28 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE responses ADD COLUMN conversation BLOB;
     """,
+    # 5: stored answers keyed by (key, request id): an X-Request-ID another key reuses is another
+    # row, so no key can overwrite (or hide) another's answer (docs/security.md).
+    """
+    CREATE TABLE responses_by_key (
+        key_id        TEXT NOT NULL,
+        request_id    TEXT NOT NULL,
+        status        TEXT NOT NULL,               -- pending | streaming | completed | failed
+        model         TEXT NOT NULL,
+        provider      TEXT NOT NULL DEFAULT '',
+        created_at    TEXT NOT NULL,
+        completed_at  TEXT,
+        body          BLOB,                         -- the InferenceResponse JSON once completed
+        conversation  BLOB,                         -- what the Responses API continues from (migration 4)
+        PRIMARY KEY (key_id, request_id)
+    );
+    INSERT INTO responses_by_key (key_id, request_id, status, model, provider, created_at, completed_at, body,
+        conversation)
+        SELECT key_id, request_id, status, model, provider, created_at, completed_at, body, conversation
+        FROM responses;
+    DROP TABLE responses;
+    ALTER TABLE responses_by_key RENAME TO responses;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

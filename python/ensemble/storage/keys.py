@@ -147,20 +147,51 @@ def set_status(conn: sqlite3.Connection, key_id: str, status: KeyStatus) -> bool
     return cur.rowcount > 0
 
 
-async def load_changed(
-    conn: aiosqlite.Connection, since_ms: int
-) -> tuple[list[tuple[bytes, KeyRecord]], int]:
-    """Keys changed at or after `since_ms` (all keys when 0), and the newest change time seen."""
+Versioned = tuple[bytes, KeyRecord, int]  # digest, record, version (ms of the change)
+
+
+async def load_changed(conn: aiosqlite.Connection, since_ms: int) -> tuple[list[Versioned], int]:
+    """Keys changed at or after `since_ms` (all keys when 0) with their versions (`updated_at`), and
+    the newest change time seen."""
     async with conn.execute(
         f"SELECT digest, {_COLUMNS}, updated_at FROM api_keys WHERE updated_at >= ?", (since_ms,)
     ) as cur:
         rows = await cur.fetchall()
     newest = since_ms
-    out: list[tuple[bytes, KeyRecord]] = []
+    out: list[Versioned] = []
     for row in rows:
-        out.append((bytes(row[0]), _record(tuple(row[1:10]))))
-        newest = max(newest, int(row[10]))
+        version = int(row[10])
+        out.append((bytes(row[0]), _record(tuple(row[1:10])), version))
+        newest = max(newest, version)
     return out, newest
+
+
+async def store_shared(conn: aiosqlite.Connection, changes: list[Versioned]) -> None:
+    """Keep key changes learnt from other instances in this instance's SQLite too (the local store
+    is what a restart without Redis serves from); an older version never replaces a newer row."""
+    await conn.executemany(
+        f"INSERT INTO api_keys (digest, {_COLUMNS}, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (digest) DO UPDATE SET status = excluded.status, name = excluded.name, "
+        "customer_id = excluded.customer_id, rate_limit_rpm = excluded.rate_limit_rpm, "
+        "rate_limit_tpm = excluded.rate_limit_tpm, allowed_models = excluded.allowed_models, "
+        "updated_at = excluded.updated_at WHERE excluded.updated_at > api_keys.updated_at",
+        [
+            (
+                d,
+                r.key_id,
+                r.prefix,
+                r.name,
+                r.customer_id,
+                r.status,
+                r.rate_limit_rpm,
+                r.rate_limit_tpm,
+                msgspec.json.encode(list(r.allowed_models)).decode(),
+                r.created_at,
+                v,
+            )
+            for d, r, v in changes
+        ],
+    )
 
 
 async def fetch_key(conn: aiosqlite.Connection, key_id: str) -> KeyRecord | None:

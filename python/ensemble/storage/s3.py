@@ -57,15 +57,22 @@ class StoredResponse:
     body: bytes
 
 
-def object_key(prefix: str, request_id: str, created_at: str) -> str:
+def object_key(prefix: str, key_id: str, request_id: str, created_at: str) -> str:
+    """Named by key *and* request id: an X-Request-ID another key reuses is another object, so no key
+    can overwrite another's answer."""
     day = created_at[:10]  # YYYY-MM-DD of an ISO-8601 UTC timestamp
+    return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{key_id}/{request_id}.json"
+
+
+def conversation_key(prefix: str, key_id: str, request_id: str, created_at: str) -> str:
+    """Where a Responses answer's conversation is kept: beside its answer's name, under
+    `conversations/` (which never collides with a year)."""
+    return object_key(prefix + "conversations/", key_id, request_id, created_at)
+
+
+def _legacy_object_key(prefix: str, request_id: str, day: str) -> str:
+    """Where answers stored before the key id was in the name are (still read, never written)."""
     return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{request_id}.json"
-
-
-def conversation_key(prefix: str, request_id: str, created_at: str) -> str:
-    """Where a Responses answer's conversation is kept (the same day as its answer; the
-    `conversations/` folder never collides with a year)."""
-    return object_key(prefix + "conversations/", request_id, created_at)
 
 
 class S3Store:
@@ -158,14 +165,14 @@ class S3Store:
         if rec.conversation is not None:  # first, so a visible answer always has its conversation
             self._client.put_object(
                 Bucket=self.bucket,
-                Key=conversation_key(self.prefix, rec.request_id, rec.created_at),
+                Key=conversation_key(self.prefix, rec.key_id, rec.request_id, rec.created_at),
                 Body=rec.conversation,
                 ContentType="application/json",
                 Metadata={"key-id": rec.key_id},
             )
         self._client.put_object(
             Bucket=self.bucket,
-            Key=object_key(self.prefix, rec.request_id, rec.created_at),
+            Key=object_key(self.prefix, rec.key_id, rec.request_id, rec.created_at),
             Body=rec.response_body,
             ContentType="application/json",
             Metadata={
@@ -196,7 +203,9 @@ class S3Store:
         if not request_id or "/" in request_id or len(request_id) > 200:
             return None
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self._pool, self._find, request_id)
+        if "/" in key_id:
+            return None
+        found = await loop.run_in_executor(self._pool, self._find, request_id, key_id)
         if found is None or found.key_id != key_id:
             return None
         return found
@@ -207,15 +216,18 @@ class S3Store:
         if found is None:
             return None
         loop = asyncio.get_running_loop()
-        key = conversation_key(self.prefix, request_id, found.created_at)
-        body = await loop.run_in_executor(self._pool, self._get, key)
-        return (found, body) if body is not None else None
+        key = conversation_key(self.prefix, key_id, request_id, found.created_at)
+        obj = await loop.run_in_executor(self._pool, self._get, key)
+        if obj is None:
+            return None
+        body: bytes = await loop.run_in_executor(self._pool, obj["Body"].read)
+        return found, body
 
-    async def delete(self, request_id: str, created_at: str) -> None:
+    async def delete(self, key_id: str, request_id: str, created_at: str) -> None:
         """Remove an answer and its conversation (a missing object is no error)."""
         keys = [
-            object_key(self.prefix, request_id, created_at),
-            conversation_key(self.prefix, request_id, created_at),
+            object_key(self.prefix, key_id, request_id, created_at),
+            conversation_key(self.prefix, key_id, request_id, created_at),
         ]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
@@ -225,27 +237,19 @@ class S3Store:
             ),
         )
 
-    def _get(self, key: str) -> bytes | None:
-        try:
-            obj = self._client.get_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        body: bytes = obj["Body"].read()
-        return body
-
-    def _find(self, request_id: str) -> StoredResponse | None:
+    def _find(self, request_id: str, key_id: str) -> StoredResponse | None:
         today = datetime.now(UTC)
         for back in range(LOOKUP_DAYS):
             day = (today - timedelta(days=back)).strftime("%Y-%m-%d")
-            key = object_key(self.prefix, request_id, day)
-            try:
-                obj = self._client.get_object(Bucket=self.bucket, Key=key)
-            except botocore.exceptions.ClientError as e:
-                if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    continue
-                raise
+            for key in (
+                object_key(self.prefix, key_id, request_id, day),
+                _legacy_object_key(self.prefix, request_id, day),
+            ):
+                obj = self._get(key)
+                if obj is not None and obj.get("Metadata", {}).get("key-id") == key_id:
+                    break
+            else:
+                continue
             meta = obj.get("Metadata", {})
             return StoredResponse(
                 request_id=request_id,
@@ -258,6 +262,14 @@ class S3Store:
                 body=obj["Body"].read(),
             )
         return None
+
+    def _get(self, key: str) -> Any:
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
 
     def view(self) -> dict[str, Any]:
         return {

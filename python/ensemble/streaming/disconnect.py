@@ -29,7 +29,11 @@ class DisconnectWatch:
         self._waiter.add_done_callback(self._fired)
 
     def _fired(self, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled() or self._closed:
+        if fut.cancelled():
+            return
+        # Granian fails the awaitable (RSGIProtocolClosed) when the worker shuts down under an open
+        # request: taken here, or asyncio logs "Future exception was never retrieved" at collection.
+        if fut.exception() is not None or self._closed:
             return
         self.gone = True
         if self._task is not None and not self._task.done():

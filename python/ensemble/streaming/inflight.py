@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ensemble.storage.keys import now_iso
+from ensemble.usage.journal import InFlightJournal
 
 
 @dataclass(slots=True)
@@ -24,10 +25,13 @@ class InFlight:
 class InFlightIndex:
     def __init__(self) -> None:
         self._entries: dict[str, InFlight] = {}
+        self.journal: InFlightJournal | None = None  # so a killed worker's requests are recorded as failed
 
     def add(self, request_id: str, key_id: str, model: str) -> InFlight:
         entry = InFlight(request_id, key_id, model, now_iso())
         self._entries[request_id] = entry
+        if self.journal is not None:
+            self.journal.begin(request_id, key_id, model, entry.created_at)
         return entry
 
     def streaming(self, request_id: str, provider: str) -> None:

@@ -124,7 +124,9 @@ class Http2Client:
     def _on_events(self) -> None:
         assert self._pool is not None
         streams = self._streams
-        for token, kind, payload in self._pool.drain():
+        # Flat triples, not a tuple per event (see H2Pool.drain); zip reuses its result tuple.
+        events = iter(self._pool.drain())
+        for token, kind, payload in zip(events, events, events, strict=True):
             response = streams.get(token)
             if response is None:
                 continue  # closed by the caller meanwhile

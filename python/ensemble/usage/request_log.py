@@ -19,6 +19,7 @@ import aiosqlite
 import msgspec
 
 from ensemble.logs import redact
+from ensemble.usage.journal import WORKER_DIED, InFlightJournal, Orphan
 
 log = logging.getLogger("ensemble.usage")
 
@@ -63,10 +64,9 @@ _STORE_RESPONSE = """
 INSERT INTO responses (request_id, key_id, status, model, provider, created_at, completed_at, body,
     conversation)
 VALUES (?,?,?,?,?,?,?,?,?)
-ON CONFLICT (request_id) DO UPDATE SET
+ON CONFLICT (key_id, request_id) DO UPDATE SET
     status = excluded.status, completed_at = excluded.completed_at, body = excluded.body,
     conversation = excluded.conversation
-WHERE responses.key_id = excluded.key_id
 """
 
 _UPSERT_USAGE = """
@@ -109,6 +109,7 @@ class RequestLog:
         self.written = 0
         # Called with every record as it is queued (S3 persistence); must not block.
         self.observers: list[Callable[[LogRecord], None]] = []
+        self.journal: InFlightJournal | None = None  # records not yet written survive a killed worker
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -146,6 +147,11 @@ class RequestLog:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("request log buffer full: %d records dropped so far", self.dropped)
         self._buffer.append(rec)
+        if self.journal is not None:
+            self.journal.recorded(
+                rec.request_id,
+                msgspec.json.encode(msgspec.structs.replace(rec, response_body=None, conversation=None)),
+            )
         for observe in self.observers:
             observe(rec)
         if len(self._buffer) >= self._batch_size:
@@ -184,6 +190,50 @@ class RequestLog:
                 self._buffer.extendleft(reversed(batch))
                 raise
             self.written += len(batch)
+            if self.journal is not None:
+                self.journal.written(r.request_id for r in batch)
+
+    async def recover(self, orphans: list[Orphan]) -> int:
+        """Write what dead workers' journals left open: their records, or a failed record for a
+        request that never got one. Returns how many records were written."""
+        ids = [o.request_id for o in orphans]
+        present: set[str] = set()
+        for i in range(0, len(ids), 500):  # a record that reached SQLite just before the kill
+            chunk = ids[i : i + 500]
+            async with self._conn.execute(
+                f"SELECT request_id FROM request_log WHERE request_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ) as cur:
+                present.update(str(r[0]) for r in await cur.fetchall())
+        records = [self._orphan_record(o) for o in orphans if o.request_id not in present]
+        async with self._flush_lock:
+            await self._write(records)
+        self.written += len(records)
+        return len(records)
+
+    @staticmethod
+    def _orphan_record(o: Orphan) -> LogRecord:
+        if o.record is not None:
+            with contextlib.suppress(msgspec.DecodeError):
+                return msgspec.json.decode(o.record, type=LogRecord)
+        return LogRecord(
+            request_id=o.request_id,
+            key_id=o.key_id,
+            model=redact(o.model),
+            provider="",
+            endpoint_id="",
+            status="error",
+            http_status=500,
+            input_tokens=0,
+            output_tokens=0,
+            cached_tokens=0,
+            cache_creation_tokens=0,
+            reasoning_tokens=0,
+            cost_micro_dollars=0,
+            latency_ms=0.0,
+            error=WORKER_DIED,
+            created_at=o.created_at,
+        )
 
     async def _write(self, batch: list[LogRecord]) -> None:
         logs = [

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -70,13 +71,33 @@ impl EventQueue {
         unsafe { libc::write(self.write_fd, [1u8].as_ptr().cast(), 1) };
     }
 
-    /// The runtime task that turns pushes into wake-ups, one per batch.
-    pub async fn run_waker(&self) {
+    /// The runtime task that turns pushes into wake-ups, one per batch, and at most one per
+    /// `interval` under load.
+    ///
+    /// A wake-up that comes less than `interval` after the previous one puts the runtime thread to
+    /// sleep for the rest of the interval, so frames queue in the sockets and the next turn (and
+    /// the reader's next batch) takes them all at once. Without it, 2,000 paced streams cost a
+    /// thread switch every few events, and on a core shared with the event loop (a pinned worker)
+    /// that doubled the CPU per event (docs/performance.md, "Upstream HTTP/2"). An idle pool wakes
+    /// the reader at once: the delay is only ever paid when events are arriving faster than
+    /// `interval`, and it is bounded by it.
+    pub async fn run_waker(&self, interval: Duration) {
+        let mut last = Instant::now()
+            .checked_sub(interval)
+            .unwrap_or_else(Instant::now);
         loop {
             self.notify.notified().await;
             // Behind every task that is ready now: their events join this batch.
             tokio::task::yield_now().await;
             self.wake();
+            let since = last.elapsed();
+            if since < interval {
+                // Blocking on purpose: the whole runtime pauses, not just this task.
+                std::thread::sleep(interval - since);
+            }
+            // From the end of the pause: the next wake-up (behind the turn that takes what queued
+            // meanwhile) pauses again, so under load they come one interval apart, not in pairs.
+            last = Instant::now();
         }
     }
 
@@ -129,7 +150,7 @@ mod tests {
             .unwrap();
         let waker = q.clone();
         rt.block_on(async move {
-            tokio::spawn(async move { waker.run_waker().await });
+            tokio::spawn(async move { waker.run_waker(Duration::ZERO).await });
             assert!(!readable(q.wake_fd()));
             q.push(Event::End { token: 1 });
             q.push(Event::End { token: 2 });
@@ -158,6 +179,40 @@ mod tests {
         });
     }
 
+    /// Events arriving without pause: the reader is woken at most once per interval, and every
+    /// event still reaches it.
+    #[test]
+    fn wakeups_under_load_are_spaced_by_the_interval() {
+        let interval = Duration::from_millis(20);
+        let q = std::sync::Arc::new(EventQueue::new().unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let waker = q.clone();
+        rt.block_on(async move {
+            tokio::spawn(async move { waker.run_waker(interval).await });
+            let started = Instant::now();
+            let (mut wakeups, mut pushed, mut got) = (0u32, 0u64, 0u64);
+            while started.elapsed() < Duration::from_millis(200) {
+                q.push(Event::End { token: pushed });
+                pushed += 1;
+                tokio::task::yield_now().await;
+                if readable(q.wake_fd()) {
+                    wakeups += 1;
+                    got += q.drain().len() as u64;
+                }
+            }
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            got += q.drain().len() as u64;
+            assert_eq!(got, pushed);
+            // 200 ms / 20 ms, plus the first two (an idle pool wakes at once) and the last.
+            assert!(wakeups <= 13, "{wakeups} wake-ups for {pushed} events");
+            assert!(wakeups >= 2, "the reader must still be woken: {wakeups}");
+        });
+    }
+
     /// A reader that sleeps in poll() until the pipe says so must get every event: no wake-up may
     /// be lost however pushes and drains interleave.
     #[test]
@@ -171,7 +226,7 @@ mod tests {
                 .unwrap();
             rt.block_on(async move {
                 let waker = producer.clone();
-                tokio::spawn(async move { waker.run_waker().await });
+                tokio::spawn(async move { waker.run_waker(Duration::ZERO).await });
                 for token in 0..N {
                     producer.push(Event::End { token });
                     if token % 7 == 0 {

@@ -39,6 +39,9 @@ pub struct Config {
     pub max_streams_per_connection: usize,
     /// A connection with no stream for this long is closed.
     pub idle_timeout: Duration,
+    /// Under load, the reader is woken at most once per this long (see `EventQueue::run_waker`):
+    /// the most a busy pool adds to an event's latency.
+    pub wake_interval: Duration,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             stream_window: 256 * 1024,
             max_streams_per_connection: 256,
             idle_timeout: Duration::from_secs(90),
+            wake_interval: Duration::from_millis(2),
         }
     }
 }

@@ -79,7 +79,8 @@ impl Dispatcher {
             return;
         };
         let events = self.events.clone();
-        tokio::spawn(async move { events.run_waker().await });
+        let interval = self.config.wake_interval;
+        tokio::spawn(async move { events.run_waker(interval).await });
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
