@@ -1,18 +1,26 @@
 """`make bench`: Ensemble's throughput, latency, overhead and memory against a bare pass-through.
 
-Starts the fake upstream (no latency) and, one at a time, three front ends on the same load:
+Starts the fake upstream (no latency) and three front ends on the same load:
   direct      wrk → fake upstream (the floor every proxy adds to)
   baseline    wrk → bare Granian RSGI + aiohttp pass-through → fake upstream
   ensemble    wrk → `ensemble serve` with the full pipeline on (auth, key rate limits with high
               limits, validation, routing, cost, request log) → fake upstream
 for JSON and SSE (20 chunks) chat completions, at concurrency 1 and 64, with 1 (and 2) workers.
-The same Ensemble is then measured on the OpenAI Responses route (`ensemble-responses`: POST
-/v1/responses translated to the same chat-completions upstream, JSON and SSE at concurrency 64),
-and its CPU per request is compared with the chat row's.
+The same Ensemble is also measured on the OpenAI Responses route (`ensemble-responses`: POST
+/v1/responses translated to the same chat-completions upstream, JSON and SSE at the top
+concurrency), each round right after the chat cell it is compared with; its CPU per request
+against that cell is printed per round (with the load average) and for the median round.
 The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
 the proxy takes both cores and shares them with the load generator and the upstream).
 
-    python benches/run.py [--duration 10] [--workers 1,2] [--quick] [--markdown] [--pairs N]
+Baseline and Ensemble run side by side (idle while the other is measured) and every cell is
+measured baseline, then Ensemble, for `--rounds` interleaved rounds: a machine shared with other
+work drifts between rounds, not within a pair, so the ratios ("vs baseline") are per round, and the
+table shows each cell's median round. Then the HTTP/2 upstream section (benches/upstream/
+bench_streams.py: 2,000 concurrent streams to one host, connections and CPU per event, HTTP/1.1 vs
+HTTP/2), unless `--no-upstream`.
+
+    python benches/run.py [--duration 10] [--workers 1,2] [--rounds 3] [--quick] [--markdown]
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,20 +224,26 @@ def measure(
     url: str,
     key: str,
     workers: int,
-    concurrencies: list[int],
+    fmt: str,
+    c: int,
     duration: float,
     path: str = PATH,
     make_body: Callable[[bool], bytes] = body,
-    fmts: tuple[str, ...] = ("json", "sse"),
-) -> list[Result]:
-    out = []
-    for fmt in fmts:
-        for c in concurrencies:
-            cpu = proc.cpu_seconds()
-            rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
-            cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
-            out.append(Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n))
-    return out
+) -> Result:
+    cpu = proc.cpu_seconds()
+    rps, p50, p99, err, n = wrk(url + path, make_body(fmt == "sse"), key, c, duration)
+    cpu_us = (proc.cpu_seconds() - cpu) / max(n, 1) * 1e6
+    return Result(target, fmt, c, workers, rps, p50, p99, err, proc.rss_mb(), cpu_us, n)
+
+
+def median_rounds(pairs: list[tuple[Result, Result]]) -> tuple[Result, Result]:
+    """The (baseline, ensemble) pair of the round whose req/s ratio is the median one; errors and
+    requests of every round are counted."""
+    ranked = sorted(pairs, key=lambda p: p[1].rps / max(p[0].rps, 1e-9))
+    base, ens = ranked[len(ranked) // 2]
+    base.errors, ens.errors = sum(p[0].errors for p in pairs), sum(p[1].errors for p in pairs)
+    ens.completed = sum(p[1].completed for p in pairs)
+    return base, ens
 
 
 def start_ensemble(upstream: str, workers: int, workdir: Path) -> tuple[Proc, str, str]:
@@ -330,15 +343,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     ap.add_argument("--workers", default="1,2", help="worker counts for the proxies (default 1,2)")
     ap.add_argument("--concurrency", default="1,64", help="connection counts (default 1,64)")
-    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker only")
+    ap.add_argument("--quick", action="store_true", help="3 s per measurement, 1 worker, 1 round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (default 3)")
+    ap.add_argument("--no-upstream", action="store_true", help="skip the HTTP/2 upstream section")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    ap.add_argument(
-        "--pairs",
-        type=int,
-        default=0,
-        metavar="N",
-        help="N more interleaved chat/Responses pairs per format at the top concurrency (median printed)",
-    )
     ap.add_argument(
         "--rss-requests",
         type=int,
@@ -352,13 +360,14 @@ def main() -> None:
     duration = 3.0 if args.quick else args.duration
     worker_counts = [1] if args.quick else [int(w) for w in args.workers.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rounds = 1 if args.quick else max(1, args.rounds)
 
     if args.rss_requests:
         rss_soak(args.rss_requests)
         return
     fake, upstream = start_fake()
     results: list[Result] = []
-    pairs: list[tuple[Result, Result, float]] = []
+    responses_rows: list[tuple[Result, Result, float]] = []  # (chat, Responses, load) per round
     try:
         path = PATH
         for fmt in ("json", "sse"):
@@ -366,70 +375,94 @@ def main() -> None:
                 rps, p50, p99, err, _ = wrk(upstream + path, body(fmt == "sse"), UPSTREAM_KEY, c, duration)
                 results.append(Result("direct", fmt, c, 1, rps, p50, p99, err))
         for workers in worker_counts:
-            base, base_url = start_baseline(upstream, workers)
-            try:
-                results += measure("baseline", base, base_url, UPSTREAM_KEY, workers, concurrencies, duration)
-            finally:
-                base.stop()
             with tempfile.TemporaryDirectory() as tmp:
+                base, base_url = start_baseline(upstream, workers)
                 ens, ens_url, key = start_ensemble(upstream, workers, Path(tmp))
+                completed = 0
                 try:
-                    *_, warm = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
-                    # Each Responses row right after the chat row it is compared with (a busy
-                    # machine weighs on both alike); --pairs repeats such pairs at the top load.
+                    *_, completed = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
+                    wrk(base_url + PATH, body(False), UPSTREAM_KEY, 8, 1)
                     top = max(concurrencies)
-                    measured = []
-                    for round_ in range(1 + args.pairs):
-                        for fmt in ("json", "sse"):
-                            cs = concurrencies if round_ == 0 else [top]
-                            chat = measure("ensemble", ens, ens_url, key, workers, cs, duration, fmts=(fmt,))
-                            responses = measure(
-                                "ensemble-responses",
-                                ens,
-                                ens_url,
-                                key,
-                                workers,
-                                [top],
-                                duration,
-                                RESPONSES_PATH,
-                                responses_body,
-                                fmts=(fmt,),
-                            )
-                            pairs.append((chat[-1], responses[-1], os.getloadavg()[0]))
-                            measured += chat + responses
-                            if round_ == 0:
-                                results += chat + responses
+                    for fmt in ("json", "sse"):
+                        chat_vs_responses: list[tuple[Result, Result, float]] = []
+                        for c in concurrencies:
+                            pairs = []
+                            for _ in range(rounds):
+                                b = measure(
+                                    "baseline", base, base_url, UPSTREAM_KEY, workers, fmt, c, duration
+                                )
+                                e = measure("ensemble", ens, ens_url, key, workers, fmt, c, duration)
+                                pairs.append((b, e))
+                                if (
+                                    c == top
+                                ):  # the Responses route right after the chat cell it is compared with
+                                    r = measure(
+                                        "ensemble-responses",
+                                        ens,
+                                        ens_url,
+                                        key,
+                                        workers,
+                                        fmt,
+                                        c,
+                                        duration,
+                                        RESPONSES_PATH,
+                                        responses_body,
+                                    )
+                                    chat_vs_responses.append((e, r, os.getloadavg()[0]))
+                                    completed += r.completed
+                            b, e = median_rounds(pairs)
+                            results += [b, e]
+                            completed += e.completed  # every round's (median_rounds sums them)
+                        responses_rows += chat_vs_responses
                 finally:
                     ens.stop()
-                check_request_log(Path(tmp), warm + sum(r.completed for r in measured))
+                    base.stop()
+                check_request_log(Path(tmp), completed)
     finally:
         fake.stop()
-    results.sort(key=lambda r: TARGETS.index(r.target))  # the table's order; stable within a target
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    results += [median_pair(responses_rows, fmt, w)[1] for w in worker_counts for fmt in ("json", "sse")]
     print_table(results, markdown=args.markdown)
-    print_responses_cpu(pairs)
+    print_responses_cpu(responses_rows, worker_counts)
+    if not args.no_upstream:
+        upstream_section(quick=args.quick)
 
 
-TARGETS = ["direct", "baseline", "ensemble", "ensemble-responses"]
+def median_pair(
+    pairs: list[tuple[Result, Result, float]], fmt: str, workers: int
+) -> tuple[Result, Result, float]:
+    """The (chat, Responses) pair of this format and worker count with the median CPU ratio."""
+    mine = sorted(
+        (p for p in pairs if p[1].fmt == fmt and p[1].workers == workers),
+        key=lambda p: p[1].cpu_us / max(p[0].cpu_us, 1e-9),
+    )
+    return mine[len(mine) // 2]
 
 
-def print_responses_cpu(pairs: list[tuple[Result, Result, float]]) -> None:
-    """The Responses route's CPU per request against the chat row measured just before it (same
-    server, load and format), each pair with the 1-minute load average, then the median ratio."""
-    ratios: dict[tuple[str, int], list[float]] = {}
+def print_responses_cpu(pairs: list[tuple[Result, Result, float]], worker_counts: list[int]) -> None:
+    """The Responses route's CPU per request against the chat cell measured just before it (same
+    server, load and format), each round with the 1-minute load average, then the median round."""
     for c, r, load in pairs:
-        if not (c.cpu_us and r.cpu_us):
-            continue
-        ratio = r.cpu_us / c.cpu_us - 1
-        ratios.setdefault((r.fmt, r.workers), []).append(ratio)
         print(
             f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
-            f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({ratio * 100:+.1f}%), load {load:.1f}"
+            f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / max(c.cpu_us, 1e-9) - 1) * 100:+.1f}%), "
+            f"load {load:.1f}"
         )
-    for (fmt, workers), values in ratios.items():
-        if len(values) > 1:
+    for workers in worker_counts:
+        for fmt in ("json", "sse"):
+            c, r, _ = median_pair(pairs, fmt, workers)
             print(
-                f"responses vs chat, {fmt} w{workers}: median of {len(values)} pairs {statistics.median(values) * 100:+.1f}%"
+                f"responses vs chat, {fmt} w{workers}, median round: "
+                f"{(r.cpu_us / max(c.cpu_us, 1e-9) - 1) * 100:+.1f}%"
             )
+
+
+def upstream_section(quick: bool) -> None:
+    """The HTTP/2 pool's numbers beside the table (benches/upstream/, docs/upstream.md)."""
+    print("\nUpstream pool: 2,000 concurrent streams to one host, HTTP/1.1 vs HTTP/2", flush=True)
+    argv = [sys.executable, str(ROOT / "benches" / "upstream" / "bench_streams.py"), "--streams", "2000"]
+    argv += ["--events", "20", "--rounds", "1"] if quick else ["--rounds", "3"]
+    subprocess.run(argv, cwd=ROOT, check=True, timeout=900)
 
 
 def start_fake() -> tuple[Proc, str]:
@@ -519,6 +552,7 @@ def print_table(results: list[Result], markdown: bool) -> None:
         "+p99 ms",
         "req/s vs baseline",
         "CPU µs/req",
+        "CPU vs baseline",
         "RSS MB",
         "errors",
     ]
@@ -540,6 +574,9 @@ def print_table(results: list[Result], markdown: bool) -> None:
                 "" if r.target == "direct" else f"{r.p99_ms - d.p99_ms:+.3f}",
                 ratio,
                 "" if r.cpu_us is None else f"{r.cpu_us:.0f}",
+                f"{r.cpu_us / b.cpu_us:.2f}"
+                if b and b.cpu_us and r.cpu_us and r.target == "ensemble"
+                else "",
                 "" if r.rss_mb is None else f"{r.rss_mb:.0f}",
                 str(r.errors),
             ]

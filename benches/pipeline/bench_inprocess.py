@@ -2,9 +2,12 @@
 
 What is left when the server socket, Granian and the upstream are taken away: auth, parsing,
 validation, routing, admission, the provider adapter, pricing, recording and rendering. Prints
-µs per request for JSON and SSE; `--profile` adds the top cProfile entries.
+µs per request for JSON and SSE; `--profile` adds the top cProfile entries. `--upstream` puts the
+fake upstream (a subprocess, 20 chunks) behind an OpenAI-type provider instead of the mock, so the
+upstream client and the stream path (the same-format fast path for SSE) are measured too (the
+upstream's own CPU is not counted).
 
-    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--rounds N]
+    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--upstream] [--rounds N]
 
 `--rounds N` measures the cases N times in turn (interleaved, so a busy machine weighs on every
 case alike) and prints each case's median and the Responses rows against the chat rows.
@@ -35,7 +38,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rsgi_fakes import Proto, Scope  # noqa: E402
 
 
-def setup(tmp: Path) -> tuple[App, str]:
+def openai_provider(upstream: str) -> dict[str, Any]:
+    return {
+        "name": "openai",
+        "type": "openai",
+        "base_url": upstream,
+        "endpoints": [{"id": "fake", "api_key": "sk-fake", "rpm_limit": 10**9, "tpm_limit": 10**12}],
+        "models": [{"name": "mock-1", "upstream": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
+    }
+
+
+def start_fake() -> tuple[subprocess.Popen[bytes], str]:
+    """The fake upstream with provider rate limits lifted and recording off (as `make bench`)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ensemble.fake_upstream", "--port", str(port), "--chunks", "20"]
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            httpx.put(
+                url + "/_fake/config",
+                json={"ratelimit_requests": 10**9, "ratelimit_tokens": 10**12, "record": False},
+            ).raise_for_status()
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the fake upstream did not start")
+
+
+def setup(tmp: Path, upstream: str | None = None) -> tuple[App, str]:
     (tmp / "providers").mkdir()
     (tmp / "ensemble.yaml").write_text(
         yaml.safe_dump(
@@ -46,15 +84,14 @@ def setup(tmp: Path) -> tuple[App, str]:
             }
         )
     )
+    provider = {
+        "name": "mock",
+        "type": "mock",
+        "mock": {"chunks": 20},
+        "models": [{"name": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
+    }
     (tmp / "providers" / "mock.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "mock",
-                "type": "mock",
-                "mock": {"chunks": 20},
-                "models": [{"name": "mock-1", "pricing": {"input": 1.0, "output": 2.0}}],
-            }
-        )
+        yaml.safe_dump(openai_provider(upstream) if upstream else provider)
     )
     config = str(tmp / "ensemble.yaml")
     key = subprocess.run(
@@ -84,11 +121,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--upstream", action="store_true", help="the fake upstream instead of the mock provider")
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     loop = uvloop.new_event_loop()
+    fake, upstream = start_fake() if args.upstream else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
-        app, key = setup(Path(tmp))
+        app, key = setup(Path(tmp), upstream)
         app.__rsgi_init__(loop)
         msg: dict[str, Any] = {
             "model": "mock-1",
@@ -98,6 +137,11 @@ def main() -> None:
         cases = [
             ("json", "/v1/chat/completions", orjson.dumps(msg)),
             ("sse", "/v1/chat/completions", orjson.dumps({**msg, "stream": True})),
+            (
+                "sse+usage",
+                "/v1/chat/completions",
+                orjson.dumps({**msg, "stream": True, "stream_options": {"include_usage": True}}),
+            ),
             ("native json", "/api/v1/generate", orjson.dumps(msg)),
             ("responses json", "/v1/responses", orjson.dumps(responses)),
             ("responses sse", "/v1/responses", orjson.dumps({**responses, "stream": True})),
@@ -123,6 +167,9 @@ def main() -> None:
             print(
                 f"median of {args.rounds}: responses {fmt} {r:.1f} µs vs chat {c:.1f} µs ({(r / c - 1) * 100:+.1f}%)"
             )
+    if fake is not None:
+        fake.terminate()
+        fake.wait()
 
 
 if __name__ == "__main__":

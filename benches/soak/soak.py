@@ -3,6 +3,7 @@
     python benches/soak/soak.py      # 10,000 streams (8,000 SSE + 2,000 WebSocket), 600 tokens x 100 ms
     python benches/soak/soak.py --gap-ms 1000 --chunks 70             # the same streams, 1 s apart
     python benches/soak/soak.py --http 3000 --ws 0 --chunks 300 --compare
+    python benches/soak/soak.py --http 3000 --ws 0 --chunks 300 --compare --openai   # fast path
 
 Builds and starts the Go load rig in `benches/soak/rig/` (`rig fake`: an OpenAI-format upstream that
 streams `--chunks` tokens `--gap-ms` apart; `rig clients`: the streams), one `ensemble serve`
@@ -178,10 +179,12 @@ def start_ensemble(work: Path, fake_addr: str, args: argparse.Namespace) -> Targ
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
     )
-    return Target("Ensemble", proc, port, log, ["-key", key])
+    # --openai: the bare pass-through's request, which takes the same-format fast path.
+    route = ["-path", "/v1/chat/completions", "-openai", "-usage"] if args.openai else []
+    return Target("Ensemble", proc, port, log, ["-key", key, *route])
 
 
-def start_passthrough(work: Path, fake_addr: str) -> Target:
+def start_passthrough(work: Path, fake_addr: str, usage: bool = False) -> Target:
     port = free_port()
     log = work / "passthrough.log"
     proc = subprocess.Popen(
@@ -200,7 +203,7 @@ def start_passthrough(work: Path, fake_addr: str) -> Target:
         proc,
         port,
         log,
-        ["-key", "sk-soak", "-path", "/soak/chat/completions", "-openai"],
+        ["-key", "sk-soak", "-path", "/soak/chat/completions", "-openai", *(["-usage"] if usage else [])],
     )
 
 
@@ -353,6 +356,12 @@ def main() -> int:
     )
     ap.add_argument("--show-lag", action="store_true", help="print each 2 s window's lag and GC line")
     ap.add_argument(
+        "--openai",
+        action="store_true",
+        help="Ensemble's HTTP streams as OpenAI chat requests with the usage chunk (the same-format fast "
+        "path), the same request the bare pass-through gets (default: the native /api/v1/stream)",
+    )
+    ap.add_argument(
         "--compare",
         action="store_true",
         help="first run the same streams through the bare pass-through (HTTP only: needs --ws 0)",
@@ -406,7 +415,7 @@ def run_targets(work: Path, args: argparse.Namespace) -> dict[str, dict[str, Any
         assert fake.stdout is not None
         fake_addr = fake.stdout.readline().decode().split()[-1]
         if args.compare:
-            base = start_passthrough(work, fake_addr)
+            base = start_passthrough(work, fake_addr, usage=args.openai)
             try:
                 results[base.name] = measure(base, rig, fake.pid, args, args.http, 0)
             finally:

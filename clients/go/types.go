@@ -69,15 +69,18 @@ type ToolCall struct {
 }
 
 // EventBlock is a whole block of an answer or, in a stream, a delta of block Index.
-// Type is text, tool_call, thinking or error.
+// Type is text, tool_call, thinking, redacted_thinking, server_tool or error.
 type EventBlock struct {
-	Type      string    `json:"type"`
-	Index     *int      `json:"index,omitempty"`
-	Text      string    `json:"text,omitempty"`
-	ToolCall  *ToolCall `json:"tool_call,omitempty"`
-	Thinking  string    `json:"thinking,omitempty"`
-	Signature string    `json:"signature,omitempty"`
-	Error     string    `json:"error,omitempty"`
+	Type      string           `json:"type"`
+	Index     *int             `json:"index,omitempty"`
+	Text      string           `json:"text,omitempty"`
+	Citations []map[string]any `json:"citations,omitempty"` // the provider's sources for Text
+	ToolCall  *ToolCall        `json:"tool_call,omitempty"`
+	Thinking  string           `json:"thinking,omitempty"`
+	Signature string           `json:"signature,omitempty"`
+	Data      string           `json:"data,omitempty"`  // redacted_thinking: send back unchanged
+	Block     map[string]any   `json:"block,omitempty"` // server_tool: the provider's block verbatim
+	Error     string           `json:"error,omitempty"`
 }
 
 // Usage counts tokens by kind.

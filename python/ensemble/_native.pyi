@@ -16,6 +16,7 @@ __all__ = [
     "RateLimiter",
     "SseError",
     "SseParser",
+    "StreamScanner",
     "__version__",
     "build_profile",
     "constant_time_eq",
@@ -47,6 +48,25 @@ class SseParser:
     def last_event_id(self) -> str: ...
     @property
     def reconnection_time(self) -> int | None: ...
+
+@final
+class StreamScanner:
+    """The same-format fast path's scanner: frames one provider stream (``openai``, ``anthropic``
+    or ``gemini`` events) and decodes its common events natively, one call per network read."""
+
+    def __new__(cls, format: str, merge: bool = True) -> Self:
+        """``merge``: consecutive fragments of one block become one run per read (False: one run
+        per event)."""
+    def feed(self, chunk: bytes) -> tuple[int, list[tuple[int, int, str] | tuple[int, str, str]]]:
+        """``(cut, items)``: the length of the read's prefix that ends at its last event boundary,
+        and its items in order: ``(kind, key, text)`` runs (0 text, 1 thinking, 2 tool arguments,
+        3 the latest usage object as JSON) and ``(-1, event_type, data)`` events for the
+        provider's decoder. Raises ``SseError`` on bounds."""
+    def close(self) -> None:
+        """End of stream: discard any unterminated event."""
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(events decoded natively, events handed to the decoder) so far."""
 
 @final
 class RateLimiter:

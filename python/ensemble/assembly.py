@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -13,6 +14,8 @@ from ensemble.types import (
     ProviderResult,
     RedactedThinkingBlock,
     RedactedThinkingDelta,
+    ServerToolBlock,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -32,7 +35,7 @@ _JOIN_EVERY = 64
 
 
 class _Pending:
-    __slots__ = ("_joined", "id", "kind", "name", "parts", "signature", "structured")
+    __slots__ = ("_joined", "block", "citations", "id", "kind", "name", "parts", "signature", "structured")
 
     def __init__(self, kind: str, id: str = "", name: str = "", structured: bool = False) -> None:
         self.kind = kind
@@ -42,6 +45,8 @@ class _Pending:
         self.parts: list[str] = []
         self._joined = 0  # parts before this index are already joined runs
         self.signature = ""
+        self.block: dict[str, Any] | None = None  # a server-tool block, whole
+        self.citations: list[dict[str, Any]] | None = None  # a text block's sources
 
     def add(self, text: str) -> None:
         parts = self.parts
@@ -80,6 +85,10 @@ class Assembler:
                 block = self._blocks[delta.index] = _Pending("text")
             block.add(delta.text)
             self.output_chars += len(delta.text)
+            if delta.citation is not None:
+                if block.citations is None:
+                    block.citations = []
+                block.citations.append(delta.citation)
         elif isinstance(delta, ThinkingDelta):
             block = self._blocks.get(delta.index)
             if block is None:
@@ -90,6 +99,9 @@ class Assembler:
                 block.signature += delta.signature
             if delta.item_id:
                 block.id = delta.item_id
+        elif isinstance(delta, ServerToolDelta):
+            block = self._blocks[delta.index] = _Pending("server_tool")
+            block.block = delta.block
         elif isinstance(delta, RedactedThinkingDelta):
             block = self._blocks[delta.index] = _Pending("redacted_thinking")
             block.add(delta.data)
@@ -126,11 +138,13 @@ class Assembler:
             b = self._blocks[index]
             text = "".join(b.parts)
             if b.kind == "text":
-                out.append(TextBlock(text=text))
+                out.append(TextBlock(text=text, citations=b.citations))
             elif b.kind == "thinking":
                 out.append(ThinkingBlock(thinking=text, signature=b.signature or None, item_id=b.id or None))
             elif b.kind == "redacted_thinking":
                 out.append(RedactedThinkingBlock(data=text))
+            elif b.kind == "server_tool":
+                out.append(ServerToolBlock(block=b.block or {}))
             else:
                 arguments = parse_arguments(text)
                 if b.structured and (arguments or not text.strip()):

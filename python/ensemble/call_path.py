@@ -39,9 +39,10 @@ class CallPath(Protocol):
         ...
 
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
-        """One upstream attempt for a stream; it ends when the iterator does."""
+        """One upstream attempt for a stream; it ends when the iterator does. `raw`: the
+        same-format fast path (`Provider.stream`)."""
         ...
 
     def embed(
@@ -61,9 +62,9 @@ class DirectCalls:
         return target.provider.complete(request, target, opts)
 
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
-        return target.provider.stream(request, target, opts)
+        return target.provider.stream(request, target, opts, raw)
 
     def embed(
         self, request: EmbeddingRequest, target: Target, opts: CallOptions

@@ -119,8 +119,12 @@ class ProviderError(EnsembleError):
         retry_after_s: float | None = None,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
+        # The canonical type the provider's own error means (error_types.from_provider), when the
+        # provider said: an overload stays an overload in every client format.
+        self.kind = kind
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.retry_after_s = retry_after_s

@@ -29,7 +29,7 @@ from ensemble.errors import (
     RateLimited,
     UpstreamTimeout,
 )
-from ensemble.providers.base import CallOptions, Provider, Target
+from ensemble.providers.base import CallOptions, Provider, RawBatch, Target
 from ensemble.providers.embedding_wire import estimated_tokens
 from ensemble.ratelimit import Admission, EndpointLimits, Reservation
 from ensemble.router import Candidate, RouteDecision, RoutePlan, Router
@@ -44,6 +44,7 @@ from ensemble.types import (
     ProviderResult,
     RateLimitInfo,
     RedactedThinkingDelta,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextDelta,
@@ -83,6 +84,9 @@ class CallContext:
     route: RouteDecision | None = None
     # The endpoint admission of the current attempt: (limits, reserved tokens, admitted at ms).
     endpoint_reservation: tuple[EndpointLimits, int, int] | None = None
+    # The client's stream format when it could take a same-format provider's bytes unchanged
+    # (openai, anthropic, gemini; the route decides, each attempt's provider confirms).
+    passthrough: str | None = None
     store: bool = True  # keep the answer for retrieval (the Responses API's `store: false` says no)
     # What an ingress keeps beside the answer to continue the conversation later (Responses
     # `previous_response_id`: the canonical input and the parameters the answer echoes).
@@ -98,7 +102,7 @@ Attempt = Callable[[R, CallContext, Target, CallOptions, float], Awaitable[T]]
 class Failover:
     """What happened to each candidate of one request, for the error when all are exhausted."""
 
-    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "too_big", "wait_ms")
+    __slots__ = ("attempts", "errors", "failing_wait_ms", "limited", "overloaded", "too_big", "wait_ms")
 
     def __init__(self, plan: RoutePlan) -> None:
         self.errors: list[ProviderError] = []
@@ -109,9 +113,18 @@ class Failover:
         self.limited = plan.cooling_wait_ms > 0
         # Soonest end of a cool-down after repeated upstream failures (an outage, not a limit).
         self.failing_wait_ms = plan.failing_wait_ms
+        # Some candidate said it is overloaded (Anthropic 529), now or in a cool-down it is still in.
+        self.overloaded = plan.overloaded_wait_ms > 0
+        if self.overloaded:
+            self.wait_ms = (
+                plan.overloaded_wait_ms if self.wait_ms <= 0 else min(self.wait_ms, plan.overloaded_wait_ms)
+            )
 
-    def skip(self, wait_ms: int) -> None:
-        self.limited = True
+    def skip(self, wait_ms: int, *, overloaded: bool = False) -> None:
+        if overloaded:
+            self.overloaded = True
+        else:
+            self.limited = True
         self.wait_ms = wait_ms if self.wait_ms <= 0 else min(self.wait_ms, wait_ms)
 
 
@@ -148,6 +161,7 @@ class Gateway:
         self.providers = providers
         for p in providers:
             p.on_headers = self._observe_headers
+            p.native_streams = config.server.native_streams
         self.router = Router(providers, config.cache, self.admission, self.admission.clock, previous=previous)
         self._timeouts = sorted(
             ((k, v) for k, v in config.streaming_timeouts.items() if k != "default"),
@@ -229,7 +243,7 @@ class Gateway:
                 # The Retry-After the client gets must be true: the endpoint is free again once
                 # both its cool-down and what the provider's headers said are over.
                 view_ms = self.admission.upstream_wait(lim, self.admission.clock()) if lim is not None else 0
-                fo.skip(max(pause_ms, view_ms))
+                fo.skip(max(pause_ms, view_ms), overloaded=e.kind == "overloaded")
             fo.errors.append(e)
 
     def _succeeded(self, plan: RoutePlan, ctx: CallContext) -> None:
@@ -298,6 +312,7 @@ class Gateway:
         if until > endpoint.cooldown_until:
             endpoint.cooldown_until = until
             endpoint.cooling_for_limit = limit
+            endpoint.cooling_overloaded = limit and error.kind == "overloaded"
         return int(pause * 1000)
 
     def _exhausted(self, fo: Failover, ctx: CallContext) -> EnsembleError:
@@ -322,15 +337,26 @@ class Gateway:
     def _exhausted_error(fo: Failover) -> EnsembleError:
         """The error for the client once no candidate could answer.
 
-        429 when any candidate was at its limit, cooling down or answered 429/529: the client
-        should come back at the soonest time one frees up. Otherwise every attempt failed in
-        another retryable way (5xx, connect error, timeout) and the last error is returned."""
+        429 when any candidate was at its limit, cooling down or answered 429: the client should
+        come back at the soonest time one frees up. 503 `overloaded` when the providers said they are
+        overloaded (529) and none was rate-limited. Otherwise every attempt failed in another
+        retryable way (5xx, connect error, timeout) and the last error is returned (its kind kept:
+        a Gemini UNAVAILABLE stays an overload)."""
         if not fo.limited and not fo.errors and fo.failing_wait_ms > 0:
             return Overloaded(
                 "every endpoint serving this model is cooling down after repeated upstream failures; "
                 f"retry after {fo.failing_wait_ms / 1000:.1f}s",
                 retry_after_s=fo.failing_wait_ms / 1000,
                 code="all_endpoints_failing",
+            )
+        if fo.overloaded and not fo.limited:
+            # The providers' own word: overloaded, not a rate limit. Each client format says so in
+            # its terms (Anthropic 529 overloaded_error, OpenAI 503, Gemini UNAVAILABLE).
+            wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
+            return Overloaded(
+                f"every endpoint serving this model is overloaded; retry after {wait / 1000:.1f}s",
+                retry_after_s=wait / 1000,
+                code="upstream_overloaded",
             )
         if fo.limited or not fo.errors:
             wait = fo.wait_ms if fo.wait_ms > 0 else int(COOLDOWN_AFTER_429 * 1000)
@@ -348,6 +374,7 @@ class Gateway:
             f"every endpoint serving this model failed; last error: {last.message}",
             code=last.code,
             upstream_status=last.upstream_status,
+            kind=last.kind,
         )
 
     # -- the failover loop ------------------------------------------------------------------------
@@ -642,8 +669,11 @@ class Gateway:
     async def _first_content(
         self, request: InferenceRequest, ctx: CallContext, target: Target, opts: CallOptions, t0: float
     ) -> LiveStream:
-        iterator = self.calls.stream(request, target, opts).__aiter__()
+        ingress = ctx.passthrough
+        raw = ingress is not None and target.provider.passthrough(ingress, request, target)
+        iterator = self.calls.stream(request, target, opts, raw).__aiter__()
         held: list[StreamDelta] = []
+        held_bytes: list[bytes] = []
         try:
             while True:
                 try:
@@ -651,13 +681,17 @@ class Gateway:
                 except StopAsyncIteration:
                     break
                 held += batch
+                if isinstance(batch, RawBatch):
+                    held_bytes.append(batch.raw)
                 if any(isinstance(delta, CONTENT_DELTAS) for delta in batch):
                     break
         except BaseException:
             await _close(iterator)
             raise
         ctx.ttft_s = time.perf_counter() - t0
-        return LiveStream(self, request, ctx, iterator, held, t0)
+        if raw:
+            held = RawBatch(held, b"".join(held_bytes))
+        return LiveStream(self, request, ctx, iterator, held, t0, raw=raw)
 
 
 def _answered(ctx: CallContext, target: Target, t0: float) -> None:
@@ -667,7 +701,14 @@ def _answered(ctx: CallContext, target: Target, t0: float) -> None:
     ctx.ttft_s = ctx.upstream_s
 
 
-CONTENT_DELTAS = (TextDelta, ThinkingDelta, RedactedThinkingDelta, ToolCallStart, ToolCallArgs)
+CONTENT_DELTAS = (
+    TextDelta,
+    ThinkingDelta,
+    RedactedThinkingDelta,
+    ServerToolDelta,
+    ToolCallStart,
+    ToolCallArgs,
+)
 
 
 def _count_upstream_error(target: Target, error: ProviderError) -> None:
@@ -701,8 +742,11 @@ class LiveStream:
         iterator: AsyncIterator[list[StreamDelta]],
         held: list[StreamDelta],
         t0: float,
+        raw: bool = False,
     ) -> None:
         self.gateway = gateway
+        # The same-format fast path: batches are RawBatches whose bytes go to the client unchanged.
+        self.raw = raw
         self.request = request
         self.ctx = ctx
         self.assembler = Assembler()
@@ -731,7 +775,7 @@ class LiveStream:
             batch, self._ready = self._ready, []
             return batch
         batch = self._held
-        if batch:
+        if batch or isinstance(batch, RawBatch):  # held raw bytes go out even with no delta
             self._held = []
         else:
             try:
@@ -750,7 +794,7 @@ class LiveStream:
 
     async def next(self) -> StreamDelta | None:
         """The next delta, or None at the end of the answer."""
-        if not self._ready:
+        while not self._ready:  # a raw batch may hold no delta
             batch = await self.next_batch()
             if batch is None:
                 return None

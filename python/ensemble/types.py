@@ -79,8 +79,22 @@ class RedactedThinkingContent(
     data: str
 
 
+class ServerToolContent(msgspec.Struct, tag="server_tool", tag_field="type", forbid_unknown_fields=True):
+    """A provider-run tool's block echoed back in a multi-turn conversation (Anthropic
+    `server_tool_use`, `web_search_tool_result`, code-execution results…), kept verbatim: only the
+    provider that ran the tool can read it."""
+
+    block: dict[str, Any]
+
+
 ContentBlock = (
-    TextContent | ImageContent | DocumentContent | AudioContent | ThinkingContent | RedactedThinkingContent
+    TextContent
+    | ImageContent
+    | DocumentContent
+    | AudioContent
+    | ThinkingContent
+    | RedactedThinkingContent
+    | ServerToolContent
 )
 
 
@@ -169,8 +183,11 @@ class ToolCallOut(msgspec.Struct):
     raw_arguments: str
 
 
-class TextBlock(msgspec.Struct, tag="text", tag_field="type"):
+class TextBlock(msgspec.Struct, tag="text", tag_field="type", omit_defaults=True):
     text: str
+    # The provider's sources for this text (Anthropic `citations`: web search results, documents),
+    # verbatim; absent when it gave none.
+    citations: list[dict[str, Any]] | None = None
 
 
 class ToolCallBlock(msgspec.Struct, tag="tool_call", tag_field="type"):
@@ -193,11 +210,19 @@ class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="
     data: str
 
 
+class ServerToolBlock(msgspec.Struct, tag="server_tool", tag_field="type"):
+    """A tool the provider ran itself (Anthropic `server_tool_use` and its `*_tool_result`: web
+    search, web fetch, code execution…): not a call for the client to make. `block` is the
+    provider's block verbatim, so its own format can show it and hand it back."""
+
+    block: dict[str, Any]
+
+
 class ErrorBlock(msgspec.Struct, tag="error", tag_field="type"):
     error: str
 
 
-EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock | ErrorBlock
+EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock | ServerToolBlock | ErrorBlock
 
 
 # Stream deltas, as provider adapters decode them. `index` is the block's position in the answer.
@@ -206,6 +231,7 @@ EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock |
 class TextDelta(msgspec.Struct, tag="text_delta"):
     index: int
     text: str
+    citation: dict[str, Any] | None = None  # one more source for the block's text (Anthropic citations_delta)
 
 
 class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):
@@ -220,6 +246,13 @@ class RedactedThinkingDelta(msgspec.Struct, tag="redacted_thinking_delta"):
 
     index: int
     data: str
+
+
+class ServerToolDelta(msgspec.Struct, tag="server_tool_delta"):
+    """A whole server-tool block (its input is complete before it is handed on)."""
+
+    index: int
+    block: dict[str, Any]
 
 
 class ToolCallStart(msgspec.Struct, tag="tool_call_start"):
@@ -253,7 +286,14 @@ class Finish(msgspec.Struct, tag="finish"):
 
 
 StreamDelta = (
-    TextDelta | ThinkingDelta | RedactedThinkingDelta | ToolCallStart | ToolCallArgs | UsageDelta | Finish
+    TextDelta
+    | ThinkingDelta
+    | RedactedThinkingDelta
+    | ServerToolDelta
+    | ToolCallStart
+    | ToolCallArgs
+    | UsageDelta
+    | Finish
 )
 
 

@@ -6,9 +6,11 @@
 pub mod affinity;
 pub mod clock;
 pub mod h2client;
+pub mod json;
 pub mod keys;
 pub mod rank;
 pub mod ratelimit;
+pub mod scan;
 pub mod sse;
 
 /// Every error the core can hand to Python, converted to an exception at one choke point
@@ -57,7 +59,7 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 #[cfg(feature = "python")]
 mod bindings {
     use super::{
-        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, sse, NativeError,
+        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, scan, sse, NativeError,
     };
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
@@ -760,6 +762,65 @@ mod bindings {
         }
     }
 
+    /// The same-format fast path's scanner (core: `scan.rs`): frames one provider stream and
+    /// decodes its common events natively, one call per network read.
+    #[pyclass(module = "ensemble._native", name = "StreamScanner")]
+    struct PyStreamScanner {
+        inner: scan::StreamScanner,
+    }
+
+    #[pymethods]
+    impl PyStreamScanner {
+        /// `merge`: consecutive fragments of one block become one run per read (false: one
+        /// run per event).
+        #[new]
+        #[pyo3(signature = (format, merge = true))]
+        fn new(format: &str, merge: bool) -> PyResult<Self> {
+            let format = scan::Format::from_name(format).ok_or_else(|| {
+                PyValueError::new_err(format!("no stream scanner for the {format:?} wire format"))
+            })?;
+            let mut inner = scan::StreamScanner::new(format);
+            inner.set_merge(merge);
+            Ok(PyStreamScanner { inner })
+        }
+
+        /// Scan one network read. Returns `(cut, items)`: the length of the read's prefix that
+        /// ends at its last event boundary, and its items in order: `(kind, key, text)` runs
+        /// (kind 0 text, 1 thinking, 2 tool arguments, 3 the latest usage object as JSON) and
+        /// `(-1, event_type, data)` events for the provider's decoder. Raises `SseError` on bounds.
+        fn feed<'py>(
+            &mut self,
+            py: Python<'py>,
+            chunk: &[u8],
+        ) -> PyResult<(usize, Bound<'py, PyList>)> {
+            let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
+            let list = PyList::empty(py);
+            for item in items {
+                let tuple = match item {
+                    scan::Item::Run { kind, key, text } => {
+                        (kind as i64, key, text).into_pyobject(py)?.into_any()
+                    }
+                    scan::Item::Event { event_type, data } => {
+                        (-1i64, event_type, data).into_pyobject(py)?.into_any()
+                    }
+                };
+                list.append(tuple)?;
+            }
+            Ok((cut, list))
+        }
+
+        /// End of stream: an unterminated event is discarded.
+        fn close(&mut self) {
+            self.inner.finish();
+        }
+
+        /// (events decoded natively, events handed to the decoder) so far.
+        #[getter]
+        fn counts(&self) -> (u64, u64) {
+            self.inner.counts()
+        }
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
@@ -774,6 +835,7 @@ mod bindings {
         )?;
         m.add("SseError", py.get_type::<SseError>())?;
         m.add_class::<PySseParser>()?;
+        m.add_class::<PyStreamScanner>()?;
         m.add_class::<PyRateLimiter>()?;
         m.add_class::<PyKeyTable>()?;
         m.add_function(wrap_pyfunction!(sha256_digest, m)?)?;

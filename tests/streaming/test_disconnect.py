@@ -28,6 +28,12 @@ ROUTES = {
     "native": ("/api/v1/stream", {"stream": True}, b"event: block"),
     "text": ("/api/v1/generate/stream", {}, b"\r\n"),
     "openai": ("/v1/chat/completions", {"stream": True}, b"data: "),
+    # With the usage chunk: the same-format fast path (the provider's bytes pass through).
+    "passthrough": (
+        "/v1/chat/completions",
+        {"stream": True, "stream_options": {"include_usage": True}},
+        b"data: ",
+    ),
 }
 NAMES = [f"{r}-{w}" for r in ROUTES for w in ("flow", "silent", "first")] + ["whole", "status"]
 

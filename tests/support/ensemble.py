@@ -54,6 +54,18 @@ def openai_provider(
     }
 
 
+def fake_provider(kind: str, base_url: str, models: list[str], **model_extra: Any) -> dict[str, Any]:
+    """A provider file of type `kind` (its name too) on one endpoint of the fake upstream, serving
+    `models` (each with `model_extra`, e.g. pricing)."""
+    return {
+        "name": kind,
+        "type": kind,
+        "base_url": base_url,
+        "endpoints": [{"id": f"{kind}-primary", "api_key": "sk-test-upstream-key-000000"}],
+        "models": [{"name": m, "max_output_tokens": 8192, **model_extra} for m in models],
+    }
+
+
 class Ensemble:
     def __init__(
         self,

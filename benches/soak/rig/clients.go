@@ -51,6 +51,7 @@ func runClients(args []string) {
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after")
 	path := fs.String("path", "/api/v1/stream", "HTTP streams: the route (an OpenAI route for a bare pass-through)")
 	openai := fs.Bool("openai", false, "HTTP streams: send an OpenAI chat request and expect `data: [DONE]`")
+	usage := fs.Bool("usage", false, "OpenAI requests: ask for the usage chunk (stream_options.include_usage)")
 	_ = fs.Parse(args)
 
 	st := &stats{}
@@ -60,6 +61,9 @@ func runClients(args []string) {
 	if *openai {
 		req["stream"] = true
 		end = openaiDone
+		if *usage {
+			req["stream_options"] = map[string]bool{"include_usage": true}
+		}
 	}
 	body, _ := json.Marshal(req)
 	request := []byte(fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+

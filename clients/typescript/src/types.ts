@@ -54,9 +54,17 @@ export interface ToolCall {
 
 /** A whole block (in InferenceResponse.blocks) or, in a stream, a delta of block `index`. */
 export type EventBlock =
-  | { type: "text"; text: string; index?: number }
+  | {
+      type: "text";
+      text: string;
+      citations?: Record<string, unknown>[]; // the provider's sources for this text, verbatim
+      citation?: Record<string, unknown>; // on a stream delta: one more source
+      index?: number;
+    }
   | { type: "tool_call"; tool_call: Partial<ToolCall> & { raw_arguments?: string }; index?: number }
   | { type: "thinking"; thinking: string; signature?: string; index?: number }
+  | { type: "redacted_thinking"; data: string; index?: number }
+  | { type: "server_tool"; block: Record<string, unknown>; index?: number }
   | { type: "error"; error: string; index?: number };
 
 export type FinishReason = "stop" | "length" | "tool_use" | "content_filter" | "error";

@@ -1,9 +1,11 @@
 """Anthropic Messages as an ingress format: `POST /v1/messages` (JSON and SSE) and
 `POST /v1/messages/count_tokens`.
 
-Requests become InferenceRequests: `system` → system message, `tool_use` blocks → assistant
-tool_calls, `tool_result` blocks → tool messages, thinking / redacted_thinking blocks are kept for
-the next turn. Anthropic-only parameters (`thinking`, `top_k`, `metadata`, `service_tier`) ride
+Requests become InferenceRequests: `system` → system message, `role: "system"` turns inside
+`messages` → system messages at their place (mid-conversation system messages, as Claude Code sends
+them), `tool_use` blocks → assistant tool_calls, `tool_result` blocks → tool messages, thinking /
+redacted_thinking and server-tool blocks are kept for the next turn, Anthropic-defined tools
+(`web_search_20250305`, …) ride verbatim for Claude (docs/formats.md). Anthropic-only parameters (`thinking`, `top_k`, `metadata`, `service_tier`) ride
 in `provider_config`, where the Anthropic adapter takes them and others ignore or translate them.
 Answers and streams are rendered with the event sequence the official `anthropic` SDK expects:
 message_start, ping, content_block_start / _delta / _stop per block, message_delta, message_stop.
@@ -15,9 +17,10 @@ from typing import Any
 
 import orjson
 
+from ensemble import error_types
 from ensemble.api.common import convert, decode_object, optional
 from ensemble.errors import EnsembleError, InvalidRequest
-from ensemble.providers.anthropic import PASSTHROUGH
+from ensemble.providers.anthropic import PASSTHROUGH, SERVER_TOOLS, is_server_tool_block
 from ensemble.structured_output import from_anthropic
 from ensemble.types import (
     ContentBlock,
@@ -32,6 +35,9 @@ from ensemble.types import (
     RedactedThinkingContent,
     RedactedThinkingDelta,
     ResponseFormat,
+    ServerToolBlock,
+    ServerToolContent,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -121,6 +127,8 @@ def _block(raw: dict[str, Any], where: str) -> ContentBlock:
         )
     if kind == "redacted_thinking":
         return RedactedThinkingContent(data=convert(raw.get("data"), str, f"{where}.data"))
+    if is_server_tool_block(kind):  # a server tool's call or result, handed back as it came
+        return ServerToolContent(block=raw)
     raise InvalidRequest(f"{where}.type: unsupported content block type {kind!r}", param="messages")
 
 
@@ -152,8 +160,15 @@ def _messages(raw: Any, i: int) -> list[Message]:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where}: expected an object", param="messages")
     role = raw.get("role")
+    if role == "system":
+        if i == 0:  # as Anthropic's API: instructions from the start belong in `system`
+            raise InvalidRequest(
+                f"{where}.role: a system turn cannot come first; use the top-level system parameter",
+                param="messages",
+            )
+        return [_system_turn(raw.get("content"), where)]
     if role not in ("user", "assistant"):
-        raise InvalidRequest(f"{where}.role: must be user or assistant", param="messages")
+        raise InvalidRequest(f"{where}.role: must be user, assistant or system", param="messages")
     content = raw.get("content")
     if isinstance(content, str):
         return [Message(role=role, content=content)]
@@ -189,6 +204,27 @@ def _messages(raw: Any, i: int) -> list[Message]:
     return out
 
 
+def _system_turn(content: Any, where: str) -> Message:
+    """A mid-conversation `role: "system"` turn (Anthropic's feature, sent by Claude Code): text only."""
+    if isinstance(content, str):
+        return Message(role="system", content=content)
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}.content: expected a string or a list of text blocks", param="messages")
+    blocks: list[ContentBlock] = []
+    for j, b in enumerate(content):
+        if not isinstance(b, dict) or b.get("type") != "text":
+            raise InvalidRequest(
+                f"{where}.content[{j}]: system turns take only text blocks", param="messages"
+            )
+        blocks.append(
+            TextContent(
+                text=convert(b.get("text"), str, f"{where}.content[{j}].text"),
+                cache_control=_cache_control(b, f"{where}.content[{j}]"),
+            )
+        )
+    return Message(role="system", content=blocks)
+
+
 def _system(raw: Any) -> list[Message]:
     if raw is None:
         return []
@@ -209,21 +245,24 @@ def _system(raw: Any) -> list[Message]:
     raise InvalidRequest("system: expected a string or a list of text blocks", param="system")
 
 
-def _tools(raw: Any) -> list[ToolDefinition] | None:
+def _tools(raw: Any) -> tuple[list[ToolDefinition] | None, list[dict[str, Any]]]:
+    """(custom tools, Anthropic-defined tools such as web_search_20250305 kept verbatim for Claude)."""
     if raw is None:
-        return None
+        return None, []
     if not isinstance(raw, list):
         raise InvalidRequest("tools: expected a list", param="tools")
     tools = []
+    defined: list[dict[str, Any]] = []
     for i, t in enumerate(raw):
         if not isinstance(t, dict):
             raise InvalidRequest(f"tools[{i}]: expected an object", param="tools")
         if t.get("type") not in (None, "custom"):
-            raise InvalidRequest(
-                f"tools[{i}].type: server tool {t.get('type')!r} is not supported through Ensemble; "
-                "only custom tools (name, description, input_schema) are",
-                param="tools",
-            )
+            if not isinstance(t.get("type"), str) or not isinstance(t.get("name"), str):
+                raise InvalidRequest(
+                    f"tools[{i}]: an Anthropic-defined tool needs a type and a name", param="tools"
+                )
+            defined.append(t)
+            continue
         schema = t.get("input_schema")
         tools.append(
             ToolDefinition(
@@ -233,7 +272,7 @@ def _tools(raw: Any) -> list[ToolDefinition] | None:
                 cache_control=_cache_control(t, f"tools[{i}]"),
             )
         )
-    return tools
+    return tools or None, defined
 
 
 def _tool_choice(raw: Any) -> Any:
@@ -265,6 +304,9 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
     for i, m in enumerate(raw_messages):
         messages += _messages(m, i)
     extras = {k: data[k] for k in _EXTRAS if data.get(k) is not None}
+    tools, defined = _tools(data.get("tools"))
+    if defined:
+        extras[SERVER_TOOLS] = defined
     response_format = _output_format(data, extras)
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") is True:
@@ -276,7 +318,7 @@ def parse_request(body: bytes, *, count_only: bool = False) -> InferenceRequest:
         temperature=optional(data.get("temperature"), float, "temperature"),
         top_p=optional(data.get("top_p"), float, "top_p"),
         stop_sequences=optional(data.get("stop_sequences"), list[str], "stop_sequences"),
-        tools=_tools(data.get("tools")),
+        tools=tools,
         tool_choice=_tool_choice(data.get("tool_choice")),
         stream=convert(data.get("stream") or False, bool, "stream"),
         provider_config=extras or None,
@@ -298,19 +340,6 @@ def _output_format(data: dict[str, Any], extras: dict[str, Any]) -> ResponseForm
     return from_anthropic(data.get("output_format"), "output_format")
 
 
-def estimate_tokens(request: InferenceRequest) -> int:
-    """count_tokens: Ensemble's own estimate (about 4 characters a token, tool schemas included),
-    the same whichever provider serves the model."""
-    chars = 0
-    for m in request.messages:
-        chars += len(m.text())
-        for c in m.tool_calls or ():
-            chars += len(c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments))
-    for t in request.tools or ():
-        chars += len(t.name) + len(t.description) + len(orjson.dumps(t.parameters))
-    return max(1, -(-chars // 4))
-
-
 def message_id(request_id: str) -> str:
     return "msg_" + request_id.removeprefix("req_")
 
@@ -325,15 +354,28 @@ def _usage(input_tokens: int, output_tokens: int, cached: int, creation: int) ->
     }
 
 
+def stop_reason(r: InferenceResponse) -> str:
+    """Anthropic's stop reason. An answer that stops on a server tool's block is Claude pausing a
+    long server-tool turn (`pause_turn`): the client sends it back to let Claude continue."""
+    if r.finish_reason == "stop" and r.blocks and isinstance(r.blocks[-1], ServerToolBlock):
+        return "pause_turn"
+    return STOP_OUT[r.finish_reason]
+
+
 def render_response(r: InferenceResponse) -> bytes:
     content: list[dict[str, Any]] = []
     for b in r.blocks:
         if isinstance(b, TextBlock):
-            content.append({"type": "text", "text": b.text})
+            text: dict[str, Any] = {"type": "text", "text": b.text}
+            if b.citations:
+                text["citations"] = b.citations
+            content.append(text)
         elif isinstance(b, ThinkingBlock):
             content.append({"type": "thinking", "thinking": b.thinking, "signature": b.signature or ""})
         elif isinstance(b, RedactedThinkingBlock):
             content.append({"type": "redacted_thinking", "data": b.data})
+        elif isinstance(b, ServerToolBlock):
+            content.append(b.block)
         elif isinstance(b, ToolCallBlock):
             call = b.tool_call
             content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
@@ -343,7 +385,7 @@ def render_response(r: InferenceResponse) -> bytes:
         "role": "assistant",
         "model": r.model,
         "content": content,
-        "stop_reason": STOP_OUT[r.finish_reason],
+        "stop_reason": stop_reason(r),
         "stop_sequence": None,
         "usage": _usage(r.input_tokens, r.output_tokens, r.cached_prompt_tokens, r.cache_creation_tokens),
     }
@@ -425,6 +467,8 @@ class MessageEvents:
             out += self._ensure("text", delta.index, {"type": "text", "text": ""})
             if delta.text:
                 out += self._delta({"type": "text_delta", "text": delta.text})
+            if delta.citation is not None:
+                out += self._delta({"type": "citations_delta", "citation": delta.citation})
         elif isinstance(delta, ThinkingDelta):
             out += self._ensure(
                 "thinking", delta.index, {"type": "thinking", "thinking": "", "signature": ""}
@@ -435,6 +479,19 @@ class MessageEvents:
                 out += self._delta({"type": "signature_delta", "signature": delta.signature})
         elif isinstance(delta, RedactedThinkingDelta):
             out += self._ensure("redacted", delta.index, {"type": "redacted_thinking", "data": delta.data})
+            out += self._close()
+        elif isinstance(delta, ServerToolDelta):
+            # As Anthropic streams them: a server tool's call opens with `input: {}` and gets its
+            # input as one input_json_delta; its results arrive whole in content_block_start.
+            block = delta.block
+            if "input" in block:
+                out += self._ensure("server", delta.index, {**block, "input": {}})
+                if block["input"]:
+                    out += self._delta(
+                        {"type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}
+                    )
+            else:
+                out += self._ensure("server", delta.index, block)
             out += self._close()
         elif isinstance(delta, ToolCallStart):
             out += self._ensure(
@@ -459,29 +516,22 @@ class MessageEvents:
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": STOP_OUT[response.finish_reason], "stop_sequence": None},
+                "delta": {"stop_reason": stop_reason(response), "stop_sequence": None},
                 "usage": usage,
             },
         )
         return out + _event("message_stop", {"type": "message_stop"})
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
-
-
-def error_type(status: int) -> str:
-    return _ERROR_TYPES.get(status, "api_error")
+def error_body(error: EnsembleError, kind: str, request_id: str) -> bytes:
+    """Anthropic's error shape; `kind` is the type error_types gives this error for Anthropic clients."""
+    return orjson.dumps(
+        {"type": "error", "error": {"type": kind, "message": error.message}, "request_id": request_id}
+    )
 
 
 def sse_error(error: EnsembleError) -> bytes:
-    payload = {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
-    return _event("error", payload)
+    """The in-band `error` event of a stream that already started (an upstream `overloaded_error`
+    mid-stream stays one)."""
+    kind = error_types.render_as("anthropic", error)[0]
+    return _event("error", {"type": "error", "error": {"type": kind, "message": error.message}})

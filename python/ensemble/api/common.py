@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, TypeVar
 
@@ -9,6 +10,9 @@ import msgspec
 import orjson
 
 from ensemble.errors import InvalidRequest
+from ensemble.types import EventBlock, InferenceRequest, ServerToolBlock
+
+log = logging.getLogger("ensemble.api")
 
 T = TypeVar("T")
 
@@ -64,3 +68,30 @@ def optional(data: Any, typ: type[T], prefix: str = "") -> T | None:
     """`convert` to `typ`, passing None through. Cheaper than converting to `typ | None`: msgspec
     builds its decoder for a union on every call (about 1 µs each, several per request)."""
     return None if data is None else convert(data, typ, prefix)
+
+
+def estimate_tokens(request: InferenceRequest) -> int:
+    """count_tokens / countTokens: Ensemble's own estimate (about 4 characters a token, tool
+    schemas included), the same whichever provider serves the model."""
+    chars = 0
+    for m in request.messages:
+        chars += len(m.text())
+        for c in m.tool_calls or ():
+            chars += len(c.arguments if isinstance(c.arguments, str) else orjson.dumps(c.arguments))
+    for t in request.tools or ():
+        chars += len(t.name) + len(t.description) + len(orjson.dumps(t.parameters))
+    return max(1, -(-chars // 4))
+
+
+def note_omitted(blocks: list[EventBlock], fmt: str, request_id: str) -> None:
+    """Server-tool blocks (a provider's own web search, code execution…) have no shape in OpenAI's
+    or Gemini's format: they are left out of those answers, and the log says so."""
+    kinds = sorted({str(b.block.get("type")) for b in blocks if isinstance(b, ServerToolBlock)})
+    if kinds:
+        log.info(
+            "request %s: %s server-tool block(s) (%s) not shown to the %s-format client",
+            request_id,
+            sum(isinstance(b, ServerToolBlock) for b in blocks),
+            ", ".join(kinds),
+            fmt,
+        )

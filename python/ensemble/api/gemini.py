@@ -2,7 +2,8 @@
 `:streamGenerateContent` (`?alt=sse` for SSE; without it a streamed JSON array, as Google serves).
 
 Requests become InferenceRequests: `systemInstruction` → system message, `model` turns → assistant,
-`functionCall` parts → tool_calls, `functionResponse` parts → tool messages (matched to the call by
+`functionCall` parts → tool_calls, a part's `thoughtSignature` → a signature-only thinking block
+before it (so it goes back on that part), `functionResponse` parts → tool messages (matched to the call by
 id, or else by name to the latest call of that function), `inlineData`/`fileData` → image, audio or
 document blocks by MIME type. Gemini-only settings (`thinkingConfig`, `topK`, `safetySettings`, …)
 ride in `provider_config` under their Gemini names. Both camelCase and snake_case field names are
@@ -16,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.common import convert, decode_object, optional
+from ensemble import error_types
+from ensemble.api.common import convert, decode_object, note_omitted, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.providers.gemini import GENERATION_KEYS, new_call_id
 from ensemble.structured_output import from_gemini, lower_types
@@ -117,8 +119,12 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
         response = _get(p, "functionResponse")
         if p.get("thought") is True:
             continue  # the model's own thoughts are not sent back to it
+        signature = _get(p, "thoughtSignature")
         if isinstance(p.get("text"), str):
-            blocks.append(TextContent(text=p["text"]))
+            if isinstance(signature, str) and signature:  # Gemini 3 signs text parts too
+                blocks.append(ThinkingContent(thinking="", signature=signature))
+            if p["text"]:
+                blocks.append(TextContent(text=p["text"]))
         elif isinstance(inline, dict):
             mime = convert(_get(inline, "mimeType"), str, f"{at}.inlineData.mimeType")
             data = convert(inline.get("data"), str, f"{at}.inlineData.data")
@@ -134,7 +140,6 @@ def _content(raw: Any, i: int, calls: _Calls) -> list[Message]:
                 raise InvalidRequest(f"{at}.functionCall: belongs to model turns", param="contents")
             name = convert(call.get("name"), str, f"{at}.functionCall.name")
             args = convert(call.get("args") or {}, dict[str, Any], f"{at}.functionCall.args")
-            signature = _get(p, "thoughtSignature")
             if isinstance(signature, str) and signature:  # kept for the next call to a Gemini model
                 blocks.append(ThinkingContent(thinking="", signature=signature))
             tool_calls.append(ToolCall(id=calls.new(name, call.get("id")), name=name, arguments=args))
@@ -302,7 +307,27 @@ def _call_part(call_id: str, name: str, args: Any) -> dict[str, Any]:
     return {"functionCall": {"id": call_id, "name": name, "args": args}}
 
 
+def grounding(blocks: list[Any]) -> dict[str, Any] | None:
+    """A text block's web sources (Claude's web search citations) as Gemini's `groundingMetadata`:
+    one `groundingChunks[].web` per source, a `groundingSupports` entry over the cited text."""
+    chunks: list[dict[str, Any]] = []
+    supports: list[dict[str, Any]] = []
+    position = 0
+    for b in blocks:
+        if not isinstance(b, TextBlock):
+            continue
+        cited = [c for c in b.citations or () if isinstance(c.get("url"), str)]
+        if cited:
+            first = len(chunks)
+            chunks += [{"web": {"uri": c["url"], "title": c.get("title") or ""}} for c in cited]
+            segment = {"startIndex": position, "endIndex": position + len(b.text.encode()), "text": b.text}
+            supports.append({"segment": segment, "groundingChunkIndices": list(range(first, len(chunks)))})
+        position += len(b.text.encode())  # Gemini's segment indices count bytes
+    return {"groundingChunks": chunks, "groundingSupports": supports} if chunks else None
+
+
 def render_response(r: InferenceResponse) -> bytes:
+    note_omitted(r.blocks, "Gemini", r.id)
     parts: list[dict[str, Any]] = []
     signature = None  # a thinking signature moves to the part after the thoughts, as Gemini sends it
     for b in r.blocks:
@@ -329,6 +354,7 @@ def render_response(r: InferenceResponse) -> bytes:
                 "content": {"role": "model", "parts": parts},
                 "finishReason": FINISH_OUT[r.finish_reason],
                 "index": 0,
+                **({"groundingMetadata": g} if (g := grounding(r.blocks)) else {}),
             }
         ],
         "usageMetadata": _usage(r),
@@ -347,6 +373,8 @@ class ChunkStream:
         self._model = model
         self._sse = sse
         self.content_type = "text/event-stream; charset=utf-8" if sse else "application/json; charset=utf-8"
+        # Providers are always asked for SSE: only an `alt=sse` client can take their bytes unchanged.
+        self.passthrough = "gemini" if sse else None
         self._first = True
         self._call: tuple[str, str, list[str]] | None = None  # id, name, fragments
         self._call_index = -1
@@ -411,36 +439,28 @@ class ChunkStream:
         return self._frame(parts) if parts else None
 
     def finish(self, response: InferenceResponse) -> bytes:
+        note_omitted(response.blocks, "Gemini", response.id)
         parts = self._flush_call() or [self._signed({"text": ""})]
+        candidate: dict[str, Any] = {"finishReason": FINISH_OUT[response.finish_reason]}
+        sources = grounding(response.blocks)
+        if sources:
+            candidate["groundingMetadata"] = sources
         out = self._frame(
             parts,
             {
-                "candidate": {"finishReason": FINISH_OUT[response.finish_reason]},
+                "candidate": candidate,
                 "usageMetadata": _usage(response),
             },
         )
         return out if self._sse else out + b"]"
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
-        body = error_payload(error, error.status)
+        body = error_payload(error, *error_types.render_as("gemini", error))
         if self._sse:
             return b"data: " + body + b"\r\n\r\n"
         return (b"[" if self._first else b",\r\n") + body + b"]"
 
 
-_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-
-
-def error_payload(error: EnsembleError, status: int) -> bytes:
-    return orjson.dumps(
-        {"error": {"code": status, "message": error.message, "status": _STATUS.get(status, "INTERNAL")}}
-    )
+def error_payload(error: EnsembleError, name: str, code: int) -> bytes:
+    """Google's error shape: `name` and `code` are what error_types gives this error for Gemini clients."""
+    return orjson.dumps({"error": {"code": code, "message": error.message, "status": name}})

@@ -7,12 +7,14 @@ from typing import Any
 import msgspec
 import orjson
 
+from ensemble import error_types
 from ensemble.api.common import convert, decode_object
 from ensemble.errors import EnsembleError, InvalidRequest, ProviderError
 from ensemble.types import (
     InferenceRequest,
     InferenceResponse,
     RedactedThinkingDelta,
+    ServerToolDelta,
     StreamDelta,
     TextDelta,
     ThinkingDelta,
@@ -77,6 +79,8 @@ def block_payload(delta: StreamDelta) -> dict[str, Any] | None:
     """The EventBlock delta for a stream delta (None for deltas that carry no block content)."""
     if isinstance(delta, TextDelta):
         payload: dict[str, Any] = {"type": "text", "index": delta.index, "text": delta.text}
+        if delta.citation is not None:
+            payload["citation"] = delta.citation
     elif isinstance(delta, ToolCallStart):
         payload = {
             "type": "tool_call",
@@ -91,6 +95,8 @@ def block_payload(delta: StreamDelta) -> dict[str, Any] | None:
         }
     elif isinstance(delta, RedactedThinkingDelta):
         payload = {"type": "redacted_thinking", "index": delta.index, "data": delta.data}
+    elif isinstance(delta, ServerToolDelta):
+        payload = {"type": "server_tool", "index": delta.index, "block": delta.block}
     elif isinstance(delta, ThinkingDelta):
         payload = {"type": "thinking", "index": delta.index, "thinking": delta.thinking}
         if delta.signature:
@@ -104,10 +110,11 @@ def sse_done(response: InferenceResponse) -> bytes:
     return b"event: done\ndata: " + _encode(response) + b"\n\n"
 
 
-def error_payload(error: EnsembleError, request_id: str) -> dict[str, Any]:
+def error_payload(error: EnsembleError, request_id: str, kind: str | None = None) -> dict[str, Any]:
+    """The native error object; `kind` is the canonical type (error_types.resolve), error.type if not given."""
     return {
         "error": {
-            "type": error.type,
+            "type": kind or error.type,
             "message": error.message,
             "code": error.code,
             "request_id": request_id,
@@ -116,12 +123,8 @@ def error_payload(error: EnsembleError, request_id: str) -> dict[str, Any]:
 
 
 def sse_error(error: EnsembleError, request_id: str) -> bytes:
-    payload = error_payload(error, request_id)
-    payload["error"]["retryable"] = bool(
-        isinstance(error, ProviderError) and error.retryable
-    ) or error.status in (
-        429,
-        503,
-        504,
-    )
+    kind, status = error_types.resolve(error)
+    payload = error_payload(error, request_id, kind)
+    retryable = isinstance(error, ProviderError) and error.retryable
+    payload["error"]["retryable"] = retryable or status in (429, 503, 504)
     return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions as an ingress format: `POST /v1/chat/completions`, `GET /v1/models`.
+"""OpenAI Chat Completions as an ingress format: `POST /v1/chat/completions`.
 
 Requests become InferenceRequests (parameters the canonical shape has no field for ride along in
 `provider_config`, which OpenAI-type providers forward and others ignore); answers and streams are
@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from ensemble.api.common import convert, decode_object, optional
+from ensemble import error_types
+from ensemble.api.common import convert, decode_object, note_omitted, optional
 from ensemble.errors import EnsembleError, InvalidRequest
 from ensemble.structured_output import from_openai
 from ensemble.types import (
@@ -30,6 +31,7 @@ from ensemble.types import (
     TextContent,
     TextDelta,
     ThinkingBlock,
+    ThinkingContent,
     ThinkingDelta,
     ToolCall,
     ToolCallArgs,
@@ -124,6 +126,7 @@ def _message(raw: Any, i: int) -> Message:
             f"{where}.content: expected a string or a list of content parts", param="messages"
         )
     tool_calls = None
+    call_signature: str | None = None
     if raw.get("tool_calls"):
         calls = raw["tool_calls"]
         if not isinstance(calls, list):
@@ -136,6 +139,8 @@ def _message(raw: Any, i: int) -> Message:
                     f"{where}.tool_calls[{j}].function: expected an object", param="messages"
                 )
             args = fn.get("arguments") or "{}"
+            if j == 0:
+                call_signature = _thought_signature(c)
             tool_calls.append(
                 ToolCall(
                     id=convert(c.get("id", ""), str, f"{where}.tool_calls[{j}].id"),
@@ -143,6 +148,18 @@ def _message(raw: Any, i: int) -> Message:
                     arguments=convert(args, str, f"{where}.tool_calls[{j}].function.arguments"),
                 )
             )
+    signature = _thought_signature(raw) if role == "assistant" else None
+    if signature or call_signature:
+        # Gemini thought signatures handed back (see render_response): each goes on a thinking
+        # block right before the part it belongs to, as the canonical answer had it.
+        listed: list[ContentBlock] = [TextContent(text=blocks)] if isinstance(blocks, str) and blocks else []
+        if not isinstance(blocks, str):
+            listed = blocks
+        if signature:
+            listed = [ThinkingContent(thinking="", signature=signature), *listed]
+        if call_signature:
+            listed.append(ThinkingContent(thinking="", signature=call_signature))
+        blocks = listed
     return Message(
         role=role,  # type: ignore[arg-type]
         content=blocks,
@@ -150,6 +167,61 @@ def _message(raw: Any, i: int) -> Message:
         tool_call_id=raw.get("tool_call_id") if role == "tool" else None,
         name=raw.get("name") if isinstance(raw.get("name"), str) else None,
     )
+
+
+def _thought_signature(obj: dict[str, Any]) -> str | None:
+    """`extra_content.google.thought_signature`: where Google's own OpenAI-compatible API puts a
+    Gemini thought signature, on an assistant message or a tool call."""
+    extra = obj.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    sig = google.get("thought_signature") if isinstance(google, dict) else None
+    return sig if isinstance(sig, str) and sig else None
+
+
+def _google_extra(signature: str) -> dict[str, Any]:
+    return {"google": {"thought_signature": signature}}
+
+
+def _signatures(blocks: list[Any]) -> tuple[str | None, dict[int, str]]:
+    """Gemini thought signatures in an answer (signature-only thinking blocks, each right before
+    the part it came on): (the message's, {tool call position: its own})."""
+    pending: str | None = None
+    message: str | None = None
+    calls: dict[int, str] = {}
+    position = 0
+    for b in blocks:
+        if isinstance(b, ThinkingBlock):
+            if not b.thinking and b.signature:
+                pending = b.signature
+        elif isinstance(b, ToolCallBlock):
+            if pending:
+                calls[position] = pending
+                pending = None
+            position += 1
+        elif pending:
+            message, pending = pending, None
+    return message or pending, calls
+
+
+def _url_citations(blocks: list[Any]) -> list[dict[str, Any]]:
+    """A text block's web sources (Anthropic web search citations) as OpenAI's `url_citation`
+    annotations, spanning that block's text in the joined content."""
+    out: list[dict[str, Any]] = []
+    position = 0
+    for b in blocks:
+        if not isinstance(b, TextBlock):
+            continue
+        for c in b.citations or ():
+            if isinstance(c.get("url"), str):
+                span = {"start_index": position, "end_index": position + len(b.text)}
+                out.append(
+                    {
+                        "type": "url_citation",
+                        "url_citation": {**span, "title": c.get("title") or "", "url": c["url"]},
+                    }
+                )
+        position += len(b.text)
+    return out
 
 
 def parse_request(body: bytes) -> tuple[InferenceRequest, bool]:
@@ -237,8 +309,9 @@ def completion_id(request_id: str) -> str:
 
 
 def render_response(r: InferenceResponse) -> bytes:
+    note_omitted(r.blocks, "OpenAI", r.id)
     text = "".join(b.text for b in r.blocks if isinstance(b, TextBlock))
-    calls = [
+    calls: list[dict[str, Any]] = [
         {
             "id": b.tool_call.id,
             "type": "function",
@@ -247,6 +320,9 @@ def render_response(r: InferenceResponse) -> bytes:
         for b in r.blocks
         if isinstance(b, ToolCallBlock)
     ]
+    signature, call_signatures = _signatures(r.blocks)
+    for position, sig in call_signatures.items():
+        calls[position]["extra_content"] = _google_extra(sig)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text or (None if calls else ""),
@@ -257,6 +333,11 @@ def render_response(r: InferenceResponse) -> bytes:
     thinking = "".join(b.thinking for b in r.blocks if isinstance(b, ThinkingBlock))
     if thinking:
         message["reasoning_content"] = thinking
+    if signature:
+        message["extra_content"] = _google_extra(signature)
+    annotations = _url_citations(r.blocks)
+    if annotations:
+        message["annotations"] = annotations
     body = {
         "id": completion_id(r.id),
         "object": "chat.completion",
@@ -292,6 +373,11 @@ class ChunkWriter:
         self._usage_open = b"data: " + head + b',"choices":[],"usage":'
         self._include_usage = include_usage
         self._tool_slots: dict[int, int] = {}
+        # Gemini thought signatures (see _signatures): blocks that carried thinking text are another
+        # provider's signed reasoning, not these.
+        self._thought_text: set[int] = set()
+        self._signature = ""
+        self._message_signature = ""
 
     def _frame(self, delta: dict[str, Any]) -> bytes:
         return self._open + orjson.dumps(delta) + self._close
@@ -301,17 +387,27 @@ class ChunkWriter:
 
     def render(self, delta: StreamDelta) -> bytes | None:
         if isinstance(delta, TextDelta):
+            if self._signature:
+                self._message_signature, self._signature = self._signature, ""
             return self._open + b'{"content":' + orjson.dumps(delta.text) + b"}" + self._close
         if isinstance(delta, ThinkingDelta):  # as in the JSON answer: reasoning_content (xAI/DeepSeek style)
-            return self._frame({"reasoning_content": delta.thinking}) if delta.thinking else None
+            if delta.thinking:
+                self._thought_text.add(delta.index)
+                return self._frame({"reasoning_content": delta.thinking})
+            if delta.signature and delta.index not in self._thought_text:
+                self._signature += delta.signature
+            return None
         if isinstance(delta, ToolCallStart):
             slot = self._tool_slots[delta.index] = len(self._tool_slots)
-            call = {
+            call: dict[str, Any] = {
                 "index": slot,
                 "id": delta.id,
                 "type": "function",
                 "function": {"name": delta.name, "arguments": ""},
             }
+            if self._signature:
+                call["extra_content"] = _google_extra(self._signature)
+                self._signature = ""
             return self._frame({"tool_calls": [call]})
         if isinstance(delta, ToolCallArgs):
             slot = self._tool_slots.get(delta.index, 0)
@@ -319,39 +415,25 @@ class ChunkWriter:
         return None
 
     def finish(self, response: InferenceResponse) -> bytes:
+        note_omitted(response.blocks, "OpenAI", response.id)
         reason = orjson.dumps(_FINISH_OUT[response.finish_reason])
-        out = self._open + b'{},"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
+        signature = self._signature or self._message_signature
+        out = self._frame({"extra_content": _google_extra(signature)}) if signature else b""
+        annotations = _url_citations(response.blocks)
+        if annotations:
+            out += self._frame({"annotations": annotations})
+        out += self._open + b'{},"logprobs":null,"finish_reason":' + reason + b"}]}\n\n"
         if self._include_usage:
             out += self._usage_open + orjson.dumps(_usage(response)) + b"}\n\n"
         return out + b"data: [DONE]\n\n"
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
-
-
-def error_body(error: EnsembleError, status: int) -> bytes:
-    kind = _ERROR_TYPES.get(status, "api_error" if status < 500 else "server_error")
+def error_body(error: EnsembleError, kind: str) -> bytes:
+    """OpenAI's error shape; `kind` is the type error_types gives this error for OpenAI clients."""
     return orjson.dumps(
         {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
     )
 
 
 def sse_error(error: EnsembleError) -> bytes:
-    return b"data: " + error_body(error, error.status) + b"\n\n"
-
-
-def render_models(models: list[tuple[str, str]]) -> bytes:
-    return orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in models],
-        }
-    )
+    return b"data: " + error_body(error, error_types.render_as("openai", error)[0]) + b"\n\n"

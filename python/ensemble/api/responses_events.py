@@ -95,6 +95,8 @@ class EventWriter:
     answer ends; per token one small event is written, built around the delta's JSON string."""
 
     content_type = "text/event-stream; charset=utf-8"
+    # Always rendered: the gateway keeps its own response object (ids, sequence numbers, storage).
+    passthrough: str | None = None
 
     def __init__(
         self,

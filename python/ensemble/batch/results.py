@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ensemble import error_types
 from ensemble.api import native
 from ensemble.errors import EnsembleError
 
@@ -13,5 +14,5 @@ def succeeded(response_json: bytes) -> bytes:
 
 
 def errored(error: EnsembleError, request_id: str) -> bytes:
-    body = native.error_payload(error, request_id)["error"]
+    body = native.error_payload(error, request_id, error_types.resolve(error)[0])["error"]
     return msgspec.json.encode({"type": "errored", "error": body})

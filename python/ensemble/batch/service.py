@@ -30,7 +30,7 @@ from ensemble.auth import Authenticator
 from ensemble.batch.provider import ProviderBatches
 from ensemble.batch.results import errored, succeeded
 from ensemble.batch.store import BatchStore, ClaimedItem, NewItem, now_ms
-from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, RateLimited
+from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, Overloaded, RateLimited
 from ensemble.gateway import CallContext
 from ensemble.storage import database, keys
 from ensemble.storage.keys import KeyRecord
@@ -153,8 +153,8 @@ class BatchService:
         retry on, not a 202 it would mistake for one (the official clients and SDKs among them)."""
         if not (
             self.config.rate_limit_fallback
-            and isinstance(error, RateLimited)
-            and error.code == "all_endpoints_exhausted"
+            and isinstance(error, RateLimited | Overloaded)
+            and error.code in ("all_endpoints_exhausted", "upstream_overloaded")
             and req.family == "native"
             and not request.stream
             and accepts_async(req.header("prefer"))
@@ -186,12 +186,16 @@ class BatchService:
             "batch_id": batch_id,
             "status_url": f"/api/v1/status/{request_id}",
             "retrieve_url": f"/api/v1/retrieve/{request_id}",
-            "message": "every endpoint serving this model is rate limited; the request was queued and "
+            "message": "every endpoint serving this model is rate limited or overloaded; the request was "
+            "queued and "
             "will run as capacity frees up",
         }
         headers = [
             ("location", body["status_url"]),
-            ("retry-after", str(max(1, math.ceil(max(self.config.collection_window, error.retry_after_s))))),
+            (
+                "retry-after",
+                str(max(1, math.ceil(max(self.config.collection_window, error.retry_after_s or 0.0)))),
+            ),
             ("preference-applied", "respond-async"),
         ]
         req.send(202, msgspec.json.encode(body), headers=headers)

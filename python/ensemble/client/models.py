@@ -24,6 +24,8 @@ class ToolCall(msgspec.Struct):
 class TextBlock(msgspec.Struct, tag="text", tag_field="type"):
     text: str = ""
     index: int | None = None  # set on stream deltas: which block the piece belongs to
+    citations: list[dict[str, Any]] | None = None  # the provider's sources for this text, verbatim
+    citation: dict[str, Any] | None = None  # on a stream delta: one more source
 
 
 class ToolCallBlock(msgspec.Struct, tag="tool_call", tag_field="type"):
@@ -37,12 +39,26 @@ class ThinkingBlock(msgspec.Struct, tag="thinking", tag_field="type"):
     index: int | None = None
 
 
+class RedactedThinkingBlock(msgspec.Struct, tag="redacted_thinking", tag_field="type"):
+    """Encrypted thinking (Anthropic): send `data` back unchanged in the next turn."""
+
+    data: str = ""
+    index: int | None = None
+
+
+class ServerToolBlock(msgspec.Struct, tag="server_tool", tag_field="type"):
+    """A tool the provider ran itself (Anthropic web search, code execution…): its block verbatim."""
+
+    block: dict[str, Any] = msgspec.field(default_factory=dict)
+    index: int | None = None
+
+
 class ErrorBlock(msgspec.Struct, tag="error", tag_field="type"):
     error: str = ""
     index: int | None = None
 
 
-EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | ErrorBlock
+EventBlock = TextBlock | ToolCallBlock | ThinkingBlock | RedactedThinkingBlock | ServerToolBlock | ErrorBlock
 
 
 class Usage(msgspec.Struct, rename="camel"):

@@ -23,6 +23,10 @@ class ServerConfig(_Strict):
     read_timeout: Duration = Duration(35 * 60)
     idle_timeout: Duration = Duration(120)
     coalescence_window: Duration = Duration(0)
+    # Streams are decoded by the native scanner and same-format streams forward the provider's
+    # bytes unchanged (docs/performance.md); false: the Python decoders decode every stream and
+    # every stream is rendered from its deltas (to compare, or to rule the native path out).
+    native_streams: bool = True
     drain_timeout: Duration = Duration(30)
     on_client_disconnect: Literal["complete", "cancel"] = "complete"
     busy_poll: Duration = Duration(0.001)

@@ -119,8 +119,16 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
             ("system", _text_of([block] if isinstance(block, dict) else block), _marked(block))
         )
     for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise BadRequest(f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant", "system"):
+            raise BadRequest(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
+        if msg["role"] == "system":  # a mid-conversation system turn, with the API's placement rules
+            after = messages[i - 1].get("role") if i > 0 and isinstance(messages[i - 1], dict) else None
+            nxt = messages[i + 1] if i + 1 < len(messages) else None
+            if after != "user" or (isinstance(nxt, dict) and nxt.get("role") != "assistant"):
+                raise BadRequest(
+                    f"messages.{i}: a system message must follow a user turn and be last or followed "
+                    "by an assistant turn"
+                )
         content = msg.get("content")
         text = _text_of(content)
         chars += len(text)
@@ -138,7 +146,8 @@ def parse_conversation(req: dict[str, Any], need_max_tokens: bool = True) -> Con
             )
             if own:
                 conv.last_user_text = own
-    last = messages[-1]
+    turns = [m for m in messages if m.get("role") != "system"]
+    last = turns[-1] if turns else messages[-1]
     conv.prompt_chars = chars
     conv.last_is_user = last["role"] == "user"
     conv.last_is_tool_result = isinstance(last.get("content"), list) and any(

@@ -154,6 +154,14 @@ class Behavior:
     malformed_after_chunks: int | None = None  # garbage event after k events, then end
     error_event_after_chunks: int | None = None  # provider error event after k events, then end
     close_connection: bool = False  # close the connection without any response
+    # Replay a recorded answer verbatim instead of the generated one: `replay_json` for a JSON
+    # request, `replay_stream` (the raw event stream text, events split on blank lines) for a
+    # streaming one. Golden tests feed the providers' documented examples through these.
+    replay_json: Any = None
+    replay_stream: str | None = None
+    # Answer a streamed request with exactly these bytes (a recorded stream; a list: one write per
+    # item, each an event for chunk_gap_ms and the mid-stream behaviours); the request is ignored.
+    stream_body: list[str] | None = None
 
     @classmethod
     def parse(cls, data: Any) -> tuple[Behavior, int]:
@@ -183,6 +191,17 @@ class Behavior:
                 setattr(b, key, _as_int(key, value))
             elif key == "close_connection":
                 b.close_connection = _as_bool(key, value)
+            elif key == "replay_json":
+                if not isinstance(value, dict | list):
+                    raise ControlError("replay_json: expected a JSON object or array")
+                b.replay_json = value
+            elif key == "replay_stream":
+                b.replay_stream = _as_opt_str(key, value)
+            elif key == "stream_body":
+                items = [value] if isinstance(value, str) else value
+                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                    raise ControlError("stream_body: expected a string or a list of strings")
+                b.stream_body = items
             else:
                 raise ControlError(f"{key}: unknown behavior field")
         return b, count

@@ -11,6 +11,7 @@ input + cache_read + cache_creation; `output_tokens` already includes thinking.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,15 +19,20 @@ import orjson
 
 from ensemble import catalogue
 from ensemble.assembly import parse_arguments
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers.base import (
     MIN_THINKING_BUDGET,
+    RUN_ARGS,
+    RUN_TEXT,
+    RUN_THINKING,
     StreamDecoder,
     Target,
     WireFormat,
     reasoning_budget,
 )
 from ensemble.providers.registry import ProviderKind, register
+from ensemble.providers.system_turns import as_reminder, leading_count, reminder
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.reasoning import handed_back
 from ensemble.structured_output import to_anthropic
@@ -44,6 +50,9 @@ from ensemble.types import (
     RedactedThinkingBlock,
     RedactedThinkingContent,
     RedactedThinkingDelta,
+    ServerToolBlock,
+    ServerToolContent,
+    ServerToolDelta,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -61,6 +70,9 @@ from ensemble.types import (
 )
 
 API_VERSION = "2023-06-01"
+# provider_config key carrying Anthropic-defined tools (web search, code execution, bash, …) from an
+# Anthropic-format request; only Claude can run them (other adapters refuse them: server_tools).
+SERVER_TOOLS = "anthropic_tools"
 DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; used when the client sent none
 
 # provider_config keys forwarded to the Messages API; anything else (another format's extras) is ignored.
@@ -123,6 +135,8 @@ def content_to_wire(block: ContentBlock, i: int) -> dict[str, Any]:
         return {"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""}
     if isinstance(block, RedactedThinkingContent):
         return {"type": "redacted_thinking", "data": block.data}
+    if isinstance(block, ServerToolContent):
+        return dict(block.block)
     if isinstance(block, AudioContent):
         raise InvalidRequest(
             f"messages[{i}]: Anthropic models do not accept audio content blocks", param="messages"
@@ -141,10 +155,64 @@ def _tool_result(m: Message, i: int) -> dict[str, Any]:
     return out
 
 
-def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(system blocks, messages) in the Messages API shape, same-role turns merged."""
+# Claude models from before Opus 4.8 refuse `role: "system"` turns inside `messages` ("not supported
+# on this model"); later Claude families take them. Other models behind an Anthropic-type API
+# (compatible servers) are not assumed to.
+_NO_MID_SYSTEM = re.compile(
+    r"claude-(instant|[123]\b|[123]-|(sonnet|haiku)-4|opus-4($|-[0-7]($|-|@)|-\d{8}|@))", re.IGNORECASE
+)
+
+
+def accepts_mid_conversation_system(upstream_id: str) -> bool:
+    """Whether this model takes a mid-conversation system turn in place (docs/formats.md)."""
+    return "claude" in upstream_id.lower() and _NO_MID_SYSTEM.search(upstream_id) is None
+
+
+def refuse_anthropic_tools(request: InferenceRequest, model: str) -> None:
+    """Anthropic-defined tools (web search, code execution, bash…) from an Anthropic-format request
+    reach only Claude; another provider cannot run them, and dropping them would answer a different
+    question, so the request is refused naming the tool."""
+    tools = (request.provider_config or {}).get(SERVER_TOOLS)
+    if isinstance(tools, list) and tools:
+        first = tools[0]
+        raise InvalidRequest(
+            f"tools: {first.get('name')!r} ({first.get('type')}) is an Anthropic-defined tool that only "
+            f"Claude models run; {model} cannot",
+            param="tools",
+        )
+
+
+def _place_system_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claude takes a system turn only right after a user turn and before an assistant turn (or at
+    the end), never two in a row: consecutive ones are merged, a misplaced one joins the user turn
+    next to it as a `<system-reminder>`."""
+    out: list[dict[str, Any]] = []
+    for j, turn in enumerate(turns):
+        if turn["role"] == "system":
+            after = out[-1]["role"] if out else None
+            before = turns[j + 1]["role"] if j + 1 < len(turns) else None
+            if after != "user" or before not in (None, "assistant", "system"):
+                text = "\n".join(b.get("text", "") for b in turn["content"])
+                block = _cached(
+                    {"type": "text", "text": reminder(text)}, turn["content"][-1].get("cache_control")
+                )
+                turn = {"role": "user", "content": [block]}
+        if out and out[-1]["role"] == turn["role"]:
+            out[-1]["content"].extend(turn["content"])
+        else:
+            out.append(turn)
+    return out
+
+
+def messages_to_wire(
+    messages: list[Message], *, mid_system: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages) in the Messages API shape, same-role turns merged. The system
+    prompt goes to `system`; later system messages stay in place when `mid_system` (the model
+    takes them), else they become `<system-reminder>` text in the user turn (system_turns)."""
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
+    lead = leading_count(messages)
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
         if out and out[-1]["role"] == role:
@@ -152,19 +220,25 @@ def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         else:
             out.append({"role": role, "content": blocks})
 
+    blocks: list[dict[str, Any]]
     for i, m in enumerate(messages):
         if m.role == "system":
             if isinstance(m.content, str):
-                if m.content:
-                    system.append({"type": "text", "text": m.content})
+                blocks = [{"type": "text", "text": m.content}] if m.content else []
             else:  # blocks keep their cache_control breakpoints
-                system += [content_to_wire(b, i) for b in m.content if isinstance(b, TextContent)]
+                blocks = [content_to_wire(b, i) for b in m.content if isinstance(b, TextContent)]
+            if i < lead:
+                system += blocks
+            elif blocks and mid_system:
+                append("system", blocks)
+            elif blocks:
+                append("user", [content_to_wire(as_reminder(m), i)])
             continue
         if m.role == "tool":
             append("user", [_tool_result(m, i)])
             continue
         if isinstance(m.content, str):
-            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks = [{"type": "text", "text": m.content}] if m.content else []
         else:
             blocks = [
                 content_to_wire(b, i)
@@ -178,7 +252,7 @@ def messages_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
             if not blocks:
                 continue  # an empty assistant turn is refused by the API and carries nothing
         append(m.role, blocks)
-    return system, out
+    return system, _place_system_turns(out) if mid_system else out
 
 
 def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) -> dict[str, Any]:
@@ -188,7 +262,9 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
             f"temperature: must be between 0 and 1 for Anthropic models (got {request.temperature})",
             param="temperature",
         )
-    system, messages = messages_to_wire(request.messages)
+    system, messages = messages_to_wire(
+        request.messages, mid_system=accepts_mid_conversation_system(model.upstream_id)
+    )
     if not messages:
         raise InvalidRequest("messages: at least one user or assistant message is required", param="messages")
     max_tokens = request.max_tokens or min(model.max_output_tokens or DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS)
@@ -211,7 +287,10 @@ def request_to_wire(request: InferenceRequest, target: Target, *, stream: bool) 
         body["tools"] = tools
     choice = request.tool_choice
     extras = request.provider_config or {}
-    if request.tools:
+    server_tools = extras.get(SERVER_TOOLS)
+    if isinstance(server_tools, list) and server_tools:  # Anthropic-defined tools, verbatim
+        body["tools"] = [*body.get("tools", ()), *server_tools]
+    if body.get("tools"):
         tool_choice: dict[str, Any] = {"type": "auto"}
         if isinstance(choice, ToolChoiceNamed):
             tool_choice = {"type": "tool", "name": choice.name}
@@ -276,15 +355,26 @@ def usage_from_wire(u: Mapping[str, Any]) -> Usage:
     )
 
 
+def is_server_tool_block(kind: Any) -> bool:
+    """Blocks of tools Anthropic runs itself: `server_tool_use`, `mcp_tool_use`, and their results
+    (`web_search_tool_result`, `code_execution_tool_result`, `mcp_tool_result`, …)."""
+    return isinstance(kind, str) and (
+        kind in ("server_tool_use", "mcp_tool_use", "container_upload") or kind.endswith("_tool_result")
+    )
+
+
 def block_from_wire(block: Mapping[str, Any]) -> EventBlock | None:
     kind = block.get("type")
+    if is_server_tool_block(kind):
+        return ServerToolBlock(block=dict(block))
     if kind == "text":
-        return TextBlock(text=block.get("text") or "")
+        citations = block.get("citations")
+        return TextBlock(text=block.get("text") or "", citations=list(citations) if citations else None)
     if kind == "thinking":
         return ThinkingBlock(thinking=block.get("thinking") or "", signature=block.get("signature") or None)
     if kind == "redacted_thinking":
         return RedactedThinkingBlock(data=block.get("data") or "")
-    if kind in ("tool_use", "server_tool_use"):
+    if kind == "tool_use":
         args = block.get("input") or {}
         raw = orjson.dumps(args).decode()
         return ToolCallBlock(
@@ -295,7 +385,7 @@ def block_from_wire(block: Mapping[str, Any]) -> EventBlock | None:
                 raw_arguments=raw,
             )
         )
-    return None  # server tool results and future block types have no canonical shape yet
+    return None  # future block types have no canonical shape yet
 
 
 class AnthropicDecoder(StreamDecoder):
@@ -306,6 +396,7 @@ class AnthropicDecoder(StreamDecoder):
         self._usage: dict[str, Any] = {}
         self._tool_args: dict[int, list[str]] = {}
         self._tool_input: dict[int, Any] = {}
+        self._server_tools: dict[int, dict[str, Any]] = {}  # server_tool_use blocks, input streaming
         self._model: str | None = None
 
     def _usage_delta(self, u: Mapping[str, Any]) -> UsageDelta:
@@ -321,6 +412,17 @@ class AnthropicDecoder(StreamDecoder):
             reasoning_tokens=0,
         )
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # Anthropic's block index is the canonical one; the first argument fragment of a tool block
+        # came through `decode` (the scanner leaves it there), so content_block_stop sees it.
+        if kind == RUN_TEXT:
+            return TextDelta(index=key, text=text)
+        if kind == RUN_THINKING:
+            return ThinkingDelta(index=key, thinking=text)
+        if kind == RUN_ARGS:
+            return ToolCallArgs(index=key, fragment=text)
+        raise ValueError(f"no scanner run {kind} in Anthropic streams")
+
     def decode(self, event: str, data: str) -> list[StreamDelta]:
         if not data:
             return []
@@ -332,9 +434,14 @@ class AnthropicDecoder(StreamDecoder):
             dt = d.get("type")
             if dt == "text_delta":
                 return [TextDelta(index=index, text=d.get("text") or "")]
+            if dt == "citations_delta" and isinstance(d.get("citation"), dict):
+                return [TextDelta(index=index, text="", citation=d["citation"])]
             if dt == "input_json_delta":
                 fragment = d.get("partial_json") or ""
                 if not fragment:
+                    return []
+                if index in self._server_tools:  # handed on whole at content_block_stop
+                    self._tool_args.setdefault(index, []).append(fragment)
                     return []
                 self._tool_args.setdefault(index, []).append(fragment)
                 return [ToolCallArgs(index=index, fragment=fragment)]
@@ -360,7 +467,12 @@ class AnthropicDecoder(StreamDecoder):
                 ]
             if bt == "redacted_thinking":
                 return [RedactedThinkingDelta(index=index, data=block.get("data") or "")]
-            if bt in ("tool_use", "server_tool_use"):
+            if is_server_tool_block(bt):
+                if "input" in block:  # a server tool's call: its input streams like a tool call's
+                    self._server_tools[index] = dict(block)
+                    return []
+                return [ServerToolDelta(index=index, block=dict(block))]
+            if bt == "tool_use":
                 # The start event carries `input: {}`; a tool with no parameters sends no fragments,
                 # so the arguments are filled in at content_block_stop when none arrived.
                 self._tool_input[index] = block.get("input")
@@ -372,6 +484,12 @@ class AnthropicDecoder(StreamDecoder):
             return []
         if kind == "content_block_stop":
             index = int(payload.get("index", -1))
+            server = self._server_tools.pop(index, None)
+            if server is not None:
+                raw = "".join(self._tool_args.pop(index, ()))
+                if raw.strip():
+                    server["input"] = parse_arguments(raw)
+                return [ServerToolDelta(index=index, block=server)]
             if index in self._tool_input and not self._tool_args.get(index):
                 initial = self._tool_input.pop(index)
                 return [ToolCallArgs(index=index, fragment=orjson.dumps(initial or {}).decode())]
@@ -393,11 +511,14 @@ class AnthropicDecoder(StreamDecoder):
                 f"provider stream error: {err.get('message') or etype}",
                 code=str(etype),
                 retryable=etype in ("overloaded_error", "api_error", "rate_limit_error"),
+                kind=from_provider("anthropic", str(etype), None),
             )
         return []  # ping, message_stop
 
 
 class AnthropicWire(WireFormat):
+    stream_scanner = "anthropic"
+
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
@@ -430,8 +551,17 @@ class AnthropicWire(WireFormat):
         # 529 overloaded_error is Anthropic's "try elsewhere"; retryable_status covers it (>= 500).
         err = error_object(body)
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
-        return upstream_error(status, headers, body, message=err.get("message"), code=err.get("type"))
+            return upstream_error(status, headers, body, dialect="anthropic")
+        etype = err.get("type")
+        return upstream_error(
+            status,
+            headers,
+            body,
+            message=err.get("message"),
+            code=etype,
+            dialect="anthropic",
+            error_type=etype,
+        )
 
 
 KIND = register(

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ensemble._native import SseParser
+from ensemble._native import SseParser, StreamScanner
 from ensemble.catalogue.rules import MIN_THINKING_BUDGET, REASONING_BUDGETS, reasoning_budget
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
@@ -50,6 +50,7 @@ class Endpoint:
     needs_key: bool
     cooldown_until: float = 0.0  # monotonic seconds; set after upstream 429/529 or repeated failures
     cooling_for_limit: bool = False  # the current cool-down is the provider's rate limit, not a failure
+    cooling_overloaded: bool = False  # ... and the provider said it is overloaded (529), not limited
     failures: int = 0  # consecutive 5xx / connect errors / timeouts; a success resets it
     cooldown_after_failures: int = 3  # the provider's setting; 0: failures never cool it down
     in_flight: int = 0
@@ -121,6 +122,8 @@ class Provider(ABC):
         self.prices: dict[str, Price] = {m.name: Price(m.pricing) for m in config.models}
         # Set by the gateway: sees every upstream response's headers (rate-limit state, docs/routing.md).
         self.on_headers: Callable[[Target, Mapping[str, str]], None] | None = None
+        # Set by the gateway (`server.native_streams`): decode streams with the native scanner.
+        self.native_streams = True
 
     @abstractmethod
     async def complete(
@@ -129,11 +132,18 @@ class Provider(ABC):
 
     @abstractmethod
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
         """The answer as batches of deltas: everything decoded from one network read comes together
         (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
-        per read rather than once per token. Nothing is held back to fill a batch."""
+        per read rather than once per token. Nothing is held back to fill a batch. `raw` (only
+        asked of providers whose `passthrough` said yes): RawBatches, one per network read."""
+
+    def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
+        """Whether this stream's upstream bytes can go to a client speaking `ingress` (openai,
+        anthropic, gemini) unchanged: the same-format fast path (docs/performance.md). Only HTTP
+        providers whose wire format the native scanner reads can."""
+        return False
 
     async def embed(self, request: EmbeddingRequest, target: Target, opts: CallOptions) -> EmbeddingResult:
         """The request's vectors; types whose API has no embeddings refuse (the config check keeps
@@ -172,6 +182,27 @@ class StreamDecoder(ABC):
     @abstractmethod
     def decode(self, event: str, data: str) -> list[StreamDelta]: ...
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        """The delta for a run the native scanner decoded (`StreamScanner.feed`: fragments of a block
+        this decoder already opened, or the latest usage object): what `decode` would have given
+        for those events together. Wire formats with a `stream_scanner` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no native scanner runs")
+
+
+class RawBatch(list[StreamDelta]):
+    """A batch of deltas with the upstream bytes they were decoded from (the same-format fast path
+    forwards `raw` to the client instead of rendering the deltas). May hold no delta (a ping)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, deltas: list[StreamDelta], raw: bytes) -> None:
+        super().__init__(deltas)
+        self.raw = raw
+
+
+# StreamScanner run kinds (rust/src/scan.rs RunKind) and the marker of an event for the decoder.
+RUN_TEXT, RUN_THINKING, RUN_ARGS, RUN_USAGE, RUN_EVENT = 0, 1, 2, 3, -1
+
 
 class WireFormat(ABC):
     """A provider's HTTP wire format."""
@@ -196,6 +227,17 @@ class WireFormat(ABC):
     def framing(self) -> StreamFraming:
         """A fresh framer for one streamed answer: server-sent events, unless the API frames otherwise."""
         return SseParser()
+
+    # The event format of this wire's streams that the native scanner reads ("openai", "anthropic",
+    # "gemini"), which is also the ingress format whose clients could take the bytes unchanged;
+    # None: no fast path.
+    stream_scanner: str | None = None
+
+    def rewrites_stream(self, request: InferenceRequest, target: Target) -> bool:
+        """Whether a client in this wire's own format must still get the stream rewritten (the one
+        check of the same-format fast path; adapters add their rules here): the client asked for
+        a model name the provider knows by another id (an alias), which the chunks would show."""
+        return request.model != target.model.upstream_id
 
     @abstractmethod
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -288,9 +330,15 @@ class HttpProvider(Provider):
                 code="bad_upstream_response",
             ) from e
 
+    def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
+        wire = self.wire.for_target(target)
+        return wire.stream_scanner == ingress and not wire.rewrites_stream(request, target)
+
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
+        """`raw`: the fast path; every network read becomes a RawBatch (its deltas and the whole
+        events it completed, as bytes), scanned natively (ScanningReader)."""
         wire = self.wire.for_target(target)
         url, headers, body = wire.build(request, target, stream=True)
         # The watchdog bounds the wait for headers and for every chunk (stall_timeout) and the whole
@@ -309,8 +357,13 @@ class HttpProvider(Provider):
                     raise wire.classify(resp.status, resp.headers, await resp.read())
             finally:
                 watchdog.end_read()
-            parser = wire.framing()
             decoder = wire.decoder()
+            # The scanner decodes for the translating path too (its runs are the same deltas, merged
+            # per read); only the fast path forwards the bytes it lets through.
+            native = self.native_streams and wire.stream_scanner is not None
+            reader = ScanningReader(wire, decoder, merge=raw) if native else FramingReader(wire, decoder)
+            scanning = reader if raw and isinstance(reader, ScanningReader) else None
+            read = reader.read
             chunks = resp.chunks().__aiter__()
             while True:
                 watchdog.begin_read()
@@ -320,26 +373,14 @@ class HttpProvider(Provider):
                     break
                 finally:
                     watchdog.end_read()
-                try:
-                    events = parser.feed(chunk)
-                except ValueError as e:  # SseError is one
-                    raise ProviderError(
-                        f"malformed stream from the provider: {e}", code="bad_upstream_stream"
-                    ) from e
-                batch: list[StreamDelta] = []
-                for event, data, _id, _retry in events:
-                    try:
-                        batch += decoder.decode(event, data)
-                    except ProviderError:
-                        raise
-                    except (ValueError, KeyError, TypeError, IndexError) as e:
-                        raise ProviderError(
-                            f"malformed stream event from the provider ({type(e).__name__})",
-                            code="bad_upstream_stream",
-                        ) from e
-                if batch:
+                batch = read(chunk)
+                if scanning is not None:
+                    yield RawBatch(batch, scanning.out)
+                elif batch:
                     yield batch
-            parser.close()
+            tail = reader.close()
+            if tail and scanning is not None:
+                yield RawBatch([], tail)
             finished = True
         except asyncio.CancelledError:
             timeout = watchdog.take_cancel()
@@ -355,3 +396,96 @@ class HttpProvider(Provider):
                     resp.release()
                 else:
                     resp.close()
+
+
+def _malformed_event(e: Exception) -> ProviderError:
+    return ProviderError(
+        f"malformed stream event from the provider ({type(e).__name__})", code="bad_upstream_stream"
+    )
+
+
+def _malformed_stream(e: ValueError) -> ProviderError:
+    return ProviderError(f"malformed stream from the provider: {e}", code="bad_upstream_stream")
+
+
+class FramingReader:
+    """The canonical path: the wire's framing cuts events, the decoder decodes every one."""
+
+    __slots__ = ("_decode", "_parser")
+
+    def __init__(self, wire: WireFormat, decoder: StreamDecoder) -> None:
+        self._parser = wire.framing()
+        self._decode = decoder.decode
+
+    def read(self, chunk: bytes) -> list[StreamDelta]:
+        """The deltas of one network read."""
+        try:
+            events = self._parser.feed(chunk)
+        except ValueError as e:  # SseError is one
+            raise _malformed_stream(e) from e
+        decode = self._decode
+        batch: list[StreamDelta] = []
+        for event, data, _id, _retry in events:
+            try:
+                batch += decode(event, data)
+            except ProviderError:
+                raise
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise _malformed_event(e) from e
+        return batch
+
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
+
+
+class ScanningReader:
+    """The fast path: the native scanner decodes the common events of a read into runs (one delta
+    each) and leaves the rest to the decoder, in stream order, so the deltas are the ones
+    FramingReader gives, merged (docs/performance.md). `out` is what of the stream can go to the
+    client after each read: whole events only (an incomplete one waits for its end), so a stream
+    that fails leaves no half event before the error."""
+
+    __slots__ = ("_decode", "_native_run", "_scanner", "_tail", "out")
+
+    def __init__(self, wire: WireFormat, decoder: StreamDecoder, merge: bool = True) -> None:
+        assert wire.stream_scanner is not None
+        # Merged runs only where the deltas are not rendered one client event each (the fast path).
+        self._scanner = StreamScanner(wire.stream_scanner, merge)
+        self._decode = decoder.decode
+        self._native_run = decoder.native_run
+        self._tail = b""
+        self.out = b""
+
+    def read(self, chunk: bytes) -> list[StreamDelta]:
+        try:
+            cut, items = self._scanner.feed(chunk)
+        except ValueError as e:
+            raise _malformed_stream(e) from e
+        batch: list[StreamDelta] = []
+        for kind, key, text in items:
+            try:
+                if kind == RUN_EVENT:
+                    batch += self._decode(key, text)  # type: ignore[arg-type]
+                else:
+                    batch.append(self._native_run(kind, key, text))  # type: ignore[arg-type]
+            except ProviderError:
+                raise
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise _malformed_event(e) from e
+        tail = self._tail
+        if cut == len(chunk) and not tail:
+            self.out = chunk  # the common read: whole events
+        elif cut == 0:  # no event ended in this read
+            self.out = b""
+            self._tail = tail + chunk
+        else:
+            self.out = tail + chunk[:cut]
+            self._tail = chunk[cut:]
+        return batch
+
+    def close(self) -> bytes:
+        """End of the stream: the bytes after its last event boundary (sent as they came)."""
+        self._scanner.close()
+        tail, self._tail = self._tail, b""
+        return tail

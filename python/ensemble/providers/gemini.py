@@ -21,9 +21,13 @@ from typing import Any
 
 import orjson
 
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers import embedding_wire
+from ensemble.providers.anthropic import refuse_anthropic_tools
 from ensemble.providers.base import (
+    RUN_TEXT,
+    RUN_USAGE,
     StreamDecoder,
     Target,
     WireFormat,
@@ -32,6 +36,7 @@ from ensemble.providers.base import (
     retryable_status,
 )
 from ensemble.providers.registry import ProviderKind, register
+from ensemble.providers.system_turns import leading_count, reminder
 from ensemble.providers.upstream_errors import error_object, upstream_error
 from ensemble.reasoning import handed_back
 from ensemble.structured_output import to_gemini
@@ -49,6 +54,7 @@ from ensemble.types import (
     Message,
     ProviderResult,
     RedactedThinkingContent,
+    ServerToolContent,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -124,9 +130,32 @@ def _part(block: ContentBlock, i: int) -> dict[str, Any] | None:
     if isinstance(block, ThinkingContent):
         # Thoughts are not sent back to Gemini; their signature goes on the function call (above).
         return None
-    if isinstance(block, RedactedThinkingContent):
+    if isinstance(block, RedactedThinkingContent | ServerToolContent):
         return None  # another provider's encrypted reasoning means nothing to Gemini
     raise InvalidRequest(f"messages[{i}]: unsupported content block", param="messages")
+
+
+def _parts(m: Message, i: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A message's content as parts, and the thought signature left after the last one. A thinking
+    block's signature goes on the part that follows it, where Gemini sent it (canonical answers keep
+    a part's signature on a thinking block right before it)."""
+    if isinstance(m.content, str):
+        return ([{"text": m.content}] if m.content else []), None
+    parts: list[dict[str, Any]] = []
+    signature: str | None = None
+    for b in m.content:
+        if isinstance(b, ThinkingContent):
+            if b.signature and handed_back(b, "gemini"):  # another provider's signature means nothing here
+                signature = b.signature
+            continue
+        part = _part(b, i)
+        if part is None:
+            continue
+        if signature and m.role == "assistant":
+            part["thoughtSignature"] = signature
+            signature = None
+        parts.append(part)
+    return parts, signature if m.role == "assistant" else None
 
 
 def _tool_response(m: Message) -> dict[str, Any]:
@@ -152,10 +181,16 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
         else:
             contents.append({"role": role, "parts": parts})
 
+    lead = leading_count(messages)
     for i, m in enumerate(messages):
         if m.role == "system":
+            # The system prompt is systemInstruction; a later system message stays in place as a
+            # <system-reminder> in the user turn (Gemini has no system turns; system_turns).
             if m.text():
-                system.append({"text": m.text()})
+                if i < lead:
+                    system.append({"text": m.text()})
+                else:
+                    append("user", [{"text": reminder(m.text())}])
             continue
         if m.role == "tool":
             name = names.get(m.tool_call_id or "") or m.name
@@ -167,21 +202,8 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                 )
             append("user", [{"functionResponse": {"name": name, "response": _tool_response(m)}}])
             continue
-        if isinstance(m.content, str):
-            parts: list[dict[str, Any]] = [{"text": m.content}] if m.content else []
-        else:
-            parts = [p for p in (_part(b, i) for b in m.content) if p is not None]
+        parts, signature = _parts(m, i)
         if m.role == "assistant":
-            signature = None
-            if not isinstance(m.content, str):
-                signature = next(
-                    (
-                        b.signature
-                        for b in reversed(m.content)
-                        if isinstance(b, ThinkingContent) and b.signature and handed_back(b, "gemini")
-                    ),
-                    None,
-                )
             for c in m.tool_calls or ():
                 names[c.id] = c.name
                 args = c.arguments
@@ -194,10 +216,12 @@ def contents_to_wire(messages: list[Message]) -> tuple[list[dict[str, Any]], lis
                             param="messages",
                         ) from None
                 call_part: dict[str, Any] = {"functionCall": {"name": c.name, "args": args}}
-                if signature:  # the thinking signature goes back on the first function call
+                if signature:  # a signature after the content goes back on the first function call
                     call_part["thoughtSignature"] = signature
                     signature = None
                 parts.append(call_part)
+            if signature:  # Gemini 3 ends a signed answer with an empty text part carrying it
+                parts.append({"text": "", "thoughtSignature": signature})
             if not parts:
                 continue
             append("model", parts)
@@ -220,7 +244,8 @@ def _thinking_config(value: Any) -> dict[str, Any] | None:
     return config
 
 
-def request_to_wire(request: InferenceRequest) -> dict[str, Any]:
+def request_to_wire(request: InferenceRequest, model: str = "this model") -> dict[str, Any]:
+    refuse_anthropic_tools(request, model)
     system, contents = contents_to_wire(request.messages)
     if not contents:
         raise InvalidRequest("messages: at least one user or assistant message is required", param="messages")
@@ -318,6 +343,25 @@ class GeminiDecoder(StreamDecoder):
         self._current = (kind, index)
         return index
 
+    @staticmethod
+    def _usage(usage: Mapping[str, Any]) -> UsageDelta:
+        u = usage_from_wire(usage)
+        return UsageDelta(
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_tokens=u.cached_tokens,
+            cache_creation_tokens=0,
+            reasoning_tokens=u.reasoning_tokens,
+        )
+
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # Text runs continue the open text block (the scanner tracks it as `_index` would).
+        if kind == RUN_TEXT and self._current is not None and self._current[0] == "text":
+            return TextDelta(index=self._current[1], text=text)
+        if kind == RUN_USAGE:
+            return self._usage(orjson.loads(text))
+        raise ValueError(f"no open block for scanner run {kind}")
+
     def decode(self, event: str, data: str) -> list[StreamDelta]:
         if not data.strip():
             return []
@@ -329,6 +373,7 @@ class GeminiDecoder(StreamDecoder):
                 f"provider stream error: {err.get('message') or err.get('status') or 'unknown'}",
                 code=str(err.get("status") or "upstream_stream_error"),
                 retryable=retryable_status(code),
+                kind=from_provider("gemini", err.get("status"), code),
             )
         _prompt_block(chunk)
         out: list[StreamDelta] = []
@@ -368,29 +413,39 @@ class GeminiDecoder(StreamDecoder):
                 text = part.get("text") or ""
                 if text:
                     out.append(TextDelta(index=self._index("text"), text=text))
+                if part.get("thoughtSignature"):  # Gemini 3: on the last text part (see _sign)
+                    out.append(
+                        ThinkingDelta(index=self._index("thinking"), signature=part["thoughtSignature"])
+                    )
         usage = chunk.get("usageMetadata")
         if usage:
-            u = usage_from_wire(usage)
-            out.append(
-                UsageDelta(
-                    input_tokens=u.input_tokens,
-                    output_tokens=u.output_tokens,
-                    cached_tokens=u.cached_tokens,
-                    cache_creation_tokens=0,
-                    reasoning_tokens=u.reasoning_tokens,
-                )
-            )
+            out.append(self._usage(usage))
         reason = candidate.get("finishReason")
         if reason:
             out.append(Finish(reason=_finish(reason, self._tool_call), model=chunk.get("modelVersion")))
         return out
 
 
+def _sign(blocks: list[EventBlock], signature: str) -> None:
+    """A part's thoughtSignature as the canonical answer keeps it: a signature-only thinking block
+    (joining the thoughts just before, as streamed). A function call's comes right before the call;
+    a text part's (Gemini 3 signs the last part of an answer) right after the text, where the
+    streamed answer has it too. It goes back to Gemini on the part after it, or on a final empty
+    text part, as Gemini streams it (docs/formats.md)."""
+    last = blocks[-1] if blocks else None
+    if isinstance(last, ThinkingBlock):
+        last.signature = (last.signature or "") + signature
+    else:
+        blocks.append(ThinkingBlock(thinking="", signature=signature))
+
+
 class GeminiWire(WireFormat):
+    stream_scanner = "gemini"
+
     def build(
         self, request: InferenceRequest, target: Target, stream: bool
     ) -> tuple[str, dict[str, str], bytes]:
-        body = request_to_wire(request)
+        body = request_to_wire(request, target.model.name)
         verb = "streamGenerateContent?alt=sse" if stream else "generateContent"
         headers = {
             "x-goog-api-key": target.endpoint.api_key,
@@ -414,10 +469,7 @@ class GeminiWire(WireFormat):
                 args = call.get("args") or {}
                 has_call = True
                 if part.get("thoughtSignature"):  # see GeminiDecoder
-                    if isinstance(last, ThinkingBlock):
-                        last.signature = (last.signature or "") + part["thoughtSignature"]
-                    else:
-                        blocks.append(ThinkingBlock(thinking="", signature=part["thoughtSignature"]))
+                    _sign(blocks, part["thoughtSignature"])
                 blocks.append(
                     ToolCallBlock(
                         tool_call=ToolCallOut(
@@ -436,11 +488,14 @@ class GeminiWire(WireFormat):
                     last.signature = (last.signature or "") + sig or None
                 else:
                     blocks.append(ThinkingBlock(thinking=text, signature=sig or None))
-            elif part.get("text"):
-                if isinstance(last, TextBlock):
-                    last.text += part["text"]
-                else:
-                    blocks.append(TextBlock(text=part["text"]))
+            elif "text" in part:
+                if part.get("text"):
+                    if isinstance(last, TextBlock):
+                        last.text += part["text"]
+                    else:
+                        blocks.append(TextBlock(text=part["text"]))
+                if part.get("thoughtSignature"):  # Gemini 3: on the last text part (see _sign)
+                    _sign(blocks, part["thoughtSignature"])
         return ProviderResult(
             blocks=blocks,
             usage=usage_from_wire(data.get("usageMetadata") or {}),
@@ -466,7 +521,7 @@ class GeminiWire(WireFormat):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
+            return upstream_error(status, headers, body, dialect="gemini")
         retry_after = retry_after_seconds(headers)
         for detail in err.get("details") or ():
             delay = detail.get("retryDelay") if isinstance(detail, dict) else None
@@ -480,6 +535,8 @@ class GeminiWire(WireFormat):
             message=err.get("message"),
             code=err.get("status"),
             retry_after_s=retry_after,
+            dialect="gemini",
+            error_type=err.get("status"),
         )
 
 

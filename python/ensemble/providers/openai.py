@@ -15,9 +15,11 @@ import msgspec
 import orjson
 
 from ensemble.assembly import parse_arguments
+from ensemble.error_types import from_provider
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.providers import embedding_wire
-from ensemble.providers.base import StreamDecoder, Target, WireFormat
+from ensemble.providers.anthropic import refuse_anthropic_tools
+from ensemble.providers.base import RUN_ARGS, RUN_TEXT, RUN_THINKING, StreamDecoder, Target, WireFormat
 from ensemble.providers.openai_parts import HOSTED_TOOLS_KEY, data_url, foreign
 from ensemble.providers.openai_responses import ResponsesWire
 from ensemble.providers.registry import ProviderKind, register
@@ -38,6 +40,7 @@ from ensemble.types import (
     RedactedThinkingBlock,
     RedactedThinkingContent,
     RedactedThinkingDelta,
+    ServerToolContent,
     StreamDelta,
     TextBlock,
     TextContent,
@@ -71,6 +74,7 @@ FOREIGN_KEYS = frozenset(
     {
         "thinking",
         "anthropic_beta",
+        "anthropic_tools",
         "container",
         "mcp_servers",
         "context_management",
@@ -147,7 +151,7 @@ def message_to_wire(m: Message, i: int = 0, reasoning_details: bool = False) -> 
         parts = [
             _content_part(b, i)
             for b in m.content
-            if not isinstance(b, ThinkingContent | RedactedThinkingContent)
+            if not isinstance(b, ThinkingContent | RedactedThinkingContent | ServerToolContent)
         ]
         if m.role in ("system", "assistant") and all(p["type"] == "text" for p in parts):
             out["content"] = "".join(p["text"] for p in parts)
@@ -186,6 +190,7 @@ def request_to_wire(
     stream_usage: bool = True,
     reasoning_details: bool = False,
 ) -> dict[str, Any]:
+    refuse_anthropic_tools(request, model_id)
     body: dict[str, Any] = {
         "model": model_id,
         "messages": [message_to_wire(m, i, reasoning_details) for i, m in enumerate(request.messages)],
@@ -318,6 +323,16 @@ class OpenAIDecoder(StreamDecoder):
                 return self._typed(chunk)
         return self._generic(orjson.loads(data))
 
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+        # The scanner hands runs only for blocks this decoder allocated (it saw their first event).
+        if kind == RUN_TEXT and self._text is not None:
+            return TextDelta(index=self._text, text=text)
+        if kind == RUN_THINKING and self._thinking is not None:
+            return ThinkingDelta(index=self._thinking, thinking=text)
+        if kind == RUN_ARGS and key in self._tools:
+            return ToolCallArgs(index=self._tools[key], fragment=text)
+        raise ValueError(f"no open block for scanner run {kind}/{key}")
+
     def _typed(self, chunk: _WireChunk) -> list[StreamDelta]:
         out: list[StreamDelta] = []
         for choice in chunk.choices or ():
@@ -393,10 +408,12 @@ class OpenAIDecoder(StreamDecoder):
     def _generic(self, chunk: Any) -> list[StreamDelta]:
         if "error" in chunk and not chunk.get("choices"):
             err = chunk["error"] or {}
+            kind = err.get("type") or err.get("code") if isinstance(err, dict) else None
             raise ProviderError(
                 f"provider stream error: {err.get('message', 'unknown error')}",
                 code="upstream_stream_error",
                 retryable=True,  # in-stream errors are overload/server errors; failover before content
+                kind=from_provider("openai", str(kind) if kind else None, None),
             )
         out: list[StreamDelta] = []
         for choice in chunk.get("choices") or ():
@@ -486,6 +503,8 @@ class OpenAIDialect:
 
 
 class OpenAIWire(WireFormat):
+    stream_scanner = "openai"
+
     def __init__(self, dialect: OpenAIDialect) -> None:
         self.dialect = dialect
         # Hoisted: read on every request.
@@ -572,11 +591,19 @@ class OpenAIWire(WireFormat):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         err = error_object(body)
         if isinstance(err, str):
-            return upstream_error(status, headers, body, message=err)
+            return upstream_error(status, headers, body, message=err, dialect="openai")
         if not isinstance(err, dict):
-            return upstream_error(status, headers, body)
+            return upstream_error(status, headers, body, dialect="openai")
         code = err.get("code") or err.get("type")
-        return upstream_error(status, headers, body, message=err.get("message"), code=code)
+        return upstream_error(
+            status,
+            headers,
+            body,
+            message=err.get("message"),
+            code=code,
+            dialect="openai",
+            error_type=err.get("type") or err.get("code"),
+        )
 
 
 OPENAI = OpenAIDialect(max_tokens_field="max_completion_tokens", embeddings_base64=True)

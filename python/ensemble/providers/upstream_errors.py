@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ensemble.error_types import from_provider
 from ensemble.errors import ProviderError
 from ensemble.providers.base import retry_after_seconds, retryable_status
 
@@ -29,9 +30,12 @@ def upstream_error(
     message: Any = None,
     code: Any = None,
     retry_after_s: float | None = None,
+    dialect: str = "",
+    error_type: Any = None,
 ) -> ProviderError:
     """A ProviderError for an upstream HTTP error: message and code default to ones naming the status,
-    retry-after to the header's; retryable per `retryable_status`."""
+    retry-after to the header's; retryable per `retryable_status`; its canonical kind from the
+    provider's `error_type` in its `dialect` (anthropic | openai | gemini), else from the status."""
     return ProviderError(
         str(message) if message else f"provider returned HTTP {status}",
         code=str(code) if code else f"upstream_{status}",
@@ -40,4 +44,5 @@ def upstream_error(
         retry_after_s=retry_after_s if retry_after_s is not None else retry_after_seconds(headers),
         body=body,
         headers=dict(headers),
+        kind=from_provider(dialect, str(error_type) if error_type else None, status),
     )

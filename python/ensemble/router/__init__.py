@@ -125,6 +125,8 @@ class RoutePlan:
     home: int = -1
     passed_over: str = ""
     attempted: int = 0  # bit n: endpoint n was admitted for an attempt (see `Router.decision_for`)
+    # soonest end of a skipped cool-down after the provider said it is overloaded (529; 0: none)
+    overloaded_wait_ms: int = 0
 
 
 _NO_WAIT = 1 << 62
@@ -262,6 +264,7 @@ class Router:
         ordered: list[Candidate] = []
         wait = _NO_WAIT
         failing_wait = _NO_WAIT
+        overloaded_wait = _NO_WAIT
         usable_any = False
         decision: RouteDecision | None = None
         for group in groups:
@@ -277,7 +280,9 @@ class Router:
                     usable_any = True
                     if e.cooldown_until > now_s:
                         left = int((e.cooldown_until - now_s) * 1000) + 1
-                        if e.cooling_for_limit:
+                        if e.cooling_for_limit and e.cooling_overloaded:
+                            overloaded_wait = min(overloaded_wait, left)
+                        elif e.cooling_for_limit:
                             wait = min(wait, left)
                         else:
                             failing_wait = min(failing_wait, left)
@@ -321,6 +326,7 @@ class Router:
             holders,
             home,
             passed_over,
+            overloaded_wait_ms=0 if overloaded_wait == _NO_WAIT else overloaded_wait,
         )
 
     def _rank(

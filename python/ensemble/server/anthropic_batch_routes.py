@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from ensemble import error_types
 from ensemble.api import anthropic
 from ensemble.api.common import decode_object
 from ensemble.batch.store import BatchRow, iso_of_ms
@@ -22,16 +23,6 @@ from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
 from ensemble.types import InferenceRequest, InferenceResponse
-
-ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "not_found": "not_found_error",
-    "request_too_large": "request_too_large",
-    "rate_limited": "rate_limit_error",
-    "overloaded": "overloaded_error",
-}
 
 
 def _params(raw: dict[str, Any]) -> InferenceRequest:
@@ -86,7 +77,8 @@ def result_line(custom_id: str, result: dict[str, Any]) -> bytes:
             "error": {
                 "type": "error",
                 "error": {
-                    "type": ERROR_TYPES.get(str(error.get("type")), "api_error"),
+                    # the stored canonical type in Anthropic's words (docs/errors.md)
+                    "type": error_types.for_ingress("anthropic", str(error.get("type")), 0)[0],
                     "message": str(error.get("message") or "the request failed"),
                 },
             },

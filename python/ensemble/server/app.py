@@ -27,6 +27,7 @@ from ensemble.server import (
     inference,
     info,
     metrics_endpoint,
+    model_routes,
     responses,
     ui,
     websocket,
@@ -36,7 +37,7 @@ from ensemble.server.granian_rsgi import HTTPProtocol, Scope
 from ensemble.server.http import Request, new_request_id
 from ensemble.server.read_deadlines import ReadDeadlines
 from ensemble.server.reload import Reloader
-from ensemble.server.routes import RouteTable
+from ensemble.server.routes import RouteTable, client_family
 from ensemble.server.runtime import Runtime
 
 log = logging.getLogger("ensemble.server")
@@ -51,6 +52,7 @@ ROUTES = (
     + formats.ROUTES
     + embeddings.ROUTES
     + info.ROUTES
+    + model_routes.ROUTES
     + admin.ROUTES
     + ui.ROUTES
     + metrics_endpoint.ROUTES
@@ -114,7 +116,6 @@ class App:
 
     async def _handle(self, scope: Scope, proto: HTTPProtocol) -> tuple[str, int, str, str, str]:
         """Serve one exchange; returns (route, status, request id, model, provider) for telemetry."""
-        family = self.routes.family_for(scope.path)
         req: Request | None = None
         route_path = "unmatched"
         status = 0
@@ -122,7 +123,9 @@ class App:
             req = Request(scope, proto, self.read_deadlines)
             req.check_request_id()
             route, params = self.routes.match(scope.method, scope.path)
-            req.family = family = route.family
+            req.family = (
+                client_family(scope.headers, scope.query_string or "") if route.shared else route.family
+            )
             req.params = params
             route_path = route.path
             if route.auth != "none":
@@ -133,12 +136,15 @@ class App:
             # or the connection closes under the client's next request.
             await req.drain()
         except EnsembleError as e:
-            status = await self._fail(req, proto, e, family)
+            status = await self._fail(req, proto, e, self._family(scope, req, route_path))
         except Exception:
             rid = req.request_id if req else "-"
             log.exception("unhandled error in %s %s (request %s)", scope.method, scope.path[:200], rid)
             status = await self._fail(
-                req, proto, EnsembleError("internal error; the request id identifies it in the logs"), family
+                req,
+                proto,
+                EnsembleError("internal error; the request id identifies it in the logs"),
+                self._family(scope, req, route_path),
             )
         call = req.call if req is not None else None
         model = provider = ""
@@ -153,6 +159,13 @@ class App:
                 route_path, model, provider, status, time.perf_counter() - started if started else 0.0
             )
         return route_path, status, req.request_id if req is not None else "", model, provider
+
+    def _family(self, scope: Scope, req: Request | None, route_path: str) -> Any:
+        """The error shape for a failed exchange: the matched route's (a route several formats
+        share, like /v1/models, names the caller's in req.family), else a guess from the path."""
+        if req is not None and route_path != "unmatched":
+            return req.family
+        return self.routes.family_for(scope.path, scope.headers, scope.query_string or "")
 
     @staticmethod
     async def _fail(req: Request | None, proto: HTTPProtocol, error: EnsembleError, family: Any) -> int:

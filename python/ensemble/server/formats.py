@@ -9,7 +9,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from ensemble.api import anthropic, gemini
-from ensemble.errors import EnsembleError, NotFound
+from ensemble.api.common import decode_object, estimate_tokens
+from ensemble.errors import EnsembleError, InvalidRequest, NotFound
 from ensemble.server.http import Request
 from ensemble.server.inference import (
     answer_headers,
@@ -20,11 +21,13 @@ from ensemble.server.inference import (
 )
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
+from ensemble.storage.keys import KeyRecord
 from ensemble.types import InferenceResponse, StreamDelta
 
 
 class AnthropicEvents:
     content_type = "text/event-stream; charset=utf-8"
+    passthrough: str | None = "anthropic"
 
     def __init__(self, request_id: str, model: str) -> None:
         self._events = anthropic.MessageEvents(request_id, model)
@@ -64,10 +67,14 @@ async def messages(rt: Runtime, req: Request) -> None:
 async def count_tokens(rt: Runtime, req: Request) -> None:
     key = req.client
     request = anthropic.parse_request(await req.body(rt.config.server.max_request_bytes), count_only=True)
-    rt.auth.authorize_model(key, request.model)
-    if rt.gateway is not None and not rt.gateway.router.knows(request.model):
-        raise NotFound(f"model {request.model!r} is not served by this gateway", code="model_not_found")
-    req.send(200, orjson.dumps({"input_tokens": anthropic.estimate_tokens(request)}))
+    _known(rt, key, request.model)
+    req.send(200, orjson.dumps({"input_tokens": estimate_tokens(request)}))
+
+
+def _known(rt: Runtime, key: KeyRecord, model: str) -> None:
+    rt.auth.authorize_model(key, model)
+    if rt.gateway is not None and not rt.gateway.router.knows(model):
+        raise NotFound(f"model {model!r} is not served by this gateway", code="model_not_found")
 
 
 @records_refusals
@@ -90,6 +97,21 @@ async def stream_generate_content(rt: Runtime, req: Request) -> None:
     await run_stream(rt, req, key, request, gemini.ChunkStream(req.request_id, request.model, sse))
 
 
+async def gemini_count_tokens(rt: Runtime, req: Request) -> None:
+    """`{contents, …}` or `{generateContentRequest: {…}}` (as google-genai sends) → `{totalTokens}`."""
+    key = req.client
+    body = await req.body(rt.config.server.max_request_bytes)
+    data = decode_object(body)
+    wrapped = data.get("generateContentRequest")
+    if wrapped is not None:
+        if not isinstance(wrapped, dict):
+            raise InvalidRequest("generateContentRequest: expected an object", param="generateContentRequest")
+        body = orjson.dumps(wrapped)
+    request = gemini.parse_request(body, req.params["model"], stream=False)
+    _known(rt, key, request.model)
+    req.send(200, orjson.dumps({"totalTokens": estimate_tokens(request)}))
+
+
 ROUTES = [
     Route("POST", "/v1/messages", messages, family="anthropic"),
     Route("POST", "/v1/messages/count_tokens", count_tokens, family="anthropic"),
@@ -100,6 +122,7 @@ ROUTES = [
         for verb, handler in (
             ("generateContent", generate_content),
             ("streamGenerateContent", stream_generate_content),
+            ("countTokens", gemini_count_tokens),
         )
     ),
 ]

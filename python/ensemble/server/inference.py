@@ -20,6 +20,7 @@ from ensemble import telemetry
 from ensemble.api import native, openai
 from ensemble.errors import EnsembleError, ProviderError
 from ensemble.gateway import CallContext, LiveStream, drain_in_background
+from ensemble.providers.base import RawBatch
 from ensemble.server.errors import client_status
 from ensemble.server.http import ClientDisconnected, Headers, Request, StreamSink
 from ensemble.server.routes import Handler, Route
@@ -37,6 +38,9 @@ T = TypeVar("T")
 
 class StreamFormat(Protocol):
     content_type: str
+    # The provider wire format whose stream this client could take byte for byte (openai,
+    # anthropic, gemini), or None: always rendered (docs/performance.md, the same-format fast path).
+    passthrough: str | None
 
     def start(self) -> bytes: ...
     def render(self, delta: StreamDelta) -> bytes | None: ...
@@ -46,6 +50,7 @@ class StreamFormat(Protocol):
 
 class NativeEvents:
     content_type = "text/event-stream; charset=utf-8"
+    passthrough: str | None = None
 
     def __init__(self) -> None:
         self._blocks = native.BlockEvents()
@@ -69,6 +74,7 @@ class PlainText:
     connection instead of ending the body: the client sees an incomplete answer (docs/streaming.md)."""
 
     content_type = "text/plain; charset=utf-8"
+    passthrough: str | None = None
     abort_on_error = True
 
     def start(self) -> bytes:
@@ -89,6 +95,9 @@ class OpenAIChunks:
 
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
         self._writer = openai.ChunkWriter(request_id, model, include_usage)
+        # The gateway always asks an OpenAI-type provider for the usage chunk: a client that did
+        # not ask for it cannot take the bytes unchanged.
+        self.passthrough = "openai" if include_usage else None
         self.render = self._writer.render  # called per token: no extra frame in between
 
     def start(self) -> bytes:
@@ -260,6 +269,13 @@ async def _pump(
     rt.inflight.streaming(ctx.request_id, stream.target.provider.name)
     relay: CoalescedRelay | None = None
     try:
+        if stream.raw:
+            # The same-format fast path: the provider's bytes are the answer the client gets.
+            while (batch := await stream.next_batch()) is not None:
+                _send_raw(sink, batch, watch)
+            stream.response()
+            await sink.close()
+            return
         head = fmt.start()
         if head:
             sink.write(head)
@@ -337,6 +353,15 @@ def _send(
         sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
+def _send_raw(sink: StreamSink, batch: list[StreamDelta], watch: DisconnectWatch | None) -> None:
+    """Hand one upstream read to the client as it came."""
+    raw = batch.raw if isinstance(batch, RawBatch) else b""
+    if raw:
+        if watch is not None and watch.gone:
+            raise ClientDisconnected("the client closed the connection")
+        sink.write(raw)
+
+
 async def _abort(stream: LiveStream, relay: CoalescedRelay | None) -> None:
     if relay is not None:
         relay.cancel()
@@ -360,6 +385,9 @@ async def run_stream(
     assert rt.gateway is not None
     ctx = req.call = CallContext(req.request_id, key, started=req.started)
     ctx.store, ctx.conversation = store, conversation
+    server = rt.config.server
+    if fmt.passthrough is not None and server.native_streams and server.coalescence_window <= 0:
+        ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
     stream: LiveStream | None = None

@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 
-from ensemble.api import openai
 from ensemble.errors import NotFound, Overloaded
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
@@ -57,10 +56,6 @@ def _model_entries(rt: Runtime) -> list[dict[str, Any]]:
 
 async def models(rt: Runtime, req: Request) -> None:
     req.send(200, orjson.dumps({"models": _model_entries(rt)}))
-
-
-async def openai_models(rt: Runtime, req: Request) -> None:
-    req.send(200, openai.render_models([(m["id"], m["provider"]) for m in _model_entries(rt)]))
 
 
 async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
@@ -147,7 +142,6 @@ ROUTES = [
     Route("GET", "/health", health, auth="none"),
     Route("GET", "/api/v1/health", health, auth="none"),
     Route("GET", "/api/v1/models", models),
-    Route("GET", "/v1/models", openai_models, family="openai"),
     Route("GET", "/api/v1/status/{request_id}", status),
     Route("GET", "/api/v1/retrieve/{request_id}", retrieve),
 ]

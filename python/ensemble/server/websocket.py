@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ensemble import error_types
 from ensemble.api import native
 from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, ProviderError
 from ensemble.gateway import CallContext, LiveStream
@@ -39,11 +40,12 @@ _CLOSE_POLICY = 1008
 
 
 def _error(request_id: str | None, error: EnsembleError) -> dict[str, Any]:
-    retryable = (isinstance(error, ProviderError) and error.retryable) or error.status in (429, 503, 504)
+    kind, status = error_types.resolve(error)
+    retryable = (isinstance(error, ProviderError) and error.retryable) or status in (429, 503, 504)
     return {
         "type": "error",
         "request_id": request_id,
-        "error": {"type": error.type, "code": error.code, "message": error.message, "retryable": retryable},
+        "error": {"type": kind, "code": error.code, "message": error.message, "retryable": retryable},
     }
 
 

@@ -134,10 +134,10 @@ class TracedCalls:
             span.end()
 
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions
+        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
     ) -> AsyncIterator[list[StreamDelta]]:
         span = self._start(target, streaming=True)
-        inner = self.inner.stream(request, target, opts)
+        inner = self.inner.stream(request, target, opts, raw)
         try:
             async for batch in inner:
                 yield batch
