@@ -412,7 +412,7 @@ class AnthropicDecoder(StreamDecoder):
             reasoning_tokens=0,
         )
 
-    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta | None:
         # Anthropic's block index is the canonical one; the first argument fragment of a tool block
         # came through `decode` (the scanner leaves it there), so content_block_stop sees it.
         if kind == RUN_TEXT:
@@ -420,6 +420,9 @@ class AnthropicDecoder(StreamDecoder):
         if kind == RUN_THINKING:
             return ThinkingDelta(index=key, thinking=text)
         if kind == RUN_ARGS:
+            if key in self._server_tools:  # a server tool's input is handed on whole at its stop
+                self._tool_args.setdefault(key, []).append(text)
+                return None
             return ToolCallArgs(index=key, fragment=text)
         raise ValueError(f"no scanner run {kind} in Anthropic streams")
 

@@ -182,10 +182,11 @@ class StreamDecoder(ABC):
     @abstractmethod
     def decode(self, event: str, data: str) -> list[StreamDelta]: ...
 
-    def native_run(self, kind: int, key: int, text: str) -> StreamDelta:
+    def native_run(self, kind: int, key: int, text: str) -> StreamDelta | None:
         """The delta for a run the native scanner decoded (`StreamScanner.feed`: fragments of a block
         this decoder already opened, or the latest usage object): what `decode` would have given
-        for those events together. Wire formats with a `stream_scanner` implement it."""
+        for those events together, or None when `decode` would have held them back. Wire formats
+        with a `stream_scanner` implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no native scanner runs")
 
 
@@ -468,7 +469,9 @@ class ScanningReader:
                 if kind == RUN_EVENT:
                     batch += self._decode(key, text)  # type: ignore[arg-type]
                 else:
-                    batch.append(self._native_run(kind, key, text))  # type: ignore[arg-type]
+                    delta = self._native_run(kind, key, text)  # type: ignore[arg-type]
+                    if delta is not None:
+                        batch.append(delta)
             except ProviderError:
                 raise
             except (ValueError, KeyError, TypeError, IndexError) as e:
