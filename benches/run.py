@@ -6,9 +6,10 @@ Starts the fake upstream (no latency) and three front ends on the same load:
   ensemble    wrk → `ensemble serve` with the full pipeline on (auth, key rate limits with high
               limits, validation, routing, cost, request log) → fake upstream
 for JSON and SSE (20 chunks) chat completions, at concurrency 1 and 64, with 1 (and 2) workers.
-The same Ensemble is then measured on the OpenAI Responses route (`ensemble-responses`: POST
-/v1/responses translated to the same chat-completions upstream, JSON and SSE at concurrency 64),
-and its CPU per request is compared with the chat row's.
+The same Ensemble is also measured on the OpenAI Responses route (`ensemble-responses`: POST
+/v1/responses translated to the same chat-completions upstream, JSON and SSE at the top
+concurrency), each round right after the chat cell it is compared with; its CPU per request
+against that cell is printed per round (with the load average) and for the median round.
 The proxy is pinned to core 0, the fake upstream and wrk to core 1 (2-core machine: with 2 workers
 the proxy takes both cores and shares them with the load generator and the upstream).
 
@@ -366,6 +367,7 @@ def main() -> None:
         return
     fake, upstream = start_fake()
     results: list[Result] = []
+    responses_rows: list[tuple[Result, Result, float]] = []  # (chat, Responses, load) per round
     try:
         path = PATH
         for fmt in ("json", "sse"):
@@ -380,35 +382,38 @@ def main() -> None:
                 try:
                     *_, completed = wrk(ens_url + PATH, body(False), key, 8, 1)  # warm up: pools, first calls
                     wrk(base_url + PATH, body(False), UPSTREAM_KEY, 8, 1)
+                    top = max(concurrencies)
                     for fmt in ("json", "sse"):
+                        chat_vs_responses: list[tuple[Result, Result, float]] = []
                         for c in concurrencies:
-                            pairs = [
-                                (
-                                    measure(
-                                        "baseline", base, base_url, UPSTREAM_KEY, workers, fmt, c, duration
-                                    ),
-                                    measure("ensemble", ens, ens_url, key, workers, fmt, c, duration),
+                            pairs = []
+                            for _ in range(rounds):
+                                b = measure(
+                                    "baseline", base, base_url, UPSTREAM_KEY, workers, fmt, c, duration
                                 )
-                                for _ in range(rounds)
-                            ]
+                                e = measure("ensemble", ens, ens_url, key, workers, fmt, c, duration)
+                                pairs.append((b, e))
+                                if (
+                                    c == top
+                                ):  # the Responses route right after the chat cell it is compared with
+                                    r = measure(
+                                        "ensemble-responses",
+                                        ens,
+                                        ens_url,
+                                        key,
+                                        workers,
+                                        fmt,
+                                        c,
+                                        duration,
+                                        RESPONSES_PATH,
+                                        responses_body,
+                                    )
+                                    chat_vs_responses.append((e, r, os.getloadavg()[0]))
+                                    completed += r.completed
                             b, e = median_rounds(pairs)
                             results += [b, e]
-                            completed += e.completed
-                    for fmt in ("json", "sse"):  # the Responses route beside chat, same server and load
-                        r = measure(
-                            "ensemble-responses",
-                            ens,
-                            ens_url,
-                            key,
-                            workers,
-                            fmt,
-                            max(concurrencies),
-                            duration,
-                            RESPONSES_PATH,
-                            responses_body,
-                        )
-                        results.append(r)
-                        completed += r.completed
+                            completed += e.completed  # every round's (median_rounds sums them)
+                        responses_rows += chat_vs_responses
                 finally:
                     ens.stop()
                     base.stop()
@@ -416,21 +421,39 @@ def main() -> None:
     finally:
         fake.stop()
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    results += [median_pair(responses_rows, fmt, w)[1] for w in worker_counts for fmt in ("json", "sse")]
     print_table(results, markdown=args.markdown)
-    print_responses_cpu(results)
+    print_responses_cpu(responses_rows, worker_counts)
     if not args.no_upstream:
         upstream_section(quick=args.quick)
 
 
-def print_responses_cpu(results: list[Result]) -> None:
-    """The Responses route's CPU per request against the chat row of the same server and load."""
-    chat = {(r.fmt, r.concurrency, r.workers): r for r in results if r.target == "ensemble"}
-    for r in results:
-        c = chat.get((r.fmt, r.concurrency, r.workers))
-        if r.target == "ensemble-responses" and c is not None and c.cpu_us and r.cpu_us:
+def median_pair(
+    pairs: list[tuple[Result, Result, float]], fmt: str, workers: int
+) -> tuple[Result, Result, float]:
+    """The (chat, Responses) pair of this format and worker count with the median CPU ratio."""
+    mine = sorted(
+        (p for p in pairs if p[1].fmt == fmt and p[1].workers == workers),
+        key=lambda p: p[1].cpu_us / max(p[0].cpu_us, 1e-9),
+    )
+    return mine[len(mine) // 2]
+
+
+def print_responses_cpu(pairs: list[tuple[Result, Result, float]], worker_counts: list[int]) -> None:
+    """The Responses route's CPU per request against the chat cell measured just before it (same
+    server, load and format), each round with the 1-minute load average, then the median round."""
+    for c, r, load in pairs:
+        print(
+            f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
+            f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / max(c.cpu_us, 1e-9) - 1) * 100:+.1f}%), "
+            f"load {load:.1f}"
+        )
+    for workers in worker_counts:
+        for fmt in ("json", "sse"):
+            c, r, _ = median_pair(pairs, fmt, workers)
             print(
-                f"responses vs chat, {r.fmt} c{r.concurrency} w{r.workers}: CPU/request "
-                f"{r.cpu_us:.0f} µs vs {c.cpu_us:.0f} µs ({(r.cpu_us / c.cpu_us - 1) * 100:+.1f}%)"
+                f"responses vs chat, {fmt} w{workers}, median round: "
+                f"{(r.cpu_us / max(c.cpu_us, 1e-9) - 1) * 100:+.1f}%"
             )
 
 

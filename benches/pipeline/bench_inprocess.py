@@ -7,7 +7,10 @@ fake upstream (a subprocess, 20 chunks) behind an OpenAI-type provider instead o
 upstream client and the stream path (the same-format fast path for SSE) are measured too (the
 upstream's own CPU is not counted).
 
-    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--upstream]
+    python benches/pipeline/bench_inprocess.py [--requests 20000] [--profile] [--upstream] [--rounds N]
+
+`--rounds N` measures the cases N times in turn (interleaved, so a busy machine weighs on every
+case alike) and prints each case's median and the Responses rows against the chat rows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +122,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--upstream", action="store_true", help="the fake upstream instead of the mock provider")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     loop = uvloop.new_event_loop()
     fake, upstream = start_fake() if args.upstream else (None, None)
@@ -141,17 +146,27 @@ def main() -> None:
             ("responses json", "/v1/responses", orjson.dumps(responses)),
             ("responses sse", "/v1/responses", orjson.dumps({**responses, "stream": True})),
         ]
-        for name, path, body in cases:
-            loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
-            if args.profile:
-                prof = cProfile.Profile()
-                prof.enable()
-            us = loop.run_until_complete(drive(app, key, path, body, args.requests))
-            print(f"{name:14s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
-            if args.profile:
-                prof.disable()
-                pstats.Stats(prof).sort_stats("tottime").print_stats(18)
+        runs: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for _ in range(args.rounds):
+            for name, path, body in cases:
+                loop.run_until_complete(drive(app, key, path, body, 500))  # warm up
+                if args.profile:
+                    prof = cProfile.Profile()
+                    prof.enable()
+                us = loop.run_until_complete(drive(app, key, path, body, args.requests))
+                runs[name].append(us)
+                print(f"{name:14s} {us:7.1f} CPU µs/request (mock provider, 20 chunks for SSE)")
+                if args.profile:
+                    prof.disable()
+                    pstats.Stats(prof).sort_stats("tottime").print_stats(18)
         app.__rsgi_del__(loop)
+    if args.rounds > 1:
+        median = {name: statistics.median(v) for name, v in runs.items()}
+        for fmt in ("json", "sse"):
+            r, c = median[f"responses {fmt}"], median[fmt]
+            print(
+                f"median of {args.rounds}: responses {fmt} {r:.1f} µs vs chat {c:.1f} µs ({(r / c - 1) * 100:+.1f}%)"
+            )
     if fake is not None:
         fake.terminate()
         fake.wait()

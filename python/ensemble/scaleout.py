@@ -33,6 +33,10 @@ from ensemble.usage.request_log import RequestLog
 log = logging.getLogger("ensemble.scaleout")
 
 STARTUP_WAIT = 2.0  # how long start-up waits for the shared key table and first leases
+SHARED_READ_WAIT = 0.5  # a Redis read on the request path (a response's tombstone) waits no longer
+# A deleted response's tombstone outlives every copy another instance may still hold (the S3 lookup
+# looks back 7 days; local SQLite rows are what the request log keeps).
+TOMBSTONE_TTL = 90 * 86400
 
 
 class Scaleout:
@@ -177,6 +181,43 @@ class Scaleout:
         if self.s3 is None:
             return None
         return await self.s3.fetch(request_id, key_id)
+
+    async def fetch_conversation(self, request_id: str, key_id: str) -> tuple[StoredResponse, bytes] | None:
+        """A Responses answer another instance stored, with its conversation (S3), unless deleted."""
+        if self.s3 is None or await self.response_deleted(key_id, request_id):
+            return None
+        return await self.s3.fetch_conversation(request_id, key_id)
+
+    def _tombstone(self, key_id: str, request_id: str) -> str:
+        # Per key, like the stored answers: a request id another key reuses is another response.
+        return f"{shared.namespace(self.config.redis)}:responses:deleted:{key_id}:{request_id}"
+
+    async def delete_response(self, key_id: str, request_id: str, created_at: str) -> None:
+        """A Responses DELETE reaches every copy: the S3 objects go, and a tombstone in Redis tells
+        the other instances that their own SQLite copy is gone too (they check it on every read)."""
+        if self._client is not None:
+            await asyncio.wait_for(
+                self._client.set(self._tombstone(key_id, request_id), b"1", ex=TOMBSTONE_TTL),
+                SHARED_READ_WAIT,
+            )
+        if self.s3 is not None:
+            await self.s3.delete(key_id, request_id, created_at)
+
+    async def response_deleted(self, key_id: str, request_id: str) -> bool:
+        """Whether a DELETE on any instance removed this response. Redis unreachable: False (the
+        read is answered from what this instance holds rather than failing)."""
+        if self._client is None:
+            return False
+        assert self.health is not None
+        try:
+            found = await asyncio.wait_for(
+                self._client.exists(self._tombstone(key_id, request_id)), SHARED_READ_WAIT
+            )
+        except (redis.RedisError, OSError, TimeoutError) as e:
+            self.health.failed("responses", e if not isinstance(e, TimeoutError) else TimeoutError("read"))
+            return False
+        self.health.ok("responses")
+        return bool(found)
 
     def view(self) -> dict[str, Any]:
         """Redis and S3 state for /admin/status."""

@@ -1,7 +1,8 @@
 """`POST /v1/responses` with the official `openai` SDK, against every upstream type of the fake.
 
 `gpt-4o` is an OpenAI-type provider on chat completions, `gpt-5` the same type on its Responses
-API (`api: responses`), `claude-sonnet-4-6` Anthropic and `gemini-2.5-flash` Gemini. Every event the
+API (`api: responses`), `claude-sonnet-4-6` Anthropic, `gemini-2.5-flash` Gemini, `grok-3-mini`
+xAI, `or-gpt` OpenRouter and `mock-1` the local mock provider. Every event the
 gateway streams is parsed with the SDK's own `ResponseStreamEvent` type, so a field the SDK
 would reject fails here.
 """
@@ -31,7 +32,11 @@ MODELS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "gpt-5": ("openai-responses", "openai", "ep-openai-resp", "openai", {"api": "responses"}),
     "claude-sonnet-4-6": ("anthropic", "anthropic", "ep-anthropic", "anthropic", {}),
     "gemini-2.5-flash": ("gemini", "gemini", "ep-gemini", "gemini", {}),
+    # xAI and OpenRouter speak OpenAI's chat completions (the fake's OpenAI side answers for them).
+    "grok-3-mini": ("xai", "xai", "ep-xai", "openai", {}),
+    "or-gpt": ("openrouter", "openrouter", "ep-openrouter", "openai", {"upstream": "openai/gpt-4o"}),
 }
+MOCK = {"name": "mock", "type": "mock", "models": [{"name": "mock-1", "pricing": PRICING}]}
 ALL = list(MODELS)
 WEATHER = {
     "type": "function",
@@ -55,7 +60,9 @@ def _provider(fake: FakeUpstream, model: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Ensemble]:
-    ens = Ensemble(Path(tmp_path_factory.mktemp("responses")), providers=[_provider(fake, m) for m in MODELS])
+    ens = Ensemble(
+        Path(tmp_path_factory.mktemp("responses")), providers=[*(_provider(fake, m) for m in MODELS), MOCK]
+    )
     yield ens
     ens.stop()
 
@@ -151,6 +158,33 @@ def test_tool_round_trip(sdk: openai.OpenAI, fake: FakeUpstream, model: str, str
     last = str(upstream_bodies(fake, model)[-1])
     assert "sunny, 21 C" in last
     assert calls[0].call_id in last or model.startswith("gemini")  # Gemini pairs results by name
+
+
+def test_mock_provider_json_stream_and_tool_round_trip(sdk: openai.OpenAI) -> None:
+    """The mock answers locally (no upstream): the same items, events and usage as a real provider."""
+    r = sdk.responses.create(model="mock-1", input="Hello mock")
+    assert r.status == "completed" and r.output_text.endswith("You said: Hello mock")
+    assert r.usage is not None and r.usage.output_tokens == len(r.output_text.split(" "))
+    events, final = collect(sdk.responses.create(model="mock-1", input="Hello mock", stream=True))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) > 1 and "".join(e.delta for e in deltas) == final.output_text == r.output_text
+    assert sdk.responses.retrieve(final.id).output_text == final.output_text
+    first_input: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    events, first = collect(
+        sdk.responses.create(model="mock-1", input=first_input, tools=[WEATHER], stream=True)
+    )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert call.name == "get_weather" and call.arguments == args == '{"city":"test"}'
+    assert first.status == "completed"
+    second = sdk.responses.create(
+        model="mock-1",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21 C"}],
+        tools=[WEATHER],
+    )
+    # The last turn is the tool's result, so the mock answers in text instead of calling again.
+    assert second.output_text.startswith("This is a mock answer") and second.previous_response_id == first.id
 
 
 @pytest.mark.parametrize("model", ALL)
@@ -336,15 +370,25 @@ def test_reasoning_summary_streams(sdk: openai.OpenAI) -> None:
     assert final.output[0].summary[0].text == summary
 
 
-def test_mid_stream_failure_is_response_failed(server: Ensemble, fake: FakeUpstream) -> None:
-    fake.enqueue("ep-anthropic", {"error_event_after_chunks": 4})
-    with server.client() as http:
-        resp = http.post("/v1/responses", json={"model": "claude-sonnet-4-6", "input": "hi", "stream": True})
-    frames = [f for f in resp.text.split("\n\n") if f.strip()]
-    last = frames[-1].split("data: ", 1)[1]
-    event = EVENTS.validate_json(last)
-    assert event.type == "response.failed" and event.response.error is not None
-    assert event.response.status == "failed"
+# After some text: the Responses upstream opens with four events of its own before the first delta.
+@pytest.mark.parametrize(("model", "after"), [("claude-sonnet-4-6", 4), ("gpt-5", 8)])
+def test_mid_stream_failure_is_error_then_response_failed(
+    sdk: openai.OpenAI, fake: FakeUpstream, model: str, after: int
+) -> None:
+    """As the API reports it: an `error` event (the SDK's flat ResponseErrorEvent, which its
+    iterator yields rather than raises), then the terminal `response.failed` with the text so far."""
+    fake.enqueue(MODELS[model][2], {"error_event_after_chunks": after})
+    events = [
+        EVENTS.validate_python(e.model_dump(mode="json", exclude_unset=True))
+        for e in sdk.responses.create(model=model, input="hi", stream=True)
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    error, failed = events[-2:]
+    assert error.type == "error" and error.code == "server_error" and error.message
+    assert failed.type == "response.failed" and failed.response.status == "failed"
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas and failed.response.output_text == deltas
 
 
 # Talks to the fake directly, with the test's own client bodies (a forged reasoning item among them).

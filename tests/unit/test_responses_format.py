@@ -207,6 +207,34 @@ def test_length_is_incomplete_and_text_only_streams_reuse_their_items() -> None:
     assert last.response.output[0].model_dump(exclude_none=True) == whole["output"][0]
 
 
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_text_only_final_event_is_the_json_answer(finish: Any) -> None:
+    """The templated final event of a text-only stream holds exactly render()'s object."""
+    echo = parse(input="x", metadata={"a": "b"}, instructions="be brief").echo
+    writer = responses_events.EventWriter("req_0001", "m", echo, None, include_encrypted=False)
+    raw = writer.start() + b"".join(writer.render(TextDelta(index=0, text=t)) or b"" for t in ("He", "llo"))
+    answer = _answer([TextBlock("Hello")], finish)
+    raw += writer.finish(answer)
+    final = orjson.loads(raw.split(b"\n\n")[-2].split(b"data: ", 1)[1])["response"]
+    whole = responses_render.render(answer, echo, None, False, created_at=final["created_at"])
+    assert final == whole
+
+
+@pytest.mark.parametrize("finish", ["stop", "length"])
+@pytest.mark.parametrize("texts", [["Hello"], ["Hel", 'lo "quoted" \u00e9'], []])
+def test_render_json_is_render(finish: Any, texts: list[str]) -> None:
+    echo = parse(input="x", metadata={"k": "v"}, temperature=0.5).echo
+    answer = _answer([TextBlock(t) for t in texts], finish)
+    expected = responses_render.render(answer, echo, "resp_prev", False, created_at=123)
+    assert orjson.loads(responses_render.render_json(answer, echo, "resp_prev", False, 123)) == expected
+    tools = _answer(
+        [TextBlock("a"), ToolCallBlock(ToolCallOut(id="c", name="f", arguments={}, raw_arguments="{}"))],
+        finish,
+    )
+    got = orjson.loads(responses_render.render_json(tools, echo, None, False, 123))
+    assert got == responses_render.render(tools, echo, None, False, created_at=123)
+
+
 def test_a_chat_response_format_becomes_text_format_upstream() -> None:
     schema = {"type": "object", "properties": {}}
     request = InferenceRequest(

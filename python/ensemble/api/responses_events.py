@@ -12,14 +12,15 @@ import orjson
 
 from ensemble.api.responses_render import (
     INCOMPLETE,
+    TEXT_ITEM,
     base_of,
     call_item,
     final_fields,
+    head_json,
     message_item,
     reasoning_item,
-    response_id,
     tail_fields,
-    usage,
+    text_tail_json,
 )
 from ensemble.api.responses_render import (
     item_id as make_item_id,
@@ -71,16 +72,13 @@ _TEXT_DONE = (
     b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
     b'"output_index":%s,"item":%s}\n\n'
 )
-_TEXT_ITEM = (
-    b'{"id":%s,"type":"message","role":"assistant","status":"completed",'
-    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
-)
-
 # A text delta's event with the item's id and output index in place: `% (sequence number, delta JSON)`.
 _TEXT_DELTA = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":%s,'
     b'"output_index":%s,"content_index":0,"sequence_number":%%d,"delta":%%s,"logprobs":[]}\n\n'
 )
+
+_ID_PREFIX = {"text": "msg", "thinking": "rs", "tool": "fc"}
 
 _DELTA_EVENT = {
     "thinking": b"response.reasoning_summary_text.delta",
@@ -88,10 +86,6 @@ _DELTA_EVENT = {
 }
 
 
-# head_fields of the response object, in order: id, created_at, model, previous_response_id, echo.
-_HEAD = (
-    b'{"id":%s,"object":"response","created_at":%d,"background":false,"model":%s,"previous_response_id":%s%s'
-)
 _IN_PROGRESS = b',"status":"in_progress","error":null,"incomplete_details":null,"output":[],"usage":null}'
 
 
@@ -157,14 +151,7 @@ class EventWriter:
         )
 
     def _head(self) -> bytes:
-        """head_fields as JSON without the closing brace, from a template (no merged dict)."""
-        return _HEAD % (
-            orjson.dumps(response_id(self._request_id)),
-            self._created_at,
-            orjson.dumps(self._model),
-            orjson.dumps(self._previous),
-            (b"," + orjson.dumps(self._echo)[1:-1]) if self._echo else b"",
-        )
+        return head_json(self._request_id, self._model, self._echo, self._previous, self._created_at)
 
     def start(self) -> bytes:
         self._head_json = self._head()
@@ -180,21 +167,20 @@ class EventWriter:
     # -- items ------------------------------------------------------------------------------------
 
     def _open(self, index: int, kind: str, delta: StreamDelta) -> bytes:
-        out = self._close()
+        out = self._close() if self._current is not None else b""
         output_index = len(self._done)
-        prefix = {"text": "msg", "thinking": "rs", "tool": "fc"}[kind]
-        item_id = make_item_id(prefix, self._base, index)
+        item_id = make_item_id(_ID_PREFIX[kind], self._base, index)
         if isinstance(delta, ThinkingDelta) and delta.item_id:
             item_id = delta.item_id
         item = self._items[index] = self._current = _Open(kind, item_id, output_index)
         self._text_index = index if kind == "text" else -1
-        where = {"item_id": item_id, "output_index": output_index}
         if kind == "text":
             # Our own ids: letters, digits and "_", so the template needs no escaping.
             ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
             self._seq = seq + 2
             item.delta_format = _TEXT_DELTA % (ident, oi)
             return out + _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
+        where = {"item_id": item_id, "output_index": output_index}
         if kind == "thinking":
             out += self._event(
                 "response.output_item.added",
@@ -254,7 +240,7 @@ class EventWriter:
             )
             self._seq = seq + 3
             self._done.append(("text", item.item_id, text))
-            done_json = _TEXT_ITEM % (ident, t)
+            done_json = TEXT_ITEM % (ident, t)
             self._done_json.append(done_json)
             return _TEXT_DONE % (seq, ident, oi, t, seq + 1, ident, oi, t, seq + 2, oi, done_json)
         self._done_json.clear()  # not only text: the final object is built from the whole answer
@@ -321,36 +307,25 @@ class EventWriter:
         return out + self._response_event(kind, final)
 
     def _text_completed(self, response: InferenceResponse) -> bytes:
-        """The final event of a text-only answer, from the items already written (same JSON)."""
-        incomplete = INCOMPLETE.get(response.finish_reason)
-        kind = b"response.incomplete" if incomplete else b"response.completed"
-        details = b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null"
+        """The final event of a text-only answer, from the items already written (render's JSON)."""
+        kind = b"response.incomplete" if INCOMPLETE.get(response.finish_reason) else b"response.completed"
         seq = self._seq
         self._seq = seq + 1
-        return (
-            b"event: "
-            + kind
-            + b'\ndata: {"type":"'
-            + kind
-            + b'","sequence_number":'
-            + str(seq).encode()
-            + b',"response":'
-            + self._head_json
-            + b',"status":"'
-            + kind[9:]
-            + b'","error":null,'
-            + b'"incomplete_details":'
-            + details
-            + b',"output":['
-            + b",".join(self._done_json)
-            + b'],"usage":'
-            + orjson.dumps(usage(response))
-            + b"}}\n\n"
+        output = self._done_json[0] if len(self._done_json) == 1 else b",".join(self._done_json)
+        return b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s%s}\n\n' % (
+            kind,
+            kind,
+            seq,
+            self._head_json,
+            text_tail_json(response, output),
         )
 
     def error(self, error: EnsembleError, request_id: str) -> bytes:
+        """A mid-stream failure as the API reports one: an `error` event (flat: code, message, param,
+        the SDK's ResponseErrorEvent), then the terminal `response.failed` with the output so far."""
         out = self._close()
         code = "server_error" if error.status >= 500 else error.code
+        out += self._event("error", {"code": code, "message": error.message, "param": error.param})
         done = [message_item(d[1], d[2]) if isinstance(d, tuple) else d for d in self._done]
         failed = tail_fields("failed", done, None, error={"code": code, "message": error.message})
         return out + self._response_event("response.failed", failed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from ensemble.api.responses import encode_encrypted
 from ensemble.types import (
     EventBlock,
@@ -22,6 +24,25 @@ from ensemble.types import (
 )
 
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+# The common answer (text only) as JSON from byte templates rather than dicts serialised whole; the
+# field order and values are render()'s (tests/unit/test_responses_format.py holds them equal).
+# head_fields, without the closing brace: id, created_at, model, previous_response_id, echo.
+_HEAD = (
+    b'{"id":%s,"object":"response","created_at":%d,"background":false,"model":%s,"previous_response_id":%s%s'
+)
+# A text item: `% (item id JSON, text JSON)`.
+TEXT_ITEM = (
+    b'{"id":%s,"type":"message","role":"assistant","status":"completed",'
+    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
+)
+# final_fields of a text-only answer and the object's closing brace:
+# `% (status, incomplete_details JSON, output items, usage numbers, cost JSON)`.
+_TEXT_TAIL = (
+    b',"status":"%s","error":null,"incomplete_details":%s,"output":[%s],"usage":{"input_tokens":%d,'
+    b'"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d},"output_tokens":%d,'
+    b'"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d,"cost":%s}}'
+)
 
 
 def response_id(request_id: str) -> str:
@@ -133,6 +154,58 @@ def tail_fields(
         "output": output,
         "usage": usage,
     }
+
+
+def head_json(
+    request_id: str, model: str, echo: dict[str, Any], previous_response_id: str | None, created_at: int
+) -> bytes:
+    """head_fields as JSON without the closing brace."""
+    return _HEAD % (
+        orjson.dumps(response_id(request_id)),
+        created_at,
+        orjson.dumps(model),
+        orjson.dumps(previous_response_id),
+        (b"," + orjson.dumps(echo)[1:-1]) if echo else b"",
+    )
+
+
+def text_tail_json(r: InferenceResponse, items: bytes) -> bytes:
+    """final_fields of a text-only answer whose output items are `items` (JSON, comma-separated),
+    with the response object's closing brace."""
+    incomplete = INCOMPLETE.get(r.finish_reason)
+    inp, out = r.input_tokens, r.output_tokens
+    return _TEXT_TAIL % (
+        b"incomplete" if incomplete else b"completed",
+        b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null",
+        items,
+        inp,
+        r.cached_prompt_tokens,
+        r.cache_creation_tokens,
+        out,
+        r.reasoning_tokens,
+        inp + out,
+        orjson.dumps(float(r.cost)),
+    )
+
+
+def render_json(
+    r: InferenceResponse,
+    echo: dict[str, Any],
+    previous_response_id: str | None,
+    include_encrypted: bool,
+    created_at: int | None = None,
+) -> bytes:
+    """render() as JSON; a text-only answer straight from the templates."""
+    texts = [b.text for b in r.blocks if isinstance(b, TextBlock)]
+    if len(texts) != len(r.blocks):
+        return orjson.dumps(render(r, echo, previous_response_id, include_encrypted, created_at))
+    created = created_at if created_at is not None else int(time.time())
+    base = base_of(r.id)
+    items = b",".join(
+        TEXT_ITEM % (orjson.dumps(item_id("msg", base, i)), orjson.dumps(text))
+        for i, text in enumerate(texts)
+    )
+    return head_json(r.id, r.model, echo, previous_response_id, created) + text_tail_json(r, items)
 
 
 def render(

@@ -308,18 +308,20 @@ def stream(req: dict[str, Any], model: str, plan: Plan) -> StreamReply:
     final = response_json(req, model, items, "completed", usage_json(plan))
     ev("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)
     tokens = plan.prompt_tokens + plan.output_tokens
-    error = sse(
-        {
-            "type": "response.failed",
-            "sequence_number": len(events),
-            "response": {
-                **response_json(req, model, None, "failed", None),
-                "error": {
-                    "code": "server_error",
-                    "message": "The server had an error processing your request.",
-                },
+    # A mid-stream failure as the API sends one: an `error` event, then the terminal
+    # `response.failed` (two frames in one Event: the empty line ends the first).
+    message = "The server had an error processing your request."
+    failure = {"code": "server_error", "message": message}
+    error = (
+        *sse({"type": "error", "sequence_number": len(events), **failure, "param": None}, "error"),
+        b"",
+        *sse(
+            {
+                "type": "response.failed",
+                "sequence_number": len(events) + 1,
+                "response": {**response_json(req, model, None, "failed", None), "error": failure},
             },
-        },
-        "response.failed",
+            "response.failed",
+        ),
     )
     return StreamReply([SSE_CT], events, error, tokens=tokens, id_prefix="resp_", cacheable=plan.tool is None)

@@ -27,6 +27,7 @@ from ensemble.server.routes import Handler, Route
 from ensemble.server.runtime import Runtime
 from ensemble.storage.keys import KeyRecord
 from ensemble.streaming.abort import abort_connection
+from ensemble.streaming.cost_splice import UsageCostSplice
 from ensemble.streaming.disconnect import DisconnectWatch
 from ensemble.streaming.relay import CoalescedRelay
 from ensemble.types import InferenceRequest, InferenceResponse, RateLimitInfo, StreamDelta, TextDelta
@@ -271,9 +272,12 @@ async def _pump(
     try:
         if stream.raw:
             # The same-format fast path: the provider's bytes are the answer the client gets.
+            splice = UsageCostSplice() if fmt.passthrough == "openai" else None
             while (batch := await stream.next_batch()) is not None:
-                _send_raw(sink, batch, watch)
-            stream.response()
+                _send_raw(sink, batch, watch, splice)
+            response = stream.response()
+            if splice is not None:
+                sink.write(splice.finish(response.cost))
             await sink.close()
             return
         head = fmt.start()
@@ -353,9 +357,13 @@ def _send(
         sink.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
-def _send_raw(sink: StreamSink, batch: list[StreamDelta], watch: DisconnectWatch | None) -> None:
-    """Hand one upstream read to the client as it came."""
+def _send_raw(
+    sink: StreamSink, batch: list[StreamDelta], watch: DisconnectWatch | None, splice: UsageCostSplice | None
+) -> None:
+    """Hand one upstream read to the client as it came (less what `splice` holds for the cost)."""
     raw = batch.raw if isinstance(batch, RawBatch) else b""
+    if splice is not None and raw:
+        raw = splice.pass_on(raw)
     if raw:
         if watch is not None and watch.gone:
             raise ClientDisconnected("the client closed the connection")

@@ -64,12 +64,19 @@ async def _stored(rt: Runtime, req: Request) -> tuple[Any, ...]:
     assert rt.db is not None and rt.request_log is not None
     await rt.request_log.flush()  # this worker's unwritten answers become visible
     async with rt.db.execute(
-        "SELECT request_id, status, created_at, completed_at, model, provider, body FROM responses "
-        "WHERE request_id = ? AND key_id = ?",
+        "SELECT request_id, status, created_at, completed_at, model, provider, body, "
+        "conversation IS NOT NULL FROM responses WHERE request_id = ? AND key_id = ?",
         (request_id, key.key_id),
     ) as cur:
         row = await cur.fetchone()
-    found = tuple(row) if row is not None else await _shared(rt, request_id, key.key_id)
+    found = tuple(row[:7]) if row is not None else await _shared(rt, request_id, key.key_id)
+    if row is not None and row[7] and await rt.scaleout.response_deleted(key.key_id, request_id):
+        # A Responses answer deleted on another instance (docs/responses.md): gone here too.
+        await rt.db.execute(
+            "UPDATE responses SET body = NULL, conversation = NULL WHERE request_id = ? AND key_id = ?",
+            (request_id, key.key_id),
+        )
+        found = (*row[:6], None)
     # Not local: served by another instance, whose response is in S3 when persistence.s3 is set.
     if found is None:
         # The same answer for "never existed" and "belongs to another key": nothing leaks.

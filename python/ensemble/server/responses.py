@@ -9,6 +9,7 @@ object echoes. `previous_response_id` continues from there: its input, its answe
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ import msgspec
 import orjson
 
 from ensemble.api import responses, responses_events, responses_render
-from ensemble.errors import InvalidRequest, NotFound
+from ensemble.errors import InvalidRequest, NotFound, Overloaded
 from ensemble.server.http import Request
 from ensemble.server.inference import proxied_headers, run_generate, run_stream
 from ensemble.server.routes import Route
@@ -33,6 +34,8 @@ from ensemble.types import (
     ToolCall,
     ToolCallBlock,
 )
+
+log = logging.getLogger("ensemble.responses")
 
 
 class Conversation(msgspec.Struct):
@@ -52,6 +55,8 @@ class StoredResponse(msgspec.Struct):
     answer: InferenceResponse
     conversation: Conversation
     created_at: int
+    request_id: str
+    created_iso: str  # as stored (it names the S3 objects' day)
 
 
 def answer_message(r: InferenceResponse) -> Message:
@@ -84,23 +89,52 @@ def _epoch(iso: str) -> int:
 
 
 async def load(rt: Runtime, key: KeyRecord, resp_id: str, param: str | None = None) -> StoredResponse:
-    """The stored response `resp_id` of this key, or a 404 (the same for another key's: no leak)."""
+    """The stored response `resp_id` of this key, or a 404 (the same for another key's: no leak).
+    This instance's SQLite first, then S3 (another instance's answer, with persistence.s3); a
+    DELETE on any instance leaves a tombstone in Redis that hides every remaining copy."""
     assert rt.db is not None and rt.request_log is not None
     await rt.request_log.flush()  # this worker's unwritten answers become visible
     ids = responses_render.request_ids(resp_id)
     marks = ",".join("?" * len(ids))
     async with rt.db.execute(
-        f"SELECT body, conversation, created_at FROM responses WHERE request_id IN ({marks}) AND key_id = ? "
-        "AND body IS NOT NULL AND conversation IS NOT NULL",
+        f"SELECT body, conversation, created_at, request_id FROM responses WHERE request_id IN ({marks}) "
+        "AND key_id = ? AND body IS NOT NULL AND conversation IS NOT NULL",
         (*ids, key.key_id),
     ) as cur:
         row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"Response with id {resp_id!r} not found.", code="response_not_found", param=param)
+    if row is not None:
+        if await rt.scaleout.response_deleted(key.key_id, str(row[3])):
+            await _forget_locally(rt, key, (str(row[3]),))
+        else:
+            return _stored(bytes(row[0]), bytes(row[1]), str(row[2]), str(row[3]))
+    for request_id in ids:
+        try:
+            shared = await rt.scaleout.fetch_conversation(request_id, key.key_id)
+        except Exception as e:  # botocore/network errors stop here: the caller gets a clean 503
+            log.warning("S3 lookup of %s failed: %s", request_id[:100], type(e).__name__)
+            raise Overloaded("stored responses are unavailable right now; retry shortly") from None
+        if shared is not None:
+            found, conversation = shared
+            return _stored(found.body, conversation, found.created_at, request_id)
+    raise NotFound(f"Response with id {resp_id!r} not found.", code="response_not_found", param=param)
+
+
+def _stored(body: bytes, conversation: bytes, created_at: str, request_id: str) -> StoredResponse:
     return StoredResponse(
-        answer=_answer.decode(bytes(row[0])),
-        conversation=_conversation.decode(bytes(row[1])),
-        created_at=_epoch(str(row[2])),
+        answer=_answer.decode(body),
+        conversation=_conversation.decode(conversation),
+        created_at=_epoch(created_at),
+        request_id=request_id,
+        created_iso=created_at,
+    )
+
+
+async def _forget_locally(rt: Runtime, key: KeyRecord, ids: tuple[str, ...]) -> None:
+    assert rt.db is not None
+    marks = ",".join("?" * len(ids))
+    await rt.db.execute(
+        f"UPDATE responses SET body = NULL, conversation = NULL WHERE request_id IN ({marks}) AND key_id = ?",
+        (*ids, key.key_id),
     )
 
 
@@ -153,33 +187,36 @@ async def create(rt: Runtime, req: Request) -> None:
         await run_stream(rt, req, key, request, writer, store=call.store, conversation=conversation)
         return
     ctx, response = await run_generate(rt, req, key, request, store=call.store, conversation=conversation)
-    body = responses_render.render(response, call.echo, call.previous_response_id, call.include_encrypted)
+    body = responses_render.render_json(
+        response, call.echo, call.previous_response_id, call.include_encrypted
+    )
     headers = proxied_headers(ctx, response.performance.overhead_ms)
     headers.append(("x-ensemble-cost-usd", response.cost))
-    req.send(200, orjson.dumps(body), headers=headers)
+    req.send(200, body, headers=headers)
 
 
 async def retrieve(rt: Runtime, req: Request) -> None:
     key = req.client
     stored = await load(rt, key, req.params["response_id"])
     conv = stored.conversation
-    body = responses_render.render(
+    body = responses_render.render_json(
         stored.answer, conv.echo, conv.previous_response_id, conv.include_encrypted, stored.created_at
     )
-    req.send(200, orjson.dumps(body))
+    req.send(200, body)
 
 
 async def delete(rt: Runtime, req: Request) -> None:
     key = req.client
     resp_id = req.params["response_id"]
-    await load(rt, key, resp_id)  # 404 unless this key's
-    assert rt.db is not None
-    ids = responses_render.request_ids(resp_id)
-    marks = ",".join("?" * len(ids))
-    await rt.db.execute(
-        f"UPDATE responses SET body = NULL, conversation = NULL WHERE request_id IN ({marks}) AND key_id = ?",
-        (*ids, key.key_id),
-    )
+    stored = await load(rt, key, resp_id)  # 404 unless this key's
+    await _forget_locally(rt, key, responses_render.request_ids(resp_id))
+    try:  # the S3 copies and the tombstone the other instances read
+        await rt.scaleout.delete_response(key.key_id, stored.request_id, stored.created_iso)
+    except Exception as e:  # Redis/S3 unreachable: the client retries the DELETE
+        log.warning(
+            "deleting stored response %s everywhere failed: %s", stored.request_id[:100], type(e).__name__
+        )
+        raise Overloaded("the response could not be deleted everywhere right now; retry shortly") from None
     req.send(200, orjson.dumps({"id": resp_id, "object": "response", "deleted": True}))
 
 

@@ -64,6 +64,12 @@ def object_key(prefix: str, key_id: str, request_id: str, created_at: str) -> st
     return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{key_id}/{request_id}.json"
 
 
+def conversation_key(prefix: str, key_id: str, request_id: str, created_at: str) -> str:
+    """Where a Responses answer's conversation is kept: beside its answer's name, under
+    `conversations/` (which never collides with a year)."""
+    return object_key(prefix + "conversations/", key_id, request_id, created_at)
+
+
 def _legacy_object_key(prefix: str, request_id: str, day: str) -> str:
     """Where answers stored before the key id was in the name are (still read, never written)."""
     return f"{prefix}{day[:4]}/{day[5:7]}/{day[8:10]}/{request_id}.json"
@@ -156,6 +162,14 @@ class S3Store:
 
     def _put(self, rec: LogRecord) -> None:
         assert rec.response_body is not None
+        if rec.conversation is not None:  # first, so a visible answer always has its conversation
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=conversation_key(self.prefix, rec.key_id, rec.request_id, rec.created_at),
+                Body=rec.conversation,
+                ContentType="application/json",
+                Metadata={"key-id": rec.key_id},
+            )
         self._client.put_object(
             Bucket=self.bucket,
             Key=object_key(self.prefix, rec.key_id, rec.request_id, rec.created_at),
@@ -195,6 +209,33 @@ class S3Store:
         if found is None or found.key_id != key_id:
             return None
         return found
+
+    async def fetch_conversation(self, request_id: str, key_id: str) -> tuple[StoredResponse, bytes] | None:
+        """A Responses answer and its conversation, if both exist and belong to `key_id`."""
+        found = await self.fetch(request_id, key_id)
+        if found is None:
+            return None
+        loop = asyncio.get_running_loop()
+        key = conversation_key(self.prefix, key_id, request_id, found.created_at)
+        obj = await loop.run_in_executor(self._pool, self._get, key)
+        if obj is None:
+            return None
+        body: bytes = await loop.run_in_executor(self._pool, obj["Body"].read)
+        return found, body
+
+    async def delete(self, key_id: str, request_id: str, created_at: str) -> None:
+        """Remove an answer and its conversation (a missing object is no error)."""
+        keys = [
+            object_key(self.prefix, key_id, request_id, created_at),
+            conversation_key(self.prefix, key_id, request_id, created_at),
+        ]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._pool,
+            lambda: self._client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            ),
+        )
 
     def _find(self, request_id: str, key_id: str) -> StoredResponse | None:
         today = datetime.now(UTC)

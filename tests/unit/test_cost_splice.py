@@ -1,0 +1,40 @@
+"""The cost written into a forwarded OpenAI stream's usage object, whatever the reads' boundaries."""
+
+import orjson
+
+from ensemble.streaming.cost_splice import UsageCostSplice
+
+STREAM = (
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n'
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n'
+    b'data: {"id":"c1","choices":[],"usage": {"prompt_tokens":3,"completion_tokens":1}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def _through(reads: list[bytes], cost: str) -> bytes:
+    splice = UsageCostSplice()
+    return b"".join(splice.pass_on(r) for r in reads) + splice.finish(cost)
+
+
+def test_any_grouping_of_whole_events_gives_the_stream_with_the_cost_in_the_usage_object() -> None:
+    # The fast path forwards whole events only, so reads split between events, never inside one.
+    want = STREAM.replace(b'"usage": {', b'"usage": {"cost":0.00125,')
+    events = [e + b"\n\n" for e in STREAM.split(b"\n\n") if e]
+    for cut in range(len(events) + 1):
+        reads = [b"".join(events[:cut]), b"".join(events[cut:])]
+        assert _through(reads, "0.00125") == want, cut
+    assert _through(events, "0.00125") == want
+    usage = orjson.loads(want.split(b"\n\n")[2].removeprefix(b"data: "))["usage"]
+    assert usage["cost"] == 0.00125 and usage["prompt_tokens"] == 3
+
+
+def test_nothing_is_held_back_before_the_usage_event() -> None:
+    splice = UsageCostSplice()
+    first = STREAM.split(b"\n\n")[0] + b"\n\n"
+    assert splice.pass_on(first) == first
+
+
+def test_a_stream_without_usage_passes_unchanged() -> None:
+    plain = b'data: {"choices":[]}\n\ndata: [DONE]\n\n'
+    assert _through([plain], "0.1") == plain
