@@ -125,7 +125,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # A killed worker whose parent died too is re-parented; where PID 1 does not reap (a container
+    # without an init), it stays a zombie that `kill(pid, 0)` still finds: it is dead all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z"
 
 
 def parse(data: bytes) -> list[Orphan]:
