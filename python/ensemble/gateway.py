@@ -548,11 +548,7 @@ class Gateway:
             cost=format_cost(cost),
             cost_micro_dollars=micro_dollars(cost),
             processing_time_ms=round(elapsed * 1000, 3),
-            performance=Performance(
-                ttft_ms=round((ctx.ttft_s or 0.0) * 1000, 3),
-                upstream_ms=round(ctx.upstream_s * 1000, 3),
-                overhead_ms=round(max(elapsed - ctx.upstream_s, 0.0) * 1000, 3),
-            ),
+            performance=_performance(ctx, elapsed),
             rate_limit=ctx.rate_limit,
         )
         # The vectors are not stored for retrieval (they are large, and the client has them).
@@ -603,11 +599,7 @@ class Gateway:
                 reasoning_tokens=usage.reasoning_tokens,
             ),
             processing_time_ms=round(elapsed * 1000, 3),
-            performance=Performance(
-                ttft_ms=round((ctx.ttft_s or 0.0) * 1000, 3),
-                upstream_ms=round(ctx.upstream_s * 1000, 3),
-                overhead_ms=round(max(elapsed - ctx.upstream_s, 0.0) * 1000, 3),
-            ),
+            performance=_performance(ctx, elapsed),
             rate_limit=ctx.rate_limit,
         )
         self.record(
@@ -909,3 +901,12 @@ async def drain_in_background(stream: LiveStream) -> None:
         await stream.aclose()
         stream.fail(ProviderError("the gateway shut down before the answer completed", code="shutdown"))
         raise
+
+
+def _performance(ctx: CallContext, elapsed: float) -> Performance:
+    """Where a call's time went: to the first token, upstream, and the gateway's own share."""
+    return Performance(
+        ttft_ms=round((ctx.ttft_s or 0.0) * 1000, 3),
+        upstream_ms=round(ctx.upstream_s * 1000, 3),
+        overhead_ms=round(max(elapsed - ctx.upstream_s, 0.0) * 1000, 3),
+    )
