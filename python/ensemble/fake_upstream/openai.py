@@ -208,22 +208,11 @@ class OpenAIProvider:
             conv = parse_conversation(req)
         except BadRequest as exc:
             return json_reply(400, error_body(400, exc.message, exc.param))
-        cfg = ctx.config
-        plan = make_plan(
-            "openai",
-            conv,
-            cfg.chunks,
-            cfg.cached_tokens,
-            0,
-            cfg.reasoning_tokens,
-            lambda o: orjson.dumps(o).decode(),
-            tool_call=cfg.tool_call,
-        )
-        prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
+        plan = self._plan(ctx, conv)
         tokens = plan.prompt_tokens + plan.output_tokens
         if req.get("stream") is True:
             opts = req.get("stream_options")
-            include_usage = cfg.stream_usage_always or (
+            include_usage = ctx.config.stream_usage_always or (
                 isinstance(opts, dict) and opts.get("include_usage") is True
             )
             return StreamReply(
@@ -264,11 +253,9 @@ class OpenAIProvider:
             200, orjson.dumps(body), [JSON_CT], tokens=tokens, id_prefix="chatcmpl-", cacheable=not plan.tool
         )
 
-    def _responses(self, ctx: Ctx, req: dict[str, Any], model: str) -> Reply | StreamReply:
-        try:
-            conv = openai_responses.parse_conversation(req)
-        except openai_responses.BadRequest as exc:
-            return json_reply(400, error_body(400, exc.message, exc.param))
+    @staticmethod
+    def _plan(ctx: Ctx, conv: Any) -> Plan:
+        """The scripted answer for a conversation (Chat Completions and Responses alike)."""
         cfg = ctx.config
         plan = make_plan(
             "openai",
@@ -281,6 +268,14 @@ class OpenAIProvider:
             tool_call=cfg.tool_call,
         )
         prompt_cache.apply(plan, conv, ctx.endpoint, "openai", time.monotonic())
+        return plan
+
+    def _responses(self, ctx: Ctx, req: dict[str, Any], model: str) -> Reply | StreamReply:
+        try:
+            conv = openai_responses.parse_conversation(req)
+        except openai_responses.BadRequest as exc:
+            return json_reply(400, error_body(400, exc.message, exc.param))
+        plan = self._plan(ctx, conv)
         if req.get("stream") is True:
             return openai_responses.stream(req, model, plan)
         return openai_responses.reply(req, model, plan)
