@@ -18,7 +18,7 @@ from ensemble.api import anthropic
 from ensemble.api.common import decode_object
 from ensemble.batch.store import BatchRow, iso_of_ms
 from ensemble.errors import InvalidRequest
-from ensemble.server.batch_routes import cancel_owned, owned, parse_items, service
+from ensemble.server.batch_routes import cancel_owned, owned, parse_items, request_counts, service
 from ensemble.server.http import Request
 from ensemble.server.routes import Route
 from ensemble.server.runtime import Runtime
@@ -33,7 +33,6 @@ def _params(raw: dict[str, Any]) -> InferenceRequest:
 
 
 def batch_object(row: BatchRow) -> dict[str, Any]:
-    c = row.counts
     status = (
         "ended" if row.status == "ended" else ("canceling" if row.status == "canceling" else "in_progress")
     )
@@ -41,13 +40,7 @@ def batch_object(row: BatchRow) -> dict[str, Any]:
         "id": row.id,
         "type": "message_batch",
         "processing_status": status,
-        "request_counts": {
-            "processing": c["queued"] + c["running"] + c["submitted"],
-            "succeeded": c["succeeded"],
-            "errored": c["errored"],
-            "canceled": c["canceled"],
-            "expired": c["expired"],
-        },
+        "request_counts": request_counts(row),
         "ended_at": row.ended_at,
         "created_at": row.created_at,
         "expires_at": iso_of_ms(row.expires_ms),

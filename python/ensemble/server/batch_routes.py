@@ -86,18 +86,11 @@ def status_of(row: BatchRow) -> str:
 
 
 def native_view(row: BatchRow) -> dict[str, Any]:
-    c = row.counts
     return {
         "batch_id": row.id,
         "status": status_of(row),
         "request_count": row.request_count,
-        "request_counts": {
-            "processing": c["queued"] + c["running"] + c["submitted"],
-            "succeeded": c["succeeded"],
-            "errored": c["errored"],
-            "canceled": c["canceled"],
-            "expired": c["expired"],
-        },
+        "request_counts": request_counts(row),
         "created_at": row.created_at,
         "ended_at": row.ended_at,
         "expires_at": iso_of_ms(row.expires_ms),
@@ -176,3 +169,16 @@ ROUTES = [
     Route("GET", "/api/v1/batch/{batch_id}/results", results),
     Route("POST", "/api/v1/batch/{batch_id}/cancel", cancel),
 ]
+
+
+def request_counts(row: BatchRow) -> dict[str, int]:
+    """A batch's item counts as both batch APIs show them (queued, running and submitted are all
+    still processing)."""
+    c = row.counts
+    return {
+        "processing": c["queued"] + c["running"] + c["submitted"],
+        "succeeded": c["succeeded"],
+        "errored": c["errored"],
+        "canceled": c["canceled"],
+        "expired": c["expired"],
+    }
