@@ -273,7 +273,7 @@ def test_streamed_signature_reaches_openai_and_gemini_stream_clients(
     server: Ensemble, fake: FakeUpstream
 ) -> None:
     stream = (FIXTURES / "gemini" / "text_signature.stream.txt").read_text()
-    fake.enqueue(ENDPOINTS["gemini"], {"replay_stream": stream})
+    fake.enqueue(ENDPOINTS["gemini"], {"stream_body": stream})
     with gpt(server) as o:
         chunks = list(o.chat.completions.create(model="gemini-3-pro-preview", messages=USER, stream=True))
     extras = [
@@ -282,7 +282,7 @@ def test_streamed_signature_reaches_openai_and_gemini_stream_clients(
         if c.choices and c.choices[0].delta.model_extra
     ]
     assert {"google": {"thought_signature": TEXT_SIG}} in extras
-    fake.enqueue(ENDPOINTS["gemini"], {"replay_stream": stream})
+    fake.enqueue(ENDPOINTS["gemini"], {"stream_body": stream})
     r = gemini_post(
         server,
         "gemini-3-pro-preview",
@@ -368,7 +368,7 @@ def test_web_sources_reach_openai_streams_and_gemini_clients(server: Ensemble, f
     url = "https://en.wikipedia.org/wiki/Claude_Shannon"
     fake.enqueue(
         ENDPOINTS["anthropic"],
-        {"replay_stream": (FIXTURES / "anthropic" / "web_search.stream.txt").read_text()},
+        {"stream_body": (FIXTURES / "anthropic" / "web_search.stream.txt").read_text()},
     )
     with server.client() as http:
         r = http.post(

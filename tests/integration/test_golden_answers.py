@@ -244,7 +244,7 @@ def test_nothing_the_provider_said_is_lost(
     model, endpoint = PROVIDERS[provider]
     expected = said(orjson.loads((FIXTURES / provider / f"{case}.expected.json").read_bytes()))
     if stream:
-        fake.enqueue(endpoint, {"replay_stream": (FIXTURES / provider / f"{case}.stream.txt").read_text()})
+        fake.enqueue(endpoint, {"stream_body": (FIXTURES / provider / f"{case}.stream.txt").read_text()})
     else:
         fake.enqueue(
             endpoint,

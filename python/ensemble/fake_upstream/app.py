@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import re
 import socket
 import struct
 import termios
@@ -126,10 +125,9 @@ def resolve(method: str, path: str) -> Route:
 
 def _replayed(reply: Reply | StreamReply, beh: Behavior) -> Reply | StreamReply:
     """The behaviour's recorded answer in place of the generated one, when it has one of this kind."""
-    if isinstance(reply, StreamReply) and beh.replay_stream is not None:
-        raw = beh.replay_stream.encode()
-        cut = re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)", raw)
-        return StreamReply(reply.headers, [(event,) for event in cut if event], reply.error_event, sse=False)
+    if isinstance(reply, StreamReply) and beh.stream_body is not None:
+        events: list[Event] = [(write.encode(),) for write in beh.stream_body]
+        return StreamReply(reply.headers, events, reply.error_event, sse=False)
     if isinstance(reply, Reply) and beh.replay_json is not None:
         return json_reply(200, beh.replay_json)
     return reply
@@ -348,9 +346,6 @@ class FakeUpstream:
         reply: Reply | StreamReply | None = provider.precheck(ctx)
         if reply is None and beh is not None and beh.status is not None:
             reply = provider.error(beh.status, beh.message, beh.retry_after)
-        if reply is None and beh is not None and beh.stream_body is not None:
-            events: list[Event] = [(item.encode(),) for item in beh.stream_body]
-            reply = StreamReply([SSE_CT], events, (_MALFORMED_RAW,), sse=False)
         if reply is None:
             reply = provider.handle(ctx)
             if beh is not None:

@@ -14,6 +14,7 @@ State is per worker process (run with ``--workers 1`` when tests use the control
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -155,12 +156,10 @@ class Behavior:
     error_event_after_chunks: int | None = None  # provider error event after k events, then end
     close_connection: bool = False  # close the connection without any response
     # Replay a recorded answer verbatim instead of the generated one: `replay_json` for a JSON
-    # request, `replay_stream` (the raw event stream text, events split on blank lines) for a
-    # streaming one. Golden tests feed the providers' documented examples through these.
+    # request; `stream_body` for a streaming one, as the raw event-stream text (split into events on
+    # blank lines) or a list of writes (one network write per item, as a recording captured them).
+    # Each event or write counts for chunk_gap_ms and the mid-stream behaviours.
     replay_json: Any = None
-    replay_stream: str | None = None
-    # Answer a streamed request with exactly these bytes (a recorded stream; a list: one write per
-    # item, each an event for chunk_gap_ms and the mid-stream behaviours); the request is ignored.
     stream_body: list[str] | None = None
 
     @classmethod
@@ -195,13 +194,12 @@ class Behavior:
                 if not isinstance(value, dict | list):
                     raise ControlError("replay_json: expected a JSON object or array")
                 b.replay_json = value
-            elif key == "replay_stream":
-                b.replay_stream = _as_opt_str(key, value)
             elif key == "stream_body":
-                items = [value] if isinstance(value, str) else value
-                if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                if isinstance(value, str):
+                    value = [e for e in re.split(r"(?<=\n\n)|(?<=\r\n\r\n)", value) if e]
+                if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
                     raise ControlError("stream_body: expected a string or a list of strings")
-                b.stream_body = items
+                b.stream_body = value
             else:
                 raise ControlError(f"{key}: unknown behavior field")
         return b, count
