@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.cluster import Cluster
 from support.ensemble import Ensemble
-from support.shared import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +22,10 @@ HELLO = {"model": "mock-1", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ensemble, Ensemble, RedisServer]]:
-    redis = RedisServer()
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("admin-cluster"))
-    config = {"redis": {"address": redis.address, "namespace": "admin-test"}}
-    nodes: list[Ensemble] = []
-    try:
-        for name in ("a", "b"):
-            nodes.append(Ensemble(root / name, config=config, env={"ENSEMBLE_ADMIN_KEY": ADMIN}))
-        yield nodes[0], nodes[1], redis
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.stop()
+    with Cluster(root, "admin-test", ("a", "b"), env={"ENSEMBLE_ADMIN_KEY": ADMIN}) as c:
+        yield c
 
 
 def admin(node: Ensemble, method: str, path: str, **kw: object) -> httpx.Response:
@@ -62,9 +53,9 @@ def within(seconds: float, check: Callable[[], bool]) -> float:
 
 
 def test_admin_key_changes_reach_the_other_instance_through_redis(
-    pair: tuple[Ensemble, Ensemble, RedisServer],
+    pair: Cluster,
 ) -> None:
-    a, b, _ = pair
+    a, b = pair.nodes
     r = admin(a, "POST", "/admin/keys", json={"name": "shared"})
     assert r.status_code == 201 and "warning" not in r.headers
     key, key_id = r.json()["key"], r.json()["key_id"]
@@ -87,9 +78,9 @@ def test_admin_key_changes_reach_the_other_instance_through_redis(
 
 
 def test_status_shows_redis_and_a_change_while_redis_is_down_says_it_was_not_shared(
-    pair: tuple[Ensemble, Ensemble, RedisServer],
+    pair: Cluster,
 ) -> None:
-    a, _, redis = pair
+    a, redis = pair.nodes[0], pair.redis
     s = admin(a, "GET", "/admin/status").json()
     assert s["redis"]["configured"] is True
     redis.kill()

@@ -15,39 +15,18 @@ import httpx
 import pytest
 from test_budgets import PROVIDER, REQUEST, real_cost_micro
 
-from support.ensemble import Ensemble
-from support.shared import RedisServer
+from support.cluster import Cluster
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.redis = RedisServer()
-        config = {
-            "redis": {"address": self.redis.address, "namespace": "budget-test"},
-            "rate_limit": {"sync_interval": "1s"},
-        }
-        self.nodes: list[Ensemble] = []
-        try:
-            for name in ("a", "b", "c"):
-                self.nodes.append(Ensemble(root / name, providers=[PROVIDER], config=config))
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        self.redis.stop()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("budget-cluster")))
-    yield c
-    c.stop()
+    root = Path(tmp_path_factory.mktemp("budget-cluster"))
+    config = {"rate_limit": {"sync_interval": "1s"}}
+    with Cluster(root, "budget-test", providers=[PROVIDER], config=config) as c:
+        yield c
 
 
 def budgeted_key(cluster: Cluster, budget: str) -> tuple[str, str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.cluster import Cluster
 from support.ensemble import Ensemble
-from support.shared import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +35,9 @@ def max_in_sliding_window(times: list[float], window: float) -> int:
 
 
 def test_global_limit_overshoot_across_three_instances(tmp_path: Path) -> None:
-    redis = RedisServer()
-    config = {
-        "redis": {"address": redis.address, "namespace": "rpm-test"},
-        "rate_limit": {"window_size": f"{WINDOW_S}s", "sync_interval": "1s"},
-    }
-    nodes: list[Ensemble] = []
-    try:
-        for name in ("a", "b", "c"):
-            nodes.append(Ensemble(tmp_path / name, config=config))
+    config = {"rate_limit": {"window_size": f"{WINDOW_S}s", "sync_interval": "1s"}}
+    with Cluster(tmp_path, "rpm-test", config=config) as cluster:
+        nodes = cluster.nodes
         out = nodes[0].cli("keys", "create", "--name", "rpm", "--rpm", str(LIMIT))
         assert re.search(r"key id key_\w+", out.stderr)
         key = out.stdout.strip()
@@ -79,7 +73,3 @@ def test_global_limit_overshoot_across_three_instances(tmp_path: Path) -> None:
         )
         assert overshoot <= MAX_OVERSHOOT, f"{peak} admitted in a {WINDOW_S} s window for a limit of {LIMIT}"
         assert peak >= LIMIT * 0.8  # and the limit is usable
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.stop()

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.cluster import Cluster
 from support.ensemble import Ensemble
-from support.shared import RedisServer
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,11 +43,9 @@ def create(node: Ensemble, name: str) -> tuple[str, str, int]:
 
 
 def test_key_changes_during_a_redis_outage_apply_here_at_once_and_everywhere_after(tmp_path: Path) -> None:
-    redis = RedisServer()
-    config = {"redis": {"address": redis.address, "namespace": "outage-test"}}
-    nodes = [Ensemble(tmp_path / n, config=config, key=False) for n in ("a", "b", "c")]
-    a, b, c = nodes
-    try:
+    with Cluster(tmp_path, "outage-test", key=False) as cluster:
+        redis, nodes = cluster.redis, cluster.nodes
+        a, b, c = nodes
         old, old_id, rc = create(a, "before")
         assert rc == 0
         wait_until(lambda: everywhere(nodes, old, 200), timeout=3, what="the key everywhere")
@@ -77,7 +75,7 @@ def test_key_changes_during_a_redis_outage_apply_here_at_once_and_everywhere_aft
         # After a restart with Redis down, an instance serves what it learnt: it kept it in its SQLite.
         redis.kill()
         c.stop()
-        restarted = Ensemble(c.dir, config=config, key=False)
+        restarted = cluster.start("c", key=False)
         nodes[2] = restarted
         assert status(restarted, old) == 401 and status(restarted, new) == 200
         redis.start()
@@ -89,7 +87,3 @@ def test_key_changes_during_a_redis_outage_apply_here_at_once_and_everywhere_aft
         for node in nodes:
             output = node.process.output()
             assert "Traceback" not in output and "was never retrieved" not in output, output[-3000:]
-    finally:
-        for node in nodes:
-            node.stop()
-        redis.stop()

@@ -12,8 +12,8 @@ from typing import Any
 import openai
 import pytest
 
+from support.cluster import Cluster
 from support.ensemble import Ensemble
-from support.shared import S3_ENV, MotoS3, RedisServer
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,40 +25,19 @@ WEATHER: Any = {
 }
 
 
-class Pair:
-    def __init__(self, root: Path) -> None:
-        self.redis = RedisServer()
-        self.s3 = MotoS3()
-        config = {
-            "redis": {"address": self.redis.address, "namespace": "responses-scaleout"},
-            "persistence": {"s3": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url}},
-        }
-        self.nodes: list[Ensemble] = []
-        try:
-            for name in ("a", "b"):
-                self.nodes.append(Ensemble(root / name, config=config, env=S3_ENV))
-        except BaseException:
-            self.stop()
-            raise
-
-    def sdk(self, node: Ensemble, key: str) -> openai.OpenAI:
-        return openai.OpenAI(base_url=node.url + "/v1", api_key=key, max_retries=0)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        self.redis.stop()
-        self.s3.stop()
+def sdk(node: Ensemble, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=node.url + "/v1", api_key=key, max_retries=0)
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    p = Pair(Path(tmp_path_factory.mktemp("responses-pair")))
-    yield p
-    p.stop()
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with Cluster(
+        Path(tmp_path_factory.mktemp("responses-pair")), "responses-scaleout", ("a", "b"), s3=True
+    ) as p:
+        yield p
 
 
-def _s3_keys_of(pair: Pair, request_id: str) -> list[str]:
+def _s3_keys_of(pair: Cluster, request_id: str) -> list[str]:
     return [k for k in pair.s3.keys("responses/") if k.endswith(f"/{request_id}.json")]
 
 
@@ -69,10 +48,10 @@ def _retrieved(client: openai.OpenAI, resp_id: str) -> Any:
         return None
 
 
-def test_made_on_a_retrieved_and_continued_on_b_deleted_everywhere(pair: Pair) -> None:
+def test_made_on_a_retrieved_and_continued_on_b_deleted_everywhere(pair: Cluster) -> None:
     a, b = pair.nodes
     key = a.key  # A's key: B knows it through Redis
-    on_a, on_b = pair.sdk(a, key), pair.sdk(b, key)
+    on_a, on_b = sdk(a, key), sdk(b, key)
     first = on_a.responses.create(
         model="mock-1", input=[{"role": "user", "content": "Weather in Paris?"}], tools=[WEATHER]
     )
@@ -104,7 +83,7 @@ def test_made_on_a_retrieved_and_continued_on_b_deleted_everywhere(pair: Pair) -
     a.wait_for_key(other)
     for node in (a, b):
         with pytest.raises(openai.NotFoundError):
-            pair.sdk(node, other).responses.retrieve(first.id)
+            sdk(node, other).responses.retrieve(first.id)
 
     # DELETE on B: A's own SQLite copy is hidden at once (the tombstone), the S3 objects are gone.
     on_b.responses.delete(first.id)

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from support.cluster import Cluster
 from support.ensemble import Ensemble
-from support.shared import S3_ENV, MotoS3, RedisServer
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,38 +25,13 @@ HELLO = {"model": "mock-1", "messages": [{"role": "user", "content": "hello from
 # The overshoot bound README states for a key's limit hit through N instances while Redis is
 # reachable: leases are charged in Redis before they are used, so none.
 EPSILON = 0.0
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.redis = RedisServer()
-        self.s3 = MotoS3()
-        self.root = root
-        self.config = config = {
-            "redis": {"address": self.redis.address, "namespace": "scaleout-test"},
-            "persistence": {"s3": {"bucket": self.s3.bucket, "endpoint_url": self.s3.url}},
-            "rate_limit": {"sync_interval": "1s"},
-        }
-        self.nodes: list[Ensemble] = []
-        try:
-            for name in ("a", "b", "c"):
-                self.nodes.append(Ensemble(root / name, config=config, env=S3_ENV))
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        self.redis.stop()
-        self.s3.stop()
+SYNC_1S = {"rate_limit": {"sync_interval": "1s"}}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(Path(tmp_path_factory.mktemp("cluster")))
-    yield c
-    c.stop()
+    with Cluster(Path(tmp_path_factory.mktemp("cluster")), "scaleout-test", s3=True, config=SYNC_1S) as c:
+        yield c
 
 
 def create_key(node: Ensemble, name: str, *extra: str) -> tuple[str, str]:
@@ -113,7 +88,7 @@ def test_a_new_instance_loads_the_whole_key_table_before_serving(cluster: Cluste
     revoked, revoked_id = create_key(b, "revoked-before")
     b.cli("keys", "revoke", revoked_id)
     # A fresh instance (empty SQLite, no key of its own): everything it knows comes from Redis.
-    d = Ensemble(cluster.root / "d", config=cluster.config, env=S3_ENV, key=False)
+    d = cluster.start("d", key=False)
     try:
         assert status_of(d, kept) == 200  # at once: no waiting after /health said ready
         assert status_of(d, revoked) == 401
