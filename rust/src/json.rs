@@ -224,7 +224,8 @@ impl<'a> Reader<'a> {
 
     fn object(&mut self, depth: usize) -> Option<Value<'a>> {
         self.i += 1;
-        let mut members = Vec::new();
+        // Provider events' objects have a handful of members: one allocation, no regrowth.
+        let mut members = Vec::with_capacity(8);
         self.ws();
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;

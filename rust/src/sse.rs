@@ -305,7 +305,7 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                let value = String::from_utf8_lossy(value);
+                let value = lossy(value);
                 if self.data.len() + value.len() + 1 + self.event_type.len() > self.max_event {
                     return Err(SseError::EventTooLarge {
                         limit: self.max_event,
@@ -315,7 +315,7 @@ impl SseParser {
                 self.data.push('\n');
             }
             b"event" => {
-                let value = String::from_utf8_lossy(value);
+                let value = lossy(value);
                 if self.data.len() + value.len() > self.max_event {
                     return Err(SseError::EventTooLarge {
                         limit: self.max_event,
@@ -326,7 +326,7 @@ impl SseParser {
             }
             b"id" if !value.contains(&0) => {
                 self.last_event_id.clear();
-                self.last_event_id.push_str(&String::from_utf8_lossy(value));
+                self.last_event_id.push_str(&lossy(value));
             }
             b"retry" => {
                 if let Some(ms) = parse_retry(value) {
@@ -370,6 +370,15 @@ fn parse_retry(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |acc, &b| {
         acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
     })
+}
+
+/// The line as text, invalid UTF-8 replaced. Valid text (nearly every line) takes `from_utf8`'s
+/// word-at-a-time check, several times faster than the lossy decoder's walk.
+fn lossy(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(v),
+    }
 }
 
 #[cfg(test)]

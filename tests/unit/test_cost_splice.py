@@ -38,3 +38,21 @@ def test_nothing_is_held_back_before_the_usage_event() -> None:
 def test_a_stream_without_usage_passes_unchanged() -> None:
     plain = b'data: {"choices":[]}\n\ndata: [DONE]\n\n'
     assert _through([plain], "0.1") == plain
+
+
+def test_the_first_usage_object_is_found_whatever_its_spacing() -> None:
+    # A spaced usage object before a compact one: the spaced one is the first, and the cost goes there.
+    spaced = b'data: {"choices":[],"usage" : {"prompt_tokens":1}}\n\n'
+    compact = b'data: {"choices":[],"usage":{"prompt_tokens":2}}\n\n'
+    head = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}\n\n'
+    splice = UsageCostSplice()
+    assert splice.pass_on(head + spaced + compact) == head
+    assert splice.finish("0.5") == spaced.replace(b'"usage" : {', b'"usage" : {"cost":0.5,') + compact
+
+
+def test_crlf_events_are_held_from_the_usage_event_start() -> None:
+    stream = STREAM.replace(b"\n", b"\r\n")
+    splice = UsageCostSplice()
+    events = stream.split(b"\r\n\r\n")
+    assert splice.pass_on(stream) == b"\r\n\r\n".join(events[:2]) + b"\r\n\r\n"
+    assert splice.finish("0.25").startswith(b'data: {"id":"c1","choices":[],"usage": {"cost":0.25,')

@@ -94,14 +94,19 @@ class PlainText:
 class OpenAIChunks:
     content_type = "text/event-stream; charset=utf-8"
 
+    render: Callable[[StreamDelta], bytes | None]
+    _writer: openai.ChunkWriter
+
     def __init__(self, request_id: str, model: str, include_usage: bool) -> None:
-        self._writer = openai.ChunkWriter(request_id, model, include_usage)
+        self._request = (request_id, model, include_usage)
         # The gateway always asks an OpenAI-type provider for the usage chunk: a client that did
         # not ask for it cannot take the bytes unchanged.
         self.passthrough = "openai" if include_usage else None
-        self.render = self._writer.render  # called per token: no extra frame in between
 
     def start(self) -> bytes:
+        # Built only for a rendered stream (a passed-through one never renders a chunk).
+        self._writer = openai.ChunkWriter(*self._request)
+        self.render = self._writer.render  # called per token: no extra frame in between
         return self._writer.start()
 
     def finish(self, response: InferenceResponse) -> bytes:

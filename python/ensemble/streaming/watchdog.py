@@ -93,10 +93,11 @@ class StallWatchdog:
         """About to await the upstream. Raises at once if a deadline already passed meanwhile.
 
         Time spent while we were not reading (the consumer was busy) is not the upstream's stall."""
-        error = self.check()
+        now = self.clock()
+        error = self.check(now)
         if error is not None:
             raise error
-        self.last_activity = self.clock()
+        self.last_activity = now
         self._reading = True
         self._task = asyncio.current_task()
 
