@@ -858,13 +858,6 @@ class LiveStream:
     def response(self) -> InferenceResponse:
         return self.gateway.finish(self.request, self.ctx, self.assembler.result())
 
-    def cost(self) -> str:
-        """The `cost` that `response()` will give the finished answer (USD, a decimal string), known
-        before the answer is recorded: a passed-through stream's last bytes carry it."""
-        assembler = self.assembler
-        cost = assembler.cost if assembler.cost is not None else self.target.price.cost(assembler.usage)
-        return format_cost(cost)
-
     def fail(self, error: EnsembleError) -> None:
         """Record a stream that broke after it started; usage streamed so far is kept."""
         self._end()

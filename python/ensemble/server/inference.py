@@ -280,14 +280,10 @@ async def _pump(
             splice = UsageCostSplice() if fmt.passthrough == "openai" else None
             while (batch := await stream.next_batch()) is not None:
                 _send_raw(sink, batch, watch, splice)
-            # The client has the whole answer before it is priced, stored and logged: that work is
-            # off its clock. A client gone at this point got the answer all the same (recorded 200).
-            with contextlib.suppress(ClientDisconnected):
-                if splice is not None:
-                    sink.write(splice.finish(stream.cost()))
-                await sink.close()
-            sink.release()  # the body ends here
-            stream.response()
+            response = stream.response()
+            if splice is not None:
+                sink.write(splice.finish(response.cost))
+            await sink.close()
             return
         head = fmt.start()
         if head:
