@@ -178,6 +178,10 @@ class AffinityTable:
     def evictions(self) -> int: ...
     def __len__(self) -> int: ...
 
+def usage_event(data: bytes) -> tuple[int, int] | None:
+    """(where the event holding the first ``"usage": {`` of ``data`` starts, the offset just after
+    that ``{``), or None."""
+
 def monotonic_ms() -> int:
     """Milliseconds of the monotonic clock (``CLOCK_MONOTONIC`` on Unix)."""
 

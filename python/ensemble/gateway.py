@@ -740,7 +740,7 @@ class Gateway:
             raise
         ctx.ttft_s = time.perf_counter() - t0
         if raw:
-            held = RawBatch(held, b"".join(held_bytes))
+            held = RawBatch.of(held, b"".join(held_bytes))
         return LiveStream(self, request, ctx, iterator, held, t0, raw=raw)
 
 

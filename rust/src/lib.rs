@@ -11,6 +11,7 @@ pub mod keys;
 pub mod rank;
 pub mod ratelimit;
 pub mod scan;
+pub mod splice;
 pub mod sse;
 
 /// Every error the core can hand to Python, converted to an exception at one choke point
@@ -59,7 +60,8 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 #[cfg(feature = "python")]
 mod bindings {
     use super::{
-        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, scan, sse, NativeError,
+        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, scan, splice, sse,
+        NativeError,
     };
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
@@ -577,6 +579,13 @@ mod bindings {
         keys::constant_time_eq(a, b)
     }
 
+    /// Where the event holding the first `"usage": {` of `data` starts, and the offset just
+    /// after that `{`; None when there is none (`splice.rs`).
+    #[pyfunction]
+    fn usage_event(data: &[u8]) -> Option<(usize, usize)> {
+        splice::usage_object(data).map(|(at, after)| (splice::event_start(data, at), after))
+    }
+
     /// Milliseconds of the monotonic clock (`CLOCK_MONOTONIC` on Unix).
     #[pyfunction]
     fn monotonic_ms() -> u64 {
@@ -845,6 +854,7 @@ mod bindings {
         m.add_class::<PyAffinityTable>()?;
         m.add_function(wrap_pyfunction!(prompt_keys, m)?)?;
         m.add_function(wrap_pyfunction!(monotonic_ms, m)?)?;
+        m.add_function(wrap_pyfunction!(usage_event, m)?)?;
         m.add_class::<PyH2Pool>()?;
         m.add_class::<PyH2Stream>()?;
         Ok(())

@@ -296,7 +296,7 @@ impl ScanState {
         if data == "[DONE]" {
             return Some(Hot::Nothing);
         }
-        if data.contains("\"error\"") {
+        if memchr::memmem::find(data.as_bytes(), b"\"error\"").is_some() {
             return None; // the decoder's error path
         }
         let chunk = json::parse(data)?;

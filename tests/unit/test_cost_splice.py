@@ -1,7 +1,11 @@
 """The cost written into a forwarded OpenAI stream's usage object, whatever the reads' boundaries."""
 
+import random
+import re
+
 import orjson
 
+from ensemble._native import usage_event
 from ensemble.streaming.cost_splice import UsageCostSplice
 
 STREAM = (
@@ -56,3 +60,22 @@ def test_crlf_events_are_held_from_the_usage_event_start() -> None:
     events = stream.split(b"\r\n\r\n")
     assert splice.pass_on(stream) == b"\r\n\r\n".join(events[:2]) + b"\r\n\r\n"
     assert splice.finish("0.25").startswith(b'data: {"id":"c1","choices":[],"usage": {"cost":0.25,')
+
+
+def _reference_usage_event(raw: bytes) -> tuple[int, int] | None:
+    """The regular expression and reverse searches the native `usage_event` replaces."""
+    found = re.search(rb'"usage"\s*:\s*\{', raw)
+    if found is None:
+        return None
+    at = found.start()
+    cut = max(raw.rfind(b"\n\n", 0, at), raw.rfind(b"\r\n\r\n", 0, at), raw.rfind(b"\r\r", 0, at))
+    start = 0 if cut < 0 else cut + (4 if raw.startswith(b"\r\n\r\n", cut) else 2)
+    return start, found.end()
+
+
+def test_the_native_search_agrees_with_the_regular_expression() -> None:
+    pieces = [b'"usage"', b":", b" ", b"\t", b"{", b"null", b"\n", b"\r", b"\n\n", b"\r\n\r\n", b"\r\r", b"x", b'"']
+    rng = random.Random(7)
+    for _ in range(20000):
+        raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 24)))
+        assert usage_event(raw) == _reference_usage_event(raw), raw

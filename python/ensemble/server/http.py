@@ -134,7 +134,8 @@ class StreamSink:
         return self._error is None and (self._proto is not None or self._transport is not None)
 
     def write(self, data: bytes) -> None:
-        if not self._open:
+        # `_open`, spelled out: called for every frame.
+        if self._error is not None or (self._proto is None and self._transport is None):
             raise ClientDisconnected("the client closed the connection") from self._error
         self._pending.append(data)
         if not self._scheduled:

@@ -3,21 +3,17 @@
 OpenAI-format clients get the answer's cost in the final chunk's `usage` (as OpenRouter reports it),
 but on the same-format fast path that chunk is the provider's own bytes. The event that carries the
 usage object (OpenAI sends it last, after the finish chunk) and everything after it is held back
-until the stream has ended and been priced, then `"cost":…` is written into that usage object."""
+until the stream has ended and been priced, then `"cost":…` is written into that usage object.
+
+Every chunk of a stream with `include_usage` carries `"usage":null`, so every read is searched for
+the first `"usage"\\s*:\\s*{`; the native `usage_event` does it (and finds the event's start) with
+byte searches, a fraction of a regular expression's scan."""
 
 from __future__ import annotations
 
-import re
-
 import orjson
 
-# Every chunk of a stream with `include_usage` carries `"usage":null`; only the last has an object.
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
-# What OpenAI sends (compact JSON): found with plain byte searches, which cost a fraction of the
-# regular expression's scan of every read.
-_USAGE_KEY = b'"usage"'
-_COMPACT_OBJECT = b'"usage":{'
-_COMPACT_NULL = b'"usage":null'
+from ensemble._native import usage_event
 
 
 class UsageCostSplice:
@@ -31,10 +27,10 @@ class UsageCostSplice:
         if self._held is not None:
             self._held += raw
             return b""
-        at = _first_usage_object(raw)
-        if at < 0:
+        found = usage_event(raw)
+        if found is None:
             return raw
-        start = _event_start(raw, at)
+        start = found[0]
         self._held = bytearray(raw[start:])
         return raw[:start]
 
@@ -43,33 +39,10 @@ class UsageCostSplice:
         rendering path writes it."""
         held = bytes(self._held or b"")
         self._held = None
-        found = _USAGE_OBJECT.search(held)
+        found = usage_event(held)
         if found is None:
             return held
-        at = found.end()
+        at = found[1]
         rest = held[at:].lstrip()
         comma = b"" if rest.startswith(b"}") else b","
         return held[:at] + b'"cost":' + orjson.dumps(float(cost)) + comma + held[at:]
-
-
-def _first_usage_object(raw: bytes) -> int:
-    """Where the first `"usage": {` of `raw` starts, or -1. When every `"usage"` before the first
-    compact object (or in the whole read) is a compact null, that object is the first; anything else
-    (whitespace around the colon) takes the regular expression."""
-    at = raw.find(_COMPACT_OBJECT)
-    before = raw if at < 0 else raw[:at]
-    if before.count(_USAGE_KEY) == before.count(_COMPACT_NULL):
-        return at
-    found = _USAGE_OBJECT.search(raw)
-    return -1 if found is None else found.start()
-
-
-def _event_start(raw: bytes, at: int) -> int:
-    """Where the event holding byte `at` begins (just after the previous blank line)."""
-    lf = raw.rfind(b"\n\n", 0, at)
-    # A CRLF or CR blank line can only be nearer than the last LF one: search just that stretch.
-    since = max(lf, 0)
-    cut = max(lf, raw.rfind(b"\r\n\r\n", since, at), raw.rfind(b"\r\r", since, at))
-    if cut < 0:
-        return 0
-    return cut + (4 if raw.startswith(b"\r\n\r\n", cut) else 2)
