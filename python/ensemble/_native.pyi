@@ -24,6 +24,7 @@ __all__ = [
     "prefix_fingerprint",
     "prompt_keys",
     "sha256_digest",
+    "usage_event",
 ]
 
 __version__: str

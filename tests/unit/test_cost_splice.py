@@ -74,7 +74,21 @@ def _reference_usage_event(raw: bytes) -> tuple[int, int] | None:
 
 
 def test_the_native_search_agrees_with_the_regular_expression() -> None:
-    pieces = [b'"usage"', b":", b" ", b"\t", b"{", b"null", b"\n", b"\r", b"\n\n", b"\r\n\r\n", b"\r\r", b"x", b'"']
+    pieces = [
+        b'"usage"',
+        b":",
+        b" ",
+        b"\t",
+        b"{",
+        b"null",
+        b"\n",
+        b"\r",
+        b"\n\n",
+        b"\r\n\r\n",
+        b"\r\r",
+        b"x",
+        b'"',
+    ]
     rng = random.Random(7)
     for _ in range(20000):
         raw = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 24)))
