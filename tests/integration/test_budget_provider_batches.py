@@ -180,3 +180,40 @@ def test_native_batches_reserve_their_provider_items_and_cancel_releases_queued_
             )
     finally:
         server.stop()
+
+
+def test_a_request_the_rate_limit_fallback_sends_to_a_provider_batch_holds_its_batch_price(
+    tmp_path: Path, fake: FakeUpstream
+) -> None:
+    fake.configure("anth-b5", batch_delay_ms=2500)
+    fake.enqueue("anth-b5", {"status": 429, "retry_after": 1})
+    server = Ensemble(
+        tmp_path,
+        providers=[anthropic_provider(fake.endpoint_url("anth-b5"))],
+        config={"batch": {"collection_window": "200ms"}},
+        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
+    )
+    try:
+        key, key_id = new_key(server, budget_usd=BUDGET, budget_period="day")
+        with server.client(key) as c:
+            r = c.post(
+                "/api/v1/generate",
+                json={
+                    "model": params("x")["model"],
+                    "max_tokens": 200,
+                    "messages": [{"role": "user", "content": "later"}],
+                },
+                headers={"prefer": "respond-async"},
+            )
+            assert r.status_code == 202, r.text
+            # Queued: the interactive worst case went back, the batch-price one is held instead.
+            held = micro(BUDGET) - micro(key_record(server, key_id)["remaining_usd"])
+            assert 300 < held < 600, held
+            status_url = r.json()["status_url"]
+            wait_until(lambda: c.get(status_url).json()["status"] == "completed", timeout=30)
+            cost = c.get(r.json()["retrieve_url"]).json()["cost_micro_dollars"]
+        record = key_record(server, key_id)
+        assert 0 < micro(record["spent_usd"]) == cost
+        assert micro(record["remaining_usd"]) == micro(BUDGET) - cost
+    finally:
+        server.stop()
