@@ -5,7 +5,9 @@ settles its real cost when its result arrives, or nothing when it is canceled.""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -69,19 +71,32 @@ def holds_on_disk(server: Ensemble) -> int:
     return int(n)
 
 
-def serve(tmp_path: Path, fake: FakeUpstream, name: str, delay_ms: int) -> Ensemble:
+def serve(tmp_path: Path, fake: FakeUpstream, name: str, delay_ms: int, **config: Any) -> Ensemble:
     fake.configure(name, batch_delay_ms=delay_ms)
     return Ensemble(
-        tmp_path, providers=[anthropic_provider(fake.endpoint_url(name))], env={"ENSEMBLE_ADMIN_KEY": ADMIN}
+        tmp_path,
+        providers=[anthropic_provider(fake.endpoint_url(name))],
+        config=config,
+        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
     )
+
+
+@contextlib.contextmanager
+def budgeted(
+    tmp_path: Path, fake: FakeUpstream, name: str, delay_ms: int, **config: Any
+) -> Iterator[tuple[Ensemble, str, str]]:
+    """A server whose provider batches take `delay_ms`, with a key on a day budget of BUDGET."""
+    server = serve(tmp_path, fake, name, delay_ms, **config)
+    try:
+        yield server, *new_key(server, budget_usd=BUDGET, budget_period="day")
+    finally:
+        server.stop()
 
 
 def test_a_batch_past_the_budget_is_refused_402_in_anthropic_shape(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
-    server = serve(tmp_path, fake, "anth-b1", 300)
-    try:
-        key, _ = new_key(server, budget_usd=BUDGET, budget_period="day")
+    with budgeted(tmp_path, fake, "anth-b1", 300) as (server, key, _):
         client = anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0)
         with client, pytest.raises(anthropic.APIStatusError) as refused:
             client.messages.batches.create(requests=items(3, "big"))  # type: ignore[arg-type]
@@ -95,16 +110,12 @@ def test_a_batch_past_the_budget_is_refused_402_in_anthropic_shape(
         # Two items fit (at the batch price: at the interactive one they would not).
         r = submit(server, key, 2, "fits")
         assert r.status_code == 200, r.text
-    finally:
-        server.stop()
 
 
 def test_a_batch_holds_its_worst_case_until_each_item_settles_its_real_cost(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
-    server = serve(tmp_path, fake, "anth-b2", 2500)
-    try:
-        key, key_id = new_key(server, budget_usd=BUDGET, budget_period="day")
+    with budgeted(tmp_path, fake, "anth-b2", 2500) as (server, key, key_id):
         first = submit(server, key, 2, "held")
         assert first.status_code == 200, first.text
         # While the provider works on it, the batch holds its worst case: another does not fit.
@@ -121,8 +132,6 @@ def test_a_batch_holds_its_worst_case_until_each_item_settles_its_real_cost(
         assert micro(record["remaining_usd"]) == micro(BUDGET) - cost  # the rest is free again
         assert holds_on_disk(server) == 0
         assert submit(server, key, 2, "again").status_code == 200
-    finally:
-        server.stop()
 
 
 def test_the_reservation_survives_a_restart_and_a_cancel_gives_it_back(
@@ -164,37 +173,26 @@ def test_the_reservation_survives_a_restart_and_a_cancel_gives_it_back(
 def test_native_batches_reserve_their_provider_items_and_cancel_releases_queued_ones(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
-    server = serve(tmp_path, fake, "anth-b4", 60_000)
-    try:
-        key, key_id = new_key(server, budget_usd=BUDGET, budget_period="day")
-        with server.client(key) as c:
-            three = [{"custom_id": f"n{i}", **params(f"native {i}")} for i in range(3)]
-            r = c.post("/api/v1/batch", json={"requests": three})
-            assert r.status_code == 402 and r.json()["error"]["type"] == "budget_exceeded", r.text
-            r = c.post("/api/v1/batch", json={"requests": three[:2]})
-            assert r.status_code == 200, r.text
-            # Canceled at once, before the runner sends it: the queued items give their holds back.
-            c.post(f"/api/v1/batch/{r.json()['batch_id']}/cancel")
-            wait_until(
-                lambda: micro(key_record(server, key_id)["remaining_usd"]) == micro(BUDGET), timeout=20
-            )
-    finally:
-        server.stop()
+    with budgeted(tmp_path, fake, "anth-b4", 60_000) as (server, key, key_id), server.client(key) as c:
+        three = [{"custom_id": f"n{i}", **params(f"native {i}")} for i in range(3)]
+        r = c.post("/api/v1/batch", json={"requests": three})
+        assert r.status_code == 402 and r.json()["error"]["type"] == "budget_exceeded", r.text
+        r = c.post("/api/v1/batch", json={"requests": three[:2]})
+        assert r.status_code == 200, r.text
+        # Canceled at once, before the runner sends it: the queued items give their holds back.
+        c.post(f"/api/v1/batch/{r.json()['batch_id']}/cancel")
+        wait_until(lambda: micro(key_record(server, key_id)["remaining_usd"]) == micro(BUDGET), timeout=20)
 
 
 def test_a_request_the_rate_limit_fallback_sends_to_a_provider_batch_holds_its_batch_price(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
-    fake.configure("anth-b5", batch_delay_ms=2500)
     fake.enqueue("anth-b5", {"status": 429, "retry_after": 1})
-    server = Ensemble(
-        tmp_path,
-        providers=[anthropic_provider(fake.endpoint_url("anth-b5"))],
-        config={"batch": {"collection_window": "200ms"}},
-        env={"ENSEMBLE_ADMIN_KEY": ADMIN},
-    )
-    try:
-        key, key_id = new_key(server, budget_usd=BUDGET, budget_period="day")
+    with budgeted(tmp_path, fake, "anth-b5", 2500, batch={"collection_window": "200ms"}) as (
+        server,
+        key,
+        key_id,
+    ):
         with server.client(key) as c:
             r = c.post(
                 "/api/v1/generate",
@@ -215,5 +213,3 @@ def test_a_request_the_rate_limit_fallback_sends_to_a_provider_batch_holds_its_b
         record = key_record(server, key_id)
         assert 0 < micro(record["spent_usd"]) == cost
         assert micro(record["remaining_usd"]) == micro(BUDGET) - cost
-    finally:
-        server.stop()
