@@ -765,6 +765,18 @@ mod bindings {
         }
     }
 
+    /// A scanner item as `StreamScanner.feed` hands it: `(kind, key, text)` or `(-1, type, data)`.
+    fn scan_item(py: Python<'_>, item: scan::Item) -> PyResult<Bound<'_, PyAny>> {
+        Ok(match item {
+            scan::Item::Run { kind, key, text } => {
+                (kind as i64, key, text).into_pyobject(py)?.into_any()
+            }
+            scan::Item::Event { event_type, data } => {
+                (-1i64, event_type, data).into_pyobject(py)?.into_any()
+            }
+        })
+    }
+
     /// The same-format fast path's scanner (core: `scan.rs`): frames one provider stream and
     /// decodes its common events natively, one call per network read.
     #[pyclass(module = "ensemble._native", name = "StreamScanner")]
@@ -799,15 +811,7 @@ mod bindings {
             let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
             let list = PyList::empty(py);
             for item in items {
-                let tuple = match item {
-                    scan::Item::Run { kind, key, text } => {
-                        (kind as i64, key, text).into_pyobject(py)?.into_any()
-                    }
-                    scan::Item::Event { event_type, data } => {
-                        (-1i64, event_type, data).into_pyobject(py)?.into_any()
-                    }
-                };
-                list.append(tuple)?;
+                list.append(scan_item(py, item)?)?;
             }
             Ok((cut, list))
         }
@@ -860,12 +864,7 @@ mod bindings {
                             .into_pyobject(py)?
                             .into_any()
                     }
-                    event_runs::RunItem::Item(scan::Item::Run { kind, key, text }) => {
-                        (kind as i64, key, text).into_pyobject(py)?.into_any()
-                    }
-                    event_runs::RunItem::Item(scan::Item::Event { event_type, data }) => {
-                        (-1i64, event_type, data).into_pyobject(py)?.into_any()
-                    }
+                    event_runs::RunItem::Item(item) => scan_item(py, item)?,
                 };
                 list.append(tuple)?;
             }
