@@ -9,6 +9,7 @@ from typing import Any, Protocol, Self, final
 
 __all__ = [
     "AffinityTable",
+    "EventRunScanner",
     "H2Pool",
     "H2Stream",
     "KeyTable",
@@ -23,6 +24,7 @@ __all__ = [
     "monotonic_ms",
     "prefix_fingerprint",
     "prompt_keys",
+    "responses_deltas",
     "sha256_digest",
     "usage_event",
 ]
@@ -68,6 +70,28 @@ class StreamScanner:
     @property
     def counts(self) -> tuple[int, int]:
         """(events decoded natively, events handed to the decoder) so far."""
+
+@final
+class EventRunScanner:
+    """A ``StreamScanner`` (one run per event) for a client format that renders one event per
+    upstream event: the text of consecutive events for one block comes as one run with its
+    events' ends."""
+
+    def __new__(cls, format: str) -> Self: ...
+    def feed(
+        self, chunk: bytes
+    ) -> tuple[int, list[tuple[int, int, str] | tuple[int, str, str] | tuple[int, int, tuple[str, bytes]]]]:
+        """``StreamScanner.feed``'s items, but two or more consecutive text runs of one block are
+        one ``(4, key, (text, ends))``: ``ends`` holds where each event's fragment ends (UTF-8
+        byte offsets into ``text``, little-endian u32). Raises ``SseError`` on bounds."""
+    def close(self) -> None:
+        """End of stream: discard any unterminated event."""
+
+def responses_deltas(prefix: bytes, suffix: bytes, seq: int, text: str, ends: bytes) -> tuple[bytes, int]:
+    """One Responses delta event per non-empty fragment of ``text`` (cut at ``ends``, as in
+    ``EventRunScanner.feed``): ``prefix``, the sequence number (rising from ``seq``),
+    ``,"delta":``, the fragment as JSON (as orjson writes it), ``suffix``. Returns the events and
+    the next sequence number; ``ValueError`` when ``ends`` does not cut the whole text."""
 
 @final
 class RateLimiter:

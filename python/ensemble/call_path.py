@@ -39,10 +39,15 @@ class CallPath(Protocol):
         ...
 
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """One upstream attempt for a stream; it ends when the iterator does. `raw`: the
-        same-format fast path (`Provider.stream`)."""
+        same-format fast path; `event_runs`: TextRuns welcome (`Provider.stream`)."""
         ...
 
     def embed(
@@ -62,9 +67,14 @@ class DirectCalls:
         return target.provider.complete(request, target, opts)
 
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
-        return target.provider.stream(request, target, opts, raw)
+        return target.provider.stream(request, target, opts, raw, event_runs)
 
     def embed(
         self, request: EmbeddingRequest, target: Target, opts: CallOptions

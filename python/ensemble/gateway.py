@@ -91,6 +91,9 @@ class CallContext:
     # The client's stream format when it could take a same-format provider's bytes unchanged
     # (openai, anthropic, gemini; the route decides, each attempt's provider confirms).
     passthrough: str | None = None
+    # The client's stream format renders one event per upstream event from TextRuns (the merged
+    # text of a read with its events' ends), so providers may hand those.
+    event_runs: bool = False
     store: bool = True  # keep the answer for retrieval (the Responses API's `store: false` says no)
     # What an ingress keeps beside the answer to continue the conversation later (Responses
     # `previous_response_id`: the canonical input and the parameters the answer echoes).
@@ -721,7 +724,7 @@ class Gateway:
     ) -> LiveStream:
         ingress = ctx.passthrough
         raw = ingress is not None and target.provider.passthrough(ingress, request, target)
-        iterator = self.calls.stream(request, target, opts, raw).__aiter__()
+        iterator = self.calls.stream(request, target, opts, raw, ctx.event_runs).__aiter__()
         held: list[StreamDelta] = []
         held_bytes: list[bytes] = []
         try:

@@ -18,7 +18,7 @@ import redis
 
 from ensemble import telemetry
 from ensemble.budget.ledger import Budgets
-from ensemble.budget.sync import BudgetSync
+from ensemble.budget.sync import BudgetSync, Seeds
 from ensemble.config.schema import Config
 from ensemble.ratelimit import Admission
 from ensemble.ratelimit.lease import Leases
@@ -48,6 +48,7 @@ class Scaleout:
         self.ratesync: RateLimitSync | None = None
         self.budgets: Budgets | None = None  # the runtime's; shared through `budgetsync` with Redis
         self.local_customers: Callable[[], dict[str, tuple[int | None, str]]] = dict
+        self.budget_seeds: Seeds | None = None  # this instance's database: spend before a budget
         self.budgetsync: BudgetSync | None = None
         self.s3: S3Store | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,6 +95,7 @@ class Scaleout:
                 self.health,
                 sync_interval=self.config.rate_limit.sync_interval,
                 local_customers=self.local_customers,
+                seeds=self.budget_seeds,
             )
         # Endpoint scopes are admitted on the local counters plus everyone's usage (the shared
         # view), pulled every interval even while this instance does not use the endpoint.

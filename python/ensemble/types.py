@@ -11,6 +11,7 @@ EmbeddingResponse — an EmbeddingResult priced and timed, for the ingress forma
 
 from __future__ import annotations
 
+import struct
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -232,6 +233,23 @@ class TextDelta(msgspec.Struct, tag="text_delta"):
     index: int
     text: str
     citation: dict[str, Any] | None = None  # one more source for the block's text (Anthropic citations_delta)
+
+
+class TextRun(TextDelta, tag="text_run"):
+    """The text of several upstream events of one network read for one block, merged (assembled as
+    one TextDelta), with where each event's fragment ends: `ends`, UTF-8 byte offsets into `text` as
+    little-endian u32. Only a stream format that renders one event per upstream event asks for these
+    (`event_runs`), so its client keeps the provider's granularity."""
+
+    ends: bytes = b""
+
+    def fragments(self) -> list[str]:
+        """The events' fragments of `text`, in order."""
+        raw, start, out = self.text.encode(), 0, []
+        for (end,) in struct.iter_unpack("<I", self.ends):
+            out.append(raw[start:end].decode())
+            start = end
+        return out
 
 
 class ThinkingDelta(msgspec.Struct, tag="thinking_delta"):

@@ -5,11 +5,13 @@
 
 pub mod affinity;
 pub mod clock;
+pub mod event_runs;
 pub mod h2client;
 pub mod json;
 pub mod keys;
 pub mod rank;
 pub mod ratelimit;
+pub mod responses_sse;
 pub mod scan;
 pub mod splice;
 pub mod sse;
@@ -60,8 +62,8 @@ pub fn digest_from_slice(b: &[u8]) -> Result<keys::Digest, NativeError> {
 #[cfg(feature = "python")]
 mod bindings {
     use super::{
-        affinity, clock, digest_from_slice, h2client, keys, rank, ratelimit, scan, splice, sse,
-        NativeError,
+        affinity, clock, digest_from_slice, event_runs, h2client, keys, rank, ratelimit,
+        responses_sse, scan, splice, sse, NativeError,
     };
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
@@ -771,6 +773,18 @@ mod bindings {
         }
     }
 
+    /// A scanner item as `StreamScanner.feed` hands it: `(kind, key, text)` or `(-1, type, data)`.
+    fn scan_item(py: Python<'_>, item: scan::Item) -> PyResult<Bound<'_, PyAny>> {
+        Ok(match item {
+            scan::Item::Run { kind, key, text } => {
+                (kind as i64, key, text).into_pyobject(py)?.into_any()
+            }
+            scan::Item::Event { event_type, data } => {
+                (-1i64, event_type, data).into_pyobject(py)?.into_any()
+            }
+        })
+    }
+
     /// The same-format fast path's scanner (core: `scan.rs`): frames one provider stream and
     /// decodes its common events natively, one call per network read.
     #[pyclass(module = "ensemble._native", name = "StreamScanner")]
@@ -805,15 +819,7 @@ mod bindings {
             let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
             let list = PyList::empty(py);
             for item in items {
-                let tuple = match item {
-                    scan::Item::Run { kind, key, text } => {
-                        (kind as i64, key, text).into_pyobject(py)?.into_any()
-                    }
-                    scan::Item::Event { event_type, data } => {
-                        (-1i64, event_type, data).into_pyobject(py)?.into_any()
-                    }
-                };
-                list.append(tuple)?;
+                list.append(scan_item(py, item)?)?;
             }
             Ok((cut, list))
         }
@@ -828,6 +834,78 @@ mod bindings {
         fn counts(&self) -> (u64, u64) {
             self.inner.counts()
         }
+    }
+
+    /// A `StreamScanner` for a format that renders one event per upstream event: see
+    /// `rust/src/event_runs.rs`.
+    #[pyclass(module = "ensemble._native", name = "EventRunScanner")]
+    struct PyEventRunScanner {
+        inner: scan::StreamScanner,
+    }
+
+    #[pymethods]
+    impl PyEventRunScanner {
+        #[new]
+        fn new(format: &str) -> PyResult<Self> {
+            // One run per event from the scanner, merged here with the events' ends.
+            let scanner = PyStreamScanner::new(format, false)?;
+            Ok(PyEventRunScanner {
+                inner: scanner.inner,
+            })
+        }
+
+        /// `StreamScanner.feed`'s items, but the text of consecutive events for one block is one
+        /// `(4, key, (text, ends))` run: `ends` holds where each event's fragment ends (UTF-8
+        /// byte offsets in `text`, little-endian u32).
+        fn feed<'py>(
+            &mut self,
+            py: Python<'py>,
+            chunk: &[u8],
+        ) -> PyResult<(usize, Bound<'py, PyList>)> {
+            let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
+            let list = PyList::empty(py);
+            for item in event_runs::merge_text(items) {
+                let tuple = match item {
+                    event_runs::RunItem::Text { key, text, ends } => {
+                        let ends: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+                        (4i64, key, (text, PyBytes::new(py, &ends)))
+                            .into_pyobject(py)?
+                            .into_any()
+                    }
+                    event_runs::RunItem::Item(item) => scan_item(py, item)?,
+                };
+                list.append(tuple)?;
+            }
+            Ok((cut, list))
+        }
+
+        fn close(&mut self) {
+            self.inner.finish();
+        }
+    }
+
+    /// Responses delta events for the fragments of a merged text run; see
+    /// `rust/src/responses_sse.rs`. Returns `(events, next sequence number)`.
+    #[pyfunction]
+    fn responses_deltas<'py>(
+        py: Python<'py>,
+        prefix: &[u8],
+        suffix: &[u8],
+        seq: u64,
+        text: &str,
+        ends: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, u64)> {
+        let offsets = ends.chunks_exact(4);
+        let bad = || PyValueError::new_err("ends: not offsets that cut the whole text");
+        if !offsets.remainder().is_empty() {
+            return Err(bad());
+        }
+        let offsets = offsets.map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let mut out =
+            Vec::with_capacity(text.len() + ends.len() / 4 * (prefix.len() + suffix.len() + 24));
+        let next = responses_sse::write_deltas(&mut out, prefix, suffix, seq, text, offsets)
+            .ok_or_else(bad)?;
+        Ok((PyBytes::new(py, &out), next))
     }
 
     #[pymodule]
@@ -845,6 +923,8 @@ mod bindings {
         m.add("SseError", py.get_type::<SseError>())?;
         m.add_class::<PySseParser>()?;
         m.add_class::<PyStreamScanner>()?;
+        m.add_class::<PyEventRunScanner>()?;
+        m.add_function(wrap_pyfunction!(responses_deltas, m)?)?;
         m.add_class::<PyRateLimiter>()?;
         m.add_class::<PyKeyTable>()?;
         m.add_function(wrap_pyfunction!(sha256_digest, m)?)?;

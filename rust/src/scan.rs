@@ -446,6 +446,9 @@ fn openai_hot(chunk: &Value<'_>, s: &ScanState) -> Option<Hot> {
         Some(d @ Value::Obj(_)) => d,
         _ => return None,
     };
+    if delta.get("reasoning_details").is_some_and(|v| !v.is_null()) {
+        return None; // OpenRouter's signed or encrypted reasoning: only the decoder keeps it
+    }
     let text = |name: &str| -> Option<Option<String>> {
         match delta.get(name) {
             None | Some(Value::Null) => Some(None),
@@ -688,6 +691,8 @@ mod tests {
             r#"{"error":{"message":"boom"}}"#,
             r#"{"choices":[{"delta":{"content":5}}]}"#,
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"y","reasoning_details":[]}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_details":[{"type":"reasoning.encrypted","data":"e"}]}}]}"#,
             "not json",
         ] {
             let items = s.feed(format!("data: {data}\n\n").as_bytes()).unwrap().1;

@@ -81,6 +81,33 @@ def test_workers_without_redis_each_admit_their_share() -> None:
     assert b.accounts_for("k", "")[0].available == 400
 
 
+def test_a_committed_batch_reservation_is_held_until_any_worker_settles_its_items() -> None:
+    clock = Clock("2026-12-02T12:00:00")
+    submitter, collector = Budgets(share=2, clock=clock), Budgets(share=2, clock=clock)
+    for b in (submitter, collector):
+        b.configure("key", "k", 1000, "day", spent=0)
+    mine, theirs = submitter.get("key", "k"), collector.get("key", "k")
+    assert mine is not None and theirs is not None
+    hold = submitter.try_reserve((mine,), 400)
+    assert isinstance(hold, Hold)
+    submitter.commit(hold)
+    assert (mine.reserved, mine.held, mine.available, mine.remaining()) == (0, 400, 100, 600)
+    # The other worker collects the result: a refund of what the worst case did not use.
+    collector.settle(collector.held_hold(["key:k"], 400, clock.now), 150)
+    assert (theirs.spent, theirs.available) == (150, 750)
+    # Both spend all they may: together exactly the budget, never more.
+    assert 150 + mine.available + theirs.available == 1000
+    # An item reserved yesterday settles against yesterday: nothing comes back today.
+    before = theirs.available
+    collector.settle(collector.held_hold(["key:k"], 400, clock.now - 86400), 0)
+    assert theirs.available == before
+    # A restarted worker reads what is still held back from disk.
+    restarted = Budgets(clock=clock)
+    restarted.configure("key", "k", 1000, "day", spent=150, held=400)
+    acc = restarted.get("key", "k")
+    assert acc is not None and acc.available == 450 and acc.seed == 550
+
+
 def test_refusal_says_what_is_left_and_when_it_resets() -> None:
     b = Budgets(clock=Clock("2026-12-02T12:00:00"))
     b.configure("key", "k", 250_000, "month", spent=240_000)

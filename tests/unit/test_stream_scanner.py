@@ -9,12 +9,15 @@ must be the stream's own bytes, whole events at a time.
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_provider_golden import WIRES as PROVIDER_WIRES
 
 from ensemble._native import StreamScanner
 from ensemble.assembly import Assembler
@@ -121,6 +124,32 @@ def test_unmerged_runs_are_the_decoders_deltas_one_for_one(name: str, cuts: list
     pieces = split(body(name), cuts)
     native = deltas(ScanningReader(wire, wire.decoder(), merge=False), pieces)
     assert native == deltas(FramingReader(wire, wire.decoder()), pieces)
+
+
+# The providers' documented streams (tests/fixtures/providers), each read with its own provider
+# type's wire where that wire is scanned: OpenRouter's reasoning_details, xAI's and DeepSeek's
+# reasoning, Anthropic's server tools, Gemini's signatures.
+GOLDEN = [
+    (path.parent.name, path.stem, path.read_bytes())
+    for path in sorted(
+        (Path(__file__).resolve().parents[1] / "fixtures" / "providers").glob("*/*.stream.txt")
+    )
+    if PROVIDER_WIRES[path.parent.name].stream_scanner is not None
+]
+
+
+@pytest.mark.parametrize(("provider", "name", "raw"), GOLDEN, ids=[f"{p}-{n}" for p, n, _ in GOLDEN])
+def test_documented_streams_alike_whole_and_byte_by_byte(provider: str, name: str, raw: bytes) -> None:
+    wire = PROVIDER_WIRES[provider]
+
+    def decoded(pieces: list[bytes], native: bool) -> str:
+        # Gemini names no tool call: the decoder makes each an id of its own.
+        return re.sub(r"call_[0-9a-f]{24}", "call_…", repr(assemble(wire, pieces, native)))
+
+    canonical = decoded([raw], native=False)
+    assert "blocks=[]" not in canonical, "the recording decodes to something"
+    assert decoded([raw], native=True) == canonical
+    assert decoded([raw[i : i + 1] for i in range(len(raw))], native=True) == canonical
 
 
 @pytest.mark.parametrize("name", list(RECORDINGS))

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from ensemble._native import responses_deltas
 from ensemble.api.responses_render import (
     INCOMPLETE,
     TEXT_ITEM,
@@ -30,6 +31,7 @@ from ensemble.types import (
     InferenceResponse,
     StreamDelta,
     TextDelta,
+    TextRun,
     ThinkingBlock,
     ThinkingDelta,
     ToolCallArgs,
@@ -40,7 +42,17 @@ from ensemble.types import (
 class _Open:
     """An output item being streamed."""
 
-    __slots__ = ("call_id", "delta_format", "item_id", "kind", "name", "output_index", "parts", "signature")
+    __slots__ = (
+        "call_id",
+        "delta_format",
+        "delta_prefix",
+        "item_id",
+        "kind",
+        "name",
+        "output_index",
+        "parts",
+        "signature",
+    )
 
     def __init__(self, kind: str, item_id: str, output_index: int) -> None:
         self.kind = kind
@@ -51,6 +63,7 @@ class _Open:
         self.call_id = ""
         self.name = ""
         self.delta_format = b""
+        self.delta_prefix = b""  # a text delta event up to its sequence number (TextRuns, natively)
 
 
 # The events of a text item, written around its id, output index and text as JSON (the common
@@ -72,11 +85,14 @@ _TEXT_DONE = (
     b'event: response.output_item.done\ndata: {"type":"response.output_item.done","sequence_number":%d,'
     b'"output_index":%s,"item":%s}\n\n'
 )
-# A text delta's event with the item's id and output index in place: `% (sequence number, delta JSON)`.
-_TEXT_DELTA = (
+# A text delta's event `% (item id JSON, output index)`, up to its sequence number, and after its delta.
+_TEXT_DELTA_HEAD = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","item_id":%s,'
-    b'"output_index":%s,"content_index":0,"sequence_number":%%d,"delta":%%s,"logprobs":[]}\n\n'
+    b'"output_index":%s,"content_index":0,"sequence_number":'
 )
+_TEXT_DELTA_TAIL = b',"logprobs":[]}\n\n'
+# With the item's id and output index in place: `% (sequence number, delta JSON)`.
+_TEXT_DELTA = _TEXT_DELTA_HEAD + b'%%d,"delta":%%s' + _TEXT_DELTA_TAIL
 
 _ID_PREFIX = {"text": "msg", "thinking": "rs", "tool": "fc"}
 
@@ -92,11 +108,14 @@ _IN_PROGRESS = b',"status":"in_progress","error":null,"incomplete_details":null,
 class EventWriter:
     """Renders deltas as Responses stream events. Each canonical block becomes one output item,
     opened at its first delta and closed (its `.done` events) when the next block starts or the
-    answer ends; per token one small event is written, built around the delta's JSON string."""
+    answer ends; per token one small event is written, built around the delta's JSON string. The
+    text of a read's upstream events comes as one TextRun where the provider can, and its events
+    are written natively (rust/src/responses_sse.rs), the same bytes as one by one."""
 
     content_type = "text/event-stream; charset=utf-8"
     # Always rendered: the gateway keeps its own response object (ids, sequence numbers, storage).
     passthrough: str | None = None
+    event_runs = True
 
     def __init__(
         self,
@@ -179,6 +198,7 @@ class EventWriter:
             ident, oi, seq = orjson.dumps(item_id), str(output_index).encode(), self._seq
             self._seq = seq + 2
             item.delta_format = _TEXT_DELTA % (ident, oi)
+            item.delta_prefix = _TEXT_DELTA_HEAD % (ident, oi)
             return out + _TEXT_OPENED % (seq, oi, ident, seq + 1, ident, oi)
         where = {"item_id": item_id, "output_index": output_index}
         if kind == "thinking":
@@ -277,6 +297,8 @@ class EventWriter:
                 seq = self._seq
                 self._seq = seq + 1
                 return item.delta_format % (seq, orjson.dumps(delta.text))
+        if type(delta) is TextRun:
+            return self._run(delta)
         if isinstance(delta, TextDelta):
             item = self._items.get(delta.index)
             head = self._open(delta.index, "text", delta) if item is None else b""
@@ -297,6 +319,16 @@ class EventWriter:
                 return None
             return self._delta(item, delta.fragment)
         return None
+
+    def _run(self, run: TextRun) -> bytes | None:
+        """A TextRun: its fragments' events, as render() writes them one TextDelta each."""
+        item = self._current
+        if item is None or run.index != self._text_index:  # not the open text item: not per token
+            frames = [self.render(TextDelta(index=run.index, text=f)) for f in run.fragments()]
+            return b"".join(f for f in frames if f) or None
+        item.parts.append(run.text)
+        out, self._seq = responses_deltas(item.delta_prefix, _TEXT_DELTA_TAIL, self._seq, run.text, run.ends)
+        return out or None
 
     def finish(self, response: InferenceResponse) -> bytes:
         out = self._close()

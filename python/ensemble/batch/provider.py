@@ -33,6 +33,7 @@ from ensemble.types import InferenceRequest, Usage
 from ensemble.usage.pricing import Price
 
 if TYPE_CHECKING:
+    from ensemble.batch.budget import BatchBudgets
     from ensemble.server.runtime import Runtime
 
 log = logging.getLogger("ensemble.batch")
@@ -59,6 +60,8 @@ class BatchPrice(Price):
             price.cache_read,
             price.cache_write,
         )
+        p.worst_input = price.worst_input * float(BATCH_DISCOUNT)  # what a budget reserves
+        p.output_rate = price.output_rate * float(BATCH_DISCOUNT)
         return p
 
     def cost(self, usage: Usage, *, discount: Decimal | None = None) -> Decimal:
@@ -75,9 +78,12 @@ def _parse_time(value: Any) -> float | None:
 
 
 class ProviderBatches:
-    def __init__(self, rt: Runtime, store: BatchStore, owner: str, lease_ms: int) -> None:
+    def __init__(
+        self, rt: Runtime, store: BatchStore, owner: str, lease_ms: int, budget: BatchBudgets
+    ) -> None:
         self.rt = rt
         self.store = store
+        self.budget = budget  # items settle their share of the batch's budget reservation
         self.owner = owner
         self.lease_ms = lease_ms
         self._session: aiohttp.ClientSession | None = None
@@ -307,7 +313,7 @@ class ProviderBatches:
             error = e if isinstance(e, EnsembleError) else ProviderError("unparseable batch result")
             await self._settle(item, "errored", error=error)
             return
-        ctx = CallContext(item.request_id, key)
+        ctx = CallContext(item.request_id, key, budget=await self.budget.take(item.batch_id, item.idx))
         ctx.target = target
         ctx.route = PROVIDER_BATCH  # sent in the provider's own batch, not through the router
         ctx.model = request.model
@@ -319,7 +325,11 @@ class ProviderBatches:
         return await keys.fetch_key(self.store.conn, key_id)
 
     async def _settle(self, item: ClaimedItem, state: str, error: EnsembleError | None = None) -> None:
-        """A final state that is not a success; errors are recorded in the request log once."""
+        """A final state that is not a success (nothing charged); errors are recorded in the request
+        log once."""
+        hold = await self.budget.take(item.batch_id, item.idx)
+        if hold is not None:
+            self.budget.budgets.settle(hold, 0)
         if error is not None:
             gateway = self.rt.gateway
             key = await self._key(item.key_id)

@@ -3,7 +3,8 @@
 Items of a batch take one of two routes, chosen at submission from the model's first provider:
 
 - `provider_batch` (Anthropic models): the runner submits them to the provider's Message Batches API,
-  polls it, and collects the results; their cost carries the provider's batch discount (50%).
+  polls it, and collects the results; their cost carries the provider's batch discount (50%). On a
+  spend budget their worst case is reserved at submission (batch/budget.py).
 - `gateway` (everything else): the runner sends them through the ordinary gateway path, at most
   `LOW_PRIORITY_CONCURRENCY` at a time per worker, so interactive traffic is never queued behind a
   batch; an item refused with 429 goes back to the queue until the limit frees up, never dropped.
@@ -27,10 +28,18 @@ import msgspec
 from ensemble import telemetry
 from ensemble.api import native
 from ensemble.auth import Authenticator
+from ensemble.batch.budget import BatchBudgets
 from ensemble.batch.provider import ProviderBatches
 from ensemble.batch.results import errored, succeeded
 from ensemble.batch.store import BatchStore, ClaimedItem, NewItem, now_ms
-from ensemble.errors import AuthenticationFailed, EnsembleError, InvalidRequest, Overloaded, RateLimited
+from ensemble.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    EnsembleError,
+    InvalidRequest,
+    Overloaded,
+    RateLimited,
+)
 from ensemble.gateway import CallContext
 from ensemble.storage import database, keys
 from ensemble.storage.keys import KeyRecord
@@ -74,6 +83,8 @@ class BatchService:
         ]
         self.lease_ms = int((max(timeouts) + 60) * 1000)
         self.running: set[asyncio.Task[None]] = set()
+        self.budget = BatchBudgets(rt, store.conn)
+        store.on_released = self.budget.release
         self.provider_batches: ProviderBatches | None = None
         self._task: asyncio.Task[None] | None = None
         self._keys: dict[str, KeyRecord] = {}
@@ -83,7 +94,7 @@ class BatchService:
         # Its own connection: the request log's transactions on the shared one must not interleave.
         store = BatchStore(await database.connect(rt.config.database.path))
         service = cls(rt, store)
-        service.provider_batches = ProviderBatches(rt, store, service.owner, service.lease_ms)
+        service.provider_batches = ProviderBatches(rt, store, service.owner, service.lease_ms, service.budget)
         return service
 
     def start(self) -> None:
@@ -131,15 +142,21 @@ class BatchService:
         origin: str,
         prefix: str = "batch_",
     ) -> str:
+        """Store a batch; its provider-batch items' worst case is reserved first (402 when it does not fit)."""
         batch_id = new_batch_id(prefix)
-        new = [
-            NewItem(
-                custom_id, f"{batch_id}-{i}", request.model, _encode(request), self.route_for(request.model)
-            )
-            for i, (custom_id, request) in enumerate(items)
-        ]
+        routes = [self.route_for(request.model) for _, request in items]
+        to_provider = [(i, r) for i, (_, r) in enumerate(items) if routes[i] == "provider_batch"]
         now = now_ms()
-        await self.store.create(batch_id, key.key_id, origin, new, ready_ms=now, expires_ms=now + EXPIRY_MS)
+        async with self.budget.reserved(key, to_provider, now) as holds:
+            new = [
+                NewItem(
+                    custom_id, f"{batch_id}-{i}", request.model, _encode(request), routes[i], holds.get(i)
+                )
+                for i, (custom_id, request) in enumerate(items)
+            ]
+            await self.store.create(
+                batch_id, key.key_id, origin, new, ready_ms=now, expires_ms=now + EXPIRY_MS
+            )
         return batch_id
 
     async def fall_back(
@@ -163,21 +180,30 @@ class BatchService:
         if ctx.reservation is not None:  # the queued run is admitted (and recorded) when it runs
             self.rt.admission.reconcile(ctx.reservation, 0)
             ctx.reservation = None
-        if self.rt.gateway is not None:  # the queued run reserves its own budget when it runs
+        # The queued run reserves its own budget when it runs through the gateway; sent in a
+        # provider batch, it holds its batch-price worst case from now on.
+        if self.rt.gateway is not None:
             self.rt.gateway.release_budget(ctx)
-        ctx.recorded = True  # no 429 record: the request is not over
         request_id = req.request_id
-        window_ms = int(self.config.collection_window * 1000)
-        item = NewItem(request_id, request_id, request.model, _encode(request), self.route_for(request.model))
-        batch_id = await self.store.join_fallback(
-            new_batch_id(),
-            key.key_id,
-            item,
-            window_ms=window_ms,
-            max_size=max(self.config.max_batch_size, 1),
-            expires_ms=now_ms() + EXPIRY_MS,
-            provider=ctx.target.provider.name if ctx.target is not None else "",  # the likely one
-        )
+        route = self.route_for(request.model)
+        now = now_ms()
+        try:
+            async with self.budget.reserved(
+                key, [(0, request)] if route == "provider_batch" else [], now
+            ) as holds:
+                item = NewItem(request_id, request_id, request.model, _encode(request), route, holds.get(0))
+                batch_id = await self.store.join_fallback(
+                    new_batch_id(),
+                    key.key_id,
+                    item,
+                    window_ms=int(self.config.collection_window * 1000),
+                    max_size=max(self.config.max_batch_size, 1),
+                    expires_ms=now + EXPIRY_MS,
+                    provider=ctx.target.provider.name if ctx.target is not None else "",  # the likely one
+                )
+        except BudgetExceeded:
+            return False  # the 429 it had, rather than a queued run its budget cannot pay for
+        ctx.recorded = True  # no 429 record: the request is not over
         metrics = telemetry.metrics
         if metrics is not None:
             metrics.fallback_queued.inc()

@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
 import orjson
 
+from ensemble.budget import holds
+from ensemble.budget.holds import ItemHold
 from ensemble.storage.keys import now_iso
 
 TX_TRIES = 200  # x 5 ms: a second for another coroutine's read to finish before a BEGIN/COMMIT fails
@@ -44,6 +46,7 @@ class NewItem:
     model: str
     request: bytes
     route: str  # gateway | provider_batch
+    hold: ItemHold | None = None  # its budget reservation (provider_batch items on a budget)
 
 
 @dataclass(slots=True)
@@ -82,6 +85,9 @@ class BatchStore:
         # it while a transaction is open fails ("cannot start a transaction within a transaction"),
         # so transactions take turns.
         self._tx_lock = asyncio.Lock()
+        # Budget holds of items canceled or expired before they ran, once their transaction
+        # committed: the batch service gives them back to the budgets (batch/budget.py).
+        self.on_released: Callable[[list[ItemHold]], None] = lambda released: None
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -142,6 +148,7 @@ class BatchStore:
                     for i, it in enumerate(items)
                 ],
             )
+            await holds.write(self.conn, batch_id, [(i, it.hold) for i, it in enumerate(items) if it.hold])
 
     async def join_fallback(
         self,
@@ -196,6 +203,8 @@ class BatchStore:
                 "VALUES (?,?,?,?,?,?,?, 'queued')",
                 (batch_id, idx, item.custom_id, item.request_id, item.model, item.request, item.route),
             )
+            if item.hold is not None:
+                await holds.write(self.conn, batch_id, [(idx, item.hold)])
             await self.conn.execute(
                 "INSERT INTO responses (request_id, key_id, status, model, provider, created_at) "
                 "VALUES (?,?,'pending',?,?,?) ON CONFLICT (key_id, request_id) DO NOTHING",
@@ -275,6 +284,7 @@ class BatchStore:
         """Queued items become `canceled` now; running ones finish; provider batches are canceled
         upstream by the runner. Returns False when there is no such batch for this key."""
         now = now_ms()
+        released: list[ItemHold] = []
         async with self._transaction():
             cur = await self.conn.execute(
                 "UPDATE batches SET status = 'canceling', cancel_initiated_at = ? "
@@ -293,6 +303,8 @@ class BatchStore:
                     (batch_id,),
                 )
                 await self._mark_unanswered(batch_id, "canceled")
+                released = await holds.take_in_state(self.conn, batch_id, "canceled")
+        self.on_released(released)
         if changed:
             await self.finalize(batch_id)
             return True
@@ -313,6 +325,7 @@ class BatchStore:
     async def expire(self) -> int:
         """Items still queued past their batch's expiry are `expired`."""
         now = now_ms()
+        released: list[ItemHold] = []
         async with self._transaction():
             async with self.conn.execute(
                 "SELECT DISTINCT i.batch_id FROM batch_items i JOIN batches b ON b.id = i.batch_id "
@@ -327,6 +340,8 @@ class BatchStore:
                     (orjson.dumps({"type": "expired"}), iso_of_ms(now), batch_id),
                 )
                 await self._mark_unanswered(batch_id, "expired")
+                released += await holds.take_in_state(self.conn, batch_id, "expired")
+        self.on_released(released)
         for batch_id in ids:
             await self.finalize(batch_id)
         return len(ids)

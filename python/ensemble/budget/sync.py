@@ -4,18 +4,24 @@ Like the rate-limit leases (ratelimit/sync.py), each instance reserves only out 
 budget that one atomic Redis script granted it. Per budget and period the Redis hash
 `{namespace}:budget:{scope}:{period start}` holds
 
-    spent         micro-dollars settled by every instance this period
-    g:<instance>  "held,expiry_ms": the slice one instance holds (unreserved + reserved in flight)
+    s:<database>  the period's spend (and provider batch holds) one instance's SQLite had recorded
+                  when that instance first brought the budget to Redis: set once per database
+    spent         micro-dollars settled by every instance since
+    held          provider batches' reservations committed and not settled yet (budget/holds.py)
+    floor         after Redis lost the hash: the largest total an instance had seen
+    g:<process>   "amount,expiry_ms": the slice one process holds (unreserved + reserved in flight)
 
-and the script charges a slice in full when it grants it, so `spent + every slice <= limit`: N
-instances together never pass the ceiling. The background task pushes settled spend and tops each
+The period's total is `max(floor, sum of the seeds) + spent + held`, so spend an instance recorded
+before the budget reached it counts too, once. The script charges a slice in full when it grants
+it, so `total + every slice <= limit`: N instances together never pass the ceiling. The background task pushes settled spend and tops each
 slice up every `rate_limit.sync_interval`, sooner when a slice runs low; a request whose slice is
 short waits for that one round trip (`refill`) before it is refused.
 
 Redis down: an instance keeps spending the slice it holds until the slice's life ends (it is
 charged in Redis, so nobody else can have it), and nothing more; a Redis that comes back gets the
 spend pushed then. A crashed instance's slice returns to the pool when its grant expires. A Redis
-that lost its data is seeded again with the last period total each instance saw.
+that lost its data is seeded again: each database's seed, and the largest period total a process
+that had seen it offers as the floor.
 
 Key records (budgets included) travel through the key sync. Customers live in the database of the
 instance they were created on, so their budgets travel here: each instance writes the budgets of
@@ -33,7 +39,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -48,41 +54,61 @@ REFILL_WAIT = 1.0  # the longest a request waits for a refill before it is refus
 GRANT_TTL_MIN = 30.0
 
 SETTLE = """
-local key, me = KEYS[1], ARGV[1]
-local limit, floor, d = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local keep, want, need = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local ttl, expire_at = tonumber(ARGV[8]), tonumber(ARGV[9])
+local key, me, db = KEYS[1], ARGV[1], ARGV[2]
+local limit, seed, seen = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local d, dh = tonumber(ARGV[6]), tonumber(ARGV[7])
+local keep, want, need = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local ttl, expire_at = tonumber(ARGV[11]), tonumber(ARGV[12])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- The first instance to see a period (or a Redis that lost it) seeds it with its durable spend.
-local spent = math.max(tonumber(redis.call('HGET', key, 'spent') or '0'), floor) + d
-local other, stale = 0, {}
+-- Each database's earlier spend counts once. A process that saw the period and finds its
+-- database's seed gone knows Redis lost the hash: the total it saw becomes the floor.
+if redis.call('HSETNX', key, 's:' .. db, seed) == 1 and seen > 0 then
+  if seen > tonumber(redis.call('HGET', key, 'floor') or '0') then redis.call('HSET', key, 'floor', seen) end
+end
+local spent = tonumber(redis.call('HINCRBY', key, 'spent', d))
+local held = tonumber(redis.call('HINCRBY', key, 'held', dh))
+local seeds, floor, other, stale = 0, 0, 0, {}
 local all = redis.call('HGETALL', key)
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 2) == 'g:' and string.sub(f, 3) ~= me then
-    local held, exp = string.match(v, '^(-?%d+),(%d+)$')
+  local kind = string.sub(f, 1, 2)
+  if kind == 's:' then
+    seeds = seeds + tonumber(v)
+  elseif f == 'floor' then
+    floor = tonumber(v)
+  elseif kind == 'g:' and string.sub(f, 3) ~= me then
+    local amount, exp = string.match(v, '^(-?%d+),(%d+)$')
     if exp == nil or tonumber(exp) <= now then
       stale[#stale + 1] = f
     else
-      other = other + tonumber(held)
+      other = other + tonumber(amount)
     end
   end
 end
 if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+local total = math.max(floor, seeds) + spent + held
 -- Top the slice up towards `want` (at most half of what is free, at least `need`), never past the limit.
-local free = limit - spent - other
+local free = limit - total - other
 local target = math.max(need, math.min(want, math.floor(free / 2)))
 local grant = math.max(-keep, math.min(target - keep, free - keep))
-redis.call('HSET', key, 'spent', spent)
 if keep + grant > 0 then
   redis.call('HSET', key, 'g:' .. me, (keep + grant) .. ',' .. (now + ttl))
 else
   redis.call('HDEL', key, 'g:' .. me)
 end
 if expire_at > 0 then redis.call('EXPIREAT', key, expire_at) end
-return {grant, spent, other}
+return {grant, total, held}
 """
+
+
+class Seeds(Protocol):
+    """Where an account's seed comes from: this instance's database (budget/loading.py)."""
+
+    database_id: str
+
+    async def read(self, accounts: list[Account]) -> None:
+        """Set `seed` on each account: the period's spend and holds its database recorded."""
 
 
 class BudgetSync:
@@ -95,6 +121,7 @@ class BudgetSync:
         *,
         sync_interval: float,
         local_customers: Callable[[], dict[str, tuple[int | None, str]]] = dict,
+        seeds: Seeds | None = None,
     ) -> None:
         self.client = client
         self.ns = ns
@@ -112,6 +139,7 @@ class BudgetSync:
         self.rounds = 0
         self.sharing = False
         self.local_customers = local_customers
+        self.seeds = seeds
         self._published: dict[str, str] = {}  # customer id -> what this instance last wrote
         self._remote: dict[str, str] = {}  # customer id -> the budget another instance wrote
         budgets.wake = self.wake
@@ -188,22 +216,34 @@ class BudgetSync:
     async def settle(self, accounts: list[Account], *, final: bool = False) -> None:
         """One pipelined round trip for `accounts`; `final` (shutdown) pushes spend and returns every slice."""
         ttl_ms = int(self.grant_ttl * 1000)
-        sent: list[tuple[Account, float, int]] = []
+        unseeded = [a for a in accounts if a.seed is None]
+        if unseeded:  # their database's spend first: Redis takes a seed once
+            if self.seeds is not None:
+                await self.seeds.read(unseeded)
+            else:
+                for a in unseeded:
+                    a.seed = 0
+            accounts = [a for a in accounts if a.seed is not None]
+        database = self.seeds.database_id if self.seeds is not None else "local"
+        sent: list[tuple[Account, float, int, int]] = []
         calls: list[list[Any]] = []
         for acc in accounts:
             keep = max(0, acc.available) + acc.reserved
             need = self.hungry.get(acc.scope, 0)
             want = 0 if final else self._want(acc, need)
             expire_at = 0 if acc.resets is None else int(acc.resets) + 7 * 86400
-            d = acc.pending
-            sent.append((acc, acc.starts, d))
+            d, dh = acc.pending, acc.pending_held
+            sent.append((acc, acc.starts, d, dh))
             calls.append(
                 [
                     self.redis_key(acc),
                     self.instance,
+                    database,
                     acc.limit,
+                    acc.seed or 0,
                     acc.floor,
                     d,
+                    dh,
                     keep,
                     want,
                     need,
@@ -217,17 +257,20 @@ class BudgetSync:
             await self.client.script_load(SETTLE)
             results = await self._round_trip(calls)
         now = time.monotonic()
-        for (acc, starts, d), res in zip(sent, results, strict=True):
-            grant, spent, _other = (int(x) for x in res)
+        for (acc, starts, d, dh), res in zip(sent, results, strict=True):
+            grant, total, held = (int(x) for x in res)
             self.hungry.pop(acc.scope, None)
             if acc.starts != starts:
                 continue  # the period rolled over during the round trip: that slice is void
             acc.pending -= d
+            acc.pending_held -= dh
             # Redis holds the period's spend from now on; should it lose it (a restart without
-            # persistence), the next settle seeds it again with the last total seen here.
-            acc.floor = spent
+            # persistence), the next settle offers the last total seen here as its floor.
+            acc.floor = total
             self.rate[acc.scope] = 0.7 * self.rate.get(acc.scope, 0.0) + 0.3 * d / self.interval
-            acc.spent = spent + acc.pending
+            held = max(0, held)  # below 0 only after Redis lost holds that are settling since
+            acc.spent = total - held + acc.pending
+            acc.held = held + acc.pending_held
             if final:
                 acc.available, acc.lease_until = 0, 0.0
                 continue

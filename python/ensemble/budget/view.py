@@ -56,5 +56,6 @@ def budget_fields(
         spent, resets = durable_spent or 0, bounds(period, budgets.clock())[1]
     out: dict[str, Any] = {"spent_usd": usd(spent), "budget_resets_at": iso(resets)}
     if limit is not None:
-        out["remaining_usd"] = usd(max(0, limit - spent - (acc.reserved if acc is not None else 0)))
+        in_flight = acc.reserved + max(0, acc.held) if acc is not None else 0
+        out["remaining_usd"] = usd(max(0, limit - spent - in_flight))
     return out

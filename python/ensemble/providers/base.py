@@ -15,14 +15,22 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
-from ensemble._native import SseParser, StreamScanner
+from ensemble._native import EventRunScanner, SseParser, StreamScanner
 from ensemble.catalogue.rules import MIN_THINKING_BUDGET, REASONING_BUDGETS, reasoning_budget
 from ensemble.config.schema import EndpointConfig, ModelConfig, ProviderConfig
 from ensemble.errors import InvalidRequest, ProviderError
 from ensemble.streaming.watchdog import Clock, StallWatchdog
-from ensemble.types import EmbeddingRequest, EmbeddingResult, InferenceRequest, ProviderResult, StreamDelta
+from ensemble.types import (
+    EmbeddingRequest,
+    EmbeddingResult,
+    InferenceRequest,
+    ProviderResult,
+    StreamDelta,
+    TextDelta,
+    TextRun,
+)
 from ensemble.usage.pricing import Price
 
 __all__ = ["MIN_THINKING_BUDGET", "REASONING_BUDGETS", "reasoning_budget"]
@@ -132,12 +140,19 @@ class Provider(ABC):
 
     @abstractmethod
     def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """The answer as batches of deltas: everything decoded from one network read comes together
         (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
         per read rather than once per token. Nothing is held back to fill a batch. `raw` (only
-        asked of providers whose `passthrough` said yes): RawBatches, one per network read."""
+        asked of providers whose `passthrough` said yes): RawBatches, one per network read.
+        `event_runs`: the consumer renders one event per upstream event from TextRuns, so a
+        provider may merge a read's text fragments of one block into one (or not)."""
 
     def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
         """Whether this stream's upstream bytes can go to a client speaking `ingress` (openai,
@@ -209,6 +224,8 @@ class RawBatch(list[StreamDelta]):
 
 # StreamScanner run kinds (rust/src/scan.rs RunKind) and the marker of an event for the decoder.
 RUN_TEXT, RUN_THINKING, RUN_ARGS, RUN_USAGE, RUN_EVENT = 0, 1, 2, 3, -1
+# EventRunScanner's text of several events, `(text, ends)` (rust/src/event_runs.rs): a TextRun.
+RUN_TEXT_EVENTS = 4
 
 
 class WireFormat(ABC):
@@ -342,7 +359,12 @@ class HttpProvider(Provider):
         return wire.stream_scanner == ingress and not wire.rewrites_stream(request, target)
 
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """`raw`: the fast path; every network read becomes a RawBatch (its deltas and the whole
         events it completed, as bytes), scanned natively (ScanningReader)."""
@@ -368,7 +390,11 @@ class HttpProvider(Provider):
             # The scanner decodes for the translating path too (its runs are the same deltas, merged
             # per read); only the fast path forwards the bytes it lets through.
             native = self.native_streams and wire.stream_scanner is not None
-            reader = ScanningReader(wire, decoder, merge=raw) if native else FramingReader(wire, decoder)
+            reader = (
+                ScanningReader(wire, decoder, merge=raw, event_runs=event_runs and not raw)
+                if native
+                else FramingReader(wire, decoder)
+            )
             scanning = reader if raw and isinstance(reader, ScanningReader) else None
             read = reader.read
             chunks = resp.chunks().__aiter__()
@@ -455,10 +481,15 @@ class ScanningReader:
 
     __slots__ = ("_decode", "_native_run", "_scanner", "_tail", "out")
 
-    def __init__(self, wire: WireFormat, decoder: StreamDecoder, merge: bool = True) -> None:
+    def __init__(
+        self, wire: WireFormat, decoder: StreamDecoder, merge: bool = True, event_runs: bool = False
+    ) -> None:
         assert wire.stream_scanner is not None
-        # Merged runs only where the deltas are not rendered one client event each (the fast path).
-        self._scanner = StreamScanner(wire.stream_scanner, merge)
+        # Merged runs only where the deltas are not rendered one client event each (the fast path),
+        # or where they keep their events' ends (`event_runs`: TextRuns).
+        self._scanner: StreamScanner | EventRunScanner = (
+            EventRunScanner(wire.stream_scanner) if event_runs else StreamScanner(wire.stream_scanner, merge)
+        )
         self._decode = decoder.decode
         self._native_run = decoder.native_run
         self._tail = b""
@@ -474,6 +505,11 @@ class ScanningReader:
             try:
                 if kind == RUN_EVENT:
                     batch += self._decode(key, text)  # type: ignore[arg-type]
+                elif kind == RUN_TEXT_EVENTS:
+                    run, ends = cast("tuple[str, bytes]", text)
+                    delta = self._native_run(RUN_TEXT, key, run)  # type: ignore[arg-type]
+                    if isinstance(delta, TextDelta):
+                        batch.append(TextRun(index=delta.index, text=run, ends=ends))
                 else:
                     delta = self._native_run(kind, key, text)  # type: ignore[arg-type]
                     if delta is not None:

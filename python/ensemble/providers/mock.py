@@ -131,7 +131,12 @@ class MockProvider(Provider):
         return assembler.result()
 
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         if self.options.latency:
             await asyncio.sleep(self.options.latency)

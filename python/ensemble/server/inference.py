@@ -401,6 +401,8 @@ async def run_stream(
     server = rt.config.server
     if fmt.passthrough is not None and server.native_streams and server.coalescence_window <= 0:
         ctx.passthrough = fmt.passthrough  # the chosen provider confirms (Provider.passthrough)
+    # A coalescing window merges deltas across reads itself: one event per upstream event is gone.
+    ctx.event_runs = getattr(fmt, "event_runs", False) and server.coalescence_window <= 0
     rt.inflight.add(ctx.request_id, key.key_id, request.model)
     watch = watch_disconnect(rt, req)
     stream: LiveStream | None = None

@@ -82,6 +82,7 @@ class Runtime:
         self.scaleout = Scaleout(config, self.admission, self._apply_shared_keys)
         self.scaleout.budgets = self.budgets
         self.scaleout.local_customers = lambda: self.budget_loader.local_customers
+        self.scaleout.budget_seeds = self.budget_loader
         self.inflight = InFlightIndex()
         self.journal: InFlightJournal | None = None
         # ENSEMBLE_LOOP_LAG_REPORT=<seconds>: log event-loop lag percentiles that often (soak bench).
@@ -98,6 +99,7 @@ class Runtime:
 
     async def startup(self) -> None:
         self.db = await database.connect(self.config.database.path)
+        await self.budget_loader.attach(self.db)
         await self.sync_keys()
         await self.budget_loader.sync_customers(self.db)
         await self.upstream.start()

@@ -181,6 +181,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE customers ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX api_keys_customer ON api_keys(customer_id);
     """,
+    # 7: provider-batch budget reservations that outlive a request (see docs/budgets.md): one row per
+    # item and budget it was reserved on, deleted by whoever settles it; and this database's identity,
+    # which names its share of a budget's spend in Redis.
+    """
+    CREATE TABLE budget_holds (
+        batch_id     TEXT NOT NULL,
+        idx          INTEGER NOT NULL,
+        scope        TEXT NOT NULL,              -- key:<key id> | customer:<customer id>
+        amount       INTEGER NOT NULL,           -- micro-dollars: the item's worst case
+        reserved_ms  INTEGER NOT NULL,           -- counts in the budget period containing it
+        PRIMARY KEY (batch_id, idx, scope)
+    );
+    CREATE INDEX budget_holds_scope ON budget_holds(scope, reserved_ms);
+    CREATE TABLE database_identity (id TEXT NOT NULL);
+    INSERT INTO database_identity (id) VALUES (lower(hex(randomblob(8))));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -134,10 +134,15 @@ class TracedCalls:
             span.end()
 
     async def stream(
-        self, request: InferenceRequest, target: Target, opts: CallOptions, raw: bool = False
+        self,
+        request: InferenceRequest,
+        target: Target,
+        opts: CallOptions,
+        raw: bool = False,
+        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         span = self._start(target, streaming=True)
-        inner = self.inner.stream(request, target, opts, raw)
+        inner = self.inner.stream(request, target, opts, raw, event_runs)
         try:
             async for batch in inner:
                 yield batch
