@@ -17,6 +17,15 @@ from collections.abc import AsyncIterator
 from ensemble.errors import UpstreamTimeout
 
 
+class _Expired(Exception):
+    """What a wait's timer puts into the future it bounds."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_Expired())
+
+
 class BufferedResponse:
     """What the caller sees as UpstreamResponse; the transport feeds it."""
 
@@ -99,12 +108,26 @@ class BufferedResponse:
             )
         return left if self._read_timeout is None else min(self._read_timeout, left)
 
+    def _bound(self, waiter: asyncio.Future[None]) -> asyncio.TimerHandle | None:
+        """A timer that fails `waiter` when the read or overall timeout is up (None: no bound).
+        One timer handle per wait: `asyncio.wait_for` (and the `shield` it needs for a future
+        others also wait on) builds a task-like chain of futures and callbacks each time."""
+        timeout = self._timeout()
+        if timeout is None:
+            return None
+        return asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+
     async def wait_headers(self) -> None:
+        ready = self._headers_ready
+        timer = None if ready.done() else self._bound(ready)
         try:
-            await asyncio.wait_for(asyncio.shield(self._headers_ready), self._timeout())
-        except TimeoutError:
+            await ready
+        except _Expired:
             self._abort()
             raise UpstreamTimeout("the provider did not answer in time", retryable=True) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _next(self) -> bytes | None:
         while True:
@@ -121,19 +144,18 @@ class BufferedResponse:
                 # Granian ends a client's stream only when its transport is freed.
                 raise copy.copy(self._error)
             self._waiter = waiter = asyncio.get_running_loop().create_future()
-            timeout = self._timeout()
+            timer = self._bound(waiter)  # None for a stream: the caller's watchdog bounds the wait
             try:
-                if timeout is None:  # a stream: the caller's watchdog bounds the wait
-                    await waiter
-                else:
-                    await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
+                await waiter
+            except _Expired:
                 self._abort()
                 raise UpstreamTimeout(
                     "the provider's stream stalled", retryable=True, code="stream_stalled"
                 ) from None
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     async def read(self) -> bytes:
         parts = []
