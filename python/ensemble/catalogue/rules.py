@@ -8,9 +8,10 @@ unchanged (same format in and out) can ask whether it may.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
@@ -80,6 +81,7 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
+@functools.cache  # parameter names come from the catalogue and config: a small fixed set
 def _keys(param: str) -> tuple[str, ...]:
     """The provider_config keys a non-canonical parameter may be spelled as."""
     camel = _camel(param)
@@ -124,16 +126,21 @@ class ParameterRules:
             thinking_refused=_norm(p for t in thinking for p in t.refused),
         )
 
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.unsupported
-            or self.refused
-            or self.exclusive
-            or self.thinking_temperature is not None
-            or self.thinking_top_p_min is not None
-            or self.thinking_unsupported
-            or self.thinking_refused
+    empty: bool = field(init=False, compare=False, repr=False)  # no rule at all: `changes` is asked per request
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "empty",
+            not (
+                self.unsupported
+                or self.refused
+                or self.exclusive
+                or self.thinking_temperature is not None
+                or self.thinking_top_p_min is not None
+                or self.thinking_unsupported
+                or self.thinking_refused
+            ),
         )
 
     def changes(self, request: InferenceRequest) -> list[tuple[str, Action, str]]:

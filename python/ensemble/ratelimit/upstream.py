@@ -99,6 +99,8 @@ def _reset_ms(value: str | None, now_ms: int, wall_s: float) -> int | None:
 def _int(value: str | None) -> int | None:
     if value is None:
         return None
+    if value.isascii() and value.isdigit():  # what providers send: skip the float round trip
+        return int(value)
     try:
         return max(int(float(value)), 0)
     except ValueError:

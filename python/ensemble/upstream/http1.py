@@ -30,6 +30,7 @@ _HIGH_WATER = 256 * 1024  # buffered, unread response bytes before we stop readi
 _MAX_IDLE_PER_HOST = 512
 _IDLE_TTL = 50.0  # seconds; below the usual 60 s server keep-alive so we close first
 _USER_AGENT = b"ensemble-gateway"
+_MAX_HEADER_BLOCKS = 1024  # distinct header sets kept encoded (one per endpoint and kind of call)
 
 
 def refuse_line_breaks(name: str, value: str) -> None:
@@ -261,6 +262,9 @@ class Http1Client:
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._tls = ssl.create_default_context()
         self._heads: dict[tuple[str, str], tuple[_Pool, bytes]] = {}
+        # The encoded header lines of each header set: a provider sends the same few to an
+        # endpoint on every call (its key, content type, accept).
+        self._header_blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
 
     async def start(self) -> None:
         pass
@@ -288,6 +292,20 @@ class Http1Client:
         prefix = f"POST {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ".encode() + _USER_AGENT + b"\r\n"
         return pool, prefix
 
+    def _header_block(self, headers: Mapping[str, str]) -> bytes:
+        items = tuple(headers.items())
+        block = self._header_blocks.get(items)
+        if block is None:
+            lines = []
+            for name, value in items:
+                refuse_line_breaks(name, value)
+                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            block = b"".join(lines)
+            if len(self._header_blocks) >= _MAX_HEADER_BLOCKS:
+                self._header_blocks.clear()
+            self._header_blocks[items] = block
+        return block
+
     async def post(
         self,
         url: str,
@@ -302,12 +320,7 @@ class Http1Client:
         if route is None:
             route = self._heads[("POST", url)] = self._route(url)
         pool, prefix = route
-        lines = [prefix]
-        for name, value in headers.items():
-            refuse_line_breaks(name, value)
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
-        head = b"".join(lines)
+        head = prefix + self._header_block(headers) + b"Content-Length: %d\r\n\r\n" % len(body)
         stall = None if stream else (read_timeout if read_timeout is not None else self._read_timeout)
         deadline = time.monotonic() + total_timeout if total_timeout is not None and not stream else None
         conn = pool.take()
