@@ -33,22 +33,24 @@ DRAIN_SECONDS = 2.0
 
 class _RequestIds:
     """`req_` + 8 random hex digits per process + a 16-digit counter: unique across processes and
-    instances (the prefix is drawn once from the OS), without a syscall per request."""
+    instances (the prefix is drawn once from the OS), without a syscall per request (a forked
+    worker draws its own at the fork, not by comparing `os.getpid()` on every call: ~0.5 µs)."""
 
     def __init__(self) -> None:
         self._prefix = ""
-        self._pid = -1
         self._next = itertools.count()
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(4)
+        self._next = itertools.count(int.from_bytes(secrets.token_bytes(3), "big") << 20)
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # a forked worker must not share its parent's sequence
-            self._pid = os.getpid()
-            self._prefix = "req_" + secrets.token_hex(4)
-            self._next = itertools.count(int.from_bytes(secrets.token_bytes(3), "big") << 20)
         return f"{self._prefix}{next(self._next):016x}"
 
 
 new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=new_request_id.reseed)  # a worker must not share its parent's sequence
 
 
 class ClientDisconnected(EnsembleError):
