@@ -126,7 +126,8 @@ class ParameterRules:
             thinking_refused=_norm(p for t in thinking for p in t.refused),
         )
 
-    empty: bool = field(init=False, compare=False, repr=False)  # no rule at all: `changes` is asked per request
+    # No rule at all (computed once: `changes` is asked on every request).
+    empty: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
