@@ -126,23 +126,20 @@ class ParameterRules:
             thinking_refused=_norm(p for t in thinking for p in t.refused),
         )
 
-    # No rule at all (computed once: `changes` is asked on every request).
+    # Computed once, since `changes` is asked on every request: whether there is any rule at all,
+    # and any that depends on thinking (which takes a look through the request's extras).
     empty: bool = field(init=False, compare=False, repr=False)
+    thinking_rules: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "empty",
-            not (
-                self.unsupported
-                or self.refused
-                or self.exclusive
-                or self.thinking_temperature is not None
-                or self.thinking_top_p_min is not None
-                or self.thinking_unsupported
-                or self.thinking_refused
-            ),
+        thinking = bool(
+            self.thinking_temperature is not None
+            or self.thinking_top_p_min is not None
+            or self.thinking_unsupported
+            or self.thinking_refused
         )
+        object.__setattr__(self, "thinking_rules", thinking)
+        object.__setattr__(self, "empty", not (self.unsupported or self.refused or self.exclusive or thinking))
 
     def changes(self, request: InferenceRequest) -> list[tuple[str, Action, str]]:
         """(parameter, drop | refuse, why) for each parameter of `request` the model rejects."""
@@ -154,7 +151,7 @@ class ParameterRules:
         for group in self.exclusive:
             given = [p for p in group if _present(request, p)]
             out += [(p, "drop", f"not accepted together with {given[0]}") for p in given[1:]]
-        if thinking_requested(request):
+        if self.thinking_rules and thinking_requested(request):
             why = "not accepted with thinking on"
             out += [(p, "refuse", why) for p in self.thinking_refused if _present(request, p)]
             t = request.temperature
@@ -172,6 +169,8 @@ class ParameterRules:
                     ("top_p", "drop", f"must be at least {self.thinking_top_p_min:g} with thinking on")
                 )
             out += [(p, "drop", why) for p in self.thinking_unsupported if _present(request, p)]
+        if len(out) < 2:
+            return out
         seen: set[str] = set()
         return [c for c in out if not (c[0] in seen or seen.add(c[0]))]  # type: ignore[func-returns-value]
 
