@@ -139,7 +139,9 @@ class ParameterRules:
             or self.thinking_refused
         )
         object.__setattr__(self, "thinking_rules", thinking)
-        object.__setattr__(self, "empty", not (self.unsupported or self.refused or self.exclusive or thinking))
+        object.__setattr__(
+            self, "empty", not (self.unsupported or self.refused or self.exclusive or thinking)
+        )
 
     def changes(self, request: InferenceRequest) -> list[tuple[str, Action, str]]:
         """(parameter, drop | refuse, why) for each parameter of `request` the model rejects."""
