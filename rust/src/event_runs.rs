@@ -99,21 +99,7 @@ fn append_text(out: &mut Vec<RunItem>, usage: &mut Option<Item>, key: i64, text:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(kind: RunKind, key: i64, text: &str) -> Item {
-        Item::Run {
-            kind,
-            key,
-            text: text.to_owned(),
-        }
-    }
-
-    fn event(data: &str) -> Item {
-        Item::Event {
-            event_type: "message".into(),
-            data: data.into(),
-        }
-    }
+    use crate::scan::tests::{event, run};
 
     #[test]
     fn consecutive_text_of_one_block_is_one_run_with_its_event_ends() {

@@ -634,10 +634,10 @@ fn write_json(v: &Value<'_>, out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run(kind: RunKind, key: i64, text: &str) -> Item {
+    pub(crate) fn run(kind: RunKind, key: i64, text: &str) -> Item {
         Item::Run {
             kind,
             key,
@@ -645,7 +645,7 @@ mod tests {
         }
     }
 
-    fn event(data: &str) -> Item {
+    pub(crate) fn event(data: &str) -> Item {
         Item::Event {
             event_type: "message".into(),
             data: data.into(),
