@@ -44,10 +44,9 @@ class CallPath(Protocol):
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """One upstream attempt for a stream; it ends when the iterator does. `raw`: the
-        same-format fast path; `event_runs`: TextRuns welcome (`Provider.stream`)."""
+        same-format fast path (`Provider.stream`)."""
         ...
 
     def embed(
@@ -72,9 +71,8 @@ class DirectCalls:
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
-        return target.provider.stream(request, target, opts, raw, event_runs)
+        return target.provider.stream(request, target, opts, raw)
 
     def embed(
         self, request: EmbeddingRequest, target: Target, opts: CallOptions

@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 import msgspec
@@ -724,7 +724,9 @@ class Gateway:
     ) -> LiveStream:
         ingress = ctx.passthrough
         raw = ingress is not None and target.provider.passthrough(ingress, request, target)
-        iterator = self.calls.stream(request, target, opts, raw, ctx.event_runs).__aiter__()
+        if ctx.event_runs:
+            opts = replace(opts, event_runs=True)
+        iterator = self.calls.stream(request, target, opts, raw).__aiter__()
         held: list[StreamDelta] = []
         held_bytes: list[bytes] = []
         try:

@@ -100,10 +100,13 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class CallOptions:
-    """Time bounds for one upstream call."""
+    """What bounds and shapes one upstream call."""
 
     stall_timeout: float  # no bytes for this long: give up
     overall_timeout: float  # the whole call, first byte to last
+    # The consumer renders one event per upstream event from TextRuns (the client's stream
+    # format says so), so a provider may merge a read's text fragments of one block into one.
+    event_runs: bool = False
     clock: Clock = field(default=time.monotonic, compare=False)  # injected by stall-detection tests
 
 
@@ -145,14 +148,12 @@ class Provider(ABC):
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """The answer as batches of deltas: everything decoded from one network read comes together
         (never empty), so the consumer pays its per-item costs (a task wakeup, a client write) once
         per read rather than once per token. Nothing is held back to fill a batch. `raw` (only
         asked of providers whose `passthrough` said yes): RawBatches, one per network read.
-        `event_runs`: the consumer renders one event per upstream event from TextRuns, so a
-        provider may merge a read's text fragments of one block into one (or not)."""
+        `opts.event_runs`: TextRuns welcome."""
 
     def passthrough(self, ingress: str, request: InferenceRequest, target: Target) -> bool:
         """Whether this stream's upstream bytes can go to a client speaking `ingress` (openai,
@@ -364,7 +365,6 @@ class HttpProvider(Provider):
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         """`raw`: the fast path; every network read becomes a RawBatch (its deltas and the whole
         events it completed, as bytes), scanned natively (ScanningReader)."""
@@ -391,7 +391,7 @@ class HttpProvider(Provider):
             # per read); only the fast path forwards the bytes it lets through.
             native = self.native_streams and wire.stream_scanner is not None
             reader = (
-                ScanningReader(wire, decoder, merge=raw, event_runs=event_runs and not raw)
+                ScanningReader(wire, decoder, merge=raw, event_runs=opts.event_runs and not raw)
                 if native
                 else FramingReader(wire, decoder)
             )

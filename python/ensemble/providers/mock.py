@@ -136,7 +136,6 @@ class MockProvider(Provider):
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         if self.options.latency:
             await asyncio.sleep(self.options.latency)

@@ -139,10 +139,9 @@ class TracedCalls:
         target: Target,
         opts: CallOptions,
         raw: bool = False,
-        event_runs: bool = False,
     ) -> AsyncIterator[list[StreamDelta]]:
         span = self._start(target, streaming=True)
-        inner = self.inner.stream(request, target, opts, raw, event_runs)
+        inner = self.inner.stream(request, target, opts, raw)
         try:
             async for batch in inner:
                 yield batch
