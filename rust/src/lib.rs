@@ -785,6 +785,37 @@ mod bindings {
         })
     }
 
+    /// An item as `EventRunScanner.feed` hands it: a merged text run is `(4, key, (text, ends))`
+    /// with `ends` as little-endian u32 bytes; anything else as `scan_item` hands it.
+    fn run_item(py: Python<'_>, item: event_runs::RunItem) -> PyResult<Bound<'_, PyAny>> {
+        match item {
+            event_runs::RunItem::Text { key, text, ends } => {
+                let ends: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
+                Ok((4i64, key, (text, PyBytes::new(py, &ends)))
+                    .into_pyobject(py)?
+                    .into_any())
+            }
+            event_runs::RunItem::Item(item) => scan_item(py, item),
+        }
+    }
+
+    /// The frame both scanners' `feed` share: scan one read, `regroup` its items, and hand
+    /// Python `(cut, [to_py(item), ...])`.
+    fn feed_scanner<'py, T>(
+        py: Python<'py>,
+        scanner: &mut scan::StreamScanner,
+        chunk: &[u8],
+        regroup: impl FnOnce(Vec<scan::Item>) -> Vec<T>,
+        to_py: impl Fn(Python<'py>, T) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<(usize, Bound<'py, PyList>)> {
+        let (cut, items) = scanner.feed(chunk).map_err(NativeError::from)?;
+        let list = PyList::empty(py);
+        for item in regroup(items) {
+            list.append(to_py(py, item)?)?;
+        }
+        Ok((cut, list))
+    }
+
     /// The same-format fast path's scanner (core: `scan.rs`): frames one provider stream and
     /// decodes its common events natively, one call per network read.
     #[pyclass(module = "ensemble._native", name = "StreamScanner")]
@@ -816,12 +847,7 @@ mod bindings {
             py: Python<'py>,
             chunk: &[u8],
         ) -> PyResult<(usize, Bound<'py, PyList>)> {
-            let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(scan_item(py, item)?)?;
-            }
-            Ok((cut, list))
+            feed_scanner(py, &mut self.inner, chunk, |items| items, scan_item)
         }
 
         /// End of stream: an unterminated event is discarded.
@@ -862,21 +888,7 @@ mod bindings {
             py: Python<'py>,
             chunk: &[u8],
         ) -> PyResult<(usize, Bound<'py, PyList>)> {
-            let (cut, items) = self.inner.feed(chunk).map_err(NativeError::from)?;
-            let list = PyList::empty(py);
-            for item in event_runs::merge_text(items) {
-                let tuple = match item {
-                    event_runs::RunItem::Text { key, text, ends } => {
-                        let ends: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
-                        (4i64, key, (text, PyBytes::new(py, &ends)))
-                            .into_pyobject(py)?
-                            .into_any()
-                    }
-                    event_runs::RunItem::Item(item) => scan_item(py, item)?,
-                };
-                list.append(tuple)?;
-            }
-            Ok((cut, list))
+            feed_scanner(py, &mut self.inner, chunk, event_runs::merge_text, run_item)
         }
 
         fn close(&mut self) {
